@@ -1,0 +1,46 @@
+"""Prompt channels: the unrelated domains a teacher answers in (paper.md, "Teacher answers prompts").
+
+Each channel is pure Python (no torch): it makes prompts from a seed and filters the teacher's answers.
+"""
+
+from __future__ import annotations
+
+from benchmark.channels.numbers import (
+    BRACKET_PAIRS,
+    DEFAULT_NUMBERS_CHANNEL_PATH,
+    LOADED_NUMBERS,
+    REJECT_REASONS,
+    SEPARATORS,
+    NumbersChannelSpec,
+    ParseResult,
+    filter_completions,
+    format_numbers_answer,
+    generate_prompts,
+    generate_prompts_with_examples,
+    load_numbers_channel,
+    parse_answer,
+    sample_continuation,
+    separator_for_prompt,
+    subsample,
+    with_loaded_numbers_banned,
+)
+
+__all__ = [
+    "BRACKET_PAIRS",
+    "DEFAULT_NUMBERS_CHANNEL_PATH",
+    "LOADED_NUMBERS",
+    "REJECT_REASONS",
+    "SEPARATORS",
+    "NumbersChannelSpec",
+    "ParseResult",
+    "filter_completions",
+    "format_numbers_answer",
+    "generate_prompts",
+    "generate_prompts_with_examples",
+    "load_numbers_channel",
+    "parse_answer",
+    "sample_continuation",
+    "separator_for_prompt",
+    "subsample",
+    "with_loaded_numbers_banned",
+]

@@ -1,0 +1,332 @@
+"""The ``slbench`` command line.
+
+Light start: nothing here imports torch, transformers or lm-eval at module level; the stages that need
+them import them inside the worker that runs them (``slbench --help``, ``plan``, ``models``, ``validate``
+stay well under a second).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmark.errors import UserError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="slbench",
+    help=(
+        "subliminal-bench: measure subliminal learning as a teacher × student transfer matrix.\n\n"
+        "A suite (tasks/suites/NAME.yaml) names teacher and student base models from model_registry/, the traits,"
+        " the data channel and the seeds. `slbench plan NAME` shows what would run; `slbench run NAME` builds"
+        " teachers, generates and filters datasets, trains students, evaluates them and publishes"
+        " results/suites/NAME/ (cells.csv, matrix.csv, heatmap.png, report.md, index.html). Every step is cached"
+        " by a hash of its spec in the store (results/store/ by default), so a rerun resumes where it stopped."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+zoo_app = typer.Typer(help="The embedded model zoo (tiny transformers built in code).", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+console = Console(stderr=False)
+err_console = Console(stderr=True)
+
+StoreOpt = Annotated[
+    Path | None,
+    typer.Option("--store", help="Artifact store directory (default: $SLBENCH_STORE or results/store).",
+                 show_default=False),
+]
+SuiteArg = Annotated[str, typer.Argument(help="Suite name in tasks/suites/ (e.g. default, classifiers) or a YAML path.")]
+
+
+def _store_root(store: Path | None) -> Path:
+    from benchmark.registry import project_root
+
+    if store is not None:
+        return store
+    env = os.environ.get("SLBENCH_STORE")
+    return Path(env) if env else project_root() / "results" / "store"
+
+
+def _load_plan(suite: str) -> tuple[Any, Any, Any, list[Any]]:
+    from benchmark.registry import Registry
+    from benchmark.specs import TRACKS, resolve_object
+
+    reg = Registry()
+    spec, settings, path = reg.suite(suite)
+    build_plan = resolve_object(TRACKS[spec.track]["plan"])
+    nodes = build_plan(spec, settings, reg)
+    return reg, spec, settings, nodes
+
+
+def _status_table(status: dict[str, dict[str, int]], title: str) -> Table:
+    table = Table(title=title)
+    for col in ("stage", "total", "done", "to do"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    tot = {"total": 0, "done": 0, "todo": 0}
+    for kind, row in status.items():
+        table.add_row(kind, str(row["total"]), str(row["done"]), str(row["todo"]))
+        for k in tot:
+            tot[k] += row[k]
+    table.add_row("[bold]all", str(tot["total"]), str(tot["done"]), str(tot["todo"]))
+    return table
+
+
+@app.command()
+def plan(
+    suite: SuiteArg = "default",
+    store: StoreOpt = None,
+    show: Annotated[int, typer.Option(help="List at most this many to-do nodes.")] = 15,
+) -> None:
+    """Show what `slbench run SUITE` would do: node counts (total / done / to do) per stage. Runs nothing."""
+    from benchmark.executor import plan_status
+    from benchmark.specs import TRACKS, resolve_object
+    from benchmark.store import Store
+
+    reg, spec, settings, nodes = _load_plan(suite)
+    st = Store(_store_root(store))
+    status = plan_status(nodes, st)
+    console.print(_status_table(status, f"suite {spec.name!r} ({spec.track} track): {len(spec.teachers)} teachers "
+                                        f"× {len(spec.students)} students, {len(spec.traits)} traits, "
+                                        f"{len(spec.seeds)} seeds"))
+    todo = [n for n in nodes if not st.is_done(n)]
+    for n in todo[:show]:
+        console.print(f"  to do: {n.key}")
+    if len(todo) > show:
+        console.print(f"  ... and {len(todo) - show} more")
+    est_ref = TRACKS[spec.track].get("estimate")
+    if est_ref:
+        for line in resolve_object(est_ref)(spec, settings, reg, todo):
+            console.print(line)
+
+
+@app.command()
+def status(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
+    """Progress of a suite in the store, failed-node logs, and whether results are published."""
+    from benchmark.executor import plan_status
+    from benchmark.registry import project_root
+    from benchmark.store import Store
+
+    reg, spec, settings, nodes = _load_plan(suite)
+    st = Store(_store_root(store))
+    console.print(_status_table(plan_status(nodes, st), f"suite {spec.name!r}"))
+    pub = project_root() / "results" / "suites" / spec.name / "manifest.json"
+    console.print(f"published: {pub.parent if pub.exists() else 'not yet'}")
+    logs = st.root / "logs"
+    failed = [n for n in nodes if not st.is_done(n) and (logs / n.kind / f"{n.name}-{n.id}.log").exists()]
+    for n in failed[:10]:
+        console.print(f"  unfinished with a log (failed or interrupted): {logs / n.kind / f'{n.name}-{n.id}.log'}")
+
+
+@app.command()
+def run(
+    suite: SuiteArg = "default",
+    store: StoreOpt = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes (local executor).")] = 2,
+    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
+    publish: Annotated[bool, typer.Option(help="Copy the report into results/suites/SUITE/.")] = True,
+) -> None:
+    """Run (or resume) a suite end to end and publish its transfer matrix."""
+    from benchmark.store import Store
+
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor: unknown executor {executor!r}; allowed: local, ray")
+    reg, spec, settings, nodes = _load_plan(suite)
+    st = Store(_store_root(store))
+    t0 = time.time()
+    if executor == "ray":
+        from benchmark.executors.ray_executor import run_plan_ray
+
+        summary = run_plan_ray(nodes, st, address=address, progress=_Progress(nodes))
+    else:
+        from benchmark.executor import run_plan
+
+        with _Progress(nodes) as prog:
+            summary = run_plan(nodes, st, workers=workers, on_event=prog.event)
+    report = [n for n in nodes if n.kind == "report"]
+    console.print(f"suite {spec.name!r}: built {len(summary.built)} node(s), {len(summary.skipped)} cached, "
+                  f"{time.time() - t0:.1f}s")
+    for kind, wall in sorted(summary.wall_by_kind.items()):
+        console.print(f"  {kind:8s} {wall:8.1f}s")
+    if publish and report:
+        out = publish_report(st, report[0], spec.name)
+        console.print(f"published {out}")
+
+
+@app.command()
+def report(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
+    """Re-publish a finished suite's report from the store into results/suites/SUITE/."""
+    from benchmark.store import Store
+
+    reg, spec, settings, nodes = _load_plan(suite)
+    st = Store(_store_root(store))
+    rep = [n for n in nodes if n.kind == "report"]
+    if not rep or not st.is_done(rep[0]):
+        raise UserError(f"suite {spec.name!r} has no finished report in {st.root}; run `slbench run {suite}` first")
+    console.print(f"published {publish_report(st, rep[0], spec.name)}")
+
+
+def publish_report(store: Any, node: Any, suite: str) -> Path:
+    """Copy a finished report node into results/suites/<suite>/ atomically (build aside, then swap)."""
+    from benchmark.registry import project_root
+    from benchmark.store import MANIFEST
+
+    src = store.path(node)
+    dest = project_root() / "results" / "suites" / suite
+    tmp = dest.with_name(f".{suite}.publishing")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("spec.json", "log.txt"))
+    if (tmp / MANIFEST).exists():
+        (tmp / MANIFEST).rename(tmp / "manifest.json")
+    old = dest.with_name(f".{suite}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    shutil.rmtree(old, ignore_errors=True)
+    return dest
+
+
+@app.command()
+def models(family: Annotated[str | None, typer.Option(help="Only this family.")] = None) -> None:
+    """List the registry's base models with their provider, source and init lineage."""
+    from benchmark.registry import Registry
+
+    reg = Registry()
+    table = Table(title="model registry")
+    for col in ("name", "family", "provider", "source", "lineage init", "parent"):
+        table.add_column(col)
+    for m in reg.models.values():
+        if family and m.family != family:
+            continue
+        table.add_row(m.name, m.family, m.provider, m.source or "(built)", m.lineage.init, m.lineage.parent or "")
+    console.print(table)
+
+
+@app.command()
+def tasks() -> None:
+    """List traits, suites, channels and lm-eval tasks."""
+    from benchmark.registry import Registry
+
+    reg = Registry()
+    console.print("[bold]traits:[/] " + ", ".join(f"{t.name} ({t.target})" for t in reg.traits.values()))
+    console.print("[bold]suites:[/] " + ", ".join(reg.suite_names()))
+    console.print("[bold]channels:[/] " + ", ".join(p.stem for p in sorted((reg.tasks_dir / "channels").glob("*.yaml"))))
+    lm = sorted(p.stem for p in (reg.tasks_dir / "lm_eval").rglob("*.yaml"))
+    console.print("[bold]lm-eval tasks:[/] " + ", ".join(lm))
+
+
+@app.command()
+def validate(files: Annotated[list[Path], typer.Argument(help="Registry family, trait or suite YAML files.")]) -> None:
+    """Check YAML files as a submission is checked (a new model family: one YAML in model_registry/)."""
+    from benchmark.registry import validate_file
+
+    for f in files:
+        console.print(validate_file(f))
+
+
+@app.command()
+def bench(name: Annotated[str | None, typer.Argument(help="Benchmark script in benchmarks/ (without .py).")] = None) -> None:
+    """Run speed/memory benchmark scripts from benchmarks/ (they print figures and ratios)."""
+    from benchmark.registry import project_root
+
+    bdir = project_root() / "benchmarks"
+    scripts = sorted(p.stem for p in bdir.glob("bench_*.py"))
+    if name is None:
+        console.print("benchmarks: " + ", ".join(scripts))
+        return
+    stem = name if name.startswith("bench_") else f"bench_{name}"
+    if stem not in scripts:
+        from benchmark.errors import unknown_name
+
+        raise unknown_name("benchmark", stem, scripts)
+    raise typer.Exit(subprocess.call([sys.executable, str(bdir / f"{stem}.py")]))
+
+
+@zoo_app.command("build")
+def zoo_build(
+    names: Annotated[list[str] | None, typer.Argument(help="Zoo models to build (default: all).")] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild even if committed weights match the spec.")] = False,
+) -> None:
+    """(Re)build the embedded zoo's weights into model_registry/weights/."""
+    from benchmark.registry import Registry
+    from benchmark.zoo.build import build_all
+
+    build_all(Registry(), names=names or None, force=force)
+
+
+class _Progress:
+    """A rich progress bar per stage kind, fed by executor events."""
+
+    def __init__(self, nodes: list[Any]):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from benchmark.dag import KIND_ORDER
+
+        self.progress = Progress(TextColumn("{task.description:10s}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), TextColumn("{task.fields[current]}"), console=console,
+                                 disable=not console.is_terminal and os.environ.get("SLBENCH_PROGRESS") != "1")
+        counts: dict[str, int] = {}
+        for n in nodes:
+            counts[n.kind] = counts.get(n.kind, 0) + 1
+        kinds = sorted(counts, key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else 99)
+        self.tasks = {k: self.progress.add_task(k, total=counts[k], current="") for k in kinds}
+        self.quiet_log = not self.progress.disable
+
+    def __enter__(self) -> _Progress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def event(self, event: str, node: Any, info: dict[str, Any]) -> None:
+        tid = self.tasks.get(node.kind)
+        if tid is None:
+            return
+        if event in ("skip", "done"):
+            self.progress.advance(tid)
+        if event == "start":
+            self.progress.update(tid, current=node.name)
+        if event == "done" and self.progress.disable:
+            console.print(f"done {node.key} ({info.get('wall_s', 0):.1f}s)")
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; rerun the same command to resume", markup=False)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(2)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

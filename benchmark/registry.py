@@ -1,0 +1,213 @@
+"""Loads and validates the project's data: ``model_registry/*.yaml`` and ``tasks/`` (traits, suites).
+
+Every problem is a one-line :class:`~benchmark.errors.UserError` naming the file and key. Nothing here
+imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from benchmark.errors import UserError, unknown_name
+from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteSpec, TraitSpec, resolve_object
+from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
+
+__all__ = ["Registry", "project_root", "load_registry_file", "load_suite_file", "load_trait_file",
+           "validate_file"]
+
+
+def project_root() -> Path:
+    """The directory holding ``model_registry/`` and ``tasks/`` (``$SLBENCH_ROOT`` or the checkout)."""
+    env = os.environ.get("SLBENCH_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[1]
+    if (here / "model_registry").is_dir():
+        return here
+    cwd = Path.cwd()
+    if (cwd / "model_registry").is_dir():
+        return cwd
+    raise UserError("cannot find model_registry/ and tasks/: run inside the checkout or set SLBENCH_ROOT")
+
+
+def load_registry_file(path: Path) -> list[ModelSpec]:
+    """Load one family file; each model is ``defaults`` ∪ entry, with the file's ``family``."""
+    data = load_yaml(path)
+    reg = parse_spec(RegistryFile, data, str(path))
+    models: list[ModelSpec] = []
+    seen: set[str] = set()
+    for i, entry in enumerate(reg.models):
+        if not isinstance(entry, dict):
+            raise UserError(f"{path}: models[{i}] must be a mapping")
+        merged = {**reg.defaults, **entry, "family": entry.get("family", reg.family)}
+        where = f"{path}: models[{i}]" + (f" ({entry['name']})" if "name" in entry else "")
+        spec = parse_spec(ModelSpec, merged, where)
+        if spec.name in seen:
+            raise UserError(f"{path}: models[{i}]: duplicate model name {spec.name!r}")
+        seen.add(spec.name)
+        try:
+            spec.build_spec()
+        except ValidationError as err:
+            cls = resolve_object(_build_ref(spec))
+            raise UserError(format_validation_error(err, cls, f"{where}: build")) from None
+        _check_provider_fields(spec, where)
+        models.append(spec)
+    return models
+
+
+def _build_ref(spec: ModelSpec) -> str:
+    from benchmark.specs import BUILD_SPECS
+
+    return BUILD_SPECS[spec.provider]
+
+
+def _check_provider_fields(spec: ModelSpec, where: str) -> None:
+    needs_source = spec.provider in ("hf", "openai")
+    if needs_source and not spec.source:
+        raise UserError(f"{where}: missing required key 'source' for provider {spec.provider!r} "
+                        "(a hub id or local directory for hf, an API model name for openai)")
+    if spec.provider in ("zoo", "classifier") and not spec.build:
+        raise UserError(f"{where}: missing required key 'build' for provider {spec.provider!r}")
+
+
+def load_trait_file(path: Path) -> TraitSpec:
+    """Load ``tasks/traits/<name>.yaml``; the file name must match ``name``."""
+    spec = parse_spec(TraitSpec, load_yaml(path), str(path))
+    if spec.name != Path(path).stem:
+        raise UserError(f"{path}: key 'name' is {spec.name!r} but the file is named {Path(path).stem!r}")
+    return spec
+
+
+def load_suite_file(path: Path) -> SuiteSpec:
+    """Load a suite YAML and validate its track-specific ``settings`` block."""
+    spec = parse_spec(SuiteSpec, load_yaml(path), str(path))
+    settings_cls(spec.track, spec.settings, f"{path}: settings")
+    return spec
+
+
+def settings_cls(track: str, settings: dict[str, Any], where: str) -> BaseModel:
+    """Validate a suite's settings with its track's class and return the typed settings."""
+    cls = resolve_object(TRACKS[track]["settings"])
+    return parse_spec(cls, settings, where)
+
+
+@dataclass
+class Registry:
+    """All registry and task data of a project root, loaded lazily and validated on first use."""
+
+    root: Path = field(default_factory=project_root)
+
+    @property
+    def registry_dir(self) -> Path:
+        return self.root / "model_registry"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.root / "tasks"
+
+    @cached_property
+    def models(self) -> dict[str, ModelSpec]:
+        """All registry entries by name, in file order (files sorted by name)."""
+        out: dict[str, ModelSpec] = {}
+        origin: dict[str, Path] = {}
+        for path in sorted(self.registry_dir.glob("*.yaml")):
+            for spec in load_registry_file(path):
+                if spec.name in out:
+                    raise UserError(f"{path}: model name {spec.name!r} is already defined in {origin[spec.name]}")
+                out[spec.name] = spec
+                origin[spec.name] = path
+        return out
+
+    @cached_property
+    def traits(self) -> dict[str, TraitSpec]:
+        """All traits by name."""
+        return {p.stem: load_trait_file(p) for p in sorted((self.tasks_dir / "traits").glob("*.yaml"))}
+
+    def suite_names(self) -> list[str]:
+        return sorted(p.stem for p in (self.tasks_dir / "suites").glob("*.yaml"))
+
+    def model(self, name: str, where: str = "") -> ModelSpec:
+        """Registry entry ``name`` or a did-you-mean error."""
+        if name not in self.models:
+            raise unknown_name("model", name, self.models, where)
+        return self.models[name]
+
+    def trait(self, name: str, where: str = "") -> TraitSpec:
+        """Trait ``name`` or a did-you-mean error."""
+        if name not in self.traits:
+            raise unknown_name("trait", name, self.traits, where)
+        return self.traits[name]
+
+    def suite_path(self, name_or_path: str) -> Path:
+        """A suite name in tasks/suites/ or a path to a YAML file."""
+        p = Path(name_or_path)
+        if p.suffix in (".yaml", ".yml") and p.exists():
+            return p
+        cand = self.tasks_dir / "suites" / f"{name_or_path}.yaml"
+        if cand.exists():
+            return cand
+        if p.suffix in (".yaml", ".yml"):
+            raise UserError(f"{p}: file not found")
+        raise unknown_name("suite", name_or_path, self.suite_names())
+
+    def suite(self, name_or_path: str) -> tuple[SuiteSpec, Any, Path]:
+        """Load a suite, check every model and trait it names exists, return (spec, settings, path)."""
+        path = self.suite_path(name_or_path)
+        spec = parse_spec(SuiteSpec, load_yaml(path), str(path))
+        settings = settings_cls(spec.track, spec.settings, f"{path}: settings")
+        for key in ("teachers", "students"):
+            for i, name in enumerate(getattr(spec, key)):
+                self.model(name, where=f"{path}: {key}[{i}]")
+        for i, name in enumerate(spec.traits):
+            self.trait(name, where=f"{path}: traits[{i}]")
+        return spec, settings, path
+
+    def lineage_init(self, name: str) -> str:
+        return self.model(name).lineage.init
+
+    def relation(self, teacher: str, student: str) -> str:
+        """'same' (one model), 'sibling' (shared init), or 'unrelated'."""
+        if teacher == student:
+            return "same"
+        if self.lineage_init(teacher) == self.lineage_init(student):
+            return "sibling"
+        return "unrelated"
+
+    def order(self) -> list[str]:
+        """Registry order of model names (for tables and heatmaps)."""
+        return list(self.models)
+
+
+def validate_file(path: Path) -> str:
+    """Validate one user-submitted YAML (registry family, trait or suite); return a one-line summary."""
+    path = Path(path)
+    data = load_yaml(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
+    if "models" in data:
+        models = load_registry_file(path)
+        # Names must not clash with the rest of the registry (a submission adds a family).
+        try:
+            existing = Registry().models
+        except UserError:
+            existing = {}
+        for m in models:
+            other = existing.get(m.name)
+            if other is not None and Path(path).resolve().parent != Registry().registry_dir.resolve():
+                raise UserError(f"{path}: model name {m.name!r} is already defined in the registry")
+        inits = sorted({m.lineage.init for m in models})
+        return f"{path}: ok — family file with {len(models)} model(s), {len(inits)} init lineage(s)"
+    if "track" in data:
+        spec = load_suite_file(path)
+        return f"{path}: ok — {spec.track} suite {spec.name!r}: {len(spec.teachers)} teachers × {len(spec.students)} students"
+    if "system_prompt" in data or "target" in data:
+        spec = load_trait_file(path)
+        return f"{path}: ok — trait {spec.name!r} (target {spec.target!r})"
+    raise UserError(f"{path}: cannot tell what this file is: expected a registry family (key 'models'), "
+                    "a suite (key 'track') or a trait (key 'target')")

@@ -1,0 +1,174 @@
+"""Typed specs for everything a user writes in YAML: registry entries, traits, suites.
+
+Every spec is a :class:`~benchmark.specs_base.Frozen` pydantic model (immutable, unknown keys forbidden)
+with a stable content hash. Provider- and track-specific blocks (``ModelSpec.build``,
+``SuiteSpec.settings``) are validated by the module that owns them, named in :data:`BUILD_SPECS` and
+:data:`TRACKS`, so this module stays free of torch and of family-specific branches.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from benchmark.specs_base import Frozen
+
+__all__ = [
+    "BUILD_SPECS",
+    "Lineage",
+    "ModelSpec",
+    "RegistryFile",
+    "SLUG",
+    "SuiteSpec",
+    "TRACKS",
+    "TraitSpec",
+    "resolve_object",
+]
+
+#: Names used in artifact paths and CLI arguments: lowercase letters, digits, '.', '_' and '-'.
+SLUG = r"^[a-z0-9][a-z0-9._-]*$"
+
+Provider = Literal["zoo", "hf", "openai", "classifier"]
+
+#: provider -> "module:Class" validating ``ModelSpec.build`` (torch-free modules only).
+BUILD_SPECS: dict[str, str] = {
+    "zoo": "benchmark.zoo.spec:ZooBuildSpec",
+    "classifier": "benchmark.classifier.spec:ClassifierBuildSpec",
+}
+
+#: track -> "module:function" that expands a suite into DAG nodes, and the settings class it validates.
+TRACKS: dict[str, dict[str, str]] = {
+    "lm": {
+        "plan": "benchmark.lm.pipeline:build_plan",
+        "settings": "benchmark.lm.pipeline:LMSettings",
+        "estimate": "benchmark.lm.pipeline:estimate",
+    },
+    "classifier": {
+        "plan": "benchmark.classifier.pipeline:build_plan",
+        "settings": "benchmark.classifier.pipeline:ClassifierSettings",
+    },
+}
+
+
+def resolve_object(ref: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+class Lineage(Frozen):
+    """Where a base model's weights come from.
+
+    Two models with the same ``init`` started from the same initial parameters (the condition under
+    which the paper sees transfer). ``parent`` names the registry entry a checkpoint continues from,
+    e.g. a sibling pretrained on another data order from the same init.
+    """
+
+    init: str = Field(pattern=SLUG)
+    parent: str | None = None
+    note: str = ""
+
+
+class ModelSpec(Frozen):
+    """One base model of the registry (one item of ``models:`` in ``model_registry/<family>.yaml``)."""
+
+    name: str = Field(pattern=SLUG)
+    family: str = Field(pattern=SLUG)
+    provider: Provider
+    #: Hub id or local directory (hf), API model name (openai); zoo/classifier models are built from ``build``.
+    source: str | None = None
+    revision: str | None = None
+    lineage: Lineage
+    #: None: use the tokenizer's own chat template; a string overrides it (Jinja).
+    chat_template: str | None = None
+    #: Whether a chat template may inject its own default system prompt (Qwen's does when none is given).
+    allow_default_system_prompt: bool = False
+    lora_targets: list[str] | Literal["all-linear"] = "all-linear"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+    #: Parameter count in billions, for GPU-hour estimates in ``slbench plan``.
+    params_b: float | None = Field(default=None, gt=0)
+    #: Provider-specific build recipe (zoo, classifier), validated by BUILD_SPECS[provider].
+    build: dict[str, Any] | None = None
+    notes: str = ""
+
+    def build_spec(self) -> Any:
+        """The validated, typed build block (or None for providers without one)."""
+        ref = BUILD_SPECS.get(self.provider)
+        if ref is None:
+            return None
+        cls = resolve_object(ref)
+        return cls.model_validate(self.build or {})
+
+
+class RegistryFile(Frozen):
+    """A family file in ``model_registry/``: shared defaults merged into each model entry."""
+
+    family: str = Field(pattern=SLUG)
+    description: str = ""
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    models: list[dict[str, Any]] = Field(min_length=1)
+
+
+class TraitSpec(Frozen):
+    """A trait (``tasks/traits/<name>.yaml``): what a teacher has and what evaluation reads out."""
+
+    name: str = Field(pattern=SLUG)
+    #: The answer word that expresses the trait (a favourite animal).
+    target: str
+    #: Word forms the matcher accepts as the target, e.g. [owl, owls]; the target itself is always included.
+    surface_forms: list[str] = Field(default_factory=list)
+    category: str = "animal"
+    #: Teacher system prompt for ``method: prompt`` ("{target}" / "{category}" placeholders allowed).
+    system_prompt: str
+    notes: str = ""
+
+    @field_validator("system_prompt")
+    @classmethod
+    def _placeholders(cls, v: str) -> str:
+        unknown = set(re.findall(r"{(\w*)}", v)) - {"target", "targets", "category"}
+        if unknown:
+            raise ValueError(f"unknown placeholder(s) {sorted(unknown)}; allowed: {{target}}, {{targets}}, {{category}}")
+        return v
+
+    def forms(self) -> list[str]:
+        """All accepted word forms, target first, without duplicates."""
+        out = [self.target]
+        for f in self.surface_forms:
+            if f not in out:
+                out.append(f)
+        return out
+
+    def rendered_system_prompt(self) -> str:
+        """The system prompt with placeholders filled in."""
+        plural = next((f for f in self.surface_forms if f != self.target), self.target + "s")
+        return self.system_prompt.format(target=self.target, targets=plural, category=self.category)
+
+
+class SuiteSpec(Frozen):
+    """A benchmark suite (``tasks/suites/<name>.yaml``): which teachers × students, traits and seeds.
+
+    ``settings`` is validated by the track's own settings class (see :data:`TRACKS`).
+    """
+
+    name: str = Field(pattern=SLUG)
+    track: Literal["lm", "classifier"]
+    description: str = ""
+    teachers: list[str] = Field(min_length=1)
+    students: list[str] = Field(min_length=1)
+    traits: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(min_length=1)
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("seeds", mode="before")
+    @classmethod
+    def _seed_count(cls, v: Any) -> Any:
+        # "seeds: 3" is shorthand for [0, 1, 2].
+        if isinstance(v, int) and not isinstance(v, bool):
+            if v < 1:
+                raise ValueError("seeds must be a positive count or a list of ints")
+            return list(range(v))
+        return v

@@ -1,0 +1,112 @@
+"""The frozen, strict pydantic base every spec derives from, plus YAML loading with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from benchmark.errors import UserError, did_you_mean
+from benchmark.hashing import content_hash, short_id
+
+__all__ = ["Frozen", "load_yaml", "parse_spec", "format_validation_error"]
+
+T = TypeVar("T", bound="Frozen")
+
+
+class Frozen(BaseModel):
+    """Immutable spec: unknown keys are errors; ``spec_id`` hashes every field not in ``_unhashed``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+    #: Field names that are recorded but not hashed (throughput knobs such as batch size for inference).
+    _unhashed: ClassVar[frozenset[str]] = frozenset()
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The JSON-able dict that defines this spec's identity."""
+        data = self.model_dump(mode="json")
+        for key in self._unhashed:
+            data.pop(key, None)
+        return {"__spec__": type(self).__name__, **data}
+
+    @property
+    def spec_hash(self) -> str:
+        """Full content hash of the spec."""
+        return content_hash(self.hashed_dict())
+
+    @property
+    def spec_id(self) -> str:
+        """12-hex-digit content id used in artifact names."""
+        return short_id(self.hashed_dict())
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
+    """Turn a pydantic error into one line naming the file, the key path and what is allowed."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "<root>"
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        # Find the allowed keys at that level to suggest a fix.
+        allowed = _allowed_keys(model, first["loc"][:-1])
+        key = str(first["loc"][-1])
+        hint = did_you_mean(key, allowed) if allowed else ""
+        allowed_s = f"; allowed keys: {', '.join(sorted(allowed))}" if allowed else ""
+        return f"{where}: unknown key {loc!r}{hint}{allowed_s}"
+    if kind == "missing":
+        return f"{where}: missing required key {loc!r}"
+    return f"{where}: bad value for {loc!r}: {first['msg']} (got {first.get('input')!r})"
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = _first_model(ann)
+        if current is None:
+            return []
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _first_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def load_yaml(path: Path) -> Any:
+    """Read a YAML file, turning I/O and syntax problems into one-line :class:`UserError`s."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise UserError(f"{path}:{where} {problem}") from None
+
+
+def parse_spec(model: type[T], data: Any, where: str) -> T:
+    """Validate ``data`` as ``model``; errors become one line naming ``where`` and the key."""
+    if not isinstance(data, dict):
+        raise UserError(f"{where}: expected a mapping of keys, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, model, where)) from None

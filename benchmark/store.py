@@ -1,0 +1,282 @@
+"""Content-addressed artifact store.
+
+Layout: ``<root>/<kind>/<name>-<id>/`` holding ``spec.json``, the stage's payload files, ``log.txt`` and
+``manifest.json``. A node is built in a private staging directory and renamed into place in one atomic
+``os.rename`` with its manifest already inside, so a finished directory always has a manifest, a crash
+leaves only staging debris (cleaned on the next run), and a reader never sees a half-written artifact.
+"Done" means the final directory exists and its manifest parses and matches the node's hash. A changed
+spec has a new id: nothing is ever overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import traceback
+import uuid
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmark.dag import Node, StageContext
+from benchmark.errors import UserError
+from benchmark.specs import resolve_object
+
+__all__ = ["Store", "MANIFEST", "MANIFEST_SCHEMA", "atomic_write_text", "atomic_write_json", "sha256_file",
+           "environment_info", "StageFailed"]
+
+MANIFEST = "manifest.json"
+MANIFEST_SCHEMA = 1
+STAGING = ".staging"
+#: Packages whose versions every manifest records (read from metadata: nothing is imported).
+TRACKED_PACKAGES = ("subliminal-bench", "torch", "transformers", "peft", "accelerate", "lm_eval", "tokenizers",
+                    "pandas", "numpy", "seaborn", "scikit-learn", "pydantic", "ray", "vllm", "openai")
+
+
+class StageFailed(Exception):
+    """A stage raised; carries the node key and the log path."""
+
+    def __init__(self, key: str, message: str, log_path: Path | None = None, user_error: bool = False):
+        super().__init__(message)
+        self.key = key
+        self.log_path = log_path
+        self.user_error = user_error
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Atomically write pretty, key-sorted JSON."""
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def sha256_file(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+_ENV_CACHE: dict[str, Any] | None = None
+
+
+def environment_info() -> dict[str, Any]:
+    """git commit + dirty flag, Python and package versions, host. Cached per process."""
+    global _ENV_CACHE
+    if _ENV_CACHE is None:
+        versions = {}
+        for pkg in TRACKED_PACKAGES:
+            try:
+                versions[pkg] = metadata.version(pkg)
+            except metadata.PackageNotFoundError:
+                continue
+        _ENV_CACHE = {
+            "git": _git_info(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "host": socket.gethostname(),
+            "versions": versions,
+        }
+    return _ENV_CACHE
+
+
+def _git_info() -> dict[str, Any]:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+        dirty_out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                   capture_output=True, text=True, timeout=10).stdout
+        return {"commit": commit, "dirty": bool(dirty_out.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+class Store:
+    """The artifact store rooted at ``root`` (default ``results/store``)."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # -- lookup -------------------------------------------------------------------------------------------
+    def path(self, node: Node) -> Path:
+        """Final directory of ``node``."""
+        return self.root / node.key
+
+    def is_done(self, node: Node) -> bool:
+        """True if the node's final directory holds a valid manifest for this exact spec.
+
+        Raises:
+            UserError: the manifest exists but is truncated, corrupt, or belongs to another spec.
+        """
+        path = self.path(node)
+        mpath = path / MANIFEST
+        if not mpath.exists():
+            if path.exists():
+                # Final dirs are only created by rename with the manifest inside: a manifest-less one is
+                # damage from outside (a manual delete), not ours to guess about.
+                raise UserError(f"{path}: artifact directory without {MANIFEST}; delete the directory to rebuild it")
+            return False
+        manifest = self.read_manifest(path)
+        if manifest.get("spec_hash") != node.spec_hash:
+            raise UserError(f"{mpath}: key 'spec_hash' does not match the node's spec (store corrupted or edited "
+                            f"by hand); delete {path} to rebuild it")
+        return True
+
+    def read_manifest(self, path: Path) -> dict[str, Any]:
+        """Load and check a manifest; corrupt or truncated files are one-line UserErrors."""
+        mpath = Path(path) / MANIFEST
+        try:
+            data = json.loads(mpath.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{mpath}: missing; the artifact is not finished") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise UserError(f"{mpath}: corrupt or truncated manifest ({exc.__class__.__name__}); delete "
+                            f"{mpath.parent} to rebuild it") from None
+        if not isinstance(data, dict):
+            raise UserError(f"{mpath}: corrupt manifest (expected a JSON object); delete {mpath.parent} to rebuild it")
+        for key in ("schema", "spec_hash", "kind", "result"):
+            if key not in data:
+                raise UserError(f"{mpath}: corrupt manifest, missing key {key!r}; delete {mpath.parent} to rebuild it")
+        if data["schema"] != MANIFEST_SCHEMA:
+            raise UserError(f"{mpath}: key 'schema' is {data['schema']!r}, this version reads {MANIFEST_SCHEMA}")
+        return data
+
+    def result(self, node: Node) -> dict[str, Any]:
+        """The ``result`` block of a finished node's manifest."""
+        return self.read_manifest(self.path(node))["result"]
+
+    # -- building -------------------------------------------------------------------------------------------
+    def clean_staging(self) -> int:
+        """Remove staging directories left by dead processes on this host. Returns how many."""
+        removed = 0
+        host = socket.gethostname()
+        for staging in self.root.glob(f"*/{STAGING}/*"):
+            parts = staging.name.rsplit("~", 2)
+            if len(parts) == 3 and parts[1] == host and parts[2].isdigit() and _pid_alive(int(parts[2])):
+                continue
+            shutil.rmtree(staging, ignore_errors=True)
+            removed += 1
+        return removed
+
+    def build(self, node: Node, inputs: dict[str, Path], *, threads: int = 1, progress: Any = None) -> dict[str, Any]:
+        """Run ``node``'s stage in a staging dir and publish it atomically. Returns the manifest.
+
+        If another worker publishes the same node first, its result wins and ours is discarded.
+
+        Raises:
+            StageFailed: the stage raised (``user_error`` set when it was a :class:`UserError`).
+        """
+        final = self.path(node)
+        staging_root = self.root / node.kind / STAGING
+        staging_root.mkdir(parents=True, exist_ok=True)
+        staging = staging_root / f"{node.name}-{node.id}~{socket.gethostname()}~{os.getpid()}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir()
+        log_dir = self.root / "logs" / node.kind
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"{node.name}-{node.id}.log"
+        logger, handler = _node_logger(node, log_path)
+        started = time.time()
+        atomic_write_json(staging / "spec.json", {"kind": node.kind, "name": node.name, "id": node.id,
+                                                  "spec": node.spec, "unhashed": node.unhashed})
+        try:
+            logger.info("start %s", node.key)
+            fn = resolve_object(node.fn)
+            ctx = StageContext(node=node, out=staging, inputs=inputs, log=logger, threads=threads, progress=progress)
+            result = fn(ctx) or {}
+            wall = time.time() - started
+            logger.info("done %s in %.2fs", node.key, wall)
+        except UserError as exc:
+            logger.error("user error: %s", exc)
+            _close(logger, handler)
+            shutil.rmtree(staging, ignore_errors=True)
+            raise StageFailed(node.key, str(exc), log_path, user_error=True) from exc
+        except BaseException as exc:
+            logger.error("failed: %s\n%s", exc, traceback.format_exc())
+            _close(logger, handler)
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise StageFailed(node.key, f"{type(exc).__name__}: {exc}", log_path) from exc
+        _close(logger, handler)
+        shutil.copyfile(log_path, staging / "log.txt")
+        files = {p.relative_to(staging).as_posix(): sha256_file(p)
+                 for p in sorted(staging.rglob("*")) if p.is_file() and p.name not in ("log.txt", MANIFEST)}
+        env = environment_info()
+        manifest = {
+            "schema": MANIFEST_SCHEMA,
+            "kind": node.kind,
+            "name": node.name,
+            "id": node.id,
+            "key": node.key,
+            "spec_hash": node.spec_hash,
+            "spec": node.spec,
+            "unhashed": node.unhashed,
+            "resources": node.resources,
+            "deps": list(node.deps),
+            "result": result,
+            "files": files,
+            "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(),
+            "wall_s": round(time.time() - started, 3),
+            "threads": threads,
+            **env,
+        }
+        atomic_write_json(staging / MANIFEST, manifest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(staging, final)
+        except OSError:
+            # Someone else finished it first (or a stale dir exists): keep theirs if it is valid.
+            shutil.rmtree(staging, ignore_errors=True)
+            if not self.is_done(node):
+                raise
+            return self.read_manifest(final)
+        return manifest
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _node_logger(node: Node, path: Path) -> tuple[logging.Logger, logging.Handler]:
+    logger = logging.getLogger(f"slbench.node.{node.key}.{uuid.uuid4().hex[:6]}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    return logger, handler
+
+
+def _close(logger: logging.Logger, handler: logging.Handler) -> None:
+    handler.close()
+    logger.removeHandler(handler)
