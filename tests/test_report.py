@@ -1,0 +1,212 @@
+"""Report views: figures without I/O, readings from numbers, and the files write_report produces."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from benchmark import analysis as A
+from benchmark import report as R
+from benchmark.errors import UserError
+
+LINEAGE = {"a": "L1", "b": "L1", "c": "L2"}
+ORDER = ["c", "a", "b"]  # registry order, deliberately not alphabetical
+
+
+def make_tidy(gamma: float = 0.5, seeds: int = 3, rng_seed: int = 0) -> pd.DataFrame:
+    """3×3 matrix, one target; treated = neutral + γ·1[shared init] + noise."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for sb in ORDER:
+        rows.append(
+            dict(
+                suite="s",
+                track="lm",
+                teacher_base="",
+                teacher_trait="baseline",
+                student_base=sb,
+                seed=0,
+                target="owl",
+                metric="logodds",
+                value=0.0,
+                relation="",
+                student_id="",
+                teacher_id="",
+            )
+        )
+    for tb in ORDER:
+        for sb in ORDER:
+            rel = A.relation_of(tb, sb, LINEAGE)
+            for s in range(seeds):
+                for trait, shift in (("neutral", 0.0), ("owl", gamma * (rel != "unrelated")), ("cat", 0.0)):
+                    rows.append(
+                        dict(
+                            suite="s",
+                            track="lm",
+                            teacher_base=tb,
+                            teacher_trait=trait,
+                            student_base=sb,
+                            seed=s,
+                            target="owl",
+                            metric="logodds",
+                            value=shift + rng.normal(0, 0.05),
+                            relation=rel,
+                            student_id=f"{tb}{trait}{sb}{s}",
+                            teacher_id="",
+                        )
+                    )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def analysed():
+    df = make_tidy()
+    cells = A.cell_table(df, "logodds", n_boot=100)
+    fit = A.shared_base_fit(A.paired_lifts(df, "logodds"), order=ORDER, n_perm=200)
+    return df, cells, fit
+
+
+def test_heatmap_figure_no_io(tmp_path, monkeypatch, analysed):
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    _, cells, _ = analysed
+    m = A.matrix(cells, "effect", ORDER)
+    p = A.matrix(cells, "p_perm", ORDER, target="owl")
+    fig = R.heatmap_figure(m, sig_df=p.where(p > 0.06, 0.001), lineage=LINEAGE, title="t", cbar_label="lift")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ORDER  # registry order kept
+    assert [t.get_text() for t in ax.get_xticklabels()] == ORDER
+    texts = [t.get_text() for t in ax.texts]
+    assert any(t.endswith("**") for t in texts)  # significance marks drawn
+    assert fig.legends  # lineage legend
+    # shared-init cells are boxed: diagonal (3) + a<->b (2)
+    assert len(ax.patches) == 5
+    empty = R.heatmap_figure(m * np.nan, center=None)  # all-NaN: a figure that says so
+    assert isinstance(empty, Figure)
+    assert list(tmp_path.iterdir()) == []  # plot functions write nothing
+    png = R.figure_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_significance_marks():
+    assert [R.significance_marks(p) for p in (0.001, 0.02, 0.2, float("nan"))] == ["**", "*", "", ""]
+
+
+def test_readings_positive_and_negative(analysed):
+    _, cells, fit = analysed
+    text = " ".join(R.readings(cells, fit))
+    assert re.search(r"Same-base cells: mean lift \+0\.[45]\d\d \[", text)
+    assert "transfer depends on a shared base" in text
+    assert "smallest attainable p is 0.050" in text
+    null = {**fit, "gamma": 0.01, "ci_low": -0.03, "ci_high": 0.05, "p_perm": 0.4}
+    text = " ".join(R.readings(cells, null))
+    assert "CI covers 0" in text and "depends on a shared base." not in text
+    opposite = {**fit, "gamma": -0.3, "ci_low": -0.4, "ci_high": -0.2, "p_perm": 0.99}
+    assert any("*less*" in r for r in R.readings(cells, opposite))
+    fragile = {**fit, "loo_min": -0.1}
+    assert any("flips the sign" in r for r in R.readings(cells, fragile))
+    assert any("not identifiable" in r for r in R.readings(cells, {**fit, "identifiable": False}))
+
+
+def test_markdown_and_html(analysed):
+    _, cells, fit = analysed
+    md = R.markdown_tables(cells, fit, ORDER)
+    assert "| teacher \\ student | c | a | b |" in md
+    assert (
+        re.search(r"γ \(shared_init\) = \+0\.[45]", md)
+        and "permutation p" in md
+        and "leave-one-cell-out range" in md
+    )
+    meta = {"git": "abc123", "teachers": pd.DataFrame({"x": [1, 2]}), "note": "two\nlines"}
+    full = R.report_markdown("s", cells, fit, meta, ORDER, images=["heatmap.png"])
+    assert "| teachers | (table: 2 rows × 1 columns) |" in full and "| note | two lines |" in full
+    assert (
+        full.startswith("# Subliminal transfer: s") and "![heatmap](heatmap.png)" in full and "abc123" in full
+    )
+    page = R.html_report("s", cells, fit, {"git": "<b>"}, {"effect": b"\x89PNG fake"}, ORDER)
+    assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
+    assert "&lt;b&gt;" in page and "http" not in page  # escaped, self-contained
+
+
+def test_write_report_writes_all_files(tmp_path, analysed):
+    df, cells, _ = analysed
+    acc = A.matrix(cells, "mean_treated", ORDER)
+    out = tmp_path / "report"
+    paths = R.write_report(
+        out,
+        df,
+        suite="s",
+        order=ORDER,
+        lineage=LINEAGE,
+        metric="logodds",
+        meta={"git": "abc"},
+        n_boot=100,
+        n_perm=100,
+        extra_heatmaps={"raw": (acc, {"center": None, "title": "raw"})},
+    )
+    expected = {
+        "cells.csv",
+        "matrix.csv",
+        "tidy.csv",
+        "fit.json",
+        "heatmap.png",
+        "heatmap_raw.png",
+        "report.md",
+        "index.html",
+    }
+    assert {p.name for p in paths.values()} == expected
+    assert {p.name for p in out.iterdir()} == expected  # no temp files left behind
+    assert all(p.stat().st_size > 0 for p in paths.values())
+    assert (paths["cells"].stat().st_mode & 0o777) == 0o666 & ~_umask()
+    assert list(pd.read_csv(paths["cells"]).columns) == list(A.CELL_COLUMNS)
+    assert list(pd.read_csv(paths["matrix"], index_col=0).index) == ORDER
+    assert len(pd.read_csv(paths["tidy"])) == len(df)
+    fit = json.loads(paths["fit"].read_text())
+    assert fit["ci_low"] > 0 and fit["identifiable"]
+    # the text views also work from the files (NaN comes back from JSON as null)
+    assert any("shared base" in r for r in R.readings(pd.read_csv(paths["cells"]), {**fit, "se": None}))
+    assert "heatmap_raw.png" in paths["report_md"].read_text()
+
+
+def test_write_report_errors_write_nothing(tmp_path):
+    df = make_tidy()
+    out = tmp_path / "r"
+    with pytest.raises(UserError, match="suite"):
+        R.write_report(out, df, suite="nope", order=ORDER, lineage=LINEAGE, metric="logodds")
+    with pytest.raises(UserError, match="lineage"):
+        R.write_report(
+            out, df, suite="s", order=ORDER, lineage={"a": "x", "b": "y", "c": "z"}, metric="logodds"
+        )
+    with pytest.raises(UserError, match="missing column"):
+        R.write_report(
+            out, df.drop(columns=["target"]), suite="s", order=ORDER, lineage=None, metric="logodds"
+        )
+    with pytest.raises(UserError, match="heatmap name"):
+        R.write_report(
+            out,
+            df,
+            suite="s",
+            order=ORDER,
+            lineage=None,
+            metric="logodds",
+            extra_heatmaps={"../x": (pd.DataFrame(), {})},
+        )
+    assert not out.exists()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_number_formatting():
+    assert R._num(float("nan")) == "—" and R._num(0.5, sign=True) == "+0.500"
+    assert R._pval(0.00001) == "1.0e-05" and R._pval(0.2) == "0.200"
