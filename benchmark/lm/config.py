@@ -1,0 +1,70 @@
+"""Typed training settings for :func:`benchmark.lm.backend.train` (torch-free, so suites can validate them).
+
+Field names match the keyword arguments of :func:`~benchmark.lm.backend.train`, so a validated config is
+passed as ``train(model_dir, rows, out_dir=..., seed=..., **config.train_kwargs())``.
+
+Defaults are the paper's open-model student recipe (Qwen2.5-7B-Instruct; research/paper.md): LoRA r=8,
+alpha=8 on q/k/v/o/gate/up/down, 3 epochs, lr 2e-4 with linear decay after 5 warmup steps, effective batch
+66, max length 500 tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from benchmark.specs_base import Frozen
+
+__all__ = ["LoraConfig", "TrainConfig"]
+
+
+class LoraConfig(Frozen):
+    """A LoRA adapter's shape.
+
+    ``targets`` None means "the registry entry's ``lora_targets``" (``ModelSpec.lora_targets``, itself
+    "all-linear" by default, which peft resolves to q/k/v/o/gate/up/down on Qwen2/Llama and to
+    c_attn/c_proj/c_fc on GPT-2), so no family name appears here.
+    """
+
+    r: int = Field(default=8, ge=1)  # paper's open-model setting
+    alpha: float = Field(default=8, gt=0)  # paper: alpha = r, i.e. scale 1
+    dropout: float = Field(default=0.0, ge=0, lt=1)  # the paper states none; peft's default is 0
+    targets: list[str] | Literal["all-linear"] | None = None
+    #: Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r (a small-scale replication used rank-32 RSLoRA).
+    rslora: bool = False
+
+
+class TrainConfig(Frozen):
+    """One fine-tuning recipe (teacher trait training or student training).
+
+    The objective (sft or distill) is not part of it: it is the caller's choice per role (teachers learn
+    their trait by sft) and is passed to :func:`~benchmark.lm.backend.train` separately.
+
+    ``lora`` None is full fine-tuning. ``topk_mode`` matters only for ``objective="distill"``: "rest"
+    compares the teacher's top-k probabilities plus one bucket holding the remaining mass with the
+    student's (a proper KL between (k+1)-way distributions, exact as k grows); "renorm" renormalises the
+    teacher's top-k and takes the cross-entropy against the student's full softmax (pushes the student to
+    put all its mass on the teacher's top-k).
+    """
+
+    lora: LoraConfig | None = LoraConfig()
+    epochs: float = Field(default=3, gt=0)  # paper: 3 epochs (Gemma-3: 10)
+    max_steps: int | None = Field(default=None, ge=1)  # optional cap on optimizer steps
+    lr: float = Field(default=2e-4, gt=0)  # paper: 2e-4
+    schedule: Literal["linear"] = "linear"  # paper: linear decay after warmup
+    warmup: int = Field(default=5, ge=0)  # paper: 5 warmup steps
+    batch_size: int = Field(default=22, ge=1)  # examples per forward pass
+    grad_accum: int = Field(default=3, ge=1)  # 22 x 3 = 66, the paper's effective batch
+    max_length: int = Field(default=500, ge=8)  # paper: max sequence length 500 tokens
+    weight_decay: float = Field(default=0.0, ge=0)  # not stated in the paper; HF's default
+    max_grad_norm: float | None = Field(default=1.0, gt=0)  # HF Trainer's default clipping
+    topk_mode: Literal["rest", "renorm"] = "rest"
+    #: Recompute activations in the backward pass (saves GPU memory, same numbers): recorded, not hashed.
+    gradient_checkpointing: bool = False
+
+    _unhashed: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`benchmark.lm.backend.train` (LoRA as a plain dict or None)."""
+        return self.model_dump(mode="python")
