@@ -51,6 +51,10 @@ class StageFailed(Exception):
         self.log_path = log_path
         self.user_error = user_error
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Picklable with all fields, so it survives the trip back from a worker process or a Ray task.
+        return (StageFailed, (self.key, str(self), self.log_path, self.user_error))
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
@@ -168,14 +172,27 @@ class Store:
         return self.read_manifest(self.path(node))["result"]
 
     # -- building -------------------------------------------------------------------------------------------
-    def clean_staging(self) -> int:
-        """Remove staging directories left by dead processes on this host. Returns how many."""
+    def clean_staging(self, foreign_after_s: float = 6 * 3600) -> int:
+        """Remove staging directories left by dead processes. Returns how many.
+
+        On this host a directory is debris when its process is gone. Another host's directory (a shared store
+        on a cluster) may belong to a live worker we cannot see, so it is removed only once it has not been
+        touched for ``foreign_after_s`` seconds.
+        """
         removed = 0
         host = socket.gethostname()
+        now = time.time()
         for staging in self.root.glob(f"*/{STAGING}/*"):
             parts = staging.name.rsplit("~", 2)
-            if len(parts) == 3 and parts[1] == host and parts[2].isdigit() and _pid_alive(int(parts[2])):
+            ours = len(parts) == 3 and parts[1] == host and parts[2].isdigit()
+            if ours and _pid_alive(int(parts[2])):
                 continue
+            if not ours:
+                try:
+                    if now - staging.stat().st_mtime < foreign_after_s:
+                        continue
+                except FileNotFoundError:
+                    continue
             shutil.rmtree(staging, ignore_errors=True)
             removed += 1
         return removed
@@ -203,7 +220,7 @@ class Store:
         atomic_write_json(staging / "spec.json", {"kind": node.kind, "name": node.name, "id": node.id,
                                                   "spec": node.spec, "unhashed": node.unhashed})
         try:
-            logger.info("start %s", node.key)
+            logger.info("start %s (attempt on %s, pid %d)", node.key, socket.gethostname(), os.getpid())
             fn = resolve_object(node.fn)
             ctx = StageContext(node=node, out=staging, inputs=inputs, log=logger, threads=threads, progress=progress)
             result = fn(ctx) or {}
@@ -271,7 +288,8 @@ def _node_logger(node: Node, path: Path) -> tuple[logging.Logger, logging.Handle
     logger = logging.getLogger(f"slbench.node.{node.key}.{uuid.uuid4().hex[:6]}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    # Append: a retried node keeps the log of the attempt that crashed, above the new one.
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     return logger, handler
