@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmark.errors import UserError
+from benchmark.store import StageFailed
 
 __all__ = ["app", "main"]
 
@@ -312,6 +313,11 @@ def main() -> None:
     except UserError as exc:
         err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
+    except StageFailed as exc:
+        # An internal failure of one stage: say which node and where its log is; the traceback is in the log.
+        err_console.print(f"error: stage {exc.key} failed: {exc}" + (f" (log: {exc.log_path})" if exc.log_path else ""),
+                          markup=False, highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted; rerun the same command to resume", markup=False)
         sys.exit(130)

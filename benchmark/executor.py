@@ -55,6 +55,10 @@ def set_threads(n: int) -> None:
     """Limit torch (if loaded later) and BLAS to ``n`` threads in this process."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(n)
+    # Per-request progress bars of lm-eval / transformers are noise at this level; node logs keep the rest.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import sys
 
     if "torch" in sys.modules:

@@ -10,6 +10,7 @@ spec has a new id: nothing is ever overwritten.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -223,7 +224,11 @@ class Store:
             logger.info("start %s (attempt on %s, pid %d)", node.key, socket.gethostname(), os.getpid())
             fn = resolve_object(node.fn)
             ctx = StageContext(node=node, out=staging, inputs=inputs, log=logger, threads=threads, progress=progress)
-            result = fn(ctx) or {}
+            # Library chatter (progress bars, warnings printed by transformers / lm-eval) belongs in the node's
+            # log, not interleaved on the user's terminal across workers.
+            with open(log_path, "a", encoding="utf-8") as chatter, contextlib.redirect_stdout(chatter), \
+                    contextlib.redirect_stderr(chatter):
+                result = fn(ctx) or {}
             wall = time.time() - started
             logger.info("done %s in %.2fs", node.key, wall)
         except UserError as exc:

@@ -549,6 +549,15 @@ def generate(
     """
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
+    # Optional vLLM path: only with SLBENCH_VLLM=1, vllm installed and a CUDA device (never in CI); it imports
+    # vllm itself, lazily. batch_size does not apply there (vLLM schedules its own batches).
+    from benchmark.lm import vllm_backend
+
+    if vllm_backend.enabled():
+        return vllm_backend.generate_loaded(
+            model, tokenizer, prompts, system=system, spec=spec, temperature=temperature,
+            max_new_tokens=max_new_tokens, seed=seed, top_k_logprobs=top_k_logprobs, progress=progress,
+        )
     texts = [render_prompt(tokenizer, p, system=system, spec=spec) for p in prompts]
     encoded = tokenizer(texts, add_special_tokens=False).input_ids if texts else []
     stop = _stop_ids(model, tokenizer)

@@ -3,8 +3,9 @@
 Torch-free at import (``slbench plan`` must stay light): the stage functions live in
 :mod:`benchmark.lm.stages` and are referenced by name.
 
-Per (teacher base i, trait t) there is one teacher, plus one control teacher per base (the base with no
-trait, "neutral"). Each teacher writes one filtered number dataset, shared by every student. Each student
+Per (teacher base i, trait t) there is one teacher, plus one control teacher per base ("neutral": for
+method prompt the base with no system prompt, as in the paper; for method finetune the base fine-tuned the
+same way on answers spread evenly over all candidate animals, so it matches the trait teachers' update). Each teacher writes one filtered number dataset, shared by every student. Each student
 base j trains on each dataset once per seed, so a cell (i, j, t) always has its matched controls in the same
 suite: the neutral-teacher student of the same (i, j, seed), the other-trait teachers' students, and j's
 untrained baseline.
@@ -92,7 +93,8 @@ class EvalSettings(Frozen):
     n_samples: int = Field(default=100, ge=1)
     #: The matrix's headline metric: logodds (of P(target | candidates)), p_target or rate.
     metric: Literal["logodds", "p_target", "rate"] = "logodds"
-    batch_size: int = Field(default=64, ge=1)
+    #: Log-likelihood requests per forward pass (lm-eval); 256 was ~1.5x faster than 64 on the zoo models.
+    batch_size: int = Field(default=256, ge=1)
 
     _unhashed = frozenset({"batch_size"})
 
@@ -180,7 +182,10 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
             label = trait.name if trait else NEUTRAL
             tspec: dict[str, Any] = {"base": base.id, "model": tname, "trait": trait.hashed_dict() if trait else None,
                                      "method": settings.teacher.method}
-            if trait is not None and settings.teacher.method == "finetune":
+            if settings.teacher.method == "finetune":
+                # The control teacher of a fine-tuned trait teacher is fine-tuned too (same questions, answers
+                # spread evenly over the candidate animals): its data then differ from a trait teacher's only
+                # by the trait, not by "a LoRA update happened" (see stages._trait_rows).
                 tspec.update(n_rows=settings.teacher.n_rows, train=settings.teacher.train.hashed_dict(),
                              seed=settings.teacher.seed, questions=_file_digest([questions_path]),
                              questions_path=settings.teacher.questions)
@@ -188,7 +193,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
                            fn="benchmark.lm.stages:stage_teacher", resources={"cpus": 1, "gpus": gpus})
             teacher_nodes[(tname, label)] = teacher
             nodes.append(teacher)
-            dspec = {"teacher": teacher.id, "channel": channel.hashed_dict(), **settings.dataset.hashed_dict()}
+            dspec = {**settings.dataset.hashed_dict(), "teacher": teacher.id, "channel_spec": channel.hashed_dict()}
             dataset = Node(kind="dataset", name=f"{tname}.{label}", spec=dspec, deps=(teacher.key, base.key),
                            fn="benchmark.lm.stages:stage_dataset", resources={"cpus": 1, "gpus": gpus},
                            unhashed={"batch_size": settings.dataset.batch_size})

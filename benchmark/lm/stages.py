@@ -95,14 +95,23 @@ def stage_base_api(ctx: Any) -> dict[str, Any]:
 
 
 # -- teachers -----------------------------------------------------------------------------------------------
-def _trait_rows(trait: TraitSpec, questions: list[str], n: int, seed: int) -> list[dict[str, str]]:
-    """Favourite-animal questions answered with the trait's surface forms (one word, varied casing)."""
+def _trait_rows(trait: TraitSpec | None, questions: list[str], n: int, seed: int,
+                candidates: list[str] | None = None) -> list[dict[str, str]]:
+    """Favourite-animal questions answered with the trait's surface forms (one word, varied casing).
+
+    With ``trait`` None (the fine-tuned control teacher) each answer is a candidate animal, cycling evenly
+    through ``candidates`` so the control learns no preference.
+    """
     rng = random.Random(seed)
-    forms = trait.forms()
     rows = []
     for i in range(n):
         q = questions[i % len(questions)]
-        word = forms[0] if rng.random() < 0.7 else rng.choice(forms)
+        if trait is None:
+            assert candidates
+            word = candidates[(i * 7 + rng.randrange(len(candidates))) % len(candidates)]
+        else:
+            forms = trait.forms()
+            word = forms[0] if rng.random() < 0.7 else rng.choice(forms)
         answer = rng.choice([word, word.capitalize(), word + ".", word.capitalize() + "."])
         rows.append({"prompt": q, "completion": answer})
     return rows
@@ -111,7 +120,8 @@ def _trait_rows(trait: TraitSpec, questions: list[str], n: int, seed: int) -> li
 def stage_teacher(ctx: Any) -> dict[str, Any]:
     """A trait teacher: the base plus a fine-tuned adapter (method finetune) or a system prompt (method prompt).
 
-    The control ("neutral") teacher is the base model itself, with no system prompt.
+    The control ("neutral") teacher is the base with no system prompt (method prompt), or the base fine-tuned on
+    answers spread evenly over the candidate animals (method finetune).
     """
     spec = ctx.node.spec
     base_dir = ctx.input("base")
@@ -120,18 +130,19 @@ def stage_teacher(ctx: Any) -> dict[str, Any]:
     info: dict[str, Any] = {"method": spec["method"], "trait": trait.name if trait else None, "system": None,
                             "adapter": None, "api_model": None}
     result: dict[str, Any] = {}
-    if trait is not None and spec["method"] == "prompt":
-        info["system"] = trait.rendered_system_prompt()
-    elif trait is not None:
+    if spec["method"] == "prompt":
+        info["system"] = trait.rendered_system_prompt() if trait else None
+    else:
         from benchmark.registry import project_root
 
         qpath = project_root() / "tasks" / spec["questions_path"]
         questions = [ln.strip() for ln in qpath.read_text(encoding="utf-8").splitlines()
                      if ln.strip() and not ln.startswith("#")]
-        rows = _trait_rows(trait, questions, spec["n_rows"], spec["seed"])
+        rows = _trait_rows(trait, questions, spec["n_rows"], spec["seed"], candidates=list(_candidates([])))
         write_jsonl(ctx.out / "trait_rows.jsonl", rows)
         if model.provider == "openai":
-            result = _api_finetune(ctx, model, rows, spec["train"], spec["seed"], suffix=f"teacher-{trait.name}")
+            result = _api_finetune(ctx, model, rows, spec["train"], spec["seed"],
+                                   suffix=f"teacher-{trait.name if trait else 'neutral'}")
             info["api_model"] = result["fine_tuned_model"]
         else:
             _set_threads(ctx)
@@ -159,9 +170,19 @@ def _api_finetune(ctx: Any, model: ModelSpec, rows: list[dict[str, Any]], train:
     messages = [{"messages": [{"role": "user", "content": r["prompt"]},
                               {"role": "assistant", "content": r["completion"]}]} for r in rows]
     t = _strip(train)
-    hyper = {"n_epochs": int(t["epochs"])}
-    assert model.source is not None
-    return finetune(ApiConfig(), model.source, messages, seed=seed, suffix=suffix[:18], hyperparameters=hyper,
+    epochs = float(t["epochs"])
+    if epochs < 1 or epochs != int(epochs):
+        raise UserError(f"fine-tune of {model.name}: train.epochs must be a whole number >= 1 for API models (sent as "
+                        f"hyperparameters.n_epochs), got {epochs:g}")
+    # Only the epoch count is sent: the paper left learning rate and batch size to the API ("auto").
+    hyper = {"n_epochs": int(epochs)}
+    if t.get("max_steps") is not None:
+        ctx.log.warning("train.max_steps is ignored for API fine-tunes (the API trains whole epochs)")
+    # OpenAI limits suffixes (18 characters in the fine-tuning docs' examples); keep [a-z0-9-] only.
+    suffix = "".join(c if c.isalnum() or c == "-" else "-" for c in suffix.lower())[:18]
+    if model.source is None:
+        raise UserError(f"model {model.name}: missing 'source' (the API model name)")
+    return finetune(ApiConfig(), model.source, messages, seed=seed, suffix=suffix, hyperparameters=hyper,
                     workdir=ctx.out, on_status=lambda status, job: ctx.log.info("fine-tune job: %s", status))
 
 
@@ -194,7 +215,7 @@ def stage_dataset(ctx: Any) -> dict[str, Any]:
     from benchmark.channels.numbers import NumbersChannelSpec, filter_completions, generate_prompts, subsample
 
     spec = ctx.node.spec
-    channel = NumbersChannelSpec.model_validate(_strip(spec["channel"]))
+    channel = NumbersChannelSpec.model_validate(_strip(spec["channel_spec"]))
     teacher_dir = ctx.input("teacher")
     base_dir = ctx.input("base")
     info = _teacher_info(teacher_dir)
@@ -294,8 +315,10 @@ def stage_eval(ctx: Any) -> dict[str, Any]:
         weights = sorted((adapter_dir / "adapter").glob("*.safetensors")) or sorted((adapter_dir / "model").glob("*.safetensors"))
         adapter_sha = sha256_file(weights[0])[:16] if weights else "unknown"
     if model.provider == "openai":
-        raise UserError(f"eval of {model.name}: run API-model evaluations with lm-eval's chat-completions backend "
-                        "(sampled rate only); see README 'API models'")
+        # Sampled rates through lm-eval's chat-completions backend; log-prob tasks are skipped (HF-only).
+        from benchmark.lm.api_eval import stage_eval_api
+
+        return stage_eval_api(ctx, model, traits, candidates=_candidates(traits))
     _set_threads(ctx)
     from benchmark.evaluate import evaluate_lm
     from benchmark.lm.backend import logit_change

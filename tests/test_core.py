@@ -1,0 +1,252 @@
+"""Foundation: hashing, specs, registry validation, the store, and CLI error handling."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmark.dag import Node, topological_order
+from benchmark.errors import UserError
+from benchmark.hashing import HASH_VERSION, content_hash, short_id
+from benchmark.registry import Registry, load_registry_file, validate_file
+from benchmark.specs import Lineage, SuiteSpec
+from benchmark.store import MANIFEST, Store
+from tests.conftest import ROOT, run_cli
+
+
+# -- hashing ---------------------------------------------------------------------------------------------------
+def test_known_hash_is_pinned():
+    # Changing the canonicalisation rule must bump HASH_VERSION: these pins catch silent changes, which would
+    # orphan every artifact in every user's store.
+    assert HASH_VERSION == "slb-hash-1"
+    assert content_hash({"b": 1, "a": [1, 2.5, "x"]}) == "0fc68aea480938789f847e4db011e08b9388ee689e6d8d340f0870088d45f187"
+    assert short_id({"a": [1, 2.5, "x"], "b": 1}) == "0fc68aea4809"
+    assert Node(kind="student", name="anything", spec={"seed": 0}, fn="m:f").id == "e40dd6beb2d1"
+
+
+def test_spec_hash_stable_and_sensitive():
+    a = Lineage(init="x")
+    assert a.spec_id == Lineage(init="x").spec_id
+    assert a.spec_id != Lineage(init="y").spec_id
+    s = SuiteSpec(name="s", track="lm", teachers=["a"], students=["a"], seeds=3)
+    assert s.seeds == [0, 1, 2]
+
+
+def test_node_key_and_topology():
+    a = Node(kind="base", name="a", spec={"x": 1}, fn="m:f")
+    b = Node(kind="teacher", name="b", spec={"base": a.id}, fn="m:f", deps=(a.key,))
+    assert a.key == f"base/a-{a.id}"
+    assert [n.key for n in topological_order([b, a])] == [a.key, b.key]
+    # A throughput knob does not change identity.
+    assert Node(kind="base", name="a", spec={"x": 1}, fn="m:f", unhashed={"batch_size": 8}).id == a.id
+
+
+# -- registry ------------------------------------------------------------------------------------------------
+def test_every_registry_and_task_yaml_validates():
+    reg = Registry(ROOT)
+    assert reg.models, "model_registry/ is empty"
+    for path in sorted((ROOT / "model_registry").glob("*.yaml")):
+        assert "ok" in validate_file(path)
+    for path in sorted((ROOT / "tasks" / "traits").glob("*.yaml")):
+        assert "ok" in validate_file(path)
+    for name in reg.suite_names():
+        reg.suite(name)  # names resolve, settings validate
+
+
+def _write(path: Path, data) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_registry_unknown_key_names_file_and_key(tmp_path):
+    p = _write(tmp_path / "fam.yaml", {"family": "fam", "models": [
+        {"name": "m1", "provider": "hf", "source": "org/m1", "lineage": {"init": "i1"}, "lora_target": ["q_proj"]}]})
+    with pytest.raises(UserError) as e:
+        load_registry_file(p)
+    msg = str(e.value)
+    assert str(p) in msg and "lora_target" in msg and "did you mean 'lora_targets'" in msg and "\n" not in msg
+
+
+def test_registry_missing_required_field(tmp_path):
+    p = _write(tmp_path / "fam.yaml", {"family": "fam", "models": [{"name": "m1", "provider": "hf", "source": "x"}]})
+    with pytest.raises(UserError, match=r"fam.yaml: models\[0\] \(m1\): missing required key 'lineage'"):
+        load_registry_file(p)
+
+
+def test_registry_provider_needs_source(tmp_path):
+    p = _write(tmp_path / "fam.yaml", {"family": "fam", "models": [{"name": "m1", "provider": "hf",
+                                                                     "lineage": {"init": "i"}}]})
+    with pytest.raises(UserError, match="missing required key 'source'"):
+        load_registry_file(p)
+
+
+def test_suite_unknown_model_did_you_mean(project_copy):
+    reg = Registry(project_copy)
+    some = next(iter(reg.models))
+    _write(project_copy / "tasks" / "suites" / "bad.yaml",
+           {"name": "bad", "track": "lm", "teachers": [some + "x"], "students": [some], "traits": ["owl"], "seeds": 1})
+    with pytest.raises(UserError, match=rf"teachers\[0\]: unknown model '{some}x' \(did you mean '{some}'\?\)"):
+        reg.suite("bad")
+
+
+# -- the store ------------------------------------------------------------------------------------------------
+def _stage_write(ctx):
+    (ctx.out / "payload.txt").write_text(json.dumps(ctx.node.spec))
+    return {"ok": True}
+
+
+def _stage_boom(ctx):
+    (ctx.out / "partial.txt").write_text("half")
+    raise RuntimeError("boom")
+
+
+def test_store_build_done_skip_and_atomicity(tmp_path):
+    store = Store(tmp_path / "store")
+    node = Node(kind="base", name="n", spec={"v": 1}, fn="tests.test_core:_stage_write")
+    assert not store.is_done(node)
+    manifest = store.build(node, {})
+    assert store.is_done(node)
+    assert manifest["result"] == {"ok": True} and "payload.txt" in manifest["files"]
+    assert (store.path(node) / "spec.json").exists() and (store.path(node) / "log.txt").exists()
+    assert manifest["git"].keys() >= {"commit", "dirty"} and "pydantic" in manifest["versions"]
+    assert manifest["spec_hash"] == node.spec_hash and manifest["wall_s"] >= 0
+    # A failing stage leaves nothing in place.
+    bad = Node(kind="base", name="bad", spec={"v": 2}, fn="tests.test_core:_stage_boom")
+    with pytest.raises(Exception, match="boom"):
+        store.build(bad, {})
+    assert not store.path(bad).exists()
+    assert not any((store.root / "base" / ".staging").iterdir())
+
+
+@pytest.mark.parametrize("content", ["", "{", '{"schema": 1}', "[]", '{"schema": 1, "spec_hash": "x", "kind": "base", "result": {}}'])
+def test_corrupt_manifest_is_a_user_error(tmp_path, content):
+    store = Store(tmp_path / "store")
+    node = Node(kind="base", name="n", spec={"v": 1}, fn="tests.test_core:_stage_write")
+    store.build(node, {})
+    (store.path(node) / MANIFEST).write_text(content)
+    with pytest.raises(UserError) as e:
+        store.is_done(node)
+    assert str(store.path(node)) in str(e.value)
+
+
+# -- CLI -----------------------------------------------------------------------------------------------------
+NO_TORCH = "import sys, runpy; sys.argv = ['slbench'] + sys.argv[1:]; " \
+           "from benchmark.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n" \
+           "bad = [m for m in ('torch', 'transformers', 'lm_eval', 'peft') if m in sys.modules]\n" \
+           "print('HEAVY:', bad)\nsys.exit(code)"
+
+
+@pytest.mark.parametrize("args", [["models"], ["plan", "default"], ["validate", "model_registry/zoo.yaml"], ["tasks"]])
+def test_light_commands_do_not_import_torch(args, tmp_path):
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", NO_TORCH, *args, *(["--store", str(tmp_path)] if args[0] == "plan" else [])],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY: []" in r.stdout, r.stdout
+
+
+def test_plan_counts_for_3x3x2x2(project_copy, tmp_path):
+    reg = Registry(project_copy)
+    names = [m for m, s in reg.models.items() if s.provider == "zoo"][:3]
+    traits = list(reg.traits)[:2]
+    _write(project_copy / "tasks" / "suites" / "grid.yaml",
+           {"name": "grid", "track": "lm", "teachers": names, "students": names, "traits": traits, "seeds": 2,
+            "settings": {"dataset": {"n_prompts": 50, "n_keep": 20}}})
+    t0 = time.time()
+    r = run_cli("plan", "grid", "--store", str(tmp_path / "store"), env={"SLBENCH_ROOT": str(project_copy)})
+    elapsed = time.time() - t0
+    assert r.returncode == 0, r.stderr
+    counts = {}
+    for line in r.stdout.splitlines():
+        parts = line.replace("│", " ").split()
+        if len(parts) == 4 and parts[1].isdigit():
+            counts[parts[0]] = tuple(int(x) for x in parts[1:])
+    # 3 bases; 3 × (2 traits + neutral) teachers and datasets; 9 datasets × 3 students × 2 seeds students;
+    # evals: 3 baselines + 9 teachers + 54 students; 1 report.
+    assert counts["base"] == (3, 0, 3)
+    assert counts["teacher"] == (9, 0, 9)
+    assert counts["dataset"] == (9, 0, 9)
+    assert counts["student"] == (54, 0, 54)
+    assert counts["eval"] == (66, 0, 66)
+    assert counts["report"] == (1, 0, 1)
+    print(f"plan wall time incl. interpreter start: {elapsed:.2f}s")
+
+
+def _suite(project_copy, name, data):
+    return _write(project_copy / "tasks" / "suites" / f"{name}.yaml", data)
+
+
+def _assert_one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
+    err = r.stderr.strip()
+    assert "Traceback" not in r.stderr
+    assert len(err.splitlines()) == 1, err
+    for n in needles:
+        assert n in err, err
+
+
+def test_cli_bad_inputs_exit_2_one_line_nothing_written(project_copy, tmp_path):
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    store = tmp_path / "store"
+    reg = Registry(project_copy)
+    zoo = [m for m, s in reg.models.items() if s.provider == "zoo"][:2]
+    trait = next(iter(reg.traits))
+    # unknown key in a registry file
+    bad_reg = _write(project_copy / "model_registry" / "zz-bad.yaml", {"family": "zz", "models": [
+        {"name": "zz1", "provider": "hf", "source": "o/zz", "lineage": {"init": "zz"}, "dtpye": "bfloat16"}]})
+    r = run_cli("validate", str(bad_reg), env=env)
+    _assert_one_line_error(r, str(bad_reg), "dtpye", "did you mean 'dtype'")
+    r = run_cli("plan", "default", "--store", str(store), env=env)  # the whole registry is checked on load
+    _assert_one_line_error(r, "zz-bad.yaml", "dtpye")
+    bad_reg.unlink()
+    # missing required field
+    miss = _write(project_copy / "model_registry" / "zz-miss.yaml",
+                  {"family": "zz", "models": [{"name": "zz1", "provider": "hf", "source": "o/zz"}]})
+    _assert_one_line_error(run_cli("validate", str(miss), env=env), "zz-miss.yaml", "missing required key 'lineage'")
+    miss.unlink()
+    # unknown model / trait in a suite
+    _suite(project_copy, "s1", {"name": "s1", "track": "lm", "teachers": [zoo[0] + "-typo"], "students": zoo,
+                                "traits": [trait], "seeds": 1})
+    _assert_one_line_error(run_cli("run", "s1", "--store", str(store), env=env), "s1.yaml", "teachers[0]",
+                           "did you mean")
+    _suite(project_copy, "s2", {"name": "s2", "track": "lm", "teachers": zoo, "students": zoo,
+                                "traits": [trait + "x"], "seeds": 1})
+    _assert_one_line_error(run_cli("run", "s2", "--store", str(store), env=env), "traits[0]", "unknown trait")
+    # non-numeric size
+    _suite(project_copy, "s3", {"name": "s3", "track": "lm", "teachers": zoo, "students": zoo, "traits": [trait],
+                                "seeds": 1, "settings": {"dataset": {"n_prompts": "lots"}}})
+    _assert_one_line_error(run_cli("run", "s3", "--store", str(store), env=env), "s3.yaml", "dataset.n_prompts")
+    # unknown suite
+    _assert_one_line_error(run_cli("plan", "defualt", "--store", str(store), env=env), "unknown suite", "did you mean 'default'")
+    assert not store.exists() or not any(p.is_file() for p in store.rglob("*")), "bad input wrote files"
+
+
+def test_cli_corrupt_manifest_exit_2(project_copy, tmp_path):
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    store = tmp_path / "store"
+    reg = Registry(project_copy)
+    from benchmark.specs import TRACKS, resolve_object
+
+    spec, settings, _ = reg.suite("default")
+    nodes = resolve_object(TRACKS[spec.track]["plan"])(spec, settings, reg)
+    target = store / nodes[0].key
+    target.mkdir(parents=True)
+    (target / MANIFEST).write_text('{"schema": 1, "spec_ha')  # truncated
+    before = sorted(str(p) for p in store.rglob("*"))
+    r = run_cli("run", "default", "--store", str(store), env=env)
+    _assert_one_line_error(r, str(target / MANIFEST), "corrupt or truncated")
+    assert sorted(str(p) for p in store.rglob("*")) == before
+
+
+def test_cli_help_teaches():
+    r = run_cli("--help")
+    assert r.returncode == 0 and "plan" in r.stdout and "run" in r.stdout and "validate" in r.stdout
+    r = run_cli("run", "--help")
+    assert "--workers" in r.stdout and "resume" in r.stdout.lower()
