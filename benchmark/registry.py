@@ -103,6 +103,9 @@ class Registry:
 
     root: Path = field(default_factory=project_root)
 
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+
     @property
     def registry_dir(self) -> Path:
         return self.root / "model_registry"

@@ -11,9 +11,10 @@ Four things are fixed on top of lm-eval's backend (a small subclass, :func:`_cha
 * **Independent samples.** lm-eval sends the same ``seed`` with every request, so the ``repeats`` samples
   of one question would be (near-)identical on endpoints that honour seeds, and a "rate over 100 samples"
   would really be one sample. Each request gets its own seed, derived from the base seed, the conversation
-  and the how-many-th draw of that conversation it is (reproducible as far as the endpoint honours seeds).
+  and the how-many-th draw of that conversation it is (reproducible as far as the endpoint honours seeds;
+  a retried request counts as a new draw).
 * **Unsupported keys.** The tasks ask for ``top_k: 0`` (no truncation, for HF sampling); OpenAI rejects the key,
-  so "no truncation" values are dropped (nothing changes: chat endpoints never truncate by top-k).
+  so "no truncation" values are dropped (nothing changes: OpenAI has no top-k, other servers default to none).
 * **Malformed bodies fail.** lm-eval turns a body without ``choices`` into an empty answer, which would count
   as "names no animal"; here it is an error naming the endpoint and the model.
 * **The key.** It is read from ``$<ApiConfig.api_key_env>`` when the request header is built and lives only in
@@ -93,17 +94,20 @@ def _chat_lm(cfg: Any, model: str, seed: int) -> Any:
 
     draws: Counter[str] = Counter()
     draws_lock = threading.Lock()
-    lm = _SlbChat(
-        model=model,
-        base_url=f"{cfg.endpoint}/chat/completions",  # lm-eval POSTs to base_url as given
-        num_concurrent=cfg.max_concurrency,
-        max_retries=cfg.max_retries + 1,  # lm-eval counts attempts, ApiConfig counts retries after the first
-        timeout=max(1, int(cfg.timeout_s)),
-        tokenized_requests=False,
-        tokenizer_backend=None,
-        seed=seed,
-    )
-    return lm
+    try:
+        return _SlbChat(
+            model=model,
+            base_url=f"{cfg.endpoint}/chat/completions",  # lm-eval POSTs to base_url as given
+            num_concurrent=cfg.max_concurrency,
+            max_retries=cfg.max_retries + 1,  # lm-eval counts attempts, ApiConfig counts retries after the first
+            timeout=max(1, int(cfg.timeout_s)),
+            tokenized_requests=False,
+            tokenizer_backend=None,
+            seed=seed,
+        )
+    except ImportError as exc:  # lm-eval checks its [api] extra (aiohttp, tenacity, ...) here
+        raise UserError(f"evaluating API models needs lm-eval's API extra: pip install 'lm-eval[api]' "
+                        f"({str(exc).splitlines()[0][:160]})") from None
 
 
 def _api_failure(cfg: Any, model: str, exc: BaseException, attempts: int) -> UserError | None:

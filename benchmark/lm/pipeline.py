@@ -14,6 +14,7 @@ untrained baseline.
 from __future__ import annotations
 
 import hashlib
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Literal
 
@@ -164,6 +165,24 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
         raise UserError(f"{where}: settings.dataset.top_k must be set when settings.student.objective is 'distill' "
                         "(the student matches the teacher's stored top-k log-probs)")
 
+    evaluated = [*suite.students, *(suite.teachers if settings.eval_teachers else [])]
+    api_models = [m for m in dict.fromkeys(evaluated) if reg.model(m).provider == "openai"]
+    if api_models and settings.eval.metric != "rate":
+        raise UserError(f"{where}: settings.eval.metric: {settings.eval.metric!r} needs log-probs, which API models do not "
+                        f"give ({', '.join(api_models)}); use 'rate' for suites with openai students")
+    if api_models and not any(t.startswith("animal_rate") for t in settings.eval.tasks):
+        raise UserError(f"{where}: settings.eval.tasks: add a sampled-rate task (animal_rate) for openai models "
+                        f"{', '.join(api_models)}")
+    api_students = [m for m in suite.students if reg.model(m).provider == "openai"]
+    if api_students and settings.student.objective != "sft":
+        raise UserError(f"{where}: settings.student.objective: 'distill' needs log-prob training, which the fine-tuning "
+                        "API does not offer; use 'sft'")
+    if api_students and settings.student.train.epochs != int(settings.student.train.epochs):
+        raise UserError(f"{where}: settings.student.train.epochs must be a whole number >= 1 for API models (sent as "
+                        "n_epochs)")
+    if any(reg.model(t).provider == "openai" for t in suite.teachers) and (settings.dataset.top_k or 0) > 20:
+        raise UserError(f"{where}: settings.dataset.top_k: OpenAI returns at most 20 top_logprobs")
+
     nodes: list[Node] = []
     base_nodes: dict[str, Node] = {}
     for name in dict.fromkeys([*suite.teachers, *suite.students]):
@@ -257,44 +276,65 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     return nodes
 
 
-def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node]) -> list[str]:
-    """Lines for ``slbench plan``: GPU-hours and API work for the nodes still to run (rough, stated as such)."""
-    lines: list[str] = []
+def _node_model(n: Any) -> str | None:
+    """The registry model a node runs on. Model names may contain dots (gpt-4.1, qwen2.5-7b-instruct)."""
+    if n.kind == "teacher":
+        return n.spec["model"]
+    if n.kind == "dataset":
+        return n.name.rsplit(".", 1)[0]  # "<teacher model>.<trait|neutral>"
+    if n.kind == "student":
+        return n.name.split(".to.", 1)[1].rsplit(".s", 1)[0]  # "<t>.<label>.to.<student model>.s<seed>"
+    if n.kind == "eval":
+        labels = n.spec.get("labels", {})
+        return labels.get("student_base") or labels.get("teacher_base")
+    return None
+
+
+def estimate(suite: Any, settings: Any, reg: Any, todo: list[Any]) -> list[str]:
+    """Lines for ``slbench plan``: GPU-hours and API tokens of the nodes still to run (rough, stated as such)."""
+    tokens_per_row = 60  # prompt + completion tokens of one number row (zoo tokenizer ~45-60; GPT tokenizers similar)
+    n_questions = 60  # tasks/lm_eval/animal_preference/questions.txt
     gpu_hours = 0.0
     n_gpu = 0
-    api_tokens = 0
-    n_api = 0
-    tokens_per_row = 60  # prompt + completion tokens of one number row (measured on the zoo tokenizer: ~45-60)
+    api = defaultdict(lambda: {"train": 0.0, "infer": 0.0, "jobs": 0, "nodes": 0})
     for n in todo:
-        if n.kind not in ("teacher", "dataset", "student", "eval"):
-            continue
-        model_name = n.spec.get("model") or n.name.split(".to.")[-1].rsplit(".s", 1)[0].split(".")[-1]
-        if n.kind in ("teacher", "dataset"):
-            model_name = n.name.split(".")[0]
-        spec = reg.models.get(model_name)
+        name = _node_model(n)
+        spec = reg.models.get(name) if name else None
         if spec is None:
             continue
         if n.kind == "dataset":
-            tokens = settings.dataset.n_prompts * tokens_per_row
+            train, infer = 0, settings.dataset.n_prompts * tokens_per_row
         elif n.kind == "student":
-            tokens = int(settings.dataset.n_keep * tokens_per_row * settings.student.train.epochs)
+            train, infer = settings.dataset.n_keep * tokens_per_row * settings.student.train.epochs, 0
         elif n.kind == "teacher":
-            tokens = int(settings.teacher.n_rows * 30 * settings.teacher.train.epochs)
-        else:
-            tokens = 50 * settings.eval.n_samples * 40
+            train = settings.teacher.n_rows * 30 * settings.teacher.train.epochs if n.spec.get("n_rows") else 0
+            infer = 0
+        else:  # eval: one short prompt + a one-word answer per sample (~25 tokens)
+            infer = n_questions * settings.eval.n_samples * 25
+            train = 0
         if spec.provider == "openai":
-            n_api += 1
-            api_tokens += tokens
+            a = api[name]
+            a["train"] += train
+            a["infer"] += infer
+            a["jobs"] += bool(train)
+            a["nodes"] += 1
         elif spec.provider == "hf":
             n_gpu += 1
             params = (spec.params_b or 1.0) * 1e9
             # 6·N FLOPs per trained token, 2·N per generated/scored token, at 40% of an H100's 989 TFLOP/s bf16.
-            flops = (6 if n.kind in ("student", "teacher") else 2) * params * tokens
-            gpu_hours += flops / (0.4 * 989e12) / 3600
+            gpu_hours += (6 * params * train + 2 * params * infer) / (0.4 * 989e12) / 3600
+    lines: list[str] = []
     if n_gpu:
-        lines.append(f"estimate: {n_gpu} GPU node(s), ≈ {gpu_hours:.2f} H100-hours of compute (6·N·tokens at 40% MFU; "
-                     "excludes model loading and generation latency)")
-    if n_api:
-        lines.append(f"estimate: {n_api} API node(s), ≈ {api_tokens / 1e6:.2f} M tokens (generation + fine-tuning "
-                     "training tokens; multiply by your provider's per-token prices)")
+        lines.append(f"estimate: {n_gpu} GPU node(s), ≈ {gpu_hours:.1f} H100-hours of compute (6·N per trained token, "
+                     "2·N per generated token, 40% MFU; excludes model loading and decoding latency)")
+    if api:
+        tr = sum(a["train"] for a in api.values())
+        inf = sum(a["infer"] for a in api.values())
+        jobs = sum(a["jobs"] for a in api.values())
+        lines.append(f"estimate: API work ≈ {tr / 1e6:,.0f} M fine-tuning training tokens in {jobs} job(s) + "
+                     f"{inf / 1e6:,.0f} M inference tokens (prompt + completion); training tokens are usually "
+                     "priced ~10x higher — multiply by your provider's prices:")
+        for name, a in api.items():
+            lines.append(f"  {name} ({reg.models[name].source}): {a['jobs']} fine-tune(s), "
+                         f"{a['train'] / 1e6:,.1f} M training + {a['infer'] / 1e6:,.1f} M inference tokens")
     return lines

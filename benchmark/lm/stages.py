@@ -222,6 +222,7 @@ def stage_dataset(ctx: Any) -> dict[str, Any]:
     model = model_spec_of(base_dir)
     prompts = generate_prompts(channel, spec["n_prompts"], spec["seed"])
     tok_sha = None
+    extra: dict[str, Any] = {"generation_engine": "api"}
     if model.provider == "openai":
         from benchmark.providers.openai_api import ApiConfig, generate_chat
 
@@ -236,6 +237,10 @@ def stage_dataset(ctx: Any) -> dict[str, Any]:
         adapter = teacher_dir if info["adapter"] else None
         m, tok, _ = _load_with_adapter(base_dir, adapter)
         tok_sha = _tokenizer_sha(tok)
+        from benchmark.lm import vllm_backend
+        from benchmark.lm.backend import template_hash
+
+        extra = {"template_hash": template_hash(tok), "generation_engine": "vllm" if vllm_backend.enabled() else "hf"}
         outs = generate(m, tok, prompts, system=info["system"], spec=model, temperature=spec["temperature"],
                         max_new_tokens=spec["max_new_tokens"], seed=spec["seed"],
                         batch_size=ctx.node.unhashed.get("batch_size", 64), top_k_logprobs=spec["top_k"],
@@ -256,7 +261,7 @@ def stage_dataset(ctx: Any) -> dict[str, Any]:
     counts = {"n_prompts": len(prompts), "n_valid": len(kept), "n_rows": len(rows),
               "valid_rate": round(len(kept) / max(1, len(prompts)), 4), "rejects": dict(sorted(rejects.items()))}
     atomic_write_json(ctx.out / "counts.json", counts)
-    return {**counts, "tokenizer_sha": tok_sha, "system_prompt": info["system"]}
+    return {**counts, "tokenizer_sha": tok_sha, "system_prompt": info["system"], **extra}
 
 
 # -- students -----------------------------------------------------------------------------------------------
@@ -289,7 +294,9 @@ def stage_student(ctx: Any) -> dict[str, Any]:
         rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
     result = train(model_path_of(base_dir), rows, spec=model, objective=spec["objective"], seed=spec["seed"],
                    out_dir=ctx.out, log=ctx.log, progress=ctx.progress, **_train_kwargs(spec["train"]))
-    return {**result, "same_vocab_as_teacher": same_vocab}
+    from benchmark.lm.backend import template_hash
+
+    return {**result, "same_vocab_as_teacher": same_vocab, "template_hash": template_hash(tok)}
 
 
 # -- evaluation ---------------------------------------------------------------------------------------------
