@@ -49,6 +49,7 @@ TRACKS: dict[str, dict[str, str]] = {
     "classifier": {
         "plan": "benchmark.classifier.pipeline:build_plan",
         "settings": "benchmark.classifier.pipeline:ClassifierSettings",
+        "estimate": "benchmark.classifier.pipeline:estimate",
     },
 }
 
