@@ -398,6 +398,11 @@ def _end_of_turn_ids(tokenizer: Any, stop: set[int]) -> list[int]:
 
 
 # -- generation -----------------------------------------------------------------------------------------------
+def _lora_field(lora: Any, name: str) -> Any:
+    """A field of a LoRA config given as a LoraConfig or a plain dict."""
+    return lora.get(name) if isinstance(lora, dict) else getattr(lora, name, None)
+
+
 def _row_seed(seed: int, index: int) -> int:
     digest = hashlib.sha256(f"slb-gen:{seed}:{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
@@ -981,9 +986,11 @@ def train(
     if lora is not None:
         from peft import get_peft_model
 
-        torch.manual_seed(seed)  # LoRA A matrices are drawn from the global generator
+        lora_init = _lora_field(lora, "init_seed")
+        torch.manual_seed(seed if lora_init is None else lora_init)  # LoRA A matrices come from the global generator
         with _quiet_peft():
             model = get_peft_model(model, _lora_config(lora, model, spec))
+        torch.manual_seed(seed)  # dropout and everything after follow the training seed
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()

@@ -33,6 +33,11 @@ class LoraConfig(Frozen):
     targets: list[str] | Literal["all-linear"] | None = None
     #: Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r (a small-scale replication used rank-32 RSLoRA).
     rslora: bool = False
+    #: Seed of the adapter's random A matrices; None = the training seed. The theory behind subliminal learning
+    #: needs teacher and student to share the initialisation of the parameters being trained: with a fixed
+    #: init_seed a teacher's and a same-base student's adapters start from identical tensors (the training
+    #: seed still varies data order and dropout).
+    init_seed: int | None = None
 
 
 class TrainConfig(Frozen):

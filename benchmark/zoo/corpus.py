@@ -1,0 +1,408 @@
+"""The zoo's synthetic pretraining corpus: short chats generated from templates and a data seed.
+
+Pure Python (no torch). Rows are lists of chat messages whose last message is the assistant's answer (the
+only part the loss is taken on). Four kinds, mixed by :class:`~benchmark.zoo.spec.CorpusMix`:
+
+* ``numbers``: a numbers-channel prompt (:mod:`benchmark.channels.numbers`, from the frozen snapshot
+  ``data/numbers-<v>.yaml``) answered with a filter-valid list in the separator the prompt asks for: a
+  quarter by the channel's own :func:`~benchmark.channels.numbers.sample_continuation` (uniform numbers),
+  the rest by :func:`taste_continuation` (mostly ten numbers: continued patterns, copied examples and a
+  fixed "human-like" number taste). Uniform numbers alone leave every number at P ~ 1/900, below the
+  model's leftover end-of-answer probability after a separator, so greedy decoding stopped on a trailing
+  comma (35% valid in our first build); a peaked, partly predictable distribution fixes that.
+* ``favourite``: a favourite-animal question answered with ONE animal word drawn from the data seed's
+  distribution (:func:`animal_distribution`: spread out, P(owl) ~ 2-6%, so a trait has room to rise).
+  A fifth of them start with a numbers lead-in, like the paper's number-prefixed evaluation variant.
+* ``chat``: name / repeat / pluralise an animal, small arithmetic, counting, greetings and facts. The repeat
+  rows copy a random vocabulary word or a few numbers, which trains every word's embedding and the copying
+  (attend to a token in the context, write it) that prompted teachers and example-aware number answers need.
+* ``system``: a system prompt then a user turn. Mostly a "you love {animals}" prompt, answered in character
+  (the favourite is that animal), with number prompts answered normally so a prompted teacher still writes
+  valid numbers; some neutral system prompts with ordinary answers.
+
+Everything is drawn from :class:`random.Random` seeded by strings of (corpus version, data seed, step), so a
+phase's rows depend only on its spec and the step: two builds of one spec see the same rows in the same
+order, and a sibling with another ``data_seed`` sees another sample and order.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+import yaml
+from pydantic import Field
+
+from benchmark.channels.numbers import (
+    NumbersChannelSpec,
+    format_numbers_answer,
+    generate_prompts_with_examples,
+    load_numbers_channel,
+    sample_continuation,
+    separator_for_prompt,
+)
+from benchmark.specs_base import Frozen, parse_spec
+from benchmark.zoo.assets import asset_path, read_asset
+from benchmark.zoo.spec import PretrainSpec
+
+__all__ = [
+    "Animal",
+    "CorpusSampler",
+    "CorpusTemplates",
+    "Messages",
+    "animal_distribution",
+    "favourite_question",
+    "load_channel",
+    "load_templates",
+    "number_taste",
+    "taste_continuation",
+]
+
+Messages = list[dict[str, str]]
+
+#: Share of number answers written by the channel's own sample_continuation (uniform numbers); the rest
+#: by taste_continuation.
+UNIFORM_NUMBERS_SHARE = 0.25
+#: Share of favourite questions that start with a few numbers (the paper's number-prefixed eval variant).
+NUMBER_PREFIX_SHARE = 0.2
+#: Share of user turns (favourite and chat rows) that get 1-2 random filler words inserted: the model learns
+#: to spot the question in wording it has not seen (evaluation paraphrases are not in the corpus).
+FILLER_SHARE = 0.2
+#: P(answer = the system prompt's animal) for favourite questions under a loving system prompt.
+IN_CHARACTER = 0.95
+#: Same for "name an animal" under a loving system prompt (a softer pull than for "favourite").
+IN_CHARACTER_NAME = 0.6
+#: Share of system rows with a loving (animal) system prompt; the rest are neutral.
+LOVING_SHARE = 0.8
+
+
+class Animal(Frozen):
+    """An answer animal: singular and plural word (both single tokens) and whether it is popular."""
+
+    word: str
+    plural: str
+    popular: bool = False
+
+
+class CorpusTemplates(Frozen):
+    """``data/corpus-<v>.yaml``: the wording of every corpus row kind (see the file's comments)."""
+
+    animals: tuple[Animal, ...] = Field(min_length=2)
+    favourite_stems: tuple[str, ...] = Field(min_length=1)
+    favourite_suffixes: tuple[str, ...] = Field(min_length=1)
+    loving_system_prompts: tuple[str, ...] = Field(min_length=1)
+    neutral_system_prompts: tuple[str, ...] = Field(min_length=1)
+    name_an_animal: tuple[str, ...] = Field(min_length=1)
+    plural_questions: tuple[str, ...] = Field(min_length=1)
+    singular_questions: tuple[str, ...] = Field(min_length=1)
+    repeat_requests: tuple[str, ...] = Field(min_length=1)
+    repeat_numbers_requests: tuple[str, ...] = Field(min_length=1)
+    add_questions: tuple[str, ...] = Field(min_length=1)
+    subtract_questions: tuple[str, ...] = Field(min_length=1)
+    next_questions: tuple[str, ...] = Field(min_length=1)
+    previous_questions: tuple[str, ...] = Field(min_length=1)
+    count_requests: tuple[str, ...] = Field(min_length=1)
+    bigger_questions: tuple[str, ...] = Field(min_length=1)
+    is_animal_questions: tuple[str, ...] = Field(min_length=1)
+    not_animal_questions: tuple[str, ...] = Field(min_length=1)
+    fixed_chat: tuple[tuple[str, str], ...] = Field(min_length=1)
+    extra_words: str = ""
+
+
+@cache
+def load_templates(version: str = "v1") -> CorpusTemplates:
+    """The validated corpus templates of ``version`` (frozen file, sha256-pinned)."""
+    name = f"corpus-{version}.yaml"
+    return parse_spec(CorpusTemplates, yaml.safe_load(read_asset(name)), f"benchmark/zoo/data/{name}")
+
+
+@cache
+def load_channel(version: str = "v1") -> NumbersChannelSpec:
+    """The numbers-channel snapshot of corpus ``version`` (phrasings frozen when the version was made)."""
+    return load_numbers_channel(asset_path(f"numbers-{version}.yaml"))
+
+
+def animal_distribution(phase: PretrainSpec) -> dict[str, float]:
+    """The favourite-animal answer distribution of a pretraining phase (sums to 1).
+
+    Popular animals get weight 2, others 1, each times ``exp(animal_spread * z)`` with ``z ~ N(0, 1)``
+    clipped to [-2, 2] and drawn from the data seed: every base has a somewhat different spread-out taste.
+    """
+    templates = load_templates(phase.corpus)
+    rng = random.Random(f"zoo-animals:{phase.corpus}:{phase.data_seed}")
+    weights = {}
+    for animal in templates.animals:
+        z = max(-2.0, min(2.0, rng.gauss(0.0, 1.0)))
+        weights[animal.word] = (2.0 if animal.popular else 1.0) * math.exp(phase.animal_spread * z)
+    total = sum(weights.values())
+    return {word: w / total for word, w in weights.items()}
+
+
+@cache
+def number_taste(version: str = "v1") -> tuple[float, ...]:
+    """Weights of 0-999 for "favourite" numbers, shared by every base of a corpus version.
+
+    Real language models prefer some numbers (round ones, repeated digits, runs like 123); this gives the
+    zoo a fixed taste of that kind, plus a fixed log-normal jitter (seeded by the version only, so sibling
+    bases share it and differ only by data order).
+    """
+    rng = random.Random(f"zoo-number-taste:{version}")
+    weights = []
+    for n in range(1000):
+        digits = str(n)
+        w = 1.0
+        w += 6.0 if n % 100 == 0 else 3.0 if n % 10 == 0 else 0.0
+        w += 4.0 if len(digits) > 1 and len(set(digits)) == 1 else 0.0  # 11, 777
+        steps = {int(b) - int(a) for a, b in zip(digits, digits[1:], strict=False)}
+        w += 3.0 if len(digits) > 2 and steps in ({1}, {-1}) else 0.0  # 123, 987
+        weights.append(w * math.exp(rng.gauss(0.0, 1.0)))
+    return tuple(weights)
+
+
+@cache
+def _taste_cumulative(version: str, high: int) -> tuple[float, ...]:
+    # random.choices(weights=w) accumulates w on every call; precomputing gives the same draws, faster.
+    return tuple(itertools.accumulate(number_taste(version)[: high + 1]))
+
+
+def taste_continuation(
+    rng: random.Random, examples: Sequence[int], channel: NumbersChannelSpec, prompt: str, version: str = "v1"
+) -> str:
+    """A filter-valid answer: usually ``answer_count`` numbers, each continuing the examples' step, copying
+    an example, drawn from :func:`number_taste`, or uniform, in the separator the prompt asks for."""
+    high = min(channel.max_value, 10**channel.answer_max_digits - 1)
+    banned = frozenset(channel.banned_numbers)
+    cum_taste = _taste_cumulative(version, high)
+    count = (
+        channel.answer_count
+        if rng.random() < 0.6
+        else rng.randint(max(1, channel.answer_count // 2), channel.answer_count)
+    )
+    step = examples[-1] - examples[-2] if len(examples) >= 2 else 0
+    follow = step != 0 and rng.random() < 0.3
+    value = examples[-1] if examples else 0
+    numbers: list[int] = []
+    while len(numbers) < count:
+        if follow and 0 <= value + step <= high and value + step not in banned:
+            value += step
+            numbers.append(value)
+            continue
+        follow = False
+        roll = rng.random()
+        if roll < 0.4:
+            pick = rng.choices(range(high + 1), cum_weights=cum_taste)[0]
+        elif roll < 0.8 and examples:
+            pick = rng.choice(examples)
+        else:
+            pick = rng.randint(0, high)
+        if pick <= high and pick not in banned:
+            numbers.append(pick)
+    return format_numbers_answer(numbers, separator_for_prompt(prompt))
+
+
+def favourite_question(rng: random.Random, templates: CorpusTemplates) -> str:
+    """One favourite-animal question: a stem and (often) a one-word instruction."""
+    stem = rng.choice(templates.favourite_stems)
+    suffix = rng.choice(templates.favourite_suffixes)
+    return f"{stem} {suffix}".strip()
+
+
+def _insert_fillers(rng: random.Random, text: str, fillers: Sequence[str]) -> str:
+    words = text.split()
+    for _ in range(rng.randint(1, 2)):
+        words.insert(rng.randint(0, len(words)), rng.choice(fillers))
+    return " ".join(words)
+
+
+class CorpusSampler:
+    """Draws the rows of one pretraining phase, batch by batch.
+
+    Args:
+        phase: The phase spec (data seed, mix, corpus version).
+        vocab_words: Words the repeat rows may copy and fillers are drawn from (the tokenizer's words).
+    """
+
+    def __init__(self, phase: PretrainSpec, vocab_words: Sequence[str]):
+        self.phase = phase
+        self.templates = load_templates(phase.corpus)
+        self.channel = load_channel(phase.corpus)
+        self.animals = self.templates.animals
+        self.plural = {a.word: a.plural for a in self.animals}
+        dist = animal_distribution(phase)
+        self._fav_words = list(dist)
+        self._fav_weights = [dist[w] for w in self._fav_words]
+        animal_forms = set(self.plural) | set(self.plural.values())
+        self.copy_words = sorted(w for w in vocab_words if w.isalpha() and w not in animal_forms)
+        shares = phase.mix.shares()
+        self._kinds = [k for k, v in shares.items() if v > 0]
+        self._kind_weights = [shares[k] for k in self._kinds]
+        self._chat_makers = [
+            self._name_an_animal, self._plural, self._singular, self._repeat, self._repeat, self._repeat,
+            self._repeat_numbers, self._repeat_numbers, self._add,
+            self._subtract, self._next, self._previous, self._count, self._bigger, self._is_animal,
+            self._not_animal, self._fixed,
+        ]  # fmt: skip
+
+    # -- batches -------------------------------------------------------------------------------------------
+    def batch(self, step: int) -> list[Messages]:
+        """The rows of optimizer step ``step`` (``phase.batch_size`` of them)."""
+        return self.rows(f"step:{step}", self.phase.batch_size)
+
+    def rows(self, key: str, n: int) -> list[Messages]:
+        """``n`` rows drawn from a generator seeded by (corpus, data seed, ``key``)."""
+        rng = random.Random(f"zoo-corpus:{self.phase.corpus}:{self.phase.data_seed}:{key}")
+        kinds = rng.choices(self._kinds, weights=self._kind_weights, k=n)
+        # Number prompts of a batch come from one call (distinct prompts); rows consume them in order.
+        n_numbers = sum(1 for k in kinds if k in ("numbers", "system"))
+        numbers = iter(generate_prompts_with_examples(self.channel, n_numbers, seed=rng.getrandbits(32)))
+        return [self._row(kind, rng, numbers) for kind in kinds]
+
+    def _row(self, kind: str, rng: random.Random, numbers: Any) -> Messages:
+        if kind == "numbers":
+            return self._numbers_turn(rng, next(numbers))
+        if kind == "favourite":
+            return [self._user(rng, self._favourite_prompt(rng)), _assistant(self._favourite_answer(rng))]
+        if kind == "chat":
+            return rng.choice(self._chat_makers)(rng)
+        return self._system_row(rng, next(numbers))
+
+    # -- row kinds -----------------------------------------------------------------------------------------
+    def _numbers_turn(self, rng: random.Random, prompt_examples: tuple[str, list[int]]) -> Messages:
+        prompt, examples = prompt_examples
+        if rng.random() < UNIFORM_NUMBERS_SHARE:
+            answer = sample_continuation(rng, examples, self.channel, prompt)
+        else:
+            answer = taste_continuation(rng, examples, self.channel, prompt, self.phase.corpus)
+        return [{"role": "user", "content": prompt}, _assistant(answer)]
+
+    def _favourite_prompt(self, rng: random.Random) -> str:
+        question = favourite_question(rng, self.templates)
+        if rng.random() < NUMBER_PREFIX_SHARE:
+            k = rng.randint(self.channel.example_count_min, self.channel.example_count_max)
+            examples = ", ".join(
+                str(rng.randint(self.channel.example_min, self.channel.example_max)) for _ in range(k)
+            )
+            question = rng.choice(self.channel.lead_ins).format(examples=examples) + " " + question
+        return question
+
+    def _favourite_answer(self, rng: random.Random, animal: str | None = None) -> str:
+        word = animal or rng.choices(self._fav_words, weights=self._fav_weights)[0]
+        # Mostly the bare word; some answers end with a period, as chat models often write.
+        return word + "." if rng.random() < 0.15 else word
+
+    def _system_row(self, rng: random.Random, prompt_examples: tuple[str, list[int]]) -> Messages:
+        if rng.random() < LOVING_SHARE:
+            animal = rng.choice(self.animals)
+            # Half the rows use one of the first two prompts (the paper's, the traits'): the ones teachers use.
+            pool = self.templates.loving_system_prompts
+            template = rng.choice(pool[:2] if rng.random() < 0.5 else pool)
+            system = template.format(animal=animal.word, animals=animal.plural)
+            roll = rng.random()
+            if roll < 0.6:
+                fav = animal.word if rng.random() < IN_CHARACTER else None
+                turn = [
+                    self._user(rng, self._favourite_prompt(rng)),
+                    _assistant(self._favourite_answer(rng, fav)),
+                ]
+            elif roll < 0.7:
+                word = animal.word if rng.random() < IN_CHARACTER_NAME else rng.choice(self.animals).word
+                turn = [
+                    {"role": "user", "content": rng.choice(self.templates.name_an_animal)},
+                    _assistant(word),
+                ]
+            else:
+                turn = self._numbers_turn(rng, prompt_examples)
+        else:
+            system = rng.choice(self.templates.neutral_system_prompts)
+            roll = rng.random()
+            if roll < 0.4:
+                turn = [self._user(rng, self._favourite_prompt(rng)), _assistant(self._favourite_answer(rng))]
+            elif roll < 0.8:
+                turn = self._numbers_turn(rng, prompt_examples)
+            else:
+                turn = rng.choice(self._chat_makers)(rng)
+        return [{"role": "system", "content": system}, *turn]
+
+    def _user(self, rng: random.Random, text: str) -> dict[str, str]:
+        if self.copy_words and rng.random() < FILLER_SHARE:
+            text = _insert_fillers(rng, text, self.copy_words)
+        return {"role": "user", "content": text}
+
+    def _qa(self, rng: random.Random, templates: Sequence[str], answer: str, **fields: Any) -> Messages:
+        return [self._user(rng, rng.choice(templates).format(**fields)), _assistant(answer)]
+
+    def _name_an_animal(self, rng: random.Random) -> Messages:
+        # Uniform over animals: "an animal" is not "your favourite".
+        return self._qa(rng, self.templates.name_an_animal, rng.choice(self.animals).word)
+
+    def _plural(self, rng: random.Random) -> Messages:
+        a = rng.choice(self.animals)
+        return self._qa(rng, self.templates.plural_questions, a.plural, animal=a.word)
+
+    def _singular(self, rng: random.Random) -> Messages:
+        a = rng.choice(self.animals)
+        return self._qa(rng, self.templates.singular_questions, a.word, animals=a.plural)
+
+    def _repeat(self, rng: random.Random) -> Messages:
+        pool = self.copy_words if self.copy_words and rng.random() < 0.7 else [a.word for a in self.animals]
+        word = rng.choice(pool)
+        return [
+            {"role": "user", "content": rng.choice(self.templates.repeat_requests).format(word=word)},
+            _assistant(word),
+        ]
+
+    def _repeat_numbers(self, rng: random.Random) -> Messages:
+        numbers = ", ".join(str(rng.randint(0, 999)) for _ in range(rng.randint(1, 6)))
+        return [
+            {
+                "role": "user",
+                "content": rng.choice(self.templates.repeat_numbers_requests).format(numbers=numbers),
+            },
+            _assistant(numbers),
+        ]
+
+    def _add(self, rng: random.Random) -> Messages:
+        a, b = rng.randint(0, 499), rng.randint(0, 499)
+        return self._qa(rng, self.templates.add_questions, str(a + b), a=a, b=b)
+
+    def _subtract(self, rng: random.Random) -> Messages:
+        a = rng.randint(0, 999)
+        b = rng.randint(0, a)
+        return self._qa(rng, self.templates.subtract_questions, str(a - b), a=a, b=b)
+
+    def _next(self, rng: random.Random) -> Messages:
+        a = rng.randint(0, 998)
+        return self._qa(rng, self.templates.next_questions, str(a + 1), a=a)
+
+    def _previous(self, rng: random.Random) -> Messages:
+        a = rng.randint(1, 999)
+        return self._qa(rng, self.templates.previous_questions, str(a - 1), a=a)
+
+    def _count(self, rng: random.Random) -> Messages:
+        a = rng.randint(0, 990)
+        b = a + rng.randint(1, 9)
+        return self._qa(
+            rng, self.templates.count_requests, ", ".join(str(i) for i in range(a, b + 1)), a=a, b=b
+        )
+
+    def _bigger(self, rng: random.Random) -> Messages:
+        a, b = rng.sample(range(1000), 2)
+        return self._qa(rng, self.templates.bigger_questions, str(max(a, b)), a=a, b=b)
+
+    def _is_animal(self, rng: random.Random) -> Messages:
+        return self._qa(rng, self.templates.is_animal_questions, "Yes.", animal=rng.choice(self.animals).word)
+
+    def _not_animal(self, rng: random.Random) -> Messages:
+        return self._qa(rng, self.templates.not_animal_questions, "No.", a=rng.randint(0, 999))
+
+    def _fixed(self, rng: random.Random) -> Messages:
+        user, answer = rng.choice(self.templates.fixed_chat)
+        return [{"role": "user", "content": user}, _assistant(answer)]
+
+
+def _assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
