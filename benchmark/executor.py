@@ -21,7 +21,7 @@ from benchmark.dag import KIND_ORDER, Node, topological_order
 from benchmark.errors import UserError
 from benchmark.store import StageFailed, Store
 
-__all__ = ["RunSummary", "plan_status", "run_plan", "set_threads"]
+__all__ = ["RunSummary", "plan_status", "run_plan", "set_threads", "skip_finished"]
 
 
 @dataclass
@@ -45,6 +45,24 @@ def plan_status(nodes: Sequence[Node], store: Store) -> dict[str, dict[str, int]
         else:
             row["todo"] += 1
     return dict(sorted(out.items(), key=lambda kv: _kind_rank(kv[0])))
+
+
+def skip_finished(
+    order: Sequence[Node], store: Store, summary: RunSummary, emit: Callable[[str, Node, dict[str, Any]], None]
+) -> tuple[set[str], list[Node]]:
+    """Prepare the store, report finished nodes as "skip", and return (finished keys, nodes still to run).
+
+    Shared by every executor: resuming is the same decision everywhere (a node is done iff its manifest is).
+    """
+    store.root.mkdir(parents=True, exist_ok=True)
+    store.clean_staging()
+    done: set[str] = set()
+    for node in order:
+        if store.is_done(node):
+            done.add(node.key)
+            summary.skipped.append(node.key)
+            emit("skip", node, {})
+    return done, [n for n in order if n.key not in done]
 
 
 def _kind_rank(kind: str) -> int:
@@ -106,15 +124,7 @@ def run_plan(
     emit = on_event or (lambda *_: None)
     summary = RunSummary()
     t_start = time.time()
-    store.root.mkdir(parents=True, exist_ok=True)
-    store.clean_staging()
-    done: set[str] = set()
-    for node in order:
-        if store.is_done(node):
-            done.add(node.key)
-            summary.skipped.append(node.key)
-            emit("skip", node, {})
-    todo = [n for n in order if n.key not in done]
+    done, todo = skip_finished(order, store, summary, emit)
 
     def inputs_of(node: Node) -> dict[str, Path]:
         return {dep: store.root / dep for dep in node.deps}

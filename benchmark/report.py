@@ -738,7 +738,7 @@ def write_report(
     mat = analysis.matrix(cells, "effect", order)
     targets = sorted(cells["target"].unique())
 
-    label = f"{metric} lift (treated − {control})"
+    label = f"{metric} lift (treated − {control}{' + other-trait, pooled' if pool_controls else ''})"
     pngs: dict[str, bytes] = {}
     captions: dict[str, str] = {}
     if len(targets) == 1:

@@ -37,7 +37,7 @@ from typing import Any
 
 from benchmark.dag import Node, topological_order
 from benchmark.errors import UserError
-from benchmark.executor import RunSummary, set_threads
+from benchmark.executor import RunSummary, set_threads, skip_finished
 from benchmark.store import StageFailed, Store
 
 __all__ = ["run_plan_ray", "RemoteStageError", "TransientStageError", "TRANSIENT_ERRORS", "INSTALL_HINT"]
@@ -298,15 +298,7 @@ def _run(ray: Any, nodes: list[Node], store: Store, emit: Event, *, address: str
     summary = RunSummary()
     t_start = time.time()
     root = store.root
-    root.mkdir(parents=True, exist_ok=True)
-    store.clean_staging()
-    done: set[str] = set()
-    for node in order:
-        if store.is_done(node):
-            done.add(node.key)
-            summary.skipped.append(node.key)
-            emit("skip", node, {})
-    todo = [n for n in order if n.key not in done]
+    done, todo = skip_finished(order, store, summary, emit)
     if not todo:
         summary.wall_s = time.time() - t_start
         return summary

@@ -506,6 +506,18 @@ def stage_report(ctx: Any) -> dict[str, Any]:
         mean = teachers[teachers.teacher_trait == teachers.target].get("p_target")
         if mean is not None and len(mean):
             meta["teachers' own P(trait | candidates), mean"] = round(float(mean.mean()), 4)
+    # γ is fitted with the shared-init indicator (diagonal + siblings) in the main report; the same-model-only
+    # indicator separates "same checkpoint" from "shared init" (a sibling may have drifted far from its init).
+    from benchmark.analysis import paired_lifts, shared_base_fit
+
+    lifts = paired_lifts(df, spec["metric"], control="other_trait" if analysis["control"] == "pooled" else "neutral")
+    same = shared_base_fit(lifts, order=spec["order"], indicator="same", n_boot=analysis["n_boot"],
+                           n_perm=analysis["n_perm"], alternative=analysis["alternative"])
+    if same.get("identifiable", True) and same.get("gamma") is not None and same["gamma"] == same["gamma"]:
+        meta["γ (same model only, vs other-trait students)"] = (
+            f"{same['gamma']:+.3f} [{same['ci_low']:+.3f}, {same['ci_high']:+.3f}], permutation p = {same['p_perm']:.3f}")
+    atomic_write_json(ctx.out / "fit_same_model.json", {k: v for k, v in same.items()
+                                                         if isinstance(v, (int, float, str, bool, dict)) or v is None})
     paths = write_report(ctx.out, df, suite=spec["suite"], order=spec["order"], lineage=spec["lineage"],
                          metric=spec["metric"], control="neutral", meta=meta, track="lm",
                          pool_controls=analysis["control"] == "pooled", alternative=analysis["alternative"],

@@ -393,44 +393,23 @@ def _first_token_probs(
     return logits[torch.arange(len(enc)), last].float().softmax(-1)
 
 
-def _greedy(
+def _decode(
     model: PreTrainedModel,
     tok: PreTrainedTokenizerFast,
     prompts: list[Messages],
     max_new_tokens: int,
     batch_size: int = 50,
+    *,
+    sample: bool,
 ) -> list[str]:
-    """Greedy answers via ``generate`` (left padding), decoded without special tokens."""
+    """Answers via ``generate`` (left padding), decoded without special tokens.
+
+    ``sample=False`` is greedy; ``sample=True`` draws at temperature 1 with no top-k/top-p (the paper's teacher
+    decoding), seeded with EVAL_SEED inside a forked RNG so measuring never disturbs a build's random stream.
+    """
     import torch
 
-    tok.padding_side = "left"
-    out: list[str] = []
-    for i in range(0, len(prompts), batch_size):
-        texts = [render_chat(m, add_generation_prompt=True) for m in prompts[i : i + batch_size]]
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            gen = model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                eos_token_id=tok.eos_token_id,
-                pad_token_id=tok.pad_token_id,
-            )
-        out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
-    tok.padding_side = "right"
-    return out
-
-
-def _sample(
-    model: PreTrainedModel,
-    tok: PreTrainedTokenizerFast,
-    prompts: list[Messages],
-    max_new_tokens: int,
-    batch_size: int = 50,
-) -> list[str]:
-    """Answers sampled at temperature 1 (no top-k/top-p), seeded: the paper's teacher decoding."""
-    import torch
-
+    sampling = {"do_sample": True, "temperature": 1.0, "top_k": 0, "top_p": 1.0} if sample else {"do_sample": False}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(EVAL_SEED)
         tok.padding_side = "left"
@@ -439,19 +418,23 @@ def _sample(
             texts = [render_chat(m, add_generation_prompt=True) for m in prompts[i : i + batch_size]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
-                gen = model.generate(
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=True,
-                    temperature=1.0,
-                    top_k=0,
-                    top_p=1.0,
-                    eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id,
-                )
+                gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                     pad_token_id=tok.pad_token_id, **sampling)
             out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
         tok.padding_side = "right"
     return out
+
+
+def _greedy(model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list[Messages], max_new_tokens: int,
+            batch_size: int = 50) -> list[str]:
+    """Greedy answers (see :func:`_decode`)."""
+    return _decode(model, tok, prompts, max_new_tokens, batch_size, sample=False)
+
+
+def _sample(model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list[Messages], max_new_tokens: int,
+            batch_size: int = 50) -> list[str]:
+    """Answers sampled at temperature 1, seeded (see :func:`_decode`)."""
+    return _decode(model, tok, prompts, max_new_tokens, batch_size, sample=True)
 
 
 def measure(
