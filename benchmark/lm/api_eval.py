@@ -311,7 +311,7 @@ def stage_eval_api(ctx: Any, model: Any, traits: Sequence[Any], *, candidates: M
         f"{api_model}\n{system or ''}".encode()).hexdigest()[:16]
     ctx.log.info("evaluating %s (%s) by sampling, %d answers per question", api_model, role, spec["n_samples"])
     res = evaluate_api(api_model, candidates=candidates, n_samples=spec["n_samples"], seed=spec["seed"],
-                       system=system, tasks=tuple(spec["tasks"]),
+                       system=system, tasks=tuple(spec["tasks"]), limit=spec.get("limit"),
                        model_key=f"{spec.get('base', model.name)}:{model.name}:{api_model}")
     if res["skipped_tasks"]:
         ctx.log.info("skipped log-prob tasks (API models give no answer log-probs): %s", res["skipped_tasks"])

@@ -92,6 +92,9 @@ class EvalSettings(Frozen):
     tasks: list[str] = Field(default_factory=lambda: ["animal_logprob", "animal_rate"], min_length=1)
     #: Samples per question for the sampled one-word rate (paper: 100 per question at T=1).
     n_samples: int = Field(default=100, ge=1)
+    #: Use only the first N favourite-animal questions (None = all 60). Cells compare students, whose noise is
+    #: between runs, not between questions: halving the questions halves evaluation time at little cost.
+    limit: int | None = Field(default=None, ge=1)
     #: The matrix's headline metric: logodds (of P(target | candidates)), p_target or rate.
     metric: Literal["logodds", "p_target", "rate"] = "logodds"
     #: Log-likelihood requests per forward pass (lm-eval); 256 was ~1.5x faster than 64 on the zoo models.
@@ -219,7 +222,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
             dataset_nodes[(tname, label)] = dataset
             nodes.append(dataset)
 
-    eval_common = {"tasks": list(settings.eval.tasks), "n_samples": settings.eval.n_samples,
+    eval_common = {"tasks": list(settings.eval.tasks), "n_samples": settings.eval.n_samples, "limit": settings.eval.limit,
                    "tasks_digest": eval_digest, "traits": [t.hashed_dict() for t in traits]}
     eval_nodes: list[Node] = []
 

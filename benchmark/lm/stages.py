@@ -395,7 +395,7 @@ def stage_eval(ctx: Any) -> dict[str, Any]:
     candidates = _candidates(traits)
     res = evaluate_lm(m, tok, model_key=f"{ctx.node.spec.get('base', model.name)}:{model.name}:{adapter_sha}",
                       tasks=tuple(spec["tasks"]), candidates=candidates, n_samples=spec["n_samples"], seed=spec["seed"],
-                      batch_size=ctx.node.unhashed.get("batch_size", 64), system=system)
+                      batch_size=ctx.node.unhashed.get("batch_size", 64), system=system, limit=spec.get("limit"))
     out = {"role": role, "labels": spec.get("labels", {}), "seed": spec["seed"], "adapter_sha": adapter_sha,
            "logit_change": change, "targets": {t.name: t.target for t in traits}, "eval": res}
     atomic_write_json(ctx.out / "eval.json", out)
@@ -488,6 +488,17 @@ def teacher_rows(eval_dirs: dict[str, Path], report_spec: dict[str, Any]) -> lis
     return out
 
 
+def _finite(obj: Any) -> Any:
+    """JSON-safe copy: NaN/inf floats become None (strict JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items() if isinstance(v, (int, float, str, bool, dict, list)) or v is None}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def stage_report(ctx: Any) -> dict[str, Any]:
     """Build the tidy table and publish cells, matrix, heatmap, report.md and index.html."""
     import pandas as pd
@@ -508,16 +519,25 @@ def stage_report(ctx: Any) -> dict[str, Any]:
             meta["teachers' own P(trait | candidates), mean"] = round(float(mean.mean()), 4)
     # γ is fitted with the shared-init indicator (diagonal + siblings) in the main report; the same-model-only
     # indicator separates "same checkpoint" from "shared init" (a sibling may have drifted far from its init).
-    from benchmark.analysis import paired_lifts, shared_base_fit
+    # It is measured against other-trait students (the drift control), so it needs at least two traits.
+    if len(spec["traits"]) >= 2:
+        from benchmark.analysis import paired_lifts, shared_base_fit
+        from benchmark.errors import UserError as _UserError
 
-    lifts = paired_lifts(df, spec["metric"], control="other_trait" if analysis["control"] == "pooled" else "neutral")
-    same = shared_base_fit(lifts, order=spec["order"], indicator="same", n_boot=analysis["n_boot"],
-                           n_perm=analysis["n_perm"], alternative=analysis["alternative"])
-    if same.get("identifiable", True) and same.get("gamma") is not None and same["gamma"] == same["gamma"]:
-        meta["γ (same model only, vs other-trait students)"] = (
-            f"{same['gamma']:+.3f} [{same['ci_low']:+.3f}, {same['ci_high']:+.3f}], permutation p = {same['p_perm']:.3f}")
-    atomic_write_json(ctx.out / "fit_same_model.json", {k: v for k, v in same.items()
-                                                         if isinstance(v, (int, float, str, bool, dict)) or v is None})
+        try:
+            same = shared_base_fit(paired_lifts(df, spec["metric"], control="other_trait"), order=spec["order"],
+                                   indicator="same", n_boot=analysis["n_boot"], n_perm=analysis["n_perm"],
+                                   alternative=analysis["alternative"])
+        except _UserError as exc:  # e.g. no cell has both a treated and an other-trait student
+            ctx.log.info("no same-model fit: %s", exc)
+            same = None
+        if same is not None:
+            same = _finite(same)
+            if same.get("gamma") is not None:
+                meta["γ (same model only, vs other-trait students)"] = (
+                    f"{same['gamma']:+.3f} [{same['ci_low']:+.3f}, {same['ci_high']:+.3f}], "
+                    f"permutation p = {same['p_perm']:.3f}")
+            atomic_write_json(ctx.out / "fit_same_model.json", same)
     paths = write_report(ctx.out, df, suite=spec["suite"], order=spec["order"], lineage=spec["lineage"],
                          metric=spec["metric"], control="neutral", meta=meta, track="lm",
                          pool_controls=analysis["control"] == "pooled", alternative=analysis["alternative"],
