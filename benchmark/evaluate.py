@@ -119,7 +119,9 @@ def tv_distance(p: Mapping[str, float], q: Mapping[str, float]) -> float:
     Raises:
         ValueError: on a negative probability.
     """
-    keys = set(p) | set(q)
+    # Sorted: a set's order follows the per-process hash seed, and float addition is not associative, so an
+    # unsorted sum differs in the last digit between runs (found by comparing two runs' tidy tables).
+    keys = sorted(set(p) | set(q))
     if any(v < 0 for v in (*p.values(), *q.values())):
         raise ValueError("tv_distance: probabilities must be non-negative")
     return 0.5 * sum(abs(p.get(k, 0.0) - q.get(k, 0.0)) for k in keys)

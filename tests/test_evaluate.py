@@ -333,3 +333,18 @@ def test_logprob_scores_the_whole_answer_including_end_of_turn(tiny: tuple[objec
         logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].double(), dim=-1)
     expected = sum(logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(cont))
     assert res["logprob"]["ll"]["owl"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_tv_distance_is_bit_reproducible_across_hash_seeds():
+    """The same inputs give the same float in processes with different PYTHONHASHSEED (set order varies)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from benchmark.evaluate import tv_distance;"
+            "p={k: (i * 0.0137) % 0.11 for i, k in enumerate('owl cat dog eagle wolf lion bear fox tiger'.split())};"
+            "q={k: (i * 0.0291) % 0.13 for i, k in enumerate('owl cat dog eagle wolf lion bear fox panda'.split())};"
+            "print(repr(tv_distance(p, q)))")
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in range(6)}
+    assert len(outs) == 1, outs

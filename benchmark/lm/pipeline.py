@@ -272,7 +272,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
         "lineage": {m: reg.lineage_init(m) for m in order},
         "relations": {f"{t}->{s}": reg.relation(t, s) for t in suite.teachers for s in suite.students},
         "analysis": settings.analysis.hashed_dict(),
-        "report_version": 3,
+        "report_version": 4,
     }
     nodes.append(Node(kind="report", name=suite.name, spec=report_spec, deps=tuple(n.key for n in eval_nodes),
                       fn="benchmark.lm.stages:stage_report"))
