@@ -49,6 +49,7 @@ __all__ = [
     "clear_task_cache",
     "evaluate_lm",
     "logit",
+    "rate_block",
     "tv_distance",
 ]
 
@@ -249,6 +250,20 @@ def _token_collisions(tokenizer: Any, doc: Mapping[str, Any]) -> list[list[str]]
     return [group for group in seen.values() if len(group) > 1]
 
 
+def rate_block(key: str, metrics: Mapping[str, Any], samples: list[dict[str, Any]],
+               cand_forms: Mapping[str, list[str]]) -> dict[str, Any]:
+    """A sampled-rate task's entries of the result dict (shared by HF and API evaluation).
+
+    ``{key: {candidate: share}, key_unmatched: share naming no candidate, key_unmatched_examples: [answers]}``.
+    """
+    fk = _filter_key(metrics)
+    return {
+        key: _mean_metrics(metrics, "rate", list(cand_forms)),
+        f"{key}_unmatched": float(metrics[f"unmatched,{fk}"]),
+        f"{key}_unmatched_examples": _unmatched_examples(samples, cand_forms),
+    }
+
+
 def _unmatched_examples(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> list[str]:
     from benchmark.matcher import build_form_index, first_animal
 
@@ -408,10 +423,7 @@ def evaluate_lm(
         if loaded[name].OUTPUT_TYPE == "multiple_choice":
             result[key] = _logprob_block(metrics, samples, cands)
         else:
-            fk = _filter_key(metrics)
-            result[key] = _mean_metrics(metrics, "rate", cands)
-            result[f"{key}_unmatched"] = float(metrics[f"unmatched,{fk}"])
-            result[f"{key}_unmatched_examples"] = _unmatched_examples(samples, cand_forms)
+            result.update(rate_block(key, metrics, samples, cand_forms))
     result["n_prompts"] = n_prompts.pop() if len(n_prompts) == 1 else sorted(n_prompts)
     result["token_collisions"] = _token_collisions(tokenizer, doc0)
     if result["token_collisions"]:

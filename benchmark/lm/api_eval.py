@@ -246,11 +246,7 @@ def evaluate_api(
         metrics = out["results"][name]
         samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
         n_prompts.add(len(samples))
-        key = ev.RESULT_KEYS[name]
-        fk = ev._filter_key(metrics)
-        result[key] = ev._mean_metrics(metrics, "rate", list(cand_forms))
-        result[f"{key}_unmatched"] = float(metrics[f"unmatched,{fk}"])
-        result[f"{key}_unmatched_examples"] = ev._unmatched_examples(samples, cand_forms)
+        result.update(ev.rate_block(ev.RESULT_KEYS[name], metrics, samples, cand_forms))
     result["n_prompts"] = n_prompts.pop() if len(n_prompts) == 1 else sorted(n_prompts)
     result["skipped_tasks"] = skipped
     result["lm_eval_version"] = lm_eval.__version__
