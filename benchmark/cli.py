@@ -98,11 +98,10 @@ def plan(
 
     reg, spec, settings, nodes = _load_plan(suite)
     st = Store(_store_root(store))
-    status = plan_status(nodes, st)
+    status, todo = plan_status(nodes, st)
     console.print(_status_table(status, f"suite {spec.name!r} ({spec.track} track): {len(spec.teachers)} teachers "
                                         f"× {len(spec.students)} students, {len(spec.traits)} traits, "
                                         f"{len(spec.seeds)} seeds"))
-    todo = [n for n in nodes if not st.is_done(n)]
     for n in todo[:show]:
         console.print(f"  to do: {n.key}")
     if len(todo) > show:
@@ -122,11 +121,12 @@ def status(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
 
     reg, spec, settings, nodes = _load_plan(suite)
     st = Store(_store_root(store))
-    console.print(_status_table(plan_status(nodes, st), f"suite {spec.name!r}"))
+    status_rows, todo = plan_status(nodes, st)
+    console.print(_status_table(status_rows, f"suite {spec.name!r}"))
     pub = project_root() / "results" / "suites" / spec.name / "manifest.json"
     console.print(f"published: {pub.parent if pub.exists() else 'not yet'}")
     logs = st.root / "logs"
-    failed = [n for n in nodes if not st.is_done(n) and (logs / n.kind / f"{n.name}-{n.id}.log").exists()]
+    failed = [n for n in todo if (logs / n.kind / f"{n.name}-{n.id}.log").exists()]
     for n in failed[:10]:
         console.print(f"  unfinished with a log (failed or interrupted): {logs / n.kind / f'{n.name}-{n.id}.log'}")
 

@@ -34,9 +34,10 @@ class RunSummary:
     wall_s: float = 0.0
 
 
-def plan_status(nodes: Sequence[Node], store: Store) -> dict[str, dict[str, int]]:
-    """Per kind: total, done, todo. Corrupt manifests raise :class:`UserError`."""
+def plan_status(nodes: Sequence[Node], store: Store) -> tuple[dict[str, dict[str, int]], list[Node]]:
+    """Per kind: total, done, todo; and the unfinished nodes in plan order. Corrupt manifests raise UserError."""
     out: dict[str, dict[str, int]] = {}
+    todo: list[Node] = []
     for node in nodes:
         row = out.setdefault(node.kind, {"total": 0, "done": 0, "todo": 0})
         row["total"] += 1
@@ -44,7 +45,8 @@ def plan_status(nodes: Sequence[Node], store: Store) -> dict[str, dict[str, int]
             row["done"] += 1
         else:
             row["todo"] += 1
-    return dict(sorted(out.items(), key=lambda kv: _kind_rank(kv[0])))
+            todo.append(node)
+    return dict(sorted(out.items(), key=lambda kv: _kind_rank(kv[0]))), todo
 
 
 def skip_finished(
