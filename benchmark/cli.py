@@ -53,7 +53,7 @@ SuiteArg = Annotated[str, typer.Argument(help="Suite name in tasks/suites/ (e.g.
 
 
 def _store_root(store: Path | None) -> Path:
-    from benchmark.registry import project_root
+    from benchmark.files import project_root
 
     if store is not None:
         return store
@@ -116,7 +116,7 @@ def plan(
 def status(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
     """Progress of a suite in the store, failed-node logs, and whether results are published."""
     from benchmark.executor import plan_status
-    from benchmark.registry import project_root
+    from benchmark.files import project_root
     from benchmark.store import Store
 
     reg, spec, settings, nodes = _load_plan(suite)
@@ -182,7 +182,7 @@ def report(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
 
 def publish_report(store: Any, node: Any, suite: str) -> Path:
     """Copy a finished report node into results/suites/<suite>/ atomically (build aside, then swap)."""
-    from benchmark.registry import project_root
+    from benchmark.files import project_root
     from benchmark.store import MANIFEST
 
     src = store.path(node)
@@ -242,7 +242,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help="Registry family, 
 @app.command()
 def bench(name: Annotated[str | None, typer.Argument(help="Benchmark script in benchmarks/ (without .py).")] = None) -> None:
     """Run speed/memory benchmark scripts from benchmarks/ (they print figures and ratios)."""
-    from benchmark.registry import project_root
+    from benchmark.files import project_root
 
     bdir = project_root() / "benchmarks"
     scripts = sorted(p.stem for p in bdir.glob("bench_*.py"))

@@ -2,9 +2,10 @@
 
 A :class:`Node` is an idempotent job: its identity is the hash of ``kind`` + its resolved ``spec`` (which
 embeds the ids of its upstream nodes, so a change anywhere upstream changes every id downstream). The
-stage function named by ``fn`` (``"module:function"``, importable in any worker process) receives a
-:class:`StageContext` and writes its payload into ``ctx.out``; it returns a JSON-able dict recorded in the
-manifest under ``result``.
+stage function ``fn`` (a module-level function, so it pickles by reference into any worker process or Ray
+task) receives a :class:`StageContext` and writes its payload into ``ctx.out``; it returns a JSON-able dict
+recorded in the manifest under ``result``. The function is not part of the id: moving a stage to another
+module keeps every artifact.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from benchmark.hashing import content_hash, short_id
 
-__all__ = ["Node", "StageContext", "topological_order", "KIND_ORDER"]
+__all__ = ["Node", "Stage", "StageContext", "topological_order", "KIND_ORDER"]
 
 #: Display order of node kinds (plan tables, progress bars).
 KIND_ORDER = ("base", "teacher", "dataset", "student", "eval", "report")
@@ -31,7 +32,7 @@ class Node:
         kind: stage kind, one of :data:`KIND_ORDER` (others are allowed and shown last).
         name: human-readable slug (e.g. ``"zoo-qwen-a.owl"``); the id makes it unique.
         spec: resolved, JSON-able spec; hashed into the id. Upstream ids must appear in it.
-        fn: ``"module:function"`` implementing the stage.
+        fn: the stage function (module level; not hashed).
         deps: keys of upstream nodes, passed to the stage as ``ctx.inputs``.
         resources: scheduler hints, e.g. ``{"cpus": 1, "gpus": 0}``; recorded, not hashed.
         unhashed: throughput knobs (batch sizes, workers) recorded in the manifest but not hashed.
@@ -40,7 +41,7 @@ class Node:
     kind: str
     name: str
     spec: dict[str, Any]
-    fn: str
+    fn: Stage
     deps: tuple[str, ...] = ()
     resources: dict[str, float] = field(default_factory=lambda: {"cpus": 1, "gpus": 0}, compare=False, hash=False)
     unhashed: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -95,6 +96,10 @@ class StageContext:
     def inputs_of(self, kind: str) -> dict[str, Path]:
         """All upstream directories of ``kind``, by key."""
         return {k: p for k, p in self.inputs.items() if k.split("/", 1)[0] == kind}
+
+
+#: A stage: reads its inputs, writes its payload into ``ctx.out``, returns the manifest's ``result`` block.
+Stage = Callable[[StageContext], dict[str, Any]]
 
 
 def topological_order(nodes: Iterable[Node]) -> list[Node]:

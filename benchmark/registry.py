@@ -6,7 +6,6 @@ imports torch.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -15,25 +14,12 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from benchmark.errors import UserError, unknown_name
+from benchmark.files import project_root
 from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteSpec, TraitSpec, resolve_object
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
 
-__all__ = ["Registry", "project_root", "load_registry_file", "load_suite_file", "load_trait_file",
+__all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file",
            "validate_file"]
-
-
-def project_root() -> Path:
-    """The directory holding ``model_registry/`` and ``tasks/`` (``$SLBENCH_ROOT`` or the checkout)."""
-    env = os.environ.get("SLBENCH_ROOT")
-    if env:
-        return Path(env).resolve()
-    here = Path(__file__).resolve().parents[1]
-    if (here / "model_registry").is_dir():
-        return here
-    cwd = Path.cwd()
-    if (cwd / "model_registry").is_dir():
-        return cwd
-    raise UserError("cannot find model_registry/ and tasks/: run inside the checkout or set SLBENCH_ROOT")
 
 
 def load_registry_file(path: Path) -> list[ModelSpec]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -30,7 +29,7 @@ from typing import Any
 
 from benchmark.dag import Node, StageContext
 from benchmark.errors import UserError
-from benchmark.specs import resolve_object
+from benchmark.files import atomic_write_json, atomic_write_text, sha256_file
 
 __all__ = ["Store", "MANIFEST", "MANIFEST_SCHEMA", "atomic_write_text", "atomic_write_json", "sha256_file",
            "environment_info", "StageFailed"]
@@ -55,32 +54,6 @@ class StageFailed(Exception):
     def __reduce__(self) -> tuple[Any, ...]:
         # Picklable with all fields, so it survives the trip back from a worker process or a Ray task.
         return (StageFailed, (self.key, str(self), self.log_path, self.user_error))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """Atomically write pretty, key-sorted JSON."""
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 _ENV_CACHE: dict[str, Any] | None = None
@@ -222,13 +195,12 @@ class Store:
                                                   "spec": node.spec, "unhashed": node.unhashed})
         try:
             logger.info("start %s (attempt on %s, pid %d)", node.key, socket.gethostname(), os.getpid())
-            fn = resolve_object(node.fn)
             ctx = StageContext(node=node, out=staging, inputs=inputs, log=logger, threads=threads, progress=progress)
             # Library chatter (progress bars, warnings printed by transformers / lm-eval) belongs in the node's
             # log, not interleaved on the user's terminal across workers.
             with open(log_path, "a", encoding="utf-8") as chatter, contextlib.redirect_stdout(chatter), \
                     contextlib.redirect_stderr(chatter):
-                result = fn(ctx) or {}
+                result = node.fn(ctx) or {}
             wall = time.time() - started
             logger.info("done %s in %.2fs", node.key, wall)
         except UserError as exc:

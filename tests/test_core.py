@@ -27,7 +27,7 @@ def test_known_hash_is_pinned():
     assert HASH_VERSION == "slb-hash-1"
     assert content_hash({"b": 1, "a": [1, 2.5, "x"]}) == "0fc68aea480938789f847e4db011e08b9388ee689e6d8d340f0870088d45f187"
     assert short_id({"a": [1, 2.5, "x"], "b": 1}) == "0fc68aea4809"
-    assert Node(kind="student", name="anything", spec={"seed": 0}, fn="m:f").id == "e40dd6beb2d1"
+    assert Node(kind="student", name="anything", spec={"seed": 0}, fn=_stage_write).id == "e40dd6beb2d1"
 
 
 def test_spec_hash_stable_and_sensitive():
@@ -39,12 +39,12 @@ def test_spec_hash_stable_and_sensitive():
 
 
 def test_node_key_and_topology():
-    a = Node(kind="base", name="a", spec={"x": 1}, fn="m:f")
-    b = Node(kind="teacher", name="b", spec={"base": a.id}, fn="m:f", deps=(a.key,))
+    a = Node(kind="base", name="a", spec={"x": 1}, fn=_stage_write)
+    b = Node(kind="teacher", name="b", spec={"base": a.id}, fn=_stage_write, deps=(a.key,))
     assert a.key == f"base/a-{a.id}"
     assert [n.key for n in topological_order([b, a])] == [a.key, b.key]
     # A throughput knob does not change identity.
-    assert Node(kind="base", name="a", spec={"x": 1}, fn="m:f", unhashed={"batch_size": 8}).id == a.id
+    assert Node(kind="base", name="a", spec={"x": 1}, fn=_stage_write, unhashed={"batch_size": 8}).id == a.id
 
 
 # -- registry ------------------------------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def _stage_boom(ctx):
 
 def test_store_build_done_skip_and_atomicity(tmp_path):
     store = Store(tmp_path / "store")
-    node = Node(kind="base", name="n", spec={"v": 1}, fn="tests.test_core:_stage_write")
+    node = Node(kind="base", name="n", spec={"v": 1}, fn=_stage_write)
     assert not store.is_done(node)
     manifest = store.build(node, {})
     assert store.is_done(node)
@@ -117,7 +117,7 @@ def test_store_build_done_skip_and_atomicity(tmp_path):
     assert manifest["git"].keys() >= {"commit", "dirty"} and "pydantic" in manifest["versions"]
     assert manifest["spec_hash"] == node.spec_hash and manifest["wall_s"] >= 0
     # A failing stage leaves nothing in place.
-    bad = Node(kind="base", name="bad", spec={"v": 2}, fn="tests.test_core:_stage_boom")
+    bad = Node(kind="base", name="bad", spec={"v": 2}, fn=_stage_boom)
     with pytest.raises(Exception, match="boom"):
         store.build(bad, {})
     assert not store.path(bad).exists()
@@ -127,7 +127,7 @@ def test_store_build_done_skip_and_atomicity(tmp_path):
 @pytest.mark.parametrize("content", ["", "{", '{"schema": 1}', "[]", '{"schema": 1, "spec_hash": "x", "kind": "base", "result": {}}'])
 def test_corrupt_manifest_is_a_user_error(tmp_path, content):
     store = Store(tmp_path / "store")
-    node = Node(kind="base", name="n", spec={"v": 1}, fn="tests.test_core:_stage_write")
+    node = Node(kind="base", name="n", spec={"v": 1}, fn=_stage_write)
     store.build(node, {})
     (store.path(node) / MANIFEST).write_text(content)
     with pytest.raises(UserError) as e:

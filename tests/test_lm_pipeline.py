@@ -102,7 +102,9 @@ def test_manifests_record_adapters_hashes_and_filters(micro_run):
 
 def test_soft_labels_hold_only_channel_tokens(micro_run):
     from benchmark.lm.backend import load_tokenizer
-    from benchmark.lm.stages import channel_token_ids, model_path_of, read_jsonl
+    from benchmark.files import read_jsonl
+    from benchmark.lm.stages.common import model_path_of
+    from benchmark.lm.stages.dataset import channel_token_ids
 
     root, nodes, store, _ = micro_run
     base = next(n for n in nodes if n.kind == "base")
@@ -122,7 +124,7 @@ def test_rerun_builds_nothing(micro_run):
 def test_filter_soft_labels_renormalises():
     import math
 
-    from benchmark.lm.stages import filter_soft_labels
+    from benchmark.lm.stages.dataset import filter_soft_labels
 
     out, removed = filter_soft_labels([[[1, math.log(0.5)], [2, math.log(0.3)], [9, math.log(0.2)]]], {1, 2})
     probs = {t: math.exp(lp) for t, lp in out[0]}
@@ -132,7 +134,7 @@ def test_filter_soft_labels_renormalises():
 
 def test_channel_tokens_of_the_zoo_tokenizer():
     from benchmark.lm.backend import load_tokenizer
-    from benchmark.lm.stages import channel_token_ids
+    from benchmark.lm.stages.dataset import channel_token_ids
     from tests.conftest import ROOT
 
     tok = load_tokenizer(next((ROOT / "model_registry" / "weights").glob("zoo-qwen-a-[0-9a-f]*")))

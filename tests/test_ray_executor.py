@@ -142,9 +142,9 @@ def stage_sleep(ctx: StageContext) -> dict[str, Any]:
     return {"slept_s": ctx.node.spec["sleep_s"]}
 
 
-def _fn(name: str) -> str:
-    # Under pytest this module is "test_ray_executor" (tests/ is on sys.path); workers get the same path.
-    return f"{__name__}:{name}"
+def _fn(name: str) -> Any:
+    # Under pytest this module is "test_ray_executor" (tests/ is on sys.path); workers import it by that name.
+    return globals()[name]
 
 
 def micro_suite(hooks: dict[str, dict[str, str]] | None = None) -> list[Node]:

@@ -454,7 +454,7 @@ def test_stage_build_copies_committed_weights(registry: Registry, tmp_path: Path
 
     spec = registry.model("zoo-gpt2")
     node = Node(
-        kind="base", name=spec.name, spec={"model": spec.hashed_dict()}, fn="benchmark.zoo.build:stage_build"
+        kind="base", name=spec.name, spec={"model": spec.hashed_dict()}, fn=stage_build
     )
     ctx = StageContext(node=node, out=tmp_path, inputs={}, log=logging.getLogger("test"))
     result = stage_build(ctx)
@@ -470,6 +470,7 @@ def test_stage_build_rejects_corrupt_committed_file(
 
     from benchmark.zoo import build as zb
 
+    stage_build = zb.stage_build
     spec = registry.model("zoo-gpt2")
     src = zb.committed_dir(spec, root=ROOT)
     fake_root = tmp_path / "root"
@@ -478,7 +479,7 @@ def test_stage_build_rejects_corrupt_committed_file(
     (copy / "model.safetensors").write_text("version https://git-lfs.github.com/spec/v1\n")
     monkeypatch.setenv("SLBENCH_ROOT", str(fake_root))
     node = Node(
-        kind="base", name=spec.name, spec={"model": spec.hashed_dict()}, fn="benchmark.zoo.build:stage_build"
+        kind="base", name=spec.name, spec={"model": spec.hashed_dict()}, fn=stage_build
     )
     ctx = StageContext(node=node, out=tmp_path / "out", inputs={}, log=logging.getLogger("test"))
     with pytest.raises(UserError, match="sha256"):

@@ -26,6 +26,11 @@ from pydantic import Field, model_validator
 
 from benchmark.classifier.data import data_fingerprint
 from benchmark.classifier.spec import ClassifierBuildSpec
+from benchmark.classifier.stages import base as base_stage
+from benchmark.classifier.stages import dataset as dataset_stage
+from benchmark.classifier.stages import report as report_stage
+from benchmark.classifier.stages import student as student_stage
+from benchmark.classifier.stages import teacher as teacher_stage
 from benchmark.dag import Node
 from benchmark.errors import UserError
 from benchmark.registry import Registry
@@ -47,7 +52,6 @@ __all__ = [
 STAGE_VERSION = 1
 #: Distillation channels: the subliminal one and the positive control.
 CHANNELS = ("aux", "all_logits")
-_STAGES = "benchmark.classifier.stages"
 _RESOURCES = {"cpus": 1, "gpus": 0}
 
 
@@ -229,7 +233,7 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
         node = Node(
             kind="base",
             name=name,
-            fn=f"{_STAGES}:build_base",
+            fn=base_stage.run,
             resources=dict(_RESOURCES),
             unhashed=io,
             spec={
@@ -259,7 +263,7 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
         teacher = Node(
             kind="teacher",
             name=name,
-            fn=f"{_STAGES}:train_teacher",
+            fn=teacher_stage.run,
             deps=(base.key,),
             resources=dict(_RESOURCES),
             unhashed=io,
@@ -273,7 +277,7 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
         dataset = Node(
             kind="dataset",
             name=name,
-            fn=f"{_STAGES}:teacher_logits",
+            fn=dataset_stage.run,
             deps=(teacher.key,),
             resources=dict(_RESOURCES),
             spec={"version": STAGE_VERSION, "teacher": teacher.id, "noise": noise},
@@ -301,7 +305,7 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
                 node = Node(
                     kind="student",
                     name=f"{t}.{s}.{channel}",
-                    fn=f"{_STAGES}:distill_student",
+                    fn=student_stage.run,
                     deps=(datasets[t].key, bases[s].key),
                     resources=dict(_RESOURCES),
                     unhashed={**io, "save_weights": settings.save_student_weights},
@@ -347,7 +351,7 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
         Node(
             kind="report",
             name=suite.name,
-            fn=f"{_STAGES}:report",
+            fn=report_stage.run,
             deps=deps,
             resources=dict(_RESOURCES),
             spec=report_spec,

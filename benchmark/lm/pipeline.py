@@ -23,16 +23,23 @@ from pydantic import Field, model_validator
 from benchmark.dag import Node
 from benchmark.errors import UserError, unknown_name
 from benchmark.lm.config import LoraConfig, TrainConfig  # noqa: F401  (re-exported for suite authors)
+from benchmark.lm.stages import base as base_stage
+from benchmark.lm.stages import dataset as dataset_stage
+from benchmark.lm.stages import eval as eval_stage
+from benchmark.lm.stages import report as report_stage
+from benchmark.lm.stages import student as student_stage
+from benchmark.lm.stages import teacher as teacher_stage
 from benchmark.specs import SuiteSpec
 from benchmark.specs_base import Frozen
+from benchmark.zoo.build import stage_build
 
 __all__ = ["LMSettings", "TeacherSettings", "DatasetSettings", "StudentSettings", "EvalSettings",            "build_plan", "estimate", "BASE_STAGES", "NEUTRAL"]
 
 #: provider -> stage that materialises a base model node.
 BASE_STAGES = {
-    "zoo": "benchmark.zoo.build:stage_build",
-    "hf": "benchmark.lm.stages:stage_base_hf",
-    "openai": "benchmark.lm.stages:stage_base_api",
+    "zoo": stage_build,
+    "hf": base_stage.run_hf,
+    "openai": base_stage.run_api,
 }
 
 NEUTRAL = "neutral"
@@ -212,12 +219,12 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
                              seed=settings.teacher.seed, questions=_file_digest([questions_path]),
                              questions_path=settings.teacher.questions)
             teacher = Node(kind="teacher", name=f"{tname}.{label}", spec=tspec, deps=(base.key,),
-                           fn="benchmark.lm.stages:stage_teacher", resources={"cpus": 1, "gpus": gpus})
+                           fn=teacher_stage.run, resources={"cpus": 1, "gpus": gpus})
             teacher_nodes[(tname, label)] = teacher
             nodes.append(teacher)
             dspec = {**settings.dataset.hashed_dict(), "teacher": teacher.id, "channel_spec": channel.hashed_dict()}
             dataset = Node(kind="dataset", name=f"{tname}.{label}", spec=dspec, deps=(teacher.key, base.key),
-                           fn="benchmark.lm.stages:stage_dataset", resources={"cpus": 1, "gpus": gpus},
+                           fn=dataset_stage.run, resources={"cpus": 1, "gpus": gpus},
                            unhashed={"batch_size": settings.dataset.batch_size})
             dataset_nodes[(tname, label)] = dataset
             nodes.append(dataset)
@@ -228,7 +235,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
 
     def add_eval(name: str, spec: dict[str, Any], deps: tuple[str, ...], model: str) -> None:
         node = Node(kind="eval", name=name, spec={**spec, **eval_common}, deps=deps,
-                    fn="benchmark.lm.stages:stage_eval", resources={"cpus": 1, "gpus": _gpus(reg.model(model))},
+                    fn=eval_stage.run, resources={"cpus": 1, "gpus": _gpus(reg.model(model))},
                     unhashed={"batch_size": settings.eval.batch_size})
         eval_nodes.append(node)
         nodes.append(node)
@@ -251,7 +258,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
                 sspec = {"base": base.id, "dataset": dataset.id, "objective": settings.student.objective,
                          "train": settings.student.train.hashed_dict(), "seed": seed}
                 student = Node(kind="student", name=f"{tname}.{label}.to.{sname}.s{seed}", spec=sspec,
-                               deps=(base.key, dataset.key), fn="benchmark.lm.stages:stage_student",
+                               deps=(base.key, dataset.key), fn=student_stage.run,
                                resources={"cpus": 1, "gpus": _gpus(reg.model(sname))})
                 nodes.append(student)
                 add_eval(f"student.{tname}.{label}.to.{sname}.s{seed}",
@@ -275,7 +282,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
         "report_version": 4,
     }
     nodes.append(Node(kind="report", name=suite.name, spec=report_spec, deps=tuple(n.key for n in eval_nodes),
-                      fn="benchmark.lm.stages:stage_report"))
+                      fn=report_stage.run))
     return nodes
 
 

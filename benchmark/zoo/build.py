@@ -539,7 +539,7 @@ def measure(
 def _project_root(root: Path | None) -> Path:
     if root is not None:
         return Path(root)
-    from benchmark.registry import project_root
+    from benchmark.files import project_root
 
     return project_root()
 

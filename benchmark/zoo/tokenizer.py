@@ -170,7 +170,7 @@ def collect_words(root: Path | None = None, *, include_tasks: bool = True) -> li
         texts.extend(_strings(yaml.safe_load(read_asset(name))))
     if include_tasks:
         if root is None:
-            from benchmark.registry import project_root
+            from benchmark.files import project_root
 
             root = project_root()
         tasks_dir = Path(root) / "tasks"
