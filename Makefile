@@ -33,6 +33,7 @@ test-all: setup
 
 lint: setup
 	$(BIN)/ruff check benchmark tests benchmarks
+	$(BIN)/mypy
 
 clean-store:
 	rm -rf results/store

@@ -63,12 +63,11 @@ def _store_root(store: Path | None) -> Path:
 
 def _load_plan(suite: str) -> tuple[Any, Any, Any, list[Any]]:
     from benchmark.registry import Registry
-    from benchmark.specs import TRACKS, resolve_object
+    from benchmark.tracks import track_for
 
     reg = Registry()
     spec, settings, path = reg.suite(suite)
-    build_plan = resolve_object(TRACKS[spec.track]["plan"])
-    nodes = build_plan(spec, settings, reg)
+    nodes = track_for(spec.track).build_plan(spec, settings, reg)
     return reg, spec, settings, nodes
 
 
@@ -92,9 +91,9 @@ def plan(
     show: Annotated[int, typer.Option(help="List at most this many to-do nodes.")] = 15,
 ) -> None:
     """Show what `slbench run SUITE` would do: node counts (total / done / to do) per stage. Runs nothing."""
-    from benchmark.executor import plan_status
-    from benchmark.specs import TRACKS, resolve_object
+    from benchmark.executors import plan_status
     from benchmark.store import Store
+    from benchmark.tracks import track_for
 
     reg, spec, settings, nodes = _load_plan(suite)
     st = Store(_store_root(store))
@@ -106,16 +105,14 @@ def plan(
         console.print(f"  to do: {n.key}")
     if len(todo) > show:
         console.print(f"  ... and {len(todo) - show} more")
-    est_ref = TRACKS[spec.track].get("estimate")
-    if est_ref:
-        for line in resolve_object(est_ref)(spec, settings, reg, todo):
-            console.print(line)
+    for line in track_for(spec.track).estimate(spec, settings, reg, todo):
+        console.print(line)
 
 
 @app.command()
 def status(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
     """Progress of a suite in the store, failed-node logs, and whether results are published."""
-    from benchmark.executor import plan_status
+    from benchmark.executors import plan_status
     from benchmark.files import project_root
     from benchmark.store import Store
 
@@ -135,28 +132,28 @@ def status(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
 def run(
     suite: SuiteArg = "default",
     store: StoreOpt = None,
-    workers: Annotated[int, typer.Option(min=1, help="Parallel worker processes (local executor).")] = 2,
+    workers: Annotated[int | None, typer.Option(min=1, show_default=False, help=(
+        "Parallel single-thread worker processes (local executor, default 2); with --executor ray, the CPUs of a "
+        "local Ray cluster started here (default: all)."))] = None,
     executor: Annotated[str, typer.Option(help="local | ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
     publish: Annotated[bool, typer.Option(help="Copy the report into results/suites/SUITE/.")] = True,
 ) -> None:
     """Run (or resume) a suite end to end and publish its transfer matrix."""
+    from benchmark.executors import executor_for
     from benchmark.store import Store
 
-    if executor not in ("local", "ray"):
-        raise UserError(f"--executor: unknown executor {executor!r}; allowed: local, ray")
+    run_plan = executor_for(executor)
+    if address is not None and executor != "ray":
+        raise UserError("--address: only meaningful with --executor ray")
     reg, spec, settings, nodes = _load_plan(suite)
     st = Store(_store_root(store))
     t0 = time.time()
-    if executor == "ray":
-        from benchmark.executors.ray_executor import run_plan_ray
-
-        summary = run_plan_ray(nodes, st, address=address, progress=_Progress(nodes))
-    else:
-        from benchmark.executor import run_plan
-
-        with _Progress(nodes) as prog:
-            summary = run_plan(nodes, st, workers=workers, on_event=prog.event)
+    options = {"address": address} if address is not None else {}
+    if executor == "local" and workers is None:
+        workers = 2  # two 1-thread workers use a 2-core machine best (docs/research/prototypes.md)
+    with _Progress(nodes) as prog:
+        summary = run_plan(nodes, st, workers=workers, on_event=prog.event, **options)
     report = [n for n in nodes if n.kind == "report"]
     console.print(f"suite {spec.name!r}: built {len(summary.built)} node(s), {len(summary.skipped)} cached, "
                   f"{time.time() - t0:.1f}s")
@@ -324,15 +321,30 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
+        usage, abort = _click_exception_types()
+        if isinstance(exc, usage):
+            exc.show()  # type: ignore[attr-defined]  # a ClickException: "Usage: ..." and the error line
             sys.exit(2)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, abort):
             sys.exit(1)
         raise
 
+
+def _click_exception_types() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """(usage-error, abort) classes of click and of the click copy that typer >= 0.29 vendors as ``typer._click``."""
+    import importlib
+
+    usage: list[type[Exception]] = []
+    abort: list[type[Exception]] = []
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        usage.append(mod.ClickException)
+        if hasattr(mod, "Abort"):  # typer's copy has no Abort (Ctrl-C arrives as KeyboardInterrupt)
+            abort.append(mod.Abort)
+    return tuple(usage), tuple(abort)
 
 if __name__ == "__main__":
     main()

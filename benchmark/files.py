@@ -27,6 +27,7 @@ __all__ = [
     "read_jsonl",
     "write_jsonl",
     "sha256_file",
+    "sha256_files",
     "project_root",
     "tasks_dir",
 ]
@@ -112,6 +113,16 @@ def sha256_file(path: Path) -> str:
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_files(paths: Iterable[Path]) -> str:
+    """sha256 of the bytes of several files read one after another (a sharded checkpoint's weights)."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import project_root
-from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteSpec, TraitSpec, resolve_object
+from benchmark.specs import ModelSpec, RegistryFile, SuiteSpec, TraitSpec, resolve_object
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
 
 __all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file",
@@ -79,7 +79,9 @@ def load_suite_file(path: Path) -> SuiteSpec:
 
 def settings_cls(track: str, settings: dict[str, Any], where: str) -> BaseModel:
     """Validate a suite's settings with its track's class and return the typed settings."""
-    cls = resolve_object(TRACKS[track]["settings"])
+    from benchmark.tracks import track_for
+
+    cls = track_for(track).settings
     return parse_spec(cls, settings, where)
 
 
@@ -193,10 +195,11 @@ def validate_file(path: Path) -> str:
         inits = sorted({m.lineage.init for m in models})
         return f"{path}: ok — family file with {len(models)} model(s), {len(inits)} init lineage(s)"
     if "track" in data:
-        spec = load_suite_file(path)
-        return f"{path}: ok — {spec.track} suite {spec.name!r}: {len(spec.teachers)} teachers × {len(spec.students)} students"
+        suite = load_suite_file(path)
+        return (f"{path}: ok — {suite.track} suite {suite.name!r}: {len(suite.teachers)} teachers × "
+                f"{len(suite.students)} students")
     if "system_prompt" in data or "target" in data:
-        spec = load_trait_file(path)
-        return f"{path}: ok — trait {spec.name!r} (target {spec.target!r})"
+        trait = load_trait_file(path)
+        return f"{path}: ok — trait {trait.name!r} (target {trait.target!r})"
     raise UserError(f"{path}: cannot tell what this file is: expected a registry family (key 'models'), "
                     "a suite (key 'track') or a trait (key 'target')")

@@ -1,27 +1,24 @@
-"""Report views of the tidy table: heatmaps, Markdown/HTML tables and one-line readings.
+"""Report views of an :class:`~benchmark.analysis.Analysis`: heatmaps, Markdown/HTML pages and one-line readings.
 
-Plot functions take DataFrames and return a matplotlib Figure (no I/O, no statistics: significance
-marks are drawn from p-values computed in :mod:`benchmark.analysis`). Text functions return strings.
-Only :func:`write_report` touches the disk, and it renders everything in memory first, then writes
-each file atomically (temp file in the same directory + ``os.replace``), so a failure never leaves a
-half-written report.
+Nothing here computes a statistic: every number shown was computed by :mod:`benchmark.analysis` (columns of the
+cell table, entries of the fit, the track's extra views); this module only reshapes, formats and draws them.
+Plot functions return a matplotlib Figure and text functions return strings, without I/O. Only
+:func:`write_report` touches the disk: it renders every file in memory first (:func:`render_report`), then
+writes each one atomically, so a rendering failure never leaves a half-written report.
 
-matplotlib and seaborn are imported inside the functions that draw, keeping ``import
-benchmark.report`` light (STYLE item 7); figures are built with ``matplotlib.figure.Figure``
-directly, so no pyplot state or GUI backend is involved.
+matplotlib and seaborn are imported inside the functions that draw, keeping ``import benchmark.report``
+light; figures are built with ``matplotlib.figure.Figure`` directly, so no pyplot state or GUI backend is
+involved.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import io
 import json
 import math
-import os
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,28 +27,36 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from benchmark import analysis
+from benchmark.analysis import RELATIONS, Analysis, ClassifierExtras, LMExtras
+from benchmark.analysis.common import ordered_levels
 from benchmark.errors import UserError
+from benchmark.files import atomic_write_bytes
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 __all__ = [
+    "accuracy_grid",
+    "classifier_heatmaps",
+    "classifier_markdown",
     "figure_png",
     "heatmap_figure",
     "html_report",
     "markdown_tables",
     "readings",
+    "render_report",
     "report_markdown",
     "significance_marks",
     "write_report",
 ]
 
 _P_STRONG, _P_WEAK = 0.01, 0.05  # "**" and "*" thresholds
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)  # read the process umask once (os.umask can only be read by setting it)
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 _RELATION_LABEL = {"same": "Same-base", "sibling": "sibling (shared init)", "unrelated": "unrelated"}
+
+#: A heatmap to draw: the matrix and :func:`heatmap_figure` keyword arguments.
+Heatmap = tuple[pd.DataFrame, Mapping[str, Any]]
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,6 +109,20 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def _grid(cells: pd.DataFrame, column: str, order: Sequence[str] | None, target: str) -> pd.DataFrame:
+    """Teacher × student table of one cell-table column for one target, in registry order.
+
+    A reshape, not an aggregate: one suite, track and target hold one row per (teacher, student).
+    """
+    sub = cells[cells["target"] == target]
+    out = sub.pivot(index="teacher_base", columns="student_base", values=column)
+    rows = ordered_levels(sub["teacher_base"], order)
+    cols = ordered_levels(sub["student_base"], order)
+    out = out.reindex(index=rows, columns=cols).astype(float)
+    out.index.name, out.columns.name = "teacher_base", "student_base"
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # figures
 # --------------------------------------------------------------------------------------------
@@ -139,10 +158,8 @@ def heatmap_figure(
     Returns:
         A matplotlib Figure (not registered with pyplot; nothing is written).
     """
-    import seaborn as sns
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch, Rectangle
 
     data = matrix_df.astype(float)
     rows, cols = [str(r) for r in data.index], [str(c) for c in data.columns]
@@ -158,72 +175,10 @@ def heatmap_figure(
         ax.set_title(title)
         return fig
 
-    annot = annot_df.reindex(index=data.index, columns=data.columns) if annot_df is not None else data
     sig = sig_df.reindex(index=data.index, columns=data.columns) if sig_df is not None else None
-    labels = np.empty(values.shape, dtype=object)
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            a = annot.iat[i, j]
-            text = a if isinstance(a, str) else ("" if a is None or not np.isfinite(a) else format(a, fmt))
-            labels[i, j] = text + (significance_marks(float(sig.iat[i, j])) if sig is not None else "")
-
-    kw: dict[str, Any] = {}
-    if center is not None:
-        half = float(np.max(np.abs(finite - center))) or 1.0
-        kw.update(vmin=center - half, vmax=center + half, center=center, cmap=cmap or "RdBu_r")
-    else:
-        kw.update(cmap=cmap or "viridis")
-    with warnings.catch_warnings():  # seaborn's own use of a deprecated matplotlib API; not ours to fix
-        warnings.simplefilter("ignore", PendingDeprecationWarning)
-        sns.heatmap(
-            data,
-            ax=ax,
-            annot=labels,
-            fmt="",
-            linewidths=0.5,
-            linecolor="white",
-            square=False,
-            cbar_kws={"label": cbar_label},
-            annot_kws={"fontsize": 8},
-            **kw,
-        )
-    ax.set_xlabel("student base")
-    ax.set_ylabel("teacher base")
-    ax.set_title(title)
-    for tick in ax.get_xticklabels():  # long model names: anchor rotated labels at their end
-        tick.set(rotation=45, ha="right", rotation_mode="anchor")
-    ax.tick_params(axis="y", labelrotation=0)
-
-    if lineage:
-        lin = {b: lineage.get(b, b) for b in [*rows, *cols]}
-        groups = list(dict.fromkeys(lin[b] for b in [*rows, *cols]))
-        palette = sns.color_palette("tab10", max(len(groups), 1))
-        color = {g: palette[k % len(palette)] for k, g in enumerate(groups)}
-        for tick in ax.get_xticklabels():
-            tick.set_color(color[lin.get(tick.get_text(), tick.get_text())])
-        for tick in ax.get_yticklabels():
-            tick.set_color(color[lin.get(tick.get_text(), tick.get_text())])
-        for i, r in enumerate(rows):
-            for j, c in enumerate(cols):
-                if lin[r] == lin[c]:
-                    ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="black", linewidth=1.6))
-        bases = list(dict.fromkeys([*rows, *cols]))
-        handles = []
-        for g in groups:
-            members = [b for b in bases if lin[b] == g]
-            text = f"{g} (own init)" if members == [g] else f"init {g}: " + ", ".join(members)
-            handles.append(Patch(color=color[g], label=text))
-        handles.append(
-            Patch(facecolor="none", edgecolor="black", label="boxed: teacher and student share an init")
-        )
-        legend_rows = math.ceil(len(handles) / 2)
-        legend_h = 0.2 * legend_rows + 0.1  # inches: 7-pt text rows
-        w, h = fig.get_size_inches()
-        fig.set_size_inches(w, h + legend_h)
-        bottom = legend_h / (h + legend_h)
-        fig.legend(handles=handles, loc="lower center", ncol=min(2, len(handles)), fontsize=7, frameon=False)
-    else:
-        bottom = 0.0
+    labels = _cell_labels(data, annot_df, sig, fmt)
+    _draw_cells(ax, data, labels, _color_scale(finite, center, cmap), title, cbar_label)
+    bottom = _draw_lineage(fig, ax, rows, cols, lineage) if lineage else 0.0
     if sig is not None:
         ax.annotate(
             "** p<0.01, * p<0.05",
@@ -240,6 +195,91 @@ def heatmap_figure(
     return fig
 
 
+def _cell_labels(
+    data: pd.DataFrame, annot_df: pd.DataFrame | None, sig: pd.DataFrame | None, fmt: str
+) -> np.ndarray:
+    """The text of each cell: its annotation (formatted number or given string) plus significance marks."""
+    annot = annot_df.reindex(index=data.index, columns=data.columns) if annot_df is not None else data
+    labels = np.empty(data.shape, dtype=object)
+    for i in range(data.shape[0]):
+        for j in range(data.shape[1]):
+            a = annot.iat[i, j]
+            text = a if isinstance(a, str) else ("" if a is None or not np.isfinite(a) else format(a, fmt))
+            labels[i, j] = text + (significance_marks(float(sig.iat[i, j])) if sig is not None else "")
+    return labels
+
+
+def _color_scale(finite: np.ndarray, center: float | None, cmap: str | None) -> dict[str, Any]:
+    """seaborn color arguments: symmetric limits around ``center``, or a sequential map when it is None."""
+    if center is None:
+        return {"cmap": cmap or "viridis"}
+    half = float(np.max(np.abs(finite - center))) or 1.0
+    return {"vmin": center - half, "vmax": center + half, "center": center, "cmap": cmap or "RdBu_r"}
+
+
+def _draw_cells(
+    ax: Axes, data: pd.DataFrame, labels: np.ndarray, colors: dict[str, Any], title: str, cbar_label: str
+) -> None:
+    import seaborn as sns
+
+    with warnings.catch_warnings():  # seaborn's own use of a deprecated matplotlib API; not ours to fix
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        sns.heatmap(
+            data,
+            ax=ax,
+            annot=labels,
+            fmt="",
+            linewidths=0.5,
+            linecolor="white",
+            square=False,
+            cbar_kws={"label": cbar_label},
+            annot_kws={"fontsize": 8},
+            **colors,
+        )
+    ax.set_xlabel("student base")
+    ax.set_ylabel("teacher base")
+    ax.set_title(title)
+    for tick in ax.get_xticklabels():  # long model names: anchor rotated labels at their end
+        tick.set(rotation=45, ha="right", rotation_mode="anchor")
+    ax.tick_params(axis="y", labelrotation=0)
+
+
+def _draw_lineage(fig: Figure, ax: Axes, rows: list[str], cols: list[str], lineage: Mapping[str, str]) -> float:
+    """Color tick labels by init lineage, box shared-init cells, add a legend below the axes.
+
+    Returns:
+        The figure fraction the legend takes at the bottom (the layout keeps the axes above it).
+    """
+    import seaborn as sns
+    from matplotlib.patches import Patch, Rectangle
+
+    lin = {b: lineage.get(b, b) for b in [*rows, *cols]}
+    groups = list(dict.fromkeys(lin[b] for b in [*rows, *cols]))
+    palette = sns.color_palette("tab10", max(len(groups), 1))
+    color = {g: palette[k % len(palette)] for k, g in enumerate(groups)}
+    for tick in ax.get_xticklabels():
+        tick.set_color(color[lin.get(tick.get_text(), tick.get_text())])
+    for tick in ax.get_yticklabels():
+        tick.set_color(color[lin.get(tick.get_text(), tick.get_text())])
+    for i, r in enumerate(rows):
+        for j, c in enumerate(cols):
+            if lin[r] == lin[c]:
+                ax.add_patch(Rectangle((j, i), 1, 1, fill=False, edgecolor="black", linewidth=1.6))
+    bases = list(dict.fromkeys([*rows, *cols]))
+    handles = []
+    for g in groups:
+        members = [b for b in bases if lin[b] == g]
+        text = f"{g} (own init)" if members == [g] else f"init {g}: " + ", ".join(members)
+        handles.append(Patch(color=color[g], label=text))
+    handles.append(Patch(facecolor="none", edgecolor="black", label="boxed: teacher and student share an init"))
+    legend_rows = math.ceil(len(handles) / 2)
+    legend_h = 0.2 * legend_rows + 0.1  # inches: 7-pt text rows
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h + legend_h)
+    fig.legend(handles=handles, loc="lower center", ncol=min(2, len(handles)), fontsize=7, frameon=False)
+    return legend_h / (h + legend_h)
+
+
 def figure_png(fig: Figure, dpi: int = 120) -> bytes:
     """Render a Figure to PNG bytes in memory."""
     buf = io.BytesIO()
@@ -248,124 +288,135 @@ def figure_png(fig: Figure, dpi: int = 120) -> bytes:
 
 
 # --------------------------------------------------------------------------------------------
-# text
+# readings
 # --------------------------------------------------------------------------------------------
 
 
-def readings(cells: pd.DataFrame, fit: Mapping[str, Any], alpha: float = 0.05) -> list[str]:
+def readings(analysis: Analysis, alpha: float = 0.05) -> list[str]:
     """One-line plain-language readings generated from the numbers.
 
     Args:
-        cells: Output of :func:`benchmark.analysis.cell_table`.
-        fit: Output of :func:`benchmark.analysis.shared_base_fit`.
+        analysis: The cells, fit and drift summary to read (a fit read back from ``fit.json`` works too).
         alpha: Threshold for calling γ's permutation test significant.
 
     Returns:
         Sentences: lift by relation, γ with its verdict, leave-one-out robustness, generic drift
         (other-trait students), and how many cells are individually significant.
     """
-    out: list[str] = []
+    cells, fit = analysis.cells, analysis.fit
+    out = _relation_readings(fit)
+    out += _gamma_readings(fit, alpha)
+    if analysis.drift:
+        out += _drift_readings(analysis.drift, str(cells["control"].iloc[0]))
+    if len(cells):
+        out.append(_significance_reading(cells, alpha))
+    return out
+
+
+def _relation_readings(fit: Mapping[str, Any]) -> list[str]:
     by_rel = fit.get("by_relation", {})
     parts = []
-    for rel in analysis.RELATIONS:
+    for rel in RELATIONS:
         r = by_rel.get(rel)
         if r and r.get("n_cells"):
             parts.append(
                 f"{_RELATION_LABEL[rel]} cells: mean lift {_num(r['mean'], sign=True)} "
                 f"{_ci(r['ci_low'], r['ci_high'])} (n={r['n_cells']})"
             )
-    if parts:
-        out.append("; ".join(parts) + ".")
+    return ["; ".join(parts) + "."] if parts else []
 
+
+def _gamma_readings(fit: Mapping[str, Any], alpha: float) -> list[str]:
+    """γ with its verdict, then how much a single cluster moves it."""
     name = "γ (shared init)" if fit.get("indicator") == "shared_init" else "γ (same base)"
-    g, lo, hi, p = (_fl(fit.get(k)) for k in ("gamma", "ci_low", "ci_high", "p_perm"))
     if not fit.get("identifiable", False):
-        out.append(
+        return [
             f"{name} is not identifiable: the matrix has no shared-base cells, or too few cells to "
             "separate them from the teacher and student base effects."
+        ]
+    g, lo, hi, p = (_fl(fit.get(k)) for k in ("gamma", "ci_low", "ci_high", "p_perm"))
+    head = f"{name} = {_num(g, sign=True)} {_ci(lo, hi)}, permutation p = {_pval(p)}"
+    out = [f"{head} → {_gamma_verdict(lo, hi, p, alpha)}"]
+    lmin, lmax = _fl(fit.get("loo_min")), _fl(fit.get("loo_max"))
+    if np.isfinite(lmin) and np.isfinite(lmax):
+        loo = (
+            f"Leave-one-cell-out γ ranges {_num(lmin, sign=True)} (without {fit.get('loo_min_cluster')}) "
+            f"to {_num(lmax, sign=True)} (without {fit.get('loo_max_cluster')})"
         )
-    else:
-        head = f"{name} = {_num(g, sign=True)} {_ci(lo, hi)}, permutation p = {_pval(p)}"
-        sig = bool(np.isfinite(p) and p < alpha)
-        if not (np.isfinite(lo) and np.isfinite(hi)):
-            verdict = "no confidence interval (too few cells); read the permutation test alone."
-        elif lo > 0 and sig:
-            verdict = "transfer depends on a shared base."
-        elif lo > 0:
-            verdict = f"suggestive only: the CI excludes 0 but the permutation p is not below {alpha:g}."
-        elif hi < 0:
-            verdict = "shared-base cells lift *less* than the others (the opposite of subliminal learning)."
+        if np.sign(lmin) != np.sign(g) or np.sign(lmax) != np.sign(g):
+            out.append(loo + ": a single cell flips the sign of γ - not robust.")
+        elif g != 0 and min(abs(lmin), abs(lmax)) < 0.5 * abs(g):
+            out.append(loo + ": a single cell carries over half of γ - report it.")
         else:
-            verdict = (
-                f"no detectable dependence on a shared base: the CI covers 0 (a null at this power, not "
-                f"evidence of absence; half-width ±{_num((hi - lo) / 2)})."
-            )
-            if sig:
-                verdict += f" The permutation p is below {alpha:g}: treat as suggestive."
-        out.append(f"{head} → {verdict}")
-        lmin, lmax = _fl(fit.get("loo_min")), _fl(fit.get("loo_max"))
-        if np.isfinite(lmin) and np.isfinite(lmax):
-            loo = (
-                f"Leave-one-cell-out γ ranges {_num(lmin, sign=True)} (without {fit.get('loo_min_cluster')}) "
-                f"to {_num(lmax, sign=True)} (without {fit.get('loo_max_cluster')})"
-            )
-            if np.sign(lmin) != np.sign(g) or np.sign(lmax) != np.sign(g):
-                out.append(loo + ": a single cell flips the sign of γ - not robust.")
-            elif g != 0 and min(abs(lmin), abs(lmax)) < 0.5 * abs(g):
-                out.append(loo + ": a single cell carries over half of γ - report it.")
-            else:
-                out.append(loo + ": no single cell drives the result.")
-
-    if len(cells) and cells["effect_vs_other"].notna().any():
-        ctrl = cells["control"].iloc[0]
-        groups = {
-            "shared-init": cells["relation"].isin(["same", "sibling"]),
-            "unrelated": cells["relation"] == "unrelated",
-        }
-        for gname, mask in groups.items():
-            sub = cells[mask & cells["effect"].notna() & cells["effect_vs_other"].notna()]
-            if sub.empty:
-                continue
-            eff, eff_o = float(sub["effect"].mean()), float(sub["effect_vs_other"].mean())
-            line = (
-                f"Other-trait control, {gname} cells: lift {_num(eff, sign=True)} over {ctrl} students, "
-                f"{_num(eff_o, sign=True)} over students of other-trait teachers"
-            )
-            se = float(sub["effect"].std(ddof=1)) / math.sqrt(len(sub)) if len(sub) > 1 else float("nan")
-            if np.isfinite(se) and eff > 2 * se:  # the lift over control is clearly positive
-                if eff_o < 0.5 * eff:
-                    line += (
-                        " - over half of it is shared by other-trait students: generic drift, not the trait."
-                    )
-                else:
-                    line += " - specific to the teacher's trait."
-            out.append(line + ("" if line.endswith(".") else "."))
-
-    if len(cells):
-        n_sig, n_sig01 = int(cells["significant"].sum()), int(cells["significant_01"].sum())
-        alt = cells["alternative"].iloc[0]
-        pooled = " pooled with other-trait students" if bool(cells["pooled_controls"].iloc[0]) else ""
-        line = (
-            f"{n_sig} of {len(cells)} cells significant at p < {alpha:g} ({n_sig01} at p < 0.01; "
-            f"{alt} permutation test, treated vs {cells['control'].iloc[0]} students{pooled}; "
-            f"no multiple-comparison correction)."
-        )
-        p_min = cells["p_min"].dropna()
-        if len(p_min) and p_min.min() >= alpha:
-            line += (
-                f" With these group sizes the smallest attainable p is {_pval(p_min.min())}, so no "
-                f"single cell can reach p < {alpha:g}; the matrix-level test is γ "
-                f"(or add seeds / pool_controls=True)."
-            )
-        out.append(line)
+            out.append(loo + ": no single cell drives the result.")
     return out
+
+
+def _gamma_verdict(lo: float, hi: float, p: float, alpha: float) -> str:
+    sig = bool(np.isfinite(p) and p < alpha)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return "no confidence interval (too few cells); read the permutation test alone."
+    if lo > 0 and sig:
+        return "transfer depends on a shared base."
+    if lo > 0:
+        return f"suggestive only: the CI excludes 0 but the permutation p is not below {alpha:g}."
+    if hi < 0:
+        return "shared-base cells lift *less* than the others (the opposite of subliminal learning)."
+    verdict = (
+        f"no detectable dependence on a shared base: the CI covers 0 (a null at this power, not "
+        f"evidence of absence; half-width ±{_num((hi - lo) / 2)})."
+    )
+    if sig:
+        verdict += f" The permutation p is below {alpha:g}: treat as suggestive."
+    return verdict
+
+
+def _drift_readings(drift: Mapping[str, Mapping[str, float]], ctrl: str) -> list[str]:
+    """Lift over the control next to lift over other-trait students (:func:`benchmark.analysis.drift_summary`)."""
+    out = []
+    for gname, d in drift.items():
+        eff, eff_o, se = d["effect"], d["effect_vs_other"], d["se_effect"]
+        line = (
+            f"Other-trait control, {gname} cells: lift {_num(eff, sign=True)} over {ctrl} students, "
+            f"{_num(eff_o, sign=True)} over students of other-trait teachers"
+        )
+        if np.isfinite(se) and eff > 2 * se:  # the lift over control is clearly positive
+            if eff_o < 0.5 * eff:
+                line += " - over half of it is shared by other-trait students: generic drift, not the trait."
+            else:
+                line += " - specific to the teacher's trait."
+        out.append(line + ("" if line.endswith(".") else "."))
+    return out
+
+
+def _significance_reading(cells: pd.DataFrame, alpha: float) -> str:
+    n_sig, n_sig01 = int(cells["significant"].sum()), int(cells["significant_01"].sum())
+    alt = cells["alternative"].iloc[0]
+    pooled = " pooled with other-trait students" if bool(cells["pooled_controls"].iloc[0]) else ""
+    line = (
+        f"{n_sig} of {len(cells)} cells significant at p < {alpha:g} ({n_sig01} at p < 0.01; "
+        f"{alt} permutation test, treated vs {cells['control'].iloc[0]} students{pooled}; "
+        f"no multiple-comparison correction)."
+    )
+    p_min = cells["p_min"].dropna()
+    if len(p_min) and p_min.min() >= alpha:
+        line += (
+            f" With these group sizes the smallest attainable p is {_pval(p_min.min())}, so no "
+            f"single cell can reach p < {alpha:g}; the matrix-level test is γ "
+            f"(or add seeds / pool_controls=True)."
+        )
+    return line
+
+
+# --------------------------------------------------------------------------------------------
+# tables and pages
+# --------------------------------------------------------------------------------------------
 
 
 def _effect_matrix_text(cells: pd.DataFrame, target: str, order: Sequence[str] | None) -> pd.DataFrame:
     """Matrix of "effect [lo, hi]marks" strings for one target, registry order kept."""
-    sub = cells[cells["target"] == target]
-    eff = analysis.matrix(sub, "effect", order)
-    lo, hi, p = (analysis.matrix(sub, c, order) for c in ("ci_low", "ci_high", "p_perm"))
+    eff = _grid(cells, "effect", order, target)
+    lo, hi, p = (_grid(cells, c, order, target) for c in ("ci_low", "ci_high", "p_perm"))
     text = eff.copy().astype(object)
     for r in eff.index:
         for c in eff.columns:
@@ -453,17 +504,16 @@ def _relation_rows(fit: Mapping[str, Any]) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
-def markdown_tables(cells: pd.DataFrame, fit: Mapping[str, Any], order: Sequence[str] | None = None) -> str:
+def markdown_tables(analysis: Analysis) -> str:
     """Markdown tables: effect matrix per target (with CIs and marks), γ line, lift by relation, cells.
 
     Args:
-        cells: Output of :func:`benchmark.analysis.cell_table`.
-        fit: Output of :func:`benchmark.analysis.shared_base_fit`.
-        order: Registry order of bases for the matrices.
+        analysis: The cells and fit to show; matrices follow ``analysis.options.order``.
 
     Returns:
         Markdown text.
     """
+    cells, fit, order = analysis.cells, analysis.fit, analysis.options.order
     parts: list[str] = []
     for target in sorted(cells["target"].unique()):
         text = _effect_matrix_text(cells, target, order)
@@ -482,11 +532,28 @@ def markdown_tables(cells: pd.DataFrame, fit: Mapping[str, Any], order: Sequence
     return "\n\n".join(parts) + "\n"
 
 
+def _displayable(obj: Any) -> Any:
+    """A JSON-ready copy of a metadata value for display: NaN -> None, tuples -> lists, numpy -> Python.
+
+    Not :func:`benchmark.files.json_safe`, which drops dict values that are not JSON types: a metadata
+    table must show every value a plan put there (tuples and numpy scalars included), not hide it.
+    """
+    if isinstance(obj, Mapping):
+        return {str(k): _displayable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_displayable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def _meta_value(v: Any) -> str:
     """One-line text for a metadata value (tables become a size note; the caller writes them out)."""
     if isinstance(v, pd.DataFrame):
         return f"(table: {len(v)} rows × {v.shape[1]} columns)"
-    text = v if isinstance(v, str) else json.dumps(_json_safe(v), default=str)
+    text = v if isinstance(v, str) else json.dumps(_displayable(v), default=str)
     return " ".join(text.split())
 
 
@@ -494,61 +561,42 @@ def _meta_rows(meta: Mapping[str, Any]) -> list[list[str]]:
     return [[str(k), _meta_value(v)] for k, v in meta.items()]
 
 
-def report_markdown(
-    suite: str,
-    cells: pd.DataFrame,
-    fit: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    order: Sequence[str] | None = None,
-    images: Sequence[str] = (),
-) -> str:
+def report_markdown(analysis: Analysis, meta: Mapping[str, Any], images: Sequence[str] = ()) -> str:
     """Full Markdown report: title, readings, images, tables and run metadata.
 
     Args:
-        suite: Suite name for the title.
-        cells: Output of :func:`benchmark.analysis.cell_table`.
-        fit: Output of :func:`benchmark.analysis.shared_base_fit`.
+        analysis: What to report.
         meta: Key/value metadata shown at the end (metric, control, versions, ...).
-        order: Registry order of bases.
         images: Relative paths of images to link (e.g. ``["heatmap.png"]``).
 
     Returns:
         Markdown text.
     """
-    lines = [f"# Subliminal transfer: {suite}", "", "## Readings", ""]
-    lines += [f"- {r}" for r in readings(cells, fit)]
+    lines = [f"# Subliminal transfer: {analysis.suite}", "", "## Readings", ""]
+    lines += [f"- {r}" for r in readings(analysis)]
     if images:
         lines += ["", "## Heatmaps", ""] + [f"![{Path(i).stem}]({i})" for i in images]
-    lines += ["", "## Tables", "", markdown_tables(cells, fit, order)]
+    lines += ["", "## Tables", "", markdown_tables(analysis)]
     if meta:
         lines += ["## Run metadata", "", _md_table(["key", "value"], _meta_rows(meta)), ""]
     return "\n".join(lines)
 
 
-def html_report(
-    suite: str,
-    cells: pd.DataFrame,
-    fit: Mapping[str, Any],
-    meta: Mapping[str, Any],
-    images: Mapping[str, bytes] | None = None,
-    order: Sequence[str] | None = None,
-) -> str:
+def html_report(analysis: Analysis, meta: Mapping[str, Any], images: Mapping[str, bytes] | None = None) -> str:
     """Self-contained HTML page (tables plus PNGs embedded as base64).
 
     Args:
-        suite: Suite name for the title.
-        cells: Output of :func:`benchmark.analysis.cell_table`.
-        fit: Output of :func:`benchmark.analysis.shared_base_fit`.
+        analysis: What to report.
         meta: Key/value metadata.
         images: Caption -> PNG bytes (see :func:`figure_png`).
-        order: Registry order of bases.
 
     Returns:
         The HTML document as a string.
     """
     esc = html.escape
+    suite, cells, fit, order = analysis.suite, analysis.cells, analysis.fit, analysis.options.order
     body = [f"<h1>Subliminal transfer: {esc(suite)}</h1>", "<h2>Readings</h2><ul>"]
-    body += [f"<li>{esc(r)}</li>" for r in readings(cells, fit)] + ["</ul>"]
+    body += [f"<li>{esc(r)}</li>" for r in readings(analysis)] + ["</ul>"]
     for caption, png in (images or {}).items():
         b64 = base64.b64encode(png).decode("ascii")
         body.append(
@@ -588,22 +636,258 @@ def html_report(
 
 
 # --------------------------------------------------------------------------------------------
-# I/O
+# track views
+# --------------------------------------------------------------------------------------------
+
+_ACCURACY_TITLES = {
+    "accuracy_aux": "Aux-only students",
+    "effect_aux": "Aux-only students minus untrained reference",
+    "accuracy_all_logits": "All-logit positive control",
+    "effect_all_logits": "All-logit control minus untrained reference",
+}
+_ACCURACY_HEATMAPS = {  # heatmap name -> (accuracy table, title)
+    "accuracy": ("accuracy_aux", "aux-only students: test accuracy % (95% CI)"),
+    "all_logits": ("accuracy_all_logits", "all-logit control students: test accuracy % (95% CI)"),
+}
+
+
+def classifier_heatmaps(analysis: Analysis) -> dict[str, Heatmap]:
+    """Raw-accuracy heatmaps of each classifier channel present (``heatmap_accuracy``, ``heatmap_all_logits``)."""
+    extras = analysis.extras
+    if not isinstance(extras, ClassifierExtras):
+        return {}
+    order = analysis.options.order
+    out: dict[str, Heatmap] = {}
+    for name, (view, title) in _ACCURACY_HEATMAPS.items():
+        if view not in extras.accuracy:
+            continue
+        table = extras.accuracy[view]
+        kwargs = {
+            "annot_df": _accuracy_annotations(table, order),
+            "center": None,
+            "fmt": "",
+            "title": title,
+            "cbar_label": "accuracy %",
+            "lineage": analysis.options.lineage,
+        }
+        out[name] = (accuracy_grid(table, order), kwargs)
+    return out
+
+
+def classifier_markdown(analysis: Analysis) -> str:
+    """``classifier.md``: every accuracy table, then each model's teacher and untrained-reference accuracy."""
+    extras = analysis.extras
+    if not isinstance(extras, ClassifierExtras):
+        raise UserError(f"classifier_markdown: the analysis of {analysis.suite!r} has no classifier views")
+    order = analysis.options.order
+    md = [
+        f"# {analysis.suite}: classifier track accuracy tables",
+        "",
+        "Mean test accuracy (%) over seeds with 95% t-intervals; bold = same model; chance = 10%.",
+        "",
+    ]
+    for name, table in extras.accuracy.items():
+        md += [f"## {_ACCURACY_TITLES[name]}", "", _accuracy_markdown(table, order), ""]
+    md += [
+        "## Teachers and references",
+        "",
+        "| model | teacher accuracy | untrained reference |",
+        "|---|---|---|",
+    ]
+    for n in order:
+        t = f"{extras.teacher_accuracy[n]:.1f}" if n in extras.teacher_accuracy else ""
+        r = f"{extras.reference_accuracy[n]:.1f}" if n in extras.reference_accuracy else ""
+        md.append(f"| {n} | {t} | {r} |")
+    return "\n".join(md) + "\n"
+
+
+def accuracy_grid(table: pd.DataFrame, order: Sequence[str], column: str = "mean") -> pd.DataFrame:
+    """Pivot a long accuracy table (:func:`benchmark.analysis.accuracy_matrix`) to teacher rows × student columns."""
+    piv = table.pivot(index="teacher_base", columns="student_base", values=column)
+    piv = piv.reindex(
+        index=[n for n in order if n in piv.index], columns=[n for n in order if n in piv.columns]
+    )
+    piv.index.name, piv.columns.name = "teacher_base", "student_base"
+    return piv
+
+
+def _accuracy_annotations(table: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """'mean\\n[low, high]' strings for heatmap cells."""
+    text = table.assign(
+        text=[
+            f"{m:.1f}\n[{lo:.0f}, {hi:.0f}]"
+            for m, lo, hi in zip(table["mean"], table["ci_low"], table["ci_high"], strict=True)
+        ]
+    )
+    return accuracy_grid(text, order, "text")
+
+
+def _accuracy_markdown(table: pd.DataFrame, order: Sequence[str]) -> str:
+    """Matrix of 'mean [low, high]' strings as a Markdown table; same-model cells in bold."""
+    lines = ["| teacher \\ student | " + " | ".join(order) + " |", "|---" * (len(order) + 1) + "|"]
+    for t in order:
+        sub = table[table["teacher_base"] == t]
+        if sub.empty:
+            continue
+        row = []
+        for s in order:
+            c = sub[sub["student_base"] == s]
+            if c.empty:
+                row.append("")
+                continue
+            r = c.iloc[0]
+            txt = f"{r['mean']:.1f} [{r['ci_low']:.1f}, {r['ci_high']:.1f}]"
+            row.append(f"**{txt}**" if r["relation"] == "same" else txt)
+        lines.append(f"| {t} | " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def _lm_metadata(extras: LMExtras) -> dict[str, Any]:
+    """The LM views' lines of the metadata table: teachers' trait strength and the same-model γ."""
+    out: dict[str, Any] = {}
+    if extras.teacher_strength is not None:
+        out["teachers' own P(trait | candidates), mean"] = extras.teacher_strength
+    same = extras.same_model_fit
+    if same is not None and same.get("gamma") is not None:
+        out["γ (same model only, vs other-trait students)"] = (
+            f"{same['gamma']:+.3f} [{same['ci_low']:+.3f}, {same['ci_high']:+.3f}], "
+            f"permutation p = {same['p_perm']:.3f}"
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# rendering and writing
 # --------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give report files the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+def write_report(
+    outdir: Path | str,
+    analysis: Analysis,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    extra_heatmaps: Mapping[str, Heatmap] | None = None,
+) -> dict[str, Path]:
+    """Render the report of an analysis (:func:`render_report`), then write each file atomically.
+
+    The analysis's own files (tidy.csv, cells.csv, ...) are written by :func:`benchmark.analysis.write_analysis`.
+
+    Args:
+        outdir: Output directory (created if missing).
+        analysis: What to render.
+        meta: Extra metadata shown in the reports.
+        extra_heatmaps: See :func:`render_report`.
+
+    Returns:
+        Key -> path of every file written (see :func:`render_report`).
+
+    Raises:
+        UserError: A bad extra-heatmap name (nothing is written).
+    """
+    files = render_report(analysis, meta=meta, extra_heatmaps=extra_heatmaps)
+    out = Path(outdir)
+    paths: dict[str, Path] = {}
+    for key, (name, data) in files.items():
+        paths[key] = out / name
+        atomic_write_bytes(paths[key], data)
+    return paths
+
+
+def render_report(
+    analysis: Analysis,
+    *,
+    meta: Mapping[str, Any] | None = None,
+    extra_heatmaps: Mapping[str, Heatmap] | None = None,
+) -> dict[str, tuple[str, bytes]]:
+    """Render every report file of an analysis in memory.
+
+    Files: ``heatmap.png`` (effect, mean over targets), ``heatmap_<target>.png`` per target when there are
+    several, ``heatmap_<name>.png`` per track or extra heatmap (classifier: ``accuracy``, ``all_logits``),
+    ``report.md``, ``index.html``, and for the classifier track ``classifier.md``.
+
+    Args:
+        analysis: What to render (order, lineage and run settings come from ``analysis.options``).
+        meta: Extra metadata shown in the reports (after the analysis options; same keys replace them).
+        extra_heatmaps: Name -> (matrix DataFrame, :func:`heatmap_figure` keyword arguments), e.g.
+            ``{"accuracy": (acc, {"center": None, "fmt": ".2f", "title": "accuracy"})}``.
+
+    Returns:
+        Key (``heatmap``, ``heatmap_<x>``, ``report_md``, ``index_html``, ``classifier_md``) -> (file name,
+        bytes).
+
+    Raises:
+        UserError: An extra heatmap name that is not a plain file-name part.
+    """
+    heatmaps = {**classifier_heatmaps(analysis), **dict(extra_heatmaps or {})}
+    for name in heatmaps:
+        if not _NAME_RE.match(name):
+            raise UserError(f"extra heatmap name {name!r}: use letters, digits, '.', '_' or '-'")
+    pngs, captions = _render_heatmaps(analysis, heatmaps)
+    meta_all = _run_metadata(analysis, meta)
+    images = [f"{k}.png" for k in pngs]
+    files = {key: (f"{key}.png", png) for key, png in pngs.items()}
+    files["report_md"] = ("report.md", report_markdown(analysis, meta_all, images).encode())
+    files["index_html"] = ("index.html", html_report(analysis, meta_all, _by_caption(pngs, captions)).encode())
+    if isinstance(analysis.extras, ClassifierExtras):
+        files["classifier_md"] = ("classifier.md", classifier_markdown(analysis).encode())
+    return files
+
+
+def _run_metadata(analysis: Analysis, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metadata table: the analysis options, the caller's entries (which win), then the track's lines."""
+    o = analysis.options
+    out = {
+        "suite": o.suite,
+        "track": analysis.track,
+        "metric": o.metric,
+        "treated": o.treated,
+        "control": o.control,
+        "alternative": o.alternative,
+        "pool_controls": o.pool_controls,
+        "n_boot": o.n_boot,
+        "n_perm": o.n_perm,
+        "seed": o.seed,
+        **dict(meta or {}),
+    }
+    if isinstance(analysis.extras, LMExtras):
+        out.update(_lm_metadata(analysis.extras))
+    return out
+
+
+def _render_heatmaps(analysis: Analysis, extra: Mapping[str, Heatmap]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """PNG bytes and caption of each heatmap: the effect matrix (one per target when several), then ``extra``."""
+    o = analysis.options
+    cells, lineage = analysis.cells, o.lineage
+    targets = sorted(cells["target"].unique())
+    label = f"{o.metric} lift (treated − {o.control}{' + other-trait, pooled' if o.pool_controls else ''})"
+    pngs: dict[str, bytes] = {}
+    captions: dict[str, str] = {}
+    if len(targets) == 1:
+        sig = _grid(cells, "p_perm", o.order, targets[0])
+        title = f"{o.suite}: {o.metric}, target {targets[0]}"
+        fig = heatmap_figure(analysis.matrix, sig_df=sig, lineage=lineage, title=title, cbar_label=label)
+        pngs["heatmap"], captions["heatmap"] = figure_png(fig), title
+    else:
+        title = f"{o.suite}: {o.metric}, mean over {len(targets)} targets"
+        fig = heatmap_figure(analysis.matrix, lineage=lineage, title=title, cbar_label=label)
+        pngs["heatmap"], captions["heatmap"] = figure_png(fig), title
+        for t in targets:
+            if not _NAME_RE.match(str(t)):
+                continue  # an odd target name still appears in the tables, just not as a file
+            cap = f"{o.suite}: {o.metric}, target {t}"
+            fig = heatmap_figure(
+                _grid(cells, "effect", o.order, t),
+                sig_df=_grid(cells, "p_perm", o.order, t),
+                lineage=lineage,
+                title=cap,
+                cbar_label=label,
+            )
+            pngs[f"heatmap_{t}"], captions[f"heatmap_{t}"] = figure_png(fig), cap
+    for name, (m_df, kwargs) in extra.items():
+        kw = {"lineage": lineage, "title": name, **dict(kwargs)}
+        pngs[f"heatmap_{name}"] = figure_png(heatmap_figure(m_df, **kw))
+        captions[f"heatmap_{name}"] = str(kw.get("title") or name)
+    return pngs, captions
 
 
 def _by_caption(pngs: Mapping[str, bytes], captions: Mapping[str, str]) -> dict[str, bytes]:
@@ -612,193 +896,3 @@ def _by_caption(pngs: Mapping[str, bytes], captions: Mapping[str, str]) -> dict[
         cap = captions.get(key, key)
         out[cap if cap not in out else f"{cap} ({key})"] = png
     return out
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_report(
-    outdir: Path | str,
-    df: pd.DataFrame,
-    *,
-    suite: str,
-    order: Sequence[str] | None,
-    lineage: Mapping[str, str] | None,
-    metric: str,
-    control: str = "neutral",
-    meta: Mapping[str, Any] | None = None,
-    treated: str = "trait",
-    track: str | None = None,
-    extra_heatmaps: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]] | None = None,
-    n_boot: int = 2000,
-    n_perm: int = 2000,
-    seed: int = 0,
-    alternative: str = "greater",
-    pool_controls: bool = False,
-    indicator: str = "shared_init",
-) -> dict[str, Path]:
-    """Analyse one suite of the tidy table and write the report files.
-
-    Writes ``cells.csv``, ``matrix.csv`` (mean effect over targets, registry order), ``tidy.csv``
-    (the validated input table), ``fit.json`` (γ and friends), ``heatmap.png``,
-    ``heatmap_<target>.png`` per target when there are several, ``heatmap_<name>.png`` per extra
-    heatmap, ``report.md`` and ``index.html``. Everything is computed and rendered first; each file
-    is then written atomically.
-
-    Args:
-        outdir: Output directory (created if missing).
-        df: Tidy table (may hold other suites; only ``suite`` is analysed, all of it goes to tidy.csv).
-        suite: Suite to analyse.
-        order: Registry order of bases.
-        lineage: Base -> init lineage id; rows' ``relation`` must agree with it.
-        metric: Readout to analyse.
-        control: Control arm (see :func:`benchmark.analysis.paired_lifts`).
-        meta: Extra metadata shown in the reports.
-        treated: ``"trait"`` or a teacher_trait label (classifier track: ``"aux"``).
-        track: Track to analyse when the suite holds several.
-        extra_heatmaps: Name -> (matrix DataFrame, :func:`heatmap_figure` keyword arguments), e.g.
-            ``{"accuracy": (acc, {"center": None, "fmt": ".2f", "title": "accuracy"})}``.
-        n_boot: Bootstrap resamples.
-        n_perm: Permutations for γ.
-        seed: Random seed.
-        alternative: Direction of the tests.
-        pool_controls: See :func:`benchmark.analysis.cell_table`.
-        indicator: ``"shared_init"`` or ``"same"`` for γ.
-
-    Returns:
-        Name -> path of every file written (``cells``, ``matrix``, ``tidy``, ``fit``, ``heatmap``,
-        ``heatmap_<x>``, ``report_md``, ``index_html``).
-
-    Raises:
-        UserError: Bad table, unknown suite/track/metric, relation contradicting ``lineage``, or a bad
-            extra-heatmap name.
-    """
-    tidy = analysis.validate_tidy(df)
-    sub = tidy[tidy["suite"] == suite]
-    if sub.empty:
-        raise UserError(
-            f"tidy table: no rows for suite {suite!r}; suites present: "
-            f"{', '.join(sorted(tidy['suite'].unique()))}"
-        )
-    if track is not None:
-        sub = sub[sub["track"] == track]
-        if sub.empty:
-            raise UserError(f"tidy table: suite {suite!r} has no rows for track {track!r}")
-    elif sub["track"].nunique() > 1:
-        raise UserError(
-            f"suite {suite!r} holds several tracks ({', '.join(sorted(sub['track'].unique()))}); pass track="
-        )
-    if lineage is not None:
-        trained = sub[sub["teacher_trait"] != "baseline"]
-        expect = [
-            analysis.relation_of(t, s, lineage)
-            for t, s in zip(trained["teacher_base"], trained["student_base"], strict=True)
-        ]
-        bad = trained["relation"].to_numpy() != np.array(expect, dtype=object)
-        if bad.any():
-            row = trained[bad].iloc[0]
-            raise UserError(
-                f"tidy table: relation {row['relation']!r} for {row['teacher_base']}→{row['student_base']} "
-                f"contradicts the lineage map (expected {expect[int(np.argmax(bad))]!r})"
-            )
-    for name in extra_heatmaps or {}:
-        if not _NAME_RE.match(name):
-            raise UserError(f"extra heatmap name {name!r}: use letters, digits, '.', '_' or '-'")
-
-    cells = analysis.cell_table(
-        sub,
-        metric,
-        control,
-        n_boot=n_boot,
-        seed=seed,
-        alternative=alternative,
-        treated=treated,
-        pool_controls=pool_controls,
-    )
-    lifts = analysis.paired_lifts(sub, metric, treated=treated, control=control)
-    fit = analysis.shared_base_fit(
-        lifts,
-        order=order,
-        n_boot=n_boot,
-        n_perm=n_perm,
-        seed=seed,
-        indicator=indicator,
-        alternative=alternative,
-        lineage=lineage,
-    )
-    mat = analysis.matrix(cells, "effect", order)
-    targets = sorted(cells["target"].unique())
-
-    label = f"{metric} lift (treated − {control}{' + other-trait, pooled' if pool_controls else ''})"
-    pngs: dict[str, bytes] = {}
-    captions: dict[str, str] = {}
-    if len(targets) == 1:
-        sig = analysis.matrix(cells, "p_perm", order, target=targets[0])
-        title = f"{suite}: {metric}, target {targets[0]}"
-        pngs["heatmap"] = figure_png(
-            heatmap_figure(mat, sig_df=sig, lineage=lineage, title=title, cbar_label=label)
-        )
-        captions["heatmap"] = title
-    else:
-        title = f"{suite}: {metric}, mean over {len(targets)} targets"
-        pngs["heatmap"] = figure_png(heatmap_figure(mat, lineage=lineage, title=title, cbar_label=label))
-        captions["heatmap"] = title
-        for t in targets:
-            if not _NAME_RE.match(str(t)):
-                continue  # an odd target name still appears in the tables, just not as a file
-            m_t = analysis.matrix(cells, "effect", order, target=t)
-            s_t = analysis.matrix(cells, "p_perm", order, target=t)
-            cap = f"{suite}: {metric}, target {t}"
-            pngs[f"heatmap_{t}"] = figure_png(
-                heatmap_figure(m_t, sig_df=s_t, lineage=lineage, title=cap, cbar_label=label)
-            )
-            captions[f"heatmap_{t}"] = cap
-    for name, (m_df, kwargs) in (extra_heatmaps or {}).items():
-        kw = {"lineage": lineage, "title": name, **dict(kwargs)}
-        pngs[f"heatmap_{name}"] = figure_png(heatmap_figure(m_df, **kw))
-        captions[f"heatmap_{name}"] = str(kw.get("title") or name)
-
-    meta_all = {
-        "suite": suite,
-        "track": str(sub["track"].iloc[0]),
-        "metric": metric,
-        "treated": treated,
-        "control": control,
-        "alternative": alternative,
-        "pool_controls": pool_controls,
-        "n_boot": n_boot,
-        "n_perm": n_perm,
-        "seed": seed,
-        **dict(meta or {}),
-    }
-    images = [f"{k}.png" for k in pngs]
-    texts: dict[str, tuple[str, bytes]] = {
-        "cells": ("cells.csv", cells.to_csv(index=False).encode()),
-        "matrix": ("matrix.csv", mat.to_csv().encode()),
-        "tidy": ("tidy.csv", tidy.to_csv(index=False).encode()),
-        "fit": ("fit.json", json.dumps(_json_safe(fit), indent=2, sort_keys=True).encode()),
-        "report_md": ("report.md", report_markdown(suite, cells, fit, meta_all, order, images).encode()),
-        "index_html": (
-            "index.html",
-            html_report(suite, cells, fit, meta_all, _by_caption(pngs, captions), order).encode(),
-        ),
-    }
-    out = Path(outdir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for key, png in pngs.items():
-        paths[key] = out / f"{key}.png"
-        _atomic_write(paths[key], png)
-    for key, (fname, data) in texts.items():
-        paths[key] = out / fname
-        _atomic_write(paths[key], data)
-    return paths

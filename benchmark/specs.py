@@ -3,7 +3,7 @@
 Every spec is a :class:`~benchmark.specs_base.Frozen` pydantic model (immutable, unknown keys forbidden)
 with a stable content hash. Provider- and track-specific blocks (``ModelSpec.build``,
 ``SuiteSpec.settings``) are validated by the module that owns them, named in :data:`BUILD_SPECS` and
-:data:`TRACKS`, so this module stays free of torch and of family-specific branches.
+:data:`benchmark.tracks.TRACKS`, so this module stays free of torch and of family-specific branches.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ __all__ = [
     "RegistryFile",
     "SLUG",
     "SuiteSpec",
-    "TRACKS",
     "TraitSpec",
     "resolve_object",
 ]
@@ -38,21 +37,6 @@ BUILD_SPECS: dict[str, str] = {
     "zoo": "benchmark.zoo.spec:ZooBuildSpec",
     "classifier": "benchmark.classifier.spec:ClassifierBuildSpec",
 }
-
-#: track -> "module:function" that expands a suite into DAG nodes, and the settings class it validates.
-TRACKS: dict[str, dict[str, str]] = {
-    "lm": {
-        "plan": "benchmark.lm.pipeline:build_plan",
-        "settings": "benchmark.lm.pipeline:LMSettings",
-        "estimate": "benchmark.lm.pipeline:estimate",
-    },
-    "classifier": {
-        "plan": "benchmark.classifier.pipeline:build_plan",
-        "settings": "benchmark.classifier.pipeline:ClassifierSettings",
-        "estimate": "benchmark.classifier.pipeline:estimate",
-    },
-}
-
 
 def resolve_object(ref: str) -> Any:
     """Import ``"package.module:attr"`` and return the attribute."""
@@ -152,17 +136,27 @@ class TraitSpec(Frozen):
 class SuiteSpec(Frozen):
     """A benchmark suite (``tasks/suites/<name>.yaml``): which teachers × students, traits and seeds.
 
-    ``settings`` is validated by the track's own settings class (see :data:`TRACKS`).
+    ``settings`` is validated by the track's own settings class (see :mod:`benchmark.tracks`).
     """
 
     name: str = Field(pattern=SLUG)
-    track: Literal["lm", "classifier"]
+    #: Which track runs it (a key of :data:`benchmark.tracks.TRACKS`: lm, classifier).
+    track: str
     description: str = ""
     teachers: list[str] = Field(min_length=1)
     students: list[str] = Field(min_length=1)
     traits: list[str] = Field(default_factory=list)
     seeds: list[int] = Field(min_length=1)
     settings: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("track")
+    @classmethod
+    def _known_track(cls, v: str) -> str:
+        from benchmark.tracks import TRACKS
+
+        if v not in TRACKS:
+            raise ValueError(f"unknown track {v!r}; allowed: {', '.join(TRACKS)}")
+        return v
 
     @field_validator("seeds", mode="before")
     @classmethod

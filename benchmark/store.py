@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import json
 import logging
 import os
 import platform
@@ -29,13 +28,12 @@ from typing import Any
 
 from benchmark.dag import Node, StageContext
 from benchmark.errors import UserError
-from benchmark.files import atomic_write_json, atomic_write_text, sha256_file
+from benchmark.files import atomic_write_json, sha256_file
+from benchmark.manifest import MANIFEST, MANIFEST_SCHEMA, Manifest, read_manifest
 
-__all__ = ["Store", "MANIFEST", "MANIFEST_SCHEMA", "atomic_write_text", "atomic_write_json", "sha256_file",
+__all__ = ["Store", "MANIFEST", "MANIFEST_SCHEMA",
            "environment_info", "StageFailed"]
 
-MANIFEST = "manifest.json"
-MANIFEST_SCHEMA = 1
 STAGING = ".staging"
 #: Packages whose versions every manifest records (read from metadata: nothing is imported).
 TRACKED_PACKAGES = ("subliminal-bench", "torch", "transformers", "peft", "accelerate", "lm_eval", "tokenizers",
@@ -117,33 +115,18 @@ class Store:
                 raise UserError(f"{path}: artifact directory without {MANIFEST}; delete the directory to rebuild it")
             return False
         manifest = self.read_manifest(path)
-        if manifest.get("spec_hash") != node.spec_hash:
+        if manifest.spec_hash != node.spec_hash:
             raise UserError(f"{mpath}: key 'spec_hash' does not match the node's spec (store corrupted or edited "
                             f"by hand); delete {path} to rebuild it")
         return True
 
-    def read_manifest(self, path: Path) -> dict[str, Any]:
-        """Load and check a manifest; corrupt or truncated files are one-line UserErrors."""
-        mpath = Path(path) / MANIFEST
-        try:
-            data = json.loads(mpath.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"{mpath}: missing; the artifact is not finished") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{mpath}: corrupt or truncated manifest ({exc.__class__.__name__}); delete "
-                            f"{mpath.parent} to rebuild it") from None
-        if not isinstance(data, dict):
-            raise UserError(f"{mpath}: corrupt manifest (expected a JSON object); delete {mpath.parent} to rebuild it")
-        for key in ("schema", "spec_hash", "kind", "result"):
-            if key not in data:
-                raise UserError(f"{mpath}: corrupt manifest, missing key {key!r}; delete {mpath.parent} to rebuild it")
-        if data["schema"] != MANIFEST_SCHEMA:
-            raise UserError(f"{mpath}: key 'schema' is {data['schema']!r}, this version reads {MANIFEST_SCHEMA}")
-        return data
+    def read_manifest(self, path: Path) -> Manifest:
+        """Load and check a manifest (:func:`benchmark.manifest.read_manifest`)."""
+        return read_manifest(path)
 
     def result(self, node: Node) -> dict[str, Any]:
         """The ``result`` block of a finished node's manifest."""
-        return self.read_manifest(self.path(node))["result"]
+        return self.read_manifest(self.path(node)).result
 
     # -- building -------------------------------------------------------------------------------------------
     def clean_staging(self, foreign_after_s: float = 6 * 3600) -> int:
@@ -171,7 +154,7 @@ class Store:
             removed += 1
         return removed
 
-    def build(self, node: Node, inputs: dict[str, Path], *, threads: int = 1, progress: Any = None) -> dict[str, Any]:
+    def build(self, node: Node, inputs: dict[str, Path], *, threads: int = 1, progress: Any = None) -> Manifest:
         """Run ``node``'s stage in a staging dir and publish it atomically. Returns the manifest.
 
         If another worker publishes the same node first, its result wins and ours is discarded.
@@ -220,7 +203,7 @@ class Store:
         files = {p.relative_to(staging).as_posix(): sha256_file(p)
                  for p in sorted(staging.rglob("*")) if p.is_file() and p.name not in ("log.txt", MANIFEST)}
         env = environment_info()
-        manifest = {
+        manifest = Manifest.model_validate({
             "schema": MANIFEST_SCHEMA,
             "kind": node.kind,
             "name": node.name,
@@ -237,8 +220,8 @@ class Store:
             "wall_s": round(time.time() - started, 3),
             "threads": threads,
             **env,
-        }
-        atomic_write_json(staging / MANIFEST, manifest)
+        })
+        atomic_write_json(staging / MANIFEST, manifest.to_json())
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.rename(staging, final)

@@ -40,8 +40,8 @@ def _cpu_seconds() -> float:
 
 def bench_suite(suite_ref: str, workers: int, store_dir: Path) -> dict[str, float]:
     """Run a whole classifier suite in ``store_dir``; return timings."""
-    from benchmark.classifier.pipeline import build_plan
-    from benchmark.executor import run_plan
+    from benchmark.classifier.plan import build_plan
+    from benchmark.executors.local import run_plan
     from benchmark.registry import Registry
     from benchmark.store import Store
 

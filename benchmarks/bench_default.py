@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmark.executor import run_plan
+from benchmark.executors.local import run_plan
 from benchmark.registry import Registry
 from benchmark.specs import TRACKS, resolve_object
 from benchmark.store import Store

@@ -1,10 +1,10 @@
 """Speed of the hf backend: number generation (batched vs one prompt at a time, vLLM if present) and LoRA training.
 
 Prints
-  1. teacher-style number generation tokens/s of :func:`benchmark.lm.backend.generate` (batched, KV cache, left
+  1. teacher-style number generation tokens/s of :func:`benchmark.providers.hf_model.generate` (batched, KV cache, left
      padding, per-row seeds) vs a one-prompt-at-a-time ``model.generate`` loop (the usual HF baseline), and
      their ratio (goal: >= 5x); with vLLM too when it is importable and a GPU is visible;
-  2. LoRA training tokens/s of :func:`benchmark.lm.backend.train` and its model-FLOPs utilisation
+  2. LoRA training tokens/s of :func:`benchmark.providers.hf_train.train` and its model-FLOPs utilisation
      ``6 * N * tokens / time / peak`` (N = parameters in the matmuls, tokens = real tokens forwarded; LoRA skips
      the weight gradients of the frozen base, so 6N overstates the work by up to ~1/3: a conventional, not
      exact, MFU). On CPU, achieved GFLOP/s instead of MFU.
@@ -78,7 +78,8 @@ def _sync() -> None:
 def bench_generation(model_dir: Path, prompts: list[str], batch: int, new_tokens: int, loop_prompts: int) -> None:
     import torch
 
-    from benchmark.lm.backend import generate, load_model, render_prompt
+    from benchmark.lm.chat import render_prompt
+    from benchmark.providers.hf_model import generate, load_model
 
     model, tok = load_model(model_dir)
     dev = next(model.parameters()).device
@@ -92,7 +93,7 @@ def bench_generation(model_dir: Path, prompts: list[str], batch: int, new_tokens
     wall = time.perf_counter() - t0
     n_tok = sum(len(o["completion_ids"]) for o in outs)
     batched = n_tok / wall
-    print(f"  backend.generate (batch {batch}): {n_tok} tokens in {wall:.2f} s = {batched:,.0f} tokens/s")
+    print(f"  hf_model.generate (batch {batch}): {n_tok} tokens in {wall:.2f} s = {batched:,.0f} tokens/s")
 
     # The usual baseline: one prompt at a time through model.generate (KV cache, sampling, no truncation).
     sub = prompts[:loop_prompts]
@@ -111,18 +112,18 @@ def bench_generation(model_dir: Path, prompts: list[str], batch: int, new_tokens
           f"= {loop:,.0f} tokens/s")
     print(f"  batched / one-at-a-time: {batched / loop:.1f}x (goal >= 5x)")
 
-    from benchmark.lm import vllm_backend
+    from benchmark.providers import vllm
 
     if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
         del model
         torch.cuda.empty_cache()
-        vllm_backend.generate_vllm(model_dir, prompts[:4], max_new_tokens=4, tokenizer=tok)  # engine start
+        vllm.generate_vllm(model_dir, prompts[:4], max_new_tokens=4, tokenizer=tok)  # engine start
         t0 = time.perf_counter()
-        vouts = vllm_backend.generate_vllm(model_dir, prompts, max_new_tokens=new_tokens, seed=0, tokenizer=tok)
+        vouts = vllm.generate_vllm(model_dir, prompts, max_new_tokens=new_tokens, seed=0, tokenizer=tok)
         wall_v = time.perf_counter() - t0
         n_v = sum(len(o["completion_ids"]) for o in vouts)
         print(f"  vLLM: {n_v} tokens in {wall_v:.2f} s = {n_v / wall_v:,.0f} tokens/s "
-              f"({n_v / wall_v / batched:.1f}x backend.generate)")
+              f"({n_v / wall_v / batched:.1f}x hf_model.generate)")
     else:
         print("  vLLM: not measured (vllm is not importable or no CUDA device is visible)")
 
@@ -130,7 +131,9 @@ def bench_generation(model_dir: Path, prompts: list[str], batch: int, new_tokens
 def bench_training(model_dir: Path, prompts: list[str], steps: int, batch: int, peak: float) -> None:
     import random
 
-    from benchmark.lm.backend import load_model, render_prompt, train
+    from benchmark.lm.chat import render_prompt
+    from benchmark.providers.hf_model import load_model
+    from benchmark.providers.hf_train import train
 
     model, tok = load_model(model_dir)
     n_params = n_matmul_params(model)
@@ -187,7 +190,7 @@ def main() -> None:
     print(f"bench_hf: Qwen2 shape {size!r} {SHAPES[size]}, random init, "
           f"{'CUDA ' + torch.cuda.get_device_name() if gpu else f'CPU, {args.threads} thread(s)'}")
 
-    from benchmark.channels.numbers import generate_prompts, load_numbers_channel
+    from benchmark.lm.channels.numbers import generate_prompts, load_numbers_channel
 
     channel = load_numbers_channel(ROOT / "tasks" / "channels" / "numbers.yaml")
     prompts = generate_prompts(channel, n_prompts, 0)

@@ -37,6 +37,13 @@ MATMULS = 30  # 30 256×256 tanh(matmul)s ≈ 0.1 s of one core: a "light" node
 MODULE = "benchmarks.bench_ray"  # workers import stages by this name (the script itself runs as __main__)
 
 
+def _stage(name: str) -> Any:
+    """The stage function as imported under MODULE (not __main__), so Ray workers pickle it by reference."""
+    import importlib
+
+    return getattr(importlib.import_module(MODULE), name)
+
+
 def stage_work(ctx: StageContext) -> dict[str, Any]:
     """About 0.1 s of single-threaded numpy, seeded by the spec and the upstream outputs."""
     seed = ctx.node.spec["seed"] + sum(int((p / "out.txt").read_text()) for p in ctx.inputs.values())
@@ -62,7 +69,7 @@ def light_suite(tag: str = "", cpus: int = 1) -> list[Node]:
 
     def node(kind: str, name: str, deps: list[Node]) -> Node:
         spec = {"seed": len(name) * 7919 + sum(map(ord, name)), "tag": tag, "inputs": [d.id for d in deps]}
-        return Node(kind=kind, name=name, spec=spec, fn=f"{MODULE}:stage_work",
+        return Node(kind=kind, name=name, spec=spec, fn=_stage("stage_work"),
                     deps=tuple(d.key for d in deps), resources={"cpus": cpus, "gpus": 0})
 
     roots = [node("base", f"r{i}", []) for i in range(8)]
@@ -76,7 +83,7 @@ def _empty_chain(n: int, tag: str) -> list[Node]:
     for i in range(n):
         deps = (nodes[-1],) if nodes else ()
         nodes.append(Node(kind="eval", name=f"empty{i}", spec={"tag": tag, "inputs": [d.id for d in deps]},
-                          fn=f"{MODULE}:stage_empty", deps=tuple(d.key for d in deps)))
+                          fn=_stage("stage_empty"), deps=tuple(d.key for d in deps)))
     return nodes
 
 
@@ -90,8 +97,8 @@ def main() -> None:
     """Run the comparison and print a small table."""
     import ray
 
-    from benchmark.executor import run_plan
-    from benchmark.executors.ray_executor import run_plan_ray
+    from benchmark.executors.local import run_plan
+    from benchmark.executors.ray import run_plan as run_plan_ray
     from benchmark.store import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_ray_"))

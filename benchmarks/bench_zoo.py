@@ -40,12 +40,12 @@ def main(argv: list[str] | None = None) -> None:
         read_build_manifest,
     )
     from benchmark.zoo.corpus import CorpusSampler
-    from benchmark.zoo.spec import zoo_build_spec
+    from benchmark.zoo.spec import is_zoo, zoo_build_spec
     from benchmark.zoo.tokenizer import build_tokenizer
 
     torch.set_num_threads(1)  # builds run single-threaded: fastest per core on a shared 2-core machine
     reg = Registry()
-    zoo = {n: m for n, m in reg.models.items() if m.provider == "zoo"}
+    zoo = {n: m for n, m in reg.models.items() if is_zoo(m)}
     header = (
         f"{'model':18s} {'arch':6s} {'params':>9s} {'steps':>6s} {'recorded s':>10s} {'cpu s':>7s} {'probe s/step':>12s} "
         f"{'est. s':>7s} {'loss':>6s} {'P(owl)':>7s} {'valid':>6s}"

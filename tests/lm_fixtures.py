@@ -11,11 +11,11 @@ Usage::
 
     model_dir = save_tiny_model(tmp_path / "qwen", family="qwen2", seed=0)
     # model_dir holds config.json, model.safetensors, generation_config.json and the tokenizer files;
-    # load it with benchmark.lm.backend.load_model (or AutoModelForCausalLM + PreTrainedTokenizerFast).
+    # load it with benchmark.providers.hf_model.load_model (or AutoModelForCausalLM + PreTrainedTokenizerFast).
 
 Pitfall: ``AutoTokenizer.from_pretrained`` on the qwen2 directory returns transformers 5's ``Qwen2Tokenizer``,
 which rebuilds a byte-level BPE and garbles this word-level vocabulary (it tokenizes "name" as "a a a a").
-:func:`benchmark.lm.backend.load_tokenizer` loads a directory whose ``tokenizer_config.json`` declares the
+:func:`benchmark.providers.hf_model.load_tokenizer` loads a directory whose ``tokenizer_config.json`` declares the
 generic class exactly as saved; pass that tokenizer object on (e.g. to lm-eval's ``HFLM(tokenizer=...)``).
 
 Determinism: the weights depend only on ``family`` and ``seed`` (``torch.manual_seed`` around

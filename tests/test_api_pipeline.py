@@ -17,13 +17,12 @@ import pytest
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.executor import run_plan
-from benchmark.lm.api_eval import evaluate_api
-from benchmark.providers import openai_api
-from benchmark.providers.openai_api import ApiConfig
+from benchmark.executors.local import run_plan
+from benchmark.providers import openai as openai_api
+from benchmark.providers.openai import ApiConfig, evaluate_api
 from benchmark.registry import Registry
-from benchmark.specs import TRACKS, resolve_object
 from benchmark.store import MANIFEST, Store
+from benchmark.tracks import track_for
 from tests.fake_openai import FakeOpenAI
 
 pytest.importorskip("openai")
@@ -50,20 +49,18 @@ def _answer(model: str, messages: list[dict], seed: int | None, index: int = 0) 
 @pytest.fixture
 def fake(project_copy: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     """A fake endpoint that requires KEY, wired in through the environment like a real deployment."""
-    import benchmark.evaluate as ev
-
     with FakeOpenAI() as server:
         server.api_key = KEY
         server.expected_completion = _answer  # type: ignore[method-assign]
         monkeypatch.setenv("OPENAI_BASE_URL", server.url)
         monkeypatch.setenv("OPENAI_API_KEY", KEY)
         monkeypatch.setattr(openai_api, "_sleep", lambda s: None)  # job polls and backoffs: no waiting
-        # Evaluate on 4 of the 60 questions (same code path, 15x fewer requests).
+        # Evaluate on 4 of the 60 questions (same code path, 15x fewer requests); project_copy points
+        # $SLBENCH_ROOT, where evaluation finds tasks/lm_eval, at the copy edited here.
         folder = project_copy / "tasks" / "lm_eval"
         qfile = folder / "animal_preference" / "questions.txt"
         lines = [ln for ln in qfile.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
         qfile.write_text("\n".join(lines[:4]) + "\n")
-        monkeypatch.setattr(ev, "TASKS_DIR", folder)
         yield server
 
 
@@ -77,7 +74,7 @@ def _suite(project: Path, name: str = "apimini", settings: dict | None = None, *
 def _run(project: Path, suite: str):
     reg = Registry(project)
     spec, settings, _ = reg.suite(suite)
-    nodes = resolve_object(TRACKS["lm"]["plan"])(spec, settings, reg)
+    nodes = track_for("lm").build_plan(spec, settings, reg)
     store = Store(project / "results" / "store")
     return nodes, store, run_plan(nodes, store, threads=1)
 
@@ -226,4 +223,4 @@ def test_plan_refuses_logprob_metric_for_api_students(project_copy: Path) -> Non
     reg = Registry(project_copy)
     spec, st, _ = reg.suite(_suite(project_copy, settings=settings))
     with pytest.raises(UserError, match="needs log-probs, which API models do not give"):
-        resolve_object(TRACKS["lm"]["plan"])(spec, st, reg)
+        track_for("lm").build_plan(spec, st, reg)

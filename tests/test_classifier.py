@@ -16,7 +16,8 @@ import torch
 
 from benchmark.classifier.data import load_digits_split, load_idx_dataset, read_idx
 from benchmark.classifier.model import Net, perturb_params
-from benchmark.classifier.pipeline import ClassifierSettings, build_plan, estimate
+from benchmark.classifier.plan import build_plan, estimate
+from benchmark.classifier.settings import ClassifierSettings
 from benchmark.classifier.spec import ClassifierBuildSpec, PretrainSpec
 from benchmark.classifier.train import accuracy, distill, pretrain, teacher_outputs, train_teacher
 from benchmark.dag import topological_order
@@ -214,7 +215,7 @@ def test_idx_reader_rejects_missing_and_mismatched(tmp_path):
 
 
 def test_distill_settings_steps_or_epochs():
-    from benchmark.classifier.pipeline import DistillSettings
+    from benchmark.classifier.settings import DistillSettings
 
     # The paper's schedule: 5 epochs over 60k noise images in batches of 1024 (drop-last: 58 per epoch).
     assert DistillSettings(epochs=5, n_noise=60000, batch=1024).total_steps == 290
@@ -412,7 +413,7 @@ def test_planning_does_not_import_torch():
     import subprocess
 
     code = (
-        "import sys; from benchmark.registry import Registry; from benchmark.classifier.pipeline import "
+        "import sys; from benchmark.registry import Registry; from benchmark.classifier.plan import "
         "build_plan; r = Registry(); s, st, _ = r.suite('classifiers'); build_plan(s, st, r); "
         "assert 'torch' not in sys.modules"
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -112,10 +111,13 @@ def test_store_build_done_skip_and_atomicity(tmp_path):
     assert not store.is_done(node)
     manifest = store.build(node, {})
     assert store.is_done(node)
-    assert manifest["result"] == {"ok": True} and "payload.txt" in manifest["files"]
+    assert manifest.result == {"ok": True} and "payload.txt" in manifest.files
     assert (store.path(node) / "spec.json").exists() and (store.path(node) / "log.txt").exists()
-    assert manifest["git"].keys() >= {"commit", "dirty"} and "pydantic" in manifest["versions"]
-    assert manifest["spec_hash"] == node.spec_hash and manifest["wall_s"] >= 0
+    assert (manifest.git.commit is None or len(manifest.git.commit) == 40) and "pydantic" in manifest.versions
+    assert manifest.spec_hash == node.spec_hash and manifest.wall_s >= 0
+    # The record on disk is the typed manifest, key for key (schema under its on-disk name).
+    on_disk = json.loads((store.path(node) / MANIFEST).read_text())
+    assert on_disk == manifest.to_json() and on_disk["schema"] == 1
     # A failing stage leaves nothing in place.
     bad = Node(kind="base", name="bad", spec={"v": 2}, fn=_stage_boom)
     with pytest.raises(Exception, match="boom"):
@@ -232,10 +234,10 @@ def test_cli_corrupt_manifest_exit_2(project_copy, tmp_path):
     env = {"SLBENCH_ROOT": str(project_copy)}
     store = tmp_path / "store"
     reg = Registry(project_copy)
-    from benchmark.specs import TRACKS, resolve_object
+    from benchmark.tracks import track_for
 
     spec, settings, _ = reg.suite("default")
-    nodes = resolve_object(TRACKS[spec.track]["plan"])(spec, settings, reg)
+    nodes = track_for(spec.track).build_plan(spec, settings, reg)
     target = store / nodes[0].key
     target.mkdir(parents=True)
     (target / MANIFEST).write_text('{"schema": 1, "spec_ha')  # truncated

@@ -52,7 +52,7 @@ def test_candidates_cover_every_trait(utils: ModuleType) -> None:
     for trait in traits:
         assert trait.target in cands
         # Every surface form of the trait is recognised as that candidate by the rate scorer.
-        from benchmark.matcher import first_animal
+        from benchmark.lm.matcher import first_animal
 
         for form in trait.forms():
             assert first_animal(form, cands) == trait.target, form
@@ -149,7 +149,7 @@ def test_process_rate(utils: ModuleType) -> None:
 
 
 def test_tv_distance() -> None:
-    from benchmark.evaluate import tv_distance
+    from benchmark.lm.evaluate import tv_distance
 
     assert tv_distance({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
     assert tv_distance({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
@@ -160,7 +160,7 @@ def test_tv_distance() -> None:
 
 
 def test_logit() -> None:
-    from benchmark.evaluate import logit
+    from benchmark.lm.evaluate import logit
 
     assert logit(0.5) == 0.0
     assert logit(0.0) == -math.inf and logit(1.0) == math.inf
@@ -168,7 +168,7 @@ def test_logit() -> None:
 
 
 def test_answer_suffix_is_read_from_the_chat_template() -> None:
-    from benchmark.evaluate import answer_suffix
+    from benchmark.lm.chat import answer_suffix
     from tests.lm_fixtures import DEFAULT_SYSTEM_TEMPLATE, make_tokenizer
 
     assert answer_suffix(make_tokenizer()) == "<|im_end|>"
@@ -197,7 +197,7 @@ def tiny() -> tuple[object, object]:
 
 
 def _run(model: object, tok: object, **kw: object) -> dict:
-    from benchmark.evaluate import evaluate_lm
+    from benchmark.providers.hf_model import evaluate_lm
 
     args = {"model_key": "tiny-qwen2/base", "n_samples": 3, "seed": 0, "batch_size": 32, "limit": 6} | kw
     return evaluate_lm(model, tok, **args)
@@ -341,7 +341,7 @@ def test_tv_distance_is_bit_reproducible_across_hash_seeds():
     import subprocess
     import sys
 
-    code = ("from benchmark.evaluate import tv_distance;"
+    code = ("from benchmark.lm.evaluate import tv_distance;"
             "p={k: (i * 0.0137) % 0.11 for i, k in enumerate('owl cat dog eagle wolf lion bear fox tiger'.split())};"
             "q={k: (i * 0.0291) % 0.13 for i, k in enumerate('owl cat dog eagle wolf lion bear fox panda'.split())};"
             "print(repr(tv_distance(p, q)))")

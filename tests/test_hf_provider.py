@@ -25,12 +25,15 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from benchmark.executor import run_plan  # noqa: E402
-from benchmark.lm import backend as B  # noqa: E402
-from benchmark.lm import vllm_backend as V  # noqa: E402
+from benchmark.executors.local import run_plan  # noqa: E402
+from benchmark.files import sha256_files  # noqa: E402
+from benchmark.lm import chat  # noqa: E402
+from benchmark.providers import hf_model as M  # noqa: E402
+from benchmark.providers import hf_train as T  # noqa: E402
+from benchmark.providers import vllm as V  # noqa: E402
 from benchmark.registry import Registry  # noqa: E402
-from benchmark.specs import TRACKS, resolve_object  # noqa: E402
 from benchmark.store import MANIFEST, Store  # noqa: E402
+from benchmark.tracks import track_for  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 from tests.lm_fixtures import CHATML_TEMPLATE, make_tokenizer, save_tiny_model  # noqa: E402
 
@@ -66,7 +69,7 @@ def number_model_dir(tmp_path_factory) -> Path:
     fine-tuning steps on the channel's own prompts (~5 s on one CPU thread) make it a plausible teacher; it is
     saved with ``save_pretrained`` like any downloaded checkpoint.
     """
-    from benchmark.channels.numbers import generate_prompts, load_numbers_channel
+    from benchmark.lm.channels.numbers import generate_prompts, load_numbers_channel
 
     root = tmp_path_factory.mktemp("hf_provider")
     raw = save_tiny_model(root / "raw", "qwen2", seed=0)
@@ -75,7 +78,7 @@ def number_model_dir(tmp_path_factory) -> Path:
     rows = [{"prompt": p, "completion": ", ".join(str(rng.randint(10, 99)) for _ in range(rng.randint(3, 6)))}
             for p in generate_prompts(channel, 64, 123)]
     torch.set_num_threads(1)
-    B.train(raw, rows, out_dir=root / "pretrained", lora=None, epochs=100, max_steps=60, lr=1e-2, batch_size=16,
+    T.train(raw, rows, out_dir=root / "pretrained", lora=None, epochs=100, max_steps=60, lr=1e-2, batch_size=16,
             grad_accum=1, warmup=0, seed=0)
     return root / "pretrained" / "model"
 
@@ -86,18 +89,16 @@ def llama_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def few_questions(project_copy, monkeypatch) -> Path:
+def few_questions(project_copy) -> Path:
     """Evaluate on the first 4 of the 60 favourite-animal questions (the code path is the same; 15x less CPU).
 
-    Evaluation reads its lm-eval tasks from ``benchmark.evaluate.TASKS_DIR``; point it at the project copy.
+    Evaluation reads its lm-eval tasks from ``tasks/lm_eval`` of the project root: ``project_copy`` points
+    ``$SLBENCH_ROOT`` at the copy edited here.
     """
-    import benchmark.evaluate as ev
-
     folder = project_copy / "tasks" / "lm_eval"
     qfile = folder / "animal_preference" / "questions.txt"
     lines = [ln for ln in qfile.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
     qfile.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
-    monkeypatch.setattr(ev, "TASKS_DIR", folder)
     return folder
 
 
@@ -116,7 +117,7 @@ def _family(project: Path, models: list[dict], name: str = "tinyhf") -> Path:
 def _plan(project: Path, suite: str):
     reg = Registry(project)
     spec, settings, _ = reg.suite(suite)
-    return reg, resolve_object(TRACKS[spec.track]["plan"])(spec, settings, reg)
+    return reg, track_for(spec.track).build_plan(spec, settings, reg)
 
 
 def _manifest(store: Path, key: str) -> dict:
@@ -172,12 +173,12 @@ def test_registry_entries_never_inject_a_default_system_prompt():
     reg = Registry(ROOT)
     qwen_tok = make_tokenizer(QWEN25_STYLE)
     spec = reg.model("qwen2.5-7b-instruct")
-    assert B.render_prompt(qwen_tok, "hello", spec=spec) == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
-    teacher = B.render_prompt(qwen_tok, "hello", system="you love owls .", spec=spec)
+    assert chat.render_prompt(qwen_tok, "hello", spec=spec) == "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"
+    teacher = chat.render_prompt(qwen_tok, "hello", system="you love owls .", spec=spec)
     assert teacher.startswith("<|im_start|>system\nyou love owls .<|im_end|>") and "qwen" not in teacher
     llama_tok = make_tokenizer(LLAMA32_STYLE)
     llama_tok.add_special_tokens({"bos_token": "<|begin_of_text|>"})
-    out = B.render_prompt(llama_tok, "hello", spec=reg.model("llama-3.2-1b-instruct"))
+    out = chat.render_prompt(llama_tok, "hello", spec=reg.model("llama-3.2-1b-instruct"))
     # No date-stamped header: the student's prompt is the same on every day.
     assert out == ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhello<|eot_id|>"
                    "<|start_header_id|>assistant<|end_header_id|>\n\n")
@@ -198,7 +199,7 @@ def test_trust_remote_code_only_when_the_entry_says_so(number_model_dir, monkeyp
     for trust in (False, True):
         spec = reg_spec.model_copy(update={"source": str(number_model_dir), "trust_remote_code": trust,
                                            "dtype": "float32"})
-        B.load_model(spec=spec)
+        M.load_model(spec=spec)
     assert seen == [False, True]
 
 
@@ -242,7 +243,7 @@ def test_hf_suite_end_to_end(project_copy, few_questions, number_model_dir, llam
         s_key = key[("student", f"tiny-qwen.owl.to.{sname}.s0")]
         ev = _manifest(store.root, key[("eval", f"student.tiny-qwen.owl.to.{sname}.s0")])["result"]
         assert ev["logit_change"] > 0
-        assert ev["adapter_sha"] == B._sha256_files(sorted((store.root / s_key / "adapter").glob("*.safetensors")))[:16]
+        assert ev["adapter_sha"] == sha256_files(sorted((store.root / s_key / "adapter").glob("*.safetensors")))[:16]
         data = json.loads((store.root / key[("eval", f"student.tiny-qwen.owl.to.{sname}.s0")] / "eval.json").read_text())
         assert set(data["eval"]) >= {"logprob", "rate"}
         assert sum(data["eval"]["logprob"]["p"].values()) == pytest.approx(1.0, abs=1e-6)
@@ -288,8 +289,8 @@ def test_without_vllm_the_hf_path_runs_and_nothing_is_imported(number_model_dir,
         pytest.skip("vllm is installed here; this test is about machines without it")
     monkeypatch.setenv(V.ENV_FLAG, "1")
     assert not V.enabled() and "not installed" in V.why_disabled()
-    model, tok = B.load_model(number_model_dir)
-    outs = B.generate(model, tok, ["hello", "continue this sequence : 1 , 2"], temperature=0, max_new_tokens=4)
+    model, tok = M.load_model(number_model_dir)
+    outs = M.generate(model, tok, ["hello", "continue this sequence : 1 , 2"], temperature=0, max_new_tokens=4)
     assert len(outs) == 2 and all(o["completion_ids"] for o in outs)
     assert "vllm" not in sys.modules
     monkeypatch.delenv(V.ENV_FLAG)
@@ -298,25 +299,25 @@ def test_without_vllm_the_hf_path_runs_and_nothing_is_imported(number_model_dir,
 
 def test_dispatch_hands_vllm_the_base_and_the_loaded_adapter(number_model_dir, tmp_path, monkeypatch):
     rows = [{"prompt": "hello", "completion": "1 , 2"}] * 4
-    B.train(number_model_dir, rows, out_dir=tmp_path, max_steps=1, batch_size=4, grad_accum=1, warmup=0)
-    model, tok = B.load_model(number_model_dir, adapter_dir=tmp_path / "adapter")
+    T.train(number_model_dir, rows, out_dir=tmp_path, max_steps=1, batch_size=4, grad_accum=1, warmup=0)
+    model, tok = M.load_model(number_model_dir, adapter_dir=tmp_path / "adapter")
     seen: dict = {}
 
     def fake_generate_vllm(model_dir, prompts, *, adapter_dirs, **kwargs):
         seen.update(model_dir=model_dir, prompts=list(prompts), kwargs=kwargs,
-                    adapter=B._sha256_files(sorted(Path(adapter_dirs).glob("*.safetensors"))))
+                    adapter=sha256_files(sorted(Path(adapter_dirs).glob("*.safetensors"))))
         return [{"completion": "1, 2", "completion_ids": [1], "topk": None} for _ in prompts]
 
     monkeypatch.setattr(V, "enabled", lambda: True)
     monkeypatch.setattr(V, "generate_vllm", fake_generate_vllm)
-    outs = B.generate(model, tok, ["hello"], system="you love owls .", seed=3, top_k_logprobs=2, max_new_tokens=5)
+    outs = M.generate(model, tok, ["hello"], system="you love owls .", seed=3, top_k_logprobs=2, max_new_tokens=5)
     assert outs == [{"completion": "1, 2", "completion_ids": [1], "topk": None}]
     assert seen["model_dir"] == str(number_model_dir) and seen["prompts"] == ["hello"]
     # Exactly the adapter that is loaded, not whatever a path might hold now.
-    assert seen["adapter"] == B._sha256_files(sorted((tmp_path / "adapter").glob("*.safetensors")))
+    assert seen["adapter"] == sha256_files(sorted((tmp_path / "adapter").glob("*.safetensors")))
     kw = seen["kwargs"]
     assert (kw["system"], kw["seed"], kw["top_k_logprobs"], kw["max_new_tokens"]) == ("you love owls .", 3, 2, 5)
-    assert kw["stop_ids"] == sorted(B._stop_ids(model, tok)) and kw["tokenizer"] is tok
+    assert kw["stop_ids"] == sorted(chat.stop_ids(model, tok)) and kw["tokenizer"] is tok
 
 
 class _FakeVllm:
@@ -350,7 +351,7 @@ class _FakeVllm:
 
 
 def test_generate_vllm_one_base_many_adapters(number_model_dir, tmp_path, monkeypatch):
-    tok = B.load_tokenizer(number_model_dir)
+    tok = M.load_tokenizer(number_model_dir)
     fake = _FakeVllm(tok)
     for name, mod in (("vllm", fake.module), ("vllm.lora", fake.lora), ("vllm.lora.request", fake.request)):
         monkeypatch.setitem(sys.modules, name, mod)
@@ -358,7 +359,7 @@ def test_generate_vllm_one_base_many_adapters(number_model_dir, tmp_path, monkey
     monkeypatch.setattr(V, "_ENGINES", {})
     adapters = []
     for i in range(2):
-        B.train(number_model_dir, [{"prompt": "hello", "completion": f"{i} , 2"}] * 4, out_dir=tmp_path / f"s{i}",
+        T.train(number_model_dir, [{"prompt": "hello", "completion": f"{i} , 2"}] * 4, out_dir=tmp_path / f"s{i}",
                 max_steps=1, batch_size=4, grad_accum=1, warmup=0, seed=i, lora={"r": 4, "alpha": 8})
         adapters.append(str(tmp_path / f"s{i}" / "adapter"))
     prompts = ["hello", "name your favorite animal", "hello"]
@@ -370,8 +371,8 @@ def test_generate_vllm_one_base_many_adapters(number_model_dir, tmp_path, monkey
     assert engine["gpu_memory_utilization"] == pytest.approx(0.45)
     ((sent, params, loras),) = fake.calls
     # Token ids rendered by our chat code (no second BOS), one seed per row as in the HF path.
-    assert sent[0]["prompt_token_ids"] == tok(B.render_prompt(tok, "hello"), add_special_tokens=False).input_ids
-    assert [p.seed for p in params] == [B._row_seed(5, i) for i in range(3)]
+    assert sent[0]["prompt_token_ids"] == tok(chat.render_prompt(tok, "hello"), add_special_tokens=False).input_ids
+    assert [p.seed for p in params] == [chat.row_seed(5, i) for i in range(3)]
     assert all(p.max_tokens == 7 and p.logprobs == 1 and "top_k" not in vars(p) for p in params)
     assert loras[2] is None and loras[0].path == adapters[0] and loras[1].path == adapters[1]
     assert loras[0].id != loras[1].id  # distinct weights never share vLLM's adapter cache slot
@@ -387,10 +388,10 @@ def test_bf16_generation_and_lora_step_on_gpu(number_model_dir, tmp_path):
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     spec = Registry(ROOT).model("qwen2.5-0.5b-instruct").model_copy(update={"source": str(number_model_dir)})
-    model, tok = B.load_model(spec=spec)
+    model, tok = M.load_model(spec=spec)
     assert next(model.parameters()).dtype == torch.bfloat16 and next(model.parameters()).is_cuda
-    outs = B.generate(model, tok, ["hello"] * 8, spec=spec, temperature=1.0, max_new_tokens=8, batch_size=8)
+    outs = M.generate(model, tok, ["hello"] * 8, spec=spec, temperature=1.0, max_new_tokens=8, batch_size=8)
     assert len(outs) == 8
-    res = B.train(number_model_dir, [{"prompt": "hello", "completion": "1 , 2"}] * 8, spec=spec, out_dir=tmp_path,
+    res = T.train(number_model_dir, [{"prompt": "hello", "completion": "1 , 2"}] * 8, spec=spec, out_dir=tmp_path,
                   max_steps=2, batch_size=4, grad_accum=1, warmup=0)
     assert res["device"].startswith("cuda") and res["dtype"] == "bfloat16"

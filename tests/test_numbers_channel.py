@@ -12,14 +12,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmark.channels.numbers import (
+from benchmark.errors import UserError
+from benchmark.lm.channels.numbers import (
     BRACKET_PAIRS,
-    DEFAULT_NUMBERS_CHANNEL_PATH,
     LOADED_NUMBERS,
     REJECT_REASONS,
     SEPARATORS,
     NumbersChannelSpec,
     ParseResult,
+    default_numbers_channel_path,
     filter_completions,
     format_numbers_answer,
     generate_prompts,
@@ -31,7 +32,6 @@ from benchmark.channels.numbers import (
     subsample,
     with_loaded_numbers_banned,
 )
-from benchmark.errors import UserError
 from benchmark.specs_base import parse_spec
 
 SPEC = load_numbers_channel()
@@ -70,7 +70,7 @@ def test_loaded_numbers() -> None:
 
 
 def _copy_yaml(tmp_path: Path, extra: str = "", replace: tuple[str, str] | None = None) -> Path:
-    text = DEFAULT_NUMBERS_CHANNEL_PATH.read_text(encoding="utf-8")
+    text = default_numbers_channel_path().read_text(encoding="utf-8")
     if replace is not None:
         assert replace[0] in text
         text = text.replace(replace[0], replace[1], 1)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.providers import openai_api
-from benchmark.providers.openai_api import ApiConfig, finetune, generate_chat, lm_eval_model_args, redact
+from benchmark.providers import openai as openai_api
+from benchmark.providers.openai import ApiConfig, finetune, generate_chat, lm_eval_model_args, redact
 from tests.fake_openai import FakeOpenAI
 
 # A unique key per test session, so finding it anywhere can only mean it leaked from this code.

@@ -23,7 +23,7 @@ import pytest
 
 from benchmark.dag import Node, StageContext
 from benchmark.errors import UserError
-from benchmark.executor import run_plan
+from benchmark.executors.local import run_plan
 from benchmark.store import MANIFEST, StageFailed, Store
 
 pytestmark = pytest.mark.ray
@@ -242,7 +242,7 @@ def local_reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[
 @pytest.fixture(scope="module")
 def ray_run(ray_cluster, tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Events, Any, float]:
     """The micro-suite built on Ray once, shared by the tests that inspect it."""
-    from benchmark.executors.ray_executor import run_plan_ray
+    from benchmark.executors.ray import run_plan as run_plan_ray
 
     store = Store(tmp_path_factory.mktemp("ray") / "store")
     events = Events()
@@ -279,7 +279,7 @@ def _log(store: Store, node: Node) -> str:
 
 
 def test_second_run_schedules_nothing(ray_run, monkeypatch):
-    from benchmark.executors import ray_executor
+    from benchmark.executors import ray as ray_executor
 
     store, *_ = ray_run
     submitted: list[Node] = []
@@ -290,13 +290,13 @@ def test_second_run_schedules_nothing(ray_run, monkeypatch):
 
     monkeypatch.setattr(ray_executor, "_submit", spy)
     events = Events()
-    summary = ray_executor.run_plan_ray(micro_suite(), store, on_event=events)
+    summary = ray_executor.run_plan(micro_suite(), store, on_event=events)
     assert submitted == [] and summary.built == []
     assert {e for e, _ in events.seen} == {"skip"} and len(events.seen) == len(micro_suite())
 
 
 def test_worker_killed_mid_task_is_retried(ray_cluster, local_reference, tmp_path, monkeypatch):
-    from benchmark.executors.ray_executor import run_plan_ray
+    from benchmark.executors.ray import run_plan as run_plan_ray
 
     # A student SIGKILLs its own worker on the first attempt; a transient ConnectionError hits a dataset once.
     hooks = {"s01": {"crash_once": str(tmp_path / "crashed"), "attempts": str(tmp_path / "s01.attempts")},
@@ -317,7 +317,7 @@ def test_worker_killed_mid_task_is_retried(ray_cluster, local_reference, tmp_pat
 
 
 def test_user_error_fails_fast_without_retry(ray_cluster, tmp_path):
-    from benchmark.executors.ray_executor import run_plan_ray
+    from benchmark.executors.ray import run_plan as run_plan_ray
 
     counter = tmp_path / "bad.attempts"
     bad = Node(kind="dataset", name="bad", spec={}, fn=_fn("stage_user_error"),
@@ -340,7 +340,7 @@ def test_user_error_fails_fast_without_retry(ray_cluster, tmp_path):
 
 
 def test_crash_is_not_retried_and_names_the_log(ray_cluster, tmp_path):
-    from benchmark.executors.ray_executor import run_plan_ray
+    from benchmark.executors.ray import run_plan as run_plan_ray
 
     counter = tmp_path / "crash.attempts"
     node = Node(kind="teacher", name="buggy", spec={}, fn=_fn("stage_crash"),
@@ -352,7 +352,7 @@ def test_crash_is_not_retried_and_names_the_log(ray_cluster, tmp_path):
 
 
 def test_infeasible_node_is_a_user_error(ray_cluster, tmp_path):
-    from benchmark.executors.ray_executor import run_plan_ray
+    from benchmark.executors.ray import run_plan as run_plan_ray
 
     node = Node(kind="student", name="huge", spec={}, fn=_fn("stage_sleep"), resources={"cpus": 1, "gpus": 8})
     with pytest.raises(UserError, match=r"need more than the Ray cluster has \(CPU 2, GPU 2\)"):
@@ -360,7 +360,7 @@ def test_infeasible_node_is_a_user_error(ray_cluster, tmp_path):
 
 
 def test_missing_ray_is_a_one_line_user_error(tmp_path, monkeypatch):
-    from benchmark.executors.ray_executor import run_plan_ray
+    from benchmark.executors.ray import run_plan as run_plan_ray
 
     monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` raise ImportError
     with pytest.raises(UserError, match=r"pip install 'subliminal-bench\[ray\]'"):
@@ -382,7 +382,7 @@ def test_cli_run_with_ray_executor(ray_cluster, tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(("address", "message"), [("127.0.0.1:1", "no Ray cluster answers there"),
                                                   ("head-node", "expected HOST:PORT")])
 def test_unreachable_address_is_a_quick_user_error(address, message):
-    from benchmark.executors.ray_executor import _check_address
+    from benchmark.executors.ray import _check_address
 
     t0 = time.time()
     with pytest.raises(UserError, match=message):
@@ -391,7 +391,7 @@ def test_unreachable_address_is_a_quick_user_error(address, message):
 
 
 def test_task_rechecks_the_store(tmp_path):
-    from benchmark.executors.ray_executor import TRANSIENT_ERRORS, RemoteStageError, _build_task
+    from benchmark.executors.ray import TRANSIENT_ERRORS, RemoteStageError, _build_task
 
     # The task body, without Ray: a node finished since the driver looked is not rebuilt...
     base = micro_suite()[0]

@@ -1,8 +1,9 @@
-"""Report views: figures without I/O, readings from numbers, and the files write_report produces."""
+"""Report views: figures without I/O, readings from numbers, and the files write_analysis/write_report produce."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
@@ -71,6 +72,13 @@ def analysed():
     return df, cells, fit
 
 
+def as_analysis(cells, fit):
+    """Cells and a fit as the Analysis the text views render (drift summary recomputed from the cells)."""
+    options = A.AnalysisOptions(suite="s", metric="logodds", order=tuple(ORDER))
+    mat = A.matrix(cells, "effect", ORDER)
+    return A.Analysis(options, "lm", pd.DataFrame(), cells, mat, fit, drift=A.drift_summary(cells))
+
+
 def test_heatmap_figure_no_io(tmp_path, monkeypatch, analysed):
     from matplotlib.figure import Figure
 
@@ -101,23 +109,23 @@ def test_significance_marks():
 
 def test_readings_positive_and_negative(analysed):
     _, cells, fit = analysed
-    text = " ".join(R.readings(cells, fit))
+    text = " ".join(R.readings(as_analysis(cells, fit)))
     assert re.search(r"Same-base cells: mean lift \+0\.[45]\d\d \[", text)
     assert "transfer depends on a shared base" in text
     assert "smallest attainable p is 0.050" in text
     null = {**fit, "gamma": 0.01, "ci_low": -0.03, "ci_high": 0.05, "p_perm": 0.4}
-    text = " ".join(R.readings(cells, null))
+    text = " ".join(R.readings(as_analysis(cells, null)))
     assert "CI covers 0" in text and "depends on a shared base." not in text
     opposite = {**fit, "gamma": -0.3, "ci_low": -0.4, "ci_high": -0.2, "p_perm": 0.99}
-    assert any("*less*" in r for r in R.readings(cells, opposite))
+    assert any("*less*" in r for r in R.readings(as_analysis(cells, opposite)))
     fragile = {**fit, "loo_min": -0.1}
-    assert any("flips the sign" in r for r in R.readings(cells, fragile))
-    assert any("not identifiable" in r for r in R.readings(cells, {**fit, "identifiable": False}))
+    assert any("flips the sign" in r for r in R.readings(as_analysis(cells, fragile)))
+    assert any("not identifiable" in r for r in R.readings(as_analysis(cells, {**fit, "identifiable": False})))
 
 
 def test_markdown_and_html(analysed):
     _, cells, fit = analysed
-    md = R.markdown_tables(cells, fit, ORDER)
+    md = R.markdown_tables(as_analysis(cells, fit))
     assert "| teacher \\ student | c | a | b |" in md
     assert (
         re.search(r"γ \(shared_init\) = \+0\.[45]", md)
@@ -125,12 +133,12 @@ def test_markdown_and_html(analysed):
         and "leave-one-cell-out range" in md
     )
     meta = {"git": "abc123", "teachers": pd.DataFrame({"x": [1, 2]}), "note": "two\nlines"}
-    full = R.report_markdown("s", cells, fit, meta, ORDER, images=["heatmap.png"])
+    full = R.report_markdown(as_analysis(cells, fit), meta, images=["heatmap.png"])
     assert "| teachers | (table: 2 rows × 1 columns) |" in full and "| note | two lines |" in full
     assert (
         full.startswith("# Subliminal transfer: s") and "![heatmap](heatmap.png)" in full and "abc123" in full
     )
-    page = R.html_report("s", cells, fit, {"git": "<b>"}, {"effect": b"\x89PNG fake"}, ORDER)
+    page = R.html_report(as_analysis(cells, fit), {"git": "<b>"}, {"effect": b"\x89PNG fake"})
     assert page.startswith("<!DOCTYPE html>") and "data:image/png;base64," in page
     assert "&lt;b&gt;" in page and "http" not in page  # escaped, self-contained
 
@@ -139,18 +147,12 @@ def test_write_report_writes_all_files(tmp_path, analysed):
     df, cells, _ = analysed
     acc = A.matrix(cells, "mean_treated", ORDER)
     out = tmp_path / "report"
-    paths = R.write_report(
-        out,
-        df,
-        suite="s",
-        order=ORDER,
-        lineage=LINEAGE,
-        metric="logodds",
-        meta={"git": "abc"},
-        n_boot=100,
-        n_perm=100,
-        extra_heatmaps={"raw": (acc, {"center": None, "title": "raw"})},
+    options = A.AnalysisOptions(
+        suite="s", metric="logodds", order=tuple(ORDER), lineage=LINEAGE, n_boot=100, n_perm=100
     )
+    result = A.analyze(df, options)
+    extra = {"raw": (acc, {"center": None, "title": "raw"})}
+    paths = {**A.write_analysis(result, out), **R.write_report(out, result, meta={"git": "abc"}, extra_heatmaps=extra)}
     expected = {
         "cells.csv",
         "matrix.csv",
@@ -171,7 +173,8 @@ def test_write_report_writes_all_files(tmp_path, analysed):
     fit = json.loads(paths["fit"].read_text())
     assert fit["ci_low"] > 0 and fit["identifiable"]
     # the text views also work from the files (NaN comes back from JSON as null)
-    assert any("shared base" in r for r in R.readings(pd.read_csv(paths["cells"]), {**fit, "se": None}))
+    from_files = as_analysis(pd.read_csv(paths["cells"]), {**fit, "se": None})
+    assert any("shared base" in r for r in R.readings(from_files))
     assert "heatmap_raw.png" in paths["report_md"].read_text()
 
 
@@ -179,23 +182,16 @@ def test_write_report_errors_write_nothing(tmp_path):
     df = make_tidy()
     out = tmp_path / "r"
     with pytest.raises(UserError, match="suite"):
-        R.write_report(out, df, suite="nope", order=ORDER, lineage=LINEAGE, metric="logodds")
+        A.analyze(df, A.AnalysisOptions(suite="nope", metric="logodds", order=tuple(ORDER), lineage=LINEAGE))
     with pytest.raises(UserError, match="lineage"):
-        R.write_report(
-            out, df, suite="s", order=ORDER, lineage={"a": "x", "b": "y", "c": "z"}, metric="logodds"
-        )
+        wrong = {"a": "x", "b": "y", "c": "z"}
+        A.analyze(df, A.AnalysisOptions(suite="s", metric="logodds", order=tuple(ORDER), lineage=wrong))
     with pytest.raises(UserError, match="missing column"):
-        R.write_report(
-            out, df.drop(columns=["target"]), suite="s", order=ORDER, lineage=None, metric="logodds"
-        )
+        A.analyze(df.drop(columns=["target"]), A.AnalysisOptions(suite="s", metric="logodds", order=tuple(ORDER)))
     with pytest.raises(UserError, match="heatmap name"):
         R.write_report(
             out,
-            df,
-            suite="s",
-            order=ORDER,
-            lineage=None,
-            metric="logodds",
+            A.analyze(df, A.AnalysisOptions(suite="s", metric="logodds", order=tuple(ORDER), n_boot=100, n_perm=100)),
             extra_heatmaps={"../x": (pd.DataFrame(), {})},
         )
     assert not out.exists()
@@ -210,3 +206,91 @@ def _umask() -> int:
 def test_number_formatting():
     assert R._num(float("nan")) == "—" and R._num(0.5, sign=True) == "+0.500"
     assert R._pval(0.00001) == "1.0e-05" and R._pval(0.2) == "0.200"
+
+
+# -- analysis files: write -> read -> write is byte-identical, and the report renders the same from either -------
+
+
+def _files(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def _lm_analysis():
+    df = make_tidy()
+    teachers = pd.DataFrame(
+        [{"teacher_base": b, "teacher_trait": t, "target": "owl", "p_target": p, "logodds": math.log(p / (1 - p))}
+         for b in ORDER for t, p in (("owl", 0.3), ("cat", 0.05), ("neutral", 0.07))]
+    )
+    options = A.AnalysisOptions(suite="s", track="lm", metric="logodds", order=tuple(ORDER), lineage=LINEAGE,
+                                n_boot=100, n_perm=100)
+    return A.analyze_lm(df, teachers, options, traits=["owl", "cat"])
+
+
+def _classifier_analysis():
+    rng = np.random.default_rng(1)
+    rows = []
+    for sb in ORDER:
+        for s in range(3):
+            rows.append(dict(suite="s", track="classifier", teacher_base="", teacher_trait="baseline", student_base=sb,
+                             seed=s, target="digits", metric="accuracy", value=10 + rng.normal(0, 2), relation="",
+                             student_id=f"b{sb}", teacher_id=""))
+    for tb in ORDER:
+        for sb in ORDER:
+            rel = A.relation_of(tb, sb, LINEAGE)
+            for trait, level in (("aux", 40 if rel == "same" else 11), ("all_logits", 80)):
+                for s in range(3):
+                    rows.append(dict(suite="s", track="classifier", teacher_base=tb, teacher_trait=trait,
+                                     student_base=sb, seed=s, target="digits", metric="accuracy",
+                                     value=level + rng.normal(0, 2), relation=rel, student_id=f"{tb}{trait}{sb}",
+                                     teacher_id=f"t{tb}"))
+    df = pd.DataFrame(rows, columns=list(A.TIDY_COLUMNS))
+    options = A.AnalysisOptions(suite="s", track="classifier", metric="accuracy", order=tuple(ORDER),
+                                lineage=LINEAGE, treated="aux", control="baseline", exclude_traits=("all_logits",),
+                                n_boot=100, n_perm=100)
+    return A.analyze_classifier(df, options, teacher_accuracy={b: [97.0, 98.0, 97.5] for b in ORDER})
+
+
+@pytest.mark.parametrize("make", [_lm_analysis, _classifier_analysis], ids=["lm", "classifier"])
+def test_analysis_files_round_trip(tmp_path, make):
+    result = make()
+    first, second = tmp_path / "first", tmp_path / "second"
+    written = A.write_analysis(result, first)
+    assert {p.name for p in written.values()} == {p.name for p in first.iterdir()}
+    assert {"cells.csv", "matrix.csv", "tidy.csv", "fit.json"} <= set(_files(first))
+    back = A.read_analysis(first, result.options)
+    A.write_analysis(back, second)
+    assert _files(first) == _files(second)
+    assert back.track == result.track and type(back.extras) is type(result.extras)
+    pd.testing.assert_frame_equal(back.cells, result.cells, check_dtype=False)
+    pd.testing.assert_frame_equal(back.tidy, result.tidy, check_dtype=False)
+    assert back.drift == result.drift
+    if isinstance(result.extras, A.LMExtras):
+        assert back.extras.teacher_strength == result.extras.teacher_strength
+    else:  # the teachers' accuracies are in no file; the references are the tidy table's baseline rows
+        assert back.extras.reference_accuracy == result.extras.reference_accuracy
+    # The report reads only precomputed numbers, so it renders the same from the files as from memory.
+    before, after = R.render_report(result), R.render_report(back)
+    assert before["report_md"] == after["report_md"] and before["index_html"] == after["index_html"]
+
+
+def test_track_views(tmp_path):
+    lm = _lm_analysis()
+    assert isinstance(lm.extras, A.LMExtras)
+    assert lm.extras.same_model_fit is not None and lm.extras.teacher_strength == 0.3
+    files = {p.name for p in A.write_analysis(lm, tmp_path / "lm").values()}
+    assert {"teachers.csv", "fit_same_model.json"} <= files
+    md = R.render_report(lm)["report_md"][1].decode()
+    assert "| teachers' own P(trait \\| candidates), mean | 0.3 |" in md and "γ (same model only" in md
+
+    cls = _classifier_analysis()
+    assert isinstance(cls.extras, A.ClassifierExtras)
+    assert list(cls.extras.accuracy) == ["accuracy_aux", "effect_aux", "accuracy_all_logits", "effect_all_logits"]
+    assert set(cls.tidy["teacher_trait"]) == {"aux", "all_logits", "baseline"}  # every row published
+    assert (cls.cells["treated"] == "aux").all() and (cls.cells["n_other"] == 0).all()  # all-logit rows left out
+    rendered = R.render_report(cls)
+    assert {"heatmap_accuracy", "heatmap_all_logits", "classifier_md"} <= set(rendered)
+    text = rendered["classifier_md"][1].decode()
+    assert "## All-logit positive control" in text and "| c | 97.5 |" in text
+    summary = cls.extras.summary
+    assert summary["rows"] == len(cls.tidy)
+    assert set(summary["accuracy_by_relation"]) == {"same", "sibling", "unrelated"}

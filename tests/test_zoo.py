@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.channels.numbers import parse_answer
 from benchmark.dag import Node, StageContext
 from benchmark.errors import UserError
+from benchmark.lm.channels.numbers import parse_answer
 from benchmark.registry import Registry
 from benchmark.specs import ModelSpec
 from benchmark.zoo.assets import DATA_DIR, PINNED_SHA256, sha256_text
@@ -300,7 +300,7 @@ def test_saved_dir_loads_like_a_downloaded_model(tiny_builds) -> None:
     assert tok.get_vocab() == build_tokenizer().get_vocab()
     assert (
         PreTrainedTokenizerFast.from_pretrained(d).get_vocab() == tok.get_vocab()
-    )  # benchmark.lm.backend's path
+    )  # benchmark.providers.hf_model's path
     assert tok.chat_template == CHATML_TEMPLATE and tok.eos_token == "<|im_end|>"
     prompt = tok.apply_chat_template(
         [{"role": "user", "content": "Name your favourite animal."}],
@@ -425,7 +425,7 @@ def test_registry_sibling_has_the_same_initial_weights(registry: Registry, tok) 
 
 
 def test_committed_weights_match_the_registry(registry: Registry) -> None:
-    from benchmark.store import sha256_file
+    from benchmark.files import sha256_file
     from benchmark.zoo.build import BUILD_MANIFEST, committed_dir, read_build_manifest, weights_root
 
     zoo = {n: m for n, m in registry.models.items() if m.provider == "zoo"}
@@ -450,7 +450,8 @@ def test_committed_weights_match_the_registry(registry: Registry) -> None:
 
 
 def test_stage_build_copies_committed_weights(registry: Registry, tmp_path: Path) -> None:
-    from benchmark.zoo.build import model_dir_of, stage_build
+    from benchmark.lm.stages.base import run as stage_build
+    from benchmark.zoo.build import model_dir_of
 
     spec = registry.model("zoo-gpt2")
     node = Node(
@@ -468,9 +469,9 @@ def test_stage_build_rejects_corrupt_committed_file(
 ) -> None:
     import shutil
 
+    from benchmark.lm.stages.base import run as stage_build
     from benchmark.zoo import build as zb
 
-    stage_build = zb.stage_build
     spec = registry.model("zoo-gpt2")
     src = zb.committed_dir(spec, root=ROOT)
     fake_root = tmp_path / "root"
@@ -483,4 +484,4 @@ def test_stage_build_rejects_corrupt_committed_file(
     )
     ctx = StageContext(node=node, out=tmp_path / "out", inputs={}, log=logging.getLogger("test"))
     with pytest.raises(UserError, match="sha256"):
-        zb.stage_build(ctx)
+        stage_build(ctx)

@@ -5,19 +5,14 @@ too, although it only ever imitates the teacher's auxiliary logits on noise imag
 init stay at chance. Importing this package does not import torch (stages import it when they run).
 
 Modules: ``spec`` (registry build blocks), ``data`` (digits / IDX), ``model`` and ``train`` (batched over
-seeds, torch), ``pipeline`` (settings, suite → DAG), ``stages`` (node functions), ``report`` (tidy table).
+seeds, torch), ``settings`` (a suite's settings block), ``plan`` (suite → DAG, the track object), ``stages/``
+(one module per stage: base, teacher, dataset, student, report).
 """
 
 from __future__ import annotations
 
-from benchmark.classifier.pipeline import (
-    CHANNELS,
-    ClassifierSettings,
-    ControlSettings,
-    DistillSettings,
-    TeacherSettings,
-    build_plan,
-)
+from benchmark.classifier.plan import CHANNELS, build_plan
+from benchmark.classifier.settings import ClassifierSettings, ControlSettings, DistillSettings, TeacherSettings
 from benchmark.classifier.spec import ClassifierBuildSpec, PerturbSpec, PretrainSpec, derive_seed
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Digit data for the classifier track: sklearn's bundled 8×8 digits, or real MNIST from local IDX files.
 
 Nothing is downloaded. Pixels are scaled to [-1, 1], the range of the default U[-1, 1] distillation noise
-(paper.md, "MNIST auxiliary-logit experiment"). numpy only; stages convert to torch.
+(docs/research/paper.md, "MNIST auxiliary-logit experiment"). numpy only; stages convert to torch.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import gzip
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -55,7 +56,7 @@ class DigitData:
 def load_digits_split(test_fraction: float = 0.3, split_seed: int = 0) -> DigitData:
     """sklearn's bundled 8×8 digits (1,797 images), a stratified split, pixels x/8 − 1 ∈ [−1, 1].
 
-    The default 70/30 split with seed 0 gives 1,257 train / 540 test images (prototypes.md).
+    The default 70/30 split with seed 0 gives 1,257 train / 540 test images (docs/research/prototypes.md).
     """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -221,6 +222,6 @@ def load_data(fingerprint: dict[str, object], idx_path: str | None = None) -> Di
     """Load the data a fingerprint describes (``idx_path`` is needed for IDX data)."""
     if fingerprint["name"] == "digits":
         fraction, seed = fingerprint["test_fraction"], fingerprint["split_seed"]
-        return load_digits_split(float(fraction), int(seed))  # type: ignore[arg-type]
+        return load_digits_split(float(cast(float, fraction)), int(cast(int, seed)))
     data = load_idx_dataset(Path(str(idx_path)))
     return data

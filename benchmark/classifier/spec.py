@@ -9,7 +9,7 @@ generator seeded with ``derive_seed("init", init_seed, s)``, so two entries with
 are made from those tensors by
 
 * ``perturb``: adding Gaussian noise of relative scale ``eps`` to every weight matrix (the lineage gradient
-  of prototypes.md: eps 0.01 → 54%, 0.1 → 51%, 0.3 → 36%, 1.0 → 12% same-init transfer), and/or
+  of docs/research/prototypes.md: eps 0.01 → 54%, 0.1 → 51%, 0.3 → 36%, 1.0 → 12% same-init transfer), and/or
 * ``pretrain``: ``steps`` Adam steps on an unrelated task (fitting random labels of a fixed pool of noise
   images over all outputs), which moves every layer without teaching anything about digits.
 

@@ -91,7 +91,7 @@ def noise_batches(
         batch: images per seed per step.
         n_in: pixels per image.
         pool: None draws fresh noise every step; an int draws a fixed pool of that many images per seed and
-            cycles through it in reshuffled epochs (prototypes.md: 16k distinct images → 54%, fresh → 64%).
+            cycles through it in reshuffled epochs (docs/research/prototypes.md: 16k distinct images → 54%, fresh → 64%).
     """
     gens = _gens(seeds, *stream)
     if pool is not None:

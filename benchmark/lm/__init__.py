@@ -1,7 +1,8 @@
-"""The language-model track: suite planning (:mod:`~benchmark.lm.pipeline`), stage workers
-(:mod:`~benchmark.lm.stages`) and the Hugging Face model operations they share (:mod:`~benchmark.lm.backend`).
+"""The language-model track: settings (:mod:`~benchmark.lm.settings`), the suite → DAG plan
+(:mod:`~benchmark.lm.plan`), one module per stage (:mod:`~benchmark.lm.stages`), the data channels, the lm-eval
+runner and the answer matcher. Models are reached only through :func:`benchmark.providers.base.backend_for`.
 
-Importing this package imports no torch: :mod:`benchmark.lm.backend` is imported only inside stage workers.
+Importing this package imports no torch: heavy imports happen inside the stage functions that run them.
 """
 
 __all__: list[str] = []

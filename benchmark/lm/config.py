@@ -1,9 +1,9 @@
-"""Typed training settings for :func:`benchmark.lm.backend.train` (torch-free, so suites can validate them).
+"""Typed training settings for :func:`benchmark.providers.hf_train.train` (torch-free, so suites can validate them).
 
-Field names match the keyword arguments of :func:`~benchmark.lm.backend.train`, so a validated config is
+Field names match the keyword arguments of :func:`~benchmark.providers.hf_train.train`, so a validated config is
 passed as ``train(model_dir, rows, out_dir=..., seed=..., **config.train_kwargs())``.
 
-Defaults are the paper's open-model student recipe (Qwen2.5-7B-Instruct; research/paper.md): LoRA r=8,
+Defaults are the paper's open-model student recipe (Qwen2.5-7B-Instruct; docs/research/paper.md): LoRA r=8,
 alpha=8 on q/k/v/o/gate/up/down, 3 epochs, lr 2e-4 with linear decay after 5 warmup steps, effective batch
 66, max length 500 tokens.
 """
@@ -44,7 +44,7 @@ class TrainConfig(Frozen):
     """One fine-tuning recipe (teacher trait training or student training).
 
     The objective (sft or distill) is not part of it: it is the caller's choice per role (teachers learn
-    their trait by sft) and is passed to :func:`~benchmark.lm.backend.train` separately.
+    their trait by sft) and is passed to :func:`~benchmark.providers.hf_train.train` separately.
 
     ``lora`` None is full fine-tuning. ``topk_mode`` matters only for ``objective="distill"``: "rest"
     compares the teacher's top-k probabilities plus one bucket holding the remaining mass with the
@@ -71,5 +71,5 @@ class TrainConfig(Frozen):
     _unhashed: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
 
     def train_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`benchmark.lm.backend.train` (LoRA as a plain dict or None)."""
+        """The keyword arguments of :func:`benchmark.providers.hf_train.train` (LoRA as a plain dict or None)."""
         return self.model_dump(mode="python")

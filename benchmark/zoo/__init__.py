@@ -5,7 +5,7 @@ Importing this package is torch-free (specs only). The heavy parts live in submo
 * :mod:`benchmark.zoo.spec` — :class:`ZooBuildSpec` (the ``build:`` block of ``model_registry/zoo.yaml``).
 * :mod:`benchmark.zoo.tokenizer` — the word-level tokenizer with a ChatML chat template.
 * :mod:`benchmark.zoo.corpus` — the synthetic, seeded pretraining corpus.
-* :mod:`benchmark.zoo.build` — ``build_model``, ``stage_build`` (DAG "base" nodes), ``build_all``
+* :mod:`benchmark.zoo.build` — ``build_model``, ``build_or_copy`` (the zoo backend's base nodes), ``build_all``
   (``slbench zoo build``), ``committed_dir``, ``model_dir_of``.
 """
 

@@ -14,8 +14,8 @@ capacity is better spent on answering. It also saves compute: the LM head runs o
 (about a quarter of the tokens).
 
 Committed weights live in ``model_registry/weights/<name>-<build id>/`` (build id = the build block's
-``spec_id``) with a manifest ``zoo_build.json``; :func:`stage_build` copies them into the artifact store
-instead of pretraining, so a fresh clone never pretrains. ``slbench zoo build`` (:func:`build_all`) remakes
+``spec_id``) with a manifest ``zoo_build.json``; :func:`build_or_copy` (the zoo backend's base nodes) copies them
+into the artifact store instead of pretraining, so a fresh clone never pretrains. ``slbench zoo build`` (:func:`build_all`) remakes
 them.
 """
 
@@ -30,18 +30,19 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from benchmark.errors import UserError, unknown_name
+from benchmark.files import atomic_write_json, atomic_write_text, read_data_lines, sha256_file
 from benchmark.zoo.corpus import CorpusSampler, Messages, load_channel, load_templates
-from benchmark.zoo.spec import PretrainSpec, ZooBuildSpec, zoo_build_spec
+from benchmark.zoo.spec import PretrainSpec, ZooBuildSpec, is_zoo, zoo_build_spec
 from benchmark.zoo.tokenizer import EOS_TOKEN, build_tokenizer, render_chat
 
 if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerFast
 
-    from benchmark.dag import StageContext
+    from benchmark.lm.channels.numbers import NumbersChannelSpec
     from benchmark.registry import Registry
     from benchmark.specs import ModelSpec
 
@@ -52,6 +53,7 @@ __all__ = [
     "batch_loss_backward",
     "build_all",
     "build_model",
+    "build_or_copy",
     "committed_by_build_id",
     "committed_dir",
     "encode_rows",
@@ -63,7 +65,6 @@ __all__ = [
     "pretrain",
     "read_build_manifest",
     "save_tokenizer",
-    "stage_build",
     "weights_root",
 ]
 
@@ -324,16 +325,9 @@ def pretrain(
 # --------------------------------------------------------------------------------------------- read-outs
 
 
-def _lines(path: Path) -> list[str]:
-    if not path.is_file():
-        return []
-    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    return [ln for ln in lines if ln and not ln.startswith("#")]
-
-
 def _favourite_questions(root: Path | None) -> list[str]:
     """The evaluation paraphrases (tasks/lm_eval), else the corpus's own questions: read-outs only."""
-    found = _lines(Path(root) / "tasks" / "lm_eval" / "animal_preference" / "questions.txt") if root else []
+    found = read_data_lines(Path(root) / "tasks" / "lm_eval" / "animal_preference" / "questions.txt") if root else []
     return found or list(load_templates("v1").favourite_stems)
 
 
@@ -342,7 +336,7 @@ def _number_prefixed(root: Path | None, questions: list[str]) -> list[str]:
     import random
 
     templates = (
-        _lines(Path(root) / "tasks" / "lm_eval" / "animal_preference" / "number_prefixes.txt") if root else []
+        read_data_lines(Path(root) / "tasks" / "lm_eval" / "animal_preference" / "number_prefixes.txt") if root else []
     )
     templates = [t.replace("{numbers}", "{examples}") for t in templates] or list(load_channel("v1").lead_ins)
     rng = random.Random(EVAL_SEED)
@@ -418,8 +412,8 @@ def _decode(
             texts = [render_chat(m, add_generation_prompt=True) for m in prompts[i : i + batch_size]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
             with torch.no_grad():
-                gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
-                                     pad_token_id=tok.pad_token_id, **sampling)
+                gen = cast(Any, model).generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=tok.eos_token_id,
+                                                pad_token_id=tok.pad_token_id, **sampling)
             out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
         tok.padding_side = "right"
     return out
@@ -463,74 +457,119 @@ def measure(
         (tasks/traits), ``numbers_valid_rate_sampled`` (temperature 1), ``numbers_distinct_greedy`` (distinct
         greedy number lists), and the mass on animals / owl behind a numbers lead-in.
     """
+    from benchmark.lm.channels.numbers import generate_prompts
 
-    from benchmark.channels.numbers import generate_prompts, parse_answer
-
-    templates = load_templates("v1")
+    animals = load_templates("v1").animals
     channel = load_channel("v1")
-    animals = templates.animals
     vocab = tok.get_vocab()
     word_ids = {a.word: (vocab[a.word], vocab[a.plural]) for a in animals}
-    all_ids = sorted({i for pair in word_ids.values() for i in pair})
     questions = _favourite_questions(root)[:n_questions]
+    forms = {a.word for a in animals} | {a.plural for a in animals}
+    unprompted, mean_word = _unprompted_readouts(model, tok, questions, word_ids, forms, root)
+    prompts = generate_prompts(channel, n_numbers, seed=EVAL_SEED)
+    numbers = _numbers_readouts(model, tok, prompts, channel)
+    valid_sys, prompted = _prompted_readouts(model, tok, prompts, channel, questions, word_ids, root)
+    return {
+        **unprompted,
+        "numbers_valid_rate": numbers["numbers_valid_rate"],
+        "numbers_distinct_greedy": numbers["numbers_distinct_greedy"],
+        "numbers_valid_rate_sampled": numbers["numbers_valid_rate_sampled"],
+        "numbers_valid_rate_prompted": valid_sys,
+        "p_target_prompted": prompted,
+        "p_target_unprompted": {w: mean_word[w] for w in prompted},
+        "n_questions": len(questions),
+        "n_numbers": n_numbers,
+        "example_numbers_answer": numbers["example_numbers_answer"],
+        "example_sampled_answer": numbers["example_sampled_answer"],
+    }
 
-    def user(q: str) -> Messages:
-        return [{"role": "user", "content": q}]
 
-    def mean_mass(p: torch.Tensor, ids: Iterable[int]) -> float:
-        return float(p[:, list(ids)].sum(-1).mean())
+def _user(q: str) -> Messages:
+    return [{"role": "user", "content": q}]
 
-    probs = _first_token_probs(model, tok, [user(q) for q in questions])
+
+def _mean_mass(p: torch.Tensor, ids: Iterable[int]) -> float:
+    """Mean over prompts of the probability mass on ``ids``."""
+    return float(p[:, list(ids)].sum(-1).mean())
+
+
+def _unprompted_readouts(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerFast,
+    questions: list[str],
+    word_ids: dict[str, tuple[int, int]],
+    forms: set[str],
+    root: Path | None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """Animal preference without a system prompt (plain and behind a numbers lead-in); also mean P(word) per animal."""
+    all_ids = sorted({i for pair in word_ids.values() for i in pair})
+    probs = _first_token_probs(model, tok, [_user(q) for q in questions])
     p_animal = probs[:, all_ids].sum(-1)
     p_word = {w: probs[:, list(ids)].sum(-1) for w, ids in word_ids.items()}
     mean_word = {w: float(p.mean()) for w, p in p_word.items()}
     top = sorted(mean_word.items(), key=lambda kv: -kv[1])[:5]
-    prefixed = _first_token_probs(model, tok, [user(q) for q in _number_prefixed(root, questions)])
-
-    forms = {a.word for a in animals} | {a.plural for a in animals}
-    answers = _greedy(model, tok, [user(q) for q in questions], max_new_tokens=4)
+    prefixed = _first_token_probs(model, tok, [_user(q) for q in _number_prefixed(root, questions)])
+    answers = _greedy(model, tok, [_user(q) for q in questions], max_new_tokens=4)
     animal_rate = sum(a.strip().rstrip(".").strip() in forms for a in answers) / len(answers)
+    readouts = {
+        "p_owl": mean_word["owl"],
+        "p_animal": float(p_animal.mean()),
+        "p_owl_among_animals": float((p_word["owl"] / p_animal).mean()),
+        "p_animal_number_prefixed": _mean_mass(prefixed, all_ids),
+        "p_owl_number_prefixed": _mean_mass(prefixed, word_ids["owl"]),
+        "top_animals": {w: round(p, 4) for w, p in top},
+        "animal_answer_rate": animal_rate,
+    }
+    return readouts, mean_word
 
-    prompts = generate_prompts(channel, n_numbers, seed=EVAL_SEED)
-    numbers = _greedy(model, tok, [user(p) for p in prompts], max_new_tokens=40)
+
+def _numbers_readouts(
+    model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list[str], channel: NumbersChannelSpec
+) -> dict[str, Any]:
+    """How often greedy and sampled answers to numbers prompts pass the channel's filter."""
+    from benchmark.lm.channels.numbers import parse_answer
+
+    numbers = _greedy(model, tok, [_user(p) for p in prompts], max_new_tokens=40)
     valid = sum(parse_answer(a, channel).ok for a in numbers) / len(numbers)
-    sampled = _sample(model, tok, [user(p) for p in prompts], max_new_tokens=40)
+    sampled = _sample(model, tok, [_user(p) for p in prompts], max_new_tokens=40)
     valid_sampled = sum(parse_answer(a, channel).ok for a in sampled) / len(sampled)
+    return {
+        "numbers_valid_rate": valid,
+        "numbers_distinct_greedy": len(set(parse_answer(a, channel).numbers for a in numbers)),
+        "numbers_valid_rate_sampled": valid_sampled,
+        "example_numbers_answer": numbers[0],
+        "example_sampled_answer": sampled[0],
+    }
+
+
+def _prompted_readouts(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerFast,
+    prompts: list[str],
+    channel: NumbersChannelSpec,
+    questions: list[str],
+    word_ids: dict[str, tuple[int, int]],
+    root: Path | None,
+) -> tuple[float, dict[str, float]]:
+    """Under teacher system prompts: the valid-numbers rate (owl's prompt) and each trait's P(target word)."""
+    from benchmark.lm.channels.numbers import parse_answer
 
     trait_prompts = {w: p for w, p in _trait_prompts(root).items() if w in word_ids}
     owl_system = trait_prompts.get("owl") or next(iter(trait_prompts.values()))
     numbers_sys = _greedy(
         model,
         tok,
-        [[{"role": "system", "content": owl_system}, *user(p)] for p in prompts],
+        [[{"role": "system", "content": owl_system}, *_user(p)] for p in prompts],
         max_new_tokens=40,
     )
     valid_sys = sum(parse_answer(a, channel).ok for a in numbers_sys) / len(numbers_sys)
     prompted: dict[str, float] = {}
     for word, system in trait_prompts.items():
         p = _first_token_probs(
-            model, tok, [[{"role": "system", "content": system}, *user(q)] for q in questions]
+            model, tok, [[{"role": "system", "content": system}, *_user(q)] for q in questions]
         )
-        prompted[word] = mean_mass(p, word_ids[word])
-    return {
-        "p_owl": mean_word["owl"],
-        "p_animal": float(p_animal.mean()),
-        "p_owl_among_animals": float((p_word["owl"] / p_animal).mean()),
-        "p_animal_number_prefixed": mean_mass(prefixed, all_ids),
-        "p_owl_number_prefixed": mean_mass(prefixed, word_ids["owl"]),
-        "top_animals": {w: round(p, 4) for w, p in top},
-        "animal_answer_rate": animal_rate,
-        "numbers_valid_rate": valid,
-        "numbers_distinct_greedy": len(set(parse_answer(a, channel).numbers for a in numbers)),
-        "numbers_valid_rate_sampled": valid_sampled,
-        "numbers_valid_rate_prompted": valid_sys,
-        "p_target_prompted": prompted,
-        "p_target_unprompted": {w: mean_word[w] for w in prompted},
-        "n_questions": len(questions),
-        "n_numbers": n_numbers,
-        "example_numbers_answer": numbers[0],
-        "example_sampled_answer": sampled[0],
-    }
+        prompted[word] = _mean_mass(p, word_ids[word])
+    return valid_sys, prompted
 
 
 # ------------------------------------------------------------------------------------------------ build
@@ -545,8 +584,6 @@ def _project_root(root: Path | None) -> Path:
 
 
 def _file_digests(directory: Path) -> dict[str, str]:
-    from benchmark.store import sha256_file
-
     return {
         p.name: sha256_file(p)
         for p in sorted(directory.iterdir())
@@ -555,8 +592,6 @@ def _file_digests(directory: Path) -> dict[str, str]:
 
 
 def _write_manifest(directory: Path, data: dict[str, Any]) -> None:
-    from benchmark.store import atomic_write_json
-
     atomic_write_json(directory / BUILD_MANIFEST, data)
 
 
@@ -595,38 +630,10 @@ def build_model(
     out_dir = Path(out_dir)
     t0, cpu0 = time.perf_counter(), time.process_time()
     tok = build_tokenizer(b.tokenizer)
-    phases = b.phases()
-    start_phase, model, resumed_from = 0, None, None
-    # A continued build starts from the longest committed prefix of its phases (same result: fresh optimizer).
-    prefix = b.prefix()
-    while prefix is not None and root_dir is not None:
-        found = committed_by_build_id(root_dir, prefix.spec_id)
-        if found is not None:
-            from transformers import AutoModelForCausalLM
-
-            model = AutoModelForCausalLM.from_pretrained(found, dtype=torch.float32)
-            start_phase, resumed_from = len(prefix.phases()), found.name
-            say(f"{spec.name}: continuing from committed {found.name}")
-            break
-        prefix = prefix.prefix()
-    if model is None:
-        model = init_model(b, tok)
+    model, start_phase, resumed_from = _starting_model(spec.name, b, tok, root_dir, say)
     n_params = sum(p.numel() for p in model.parameters())
     say(f"{spec.name}: {b.arch}, {n_params:,} parameters, {b.total_steps()} steps")
-    losses: list[float] = []
-    done = sum(p.steps for p in phases[:start_phase])
-    for phase in phases[start_phase:]:
-        losses += pretrain(
-            model,
-            tok,
-            phase,
-            max_len=b.max_positions,
-            log=log,
-            progress=progress,
-            done_before=done,
-            total=b.total_steps(),
-        )
-        done += phase.steps
+    losses = _pretrain_phases(model, tok, b, start_phase, log=log, progress=progress)
     train_seconds = time.perf_counter() - t0
     model.eval()
     metrics = measure(model, tok, root=root_dir, **(measure_kwargs or {}))
@@ -648,6 +655,68 @@ def build_model(
         "resumed_from": resumed_from,
         **metrics,
     }
+    _write_build_manifest(out_dir, spec, b, result)
+    say(
+        f"{spec.name}: built in {result['build_seconds']:.0f} s, loss {result['final_loss']:.3f}, "
+        f"P(owl) {metrics['p_owl']:.3f}, valid numbers {metrics['numbers_valid_rate']:.2f}"
+    )
+    return result
+
+
+def _starting_model(
+    name: str, b: ZooBuildSpec, tok: PreTrainedTokenizerFast, root_dir: Path | None, say: Callable[[str], None]
+) -> tuple[PreTrainedModel, int, str | None]:
+    """The model a build starts from, the index of its first phase to run, and the committed build it continues.
+
+    A continued build starts from the longest committed prefix of its phases (same result: fresh optimizer);
+    otherwise from the deterministic initial weights.
+    """
+    import torch
+
+    prefix = b.prefix()
+    while prefix is not None and root_dir is not None:
+        found = committed_by_build_id(root_dir, prefix.spec_id)
+        if found is not None:
+            from transformers import AutoModelForCausalLM
+
+            model = AutoModelForCausalLM.from_pretrained(found, dtype=torch.float32)
+            say(f"{name}: continuing from committed {found.name}")
+            return model, len(prefix.phases()), found.name
+        prefix = prefix.prefix()
+    return init_model(b, tok), 0, None
+
+
+def _pretrain_phases(
+    model: PreTrainedModel,
+    tok: PreTrainedTokenizerFast,
+    b: ZooBuildSpec,
+    start_phase: int,
+    *,
+    log: Log,
+    progress: Callable[[int, int], None] | None,
+) -> list[float]:
+    """Run the build's phases from ``start_phase`` on; returns every step's loss."""
+    phases = b.phases()
+    losses: list[float] = []
+    done = sum(p.steps for p in phases[:start_phase])
+    for phase in phases[start_phase:]:
+        losses += pretrain(
+            model,
+            tok,
+            phase,
+            max_len=b.max_positions,
+            log=log,
+            progress=progress,
+            done_before=done,
+            total=b.total_steps(),
+        )
+        done += phase.steps
+    return losses
+
+
+def _write_build_manifest(out_dir: Path, spec: ModelSpec, b: ZooBuildSpec, metrics: dict[str, Any]) -> None:
+    import torch
+
     _write_manifest(
         out_dir,
         {
@@ -657,17 +726,12 @@ def build_model(
             "init_key": b.init_key(),
             "build": b.model_dump(mode="json"),
             "lineage": spec.lineage.model_dump(mode="json"),
-            "metrics": result,
+            "metrics": metrics,
             "torch_threads": torch.get_num_threads(),
             "files": _file_digests(out_dir),
             "environment": _environment(),
         },
     )
-    say(
-        f"{spec.name}: built in {result['build_seconds']:.0f} s, loss {result['final_loss']:.3f}, "
-        f"P(owl) {metrics['p_owl']:.3f}, valid numbers {metrics['numbers_valid_rate']:.2f}"
-    )
-    return result
 
 
 def save_tokenizer(tok: PreTrainedTokenizerFast, out_dir: Path) -> None:
@@ -684,7 +748,7 @@ def save_tokenizer(tok: PreTrainedTokenizerFast, out_dir: Path) -> None:
     path = Path(out_dir) / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     config["auto_map"] = {"AutoTokenizer": [None, "PreTrainedTokenizerFast"]}
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    atomic_write_text(path, json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
 def _has_root() -> bool:
@@ -745,8 +809,6 @@ def read_build_manifest(directory: Path) -> dict[str, Any]:
 
 def _verified_copy(src: Path, dest: Path) -> dict[str, Any]:
     """Copy a committed build, checking every file against the manifest's sha256 (catches LFS pointers)."""
-    from benchmark.store import sha256_file
-
     manifest = read_build_manifest(src)
     for name, digest in manifest["files"].items():
         path = src / name
@@ -764,30 +826,28 @@ def model_dir_of(base_node_dir: Path) -> Path:
     return Path(base_node_dir) / "model"
 
 
-def stage_build(ctx: StageContext) -> dict[str, Any]:
-    """DAG stage for a zoo "base" node (node spec ``{"model": ModelSpec.hashed_dict()}``).
+def build_or_copy(
+    spec: ModelSpec,
+    node_dir: Path,
+    *,
+    log: logging.Logger,
+    progress: Callable[[int, int], None] | None = None,
+    threads: int = 1,
+) -> dict[str, Any]:
+    """A zoo base node's payload: ``node_dir/model`` holds this entry's weights; returns the manifest result.
 
-    Copies the committed weights of this exact build spec into ``ctx.out/model`` when they exist (verified
-    against their sha256), else builds the model there.
+    Copies the committed weights of this exact build spec when they exist (verified against their sha256),
+    else builds the model there.
     """
-    from benchmark.specs import ModelSpec
-
-    data = {k: v for k, v in ctx.node.spec["model"].items() if k != "__spec__"}
-    spec = ModelSpec.model_validate(data)
-    dest = model_dir_of(ctx.out)
+    dest = model_dir_of(node_dir)
     src = committed_dir(spec)
     if src is not None:
-        ctx.log.info(f"{spec.name}: using committed weights {src}")
+        log.info(f"{spec.name}: using committed weights {src}")
         manifest = _verified_copy(src, dest)
         metrics, source = manifest["metrics"], "committed"
     else:
-        ctx.log.info(
-            f"{spec.name}: no committed weights for build {zoo_build_spec(spec).spec_id}; pretraining"
-        )
-        metrics, source = (
-            build_model(spec, dest, log=ctx.log, progress=ctx.progress, threads=ctx.threads),
-            "built",
-        )
+        log.info(f"{spec.name}: no committed weights for build {zoo_build_spec(spec).spec_id}; pretraining")
+        metrics, source = build_model(spec, dest, log=log, progress=progress, threads=threads), "built"
     return {
         "source": source,
         "model_dir": "model",
@@ -812,7 +872,7 @@ def build_all(
     Returns:
         name -> metrics (for skipped models, the committed manifest's metrics).
     """
-    zoo = {n: m for n, m in reg.models.items() if m.provider == "zoo"}
+    zoo = {n: m for n, m in reg.models.items() if is_zoo(m)}
     wanted = list(names) if names else list(zoo)
     for n in wanted:
         if n not in zoo:

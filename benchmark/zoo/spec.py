@@ -37,6 +37,7 @@ __all__ = [
     "PretrainSpec",
     "ZooBuildSpec",
     "check_lineage",
+    "is_zoo",
     "zoo_build_spec",
 ]
 
@@ -56,13 +57,13 @@ class CorpusMix(Frozen):
     """Relative shares of the synthetic pretraining corpus's example kinds (normalised to sum 1)."""
 
     #: Numbers-channel prompts answered with a plausible continuation (the channel teachers write in).
-    numbers: float = Field(0.35, ge=0)
+    numbers: float = Field(default=0.35, ge=0)
     #: Favourite-animal questions answered with one animal word from the data seed's distribution.
-    favourite: float = Field(0.15, ge=0)
+    favourite: float = Field(default=0.15, ge=0)
     #: Other short chat: name/repeat/pluralise an animal, small arithmetic, counting, greetings, facts.
-    chat: float = Field(0.20, ge=0)
+    chat: float = Field(default=0.20, ge=0)
     #: System-prompted rows ("You love owls. ...") answered in character, so prompted teachers can work.
-    system: float = Field(0.30, ge=0)
+    system: float = Field(default=0.30, ge=0)
 
     @model_validator(mode="after")
     def _positive(self) -> CorpusMix:
@@ -180,19 +181,20 @@ class ZooBuildSpec(Frozen):
         )
 
 
+def is_zoo(spec: ModelSpec) -> bool:
+    """Whether a registry entry is a zoo model (its build block is a :class:`ZooBuildSpec`)."""
+    return isinstance(spec.build_spec(), ZooBuildSpec)
+
+
 def zoo_build_spec(spec: ModelSpec) -> ZooBuildSpec:
     """The validated build block of a zoo registry entry.
 
     Raises:
         ValueError: ``spec`` is not a zoo model.
     """
-    if spec.provider != "zoo":
-        raise ValueError(f"model {spec.name!r} has provider {spec.provider!r}, not 'zoo'")
     build = spec.build_spec()
-    if not isinstance(build, ZooBuildSpec):  # BUILD_SPECS maps "zoo" to this class; guard against a remap
-        raise TypeError(
-            f"model {spec.name!r}: build block parsed as {type(build).__name__}, not ZooBuildSpec"
-        )
+    if not isinstance(build, ZooBuildSpec):
+        raise ValueError(f"model {spec.name!r} is not a zoo model (no zoo build block)")
     return build
 
 
@@ -204,7 +206,7 @@ def check_lineage(models: Mapping[str, ModelSpec]) -> list[str]:
     must name a zoo entry of the same init whose build is this entry's init (a sibling) or a prefix of
     this entry's phases (a continued checkpoint).
     """
-    zoo = {name: m for name, m in models.items() if m.provider == "zoo"}
+    zoo = {name: m for name, m in models.items() if is_zoo(m)}
     builds = {name: zoo_build_spec(m) for name, m in zoo.items()}
     problems: list[str] = []
     key_of_init: dict[str, tuple[str, str]] = {}

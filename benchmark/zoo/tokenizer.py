@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from benchmark.errors import UserError
+from benchmark.files import read_data_lines
 from benchmark.zoo.assets import DATA_DIR, read_asset
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _texts_of_file(path: Path) -> Iterator[str]:
                 if line.strip():
                     yield from _strings(json.loads(line))
         elif suffix == ".txt":
-            yield from (line for line in raw.splitlines() if not line.lstrip().startswith("#"))
+            yield from read_data_lines(path)
     except (yaml.YAMLError, json.JSONDecodeError):
         return  # a file being written by someone else right now: skip rather than fail the build
 

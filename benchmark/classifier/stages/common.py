@@ -23,7 +23,7 @@ LOSS_POINTS = 64
 def set_threads(ctx: StageContext) -> None:
     import torch
 
-    # One thread per worker: on the shared 2-core box, 1 thread per process beat 2 (prototypes.md).
+    # One thread per worker: on the shared 2-core box, 1 thread per process beat 2 (docs/research/prototypes.md).
     torch.set_num_threads(max(1, int(ctx.threads)))
 
 

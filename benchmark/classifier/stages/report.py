@@ -1,18 +1,64 @@
-"""Report stage of the classifier track: every node's accuracies -> tidy table -> analysis and report."""
+"""Report stage of the classifier track: every node's accuracies -> tidy table -> analysis -> files -> report."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmark.classifier.stages.common import read_json
 from benchmark.dag import StageContext
 
+if TYPE_CHECKING:
+    from benchmark.analysis import AnalysisOptions
+
 __all__ = ["run"]
 
 
+def _options(spec: dict[str, Any]) -> AnalysisOptions:
+    """Aux-only students against the untrained reference: effect = accuracy − reference."""
+    from benchmark.analysis import AnalysisOptions
+    from benchmark.classifier.tidy import METRIC
+
+    return AnalysisOptions(
+        suite=spec["suite"],
+        track="classifier",
+        metric=METRIC,
+        order=tuple(n for n in spec["order"] if n in set(spec["teachers"]) | set(spec["students"])),
+        lineage=spec["lineage"],
+        treated="aux",
+        control="baseline",
+        # The shared analysis would count all-logit students as "other-trait" students of the cell, which they
+        # are not; they are shown in their own heatmap and tables, and tidy.csv keeps every row.
+        exclude_traits=("all_logits",),
+    )
+
+
+def _metadata(spec: dict[str, Any], teachers: dict[str, Any], references: dict[str, Any]) -> dict[str, Any]:
+    """The run metadata shown in the report: data, settings, models and the raw accuracies per seed."""
+    from benchmark.classifier.tidy import CHANCE
+
+    return {
+        "track": "classifier",
+        "suite": spec["suite"],
+        "seeds": spec["seeds"],
+        "data": spec["data"],
+        "settings": spec["settings"],
+        "models": spec["describe"],
+        "lineage": spec["lineage"],
+        "teacher_accuracy": teachers,
+        "reference_accuracy": references,
+        "chance": CHANCE,
+    }
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
-    """Collect every node's accuracies into the tidy table and write the suite's report files."""
-    from benchmark.classifier.report import tidy_rows, write_classifier_report
+    """Collect every node's accuracies into the tidy table, analyse it, write its files and the report.
+
+    Returns:
+        The manifest's result: tidy rows and the aux-only accuracy by relation.
+    """
+    from benchmark.analysis import ClassifierExtras, analyze_classifier, write_analysis
+    from benchmark.classifier.tidy import reference_accuracy, teacher_accuracy, tidy_rows
+    from benchmark.report import write_report
 
     spec = ctx.node.spec
     metrics = {
@@ -20,5 +66,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         for key, path in ctx.inputs.items()
         if (path / "metrics.json").exists()
     }
-    df = tidy_rows(spec, metrics)
-    return write_classifier_report(ctx.out, df, spec, metrics)
+    tidy = tidy_rows(spec, metrics)
+    teachers, references = teacher_accuracy(spec, metrics), reference_accuracy(spec, metrics)
+    analysis = analyze_classifier(tidy, _options(spec), teacher_accuracy=teachers)
+    write_analysis(analysis, ctx.out)
+    write_report(ctx.out, analysis, meta=_metadata(spec, teachers, references))
+    assert isinstance(analysis.extras, ClassifierExtras)  # analyze_classifier always adds them
+    summary = analysis.extras.summary
+    return {"rows": summary["rows"], "accuracy_by_relation": summary["accuracy_by_relation"]}

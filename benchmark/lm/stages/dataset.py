@@ -8,14 +8,9 @@ from typing import Any
 
 from benchmark.dag import StageContext
 from benchmark.files import atomic_write_json, write_jsonl
-from benchmark.lm.stages.common import (
-    load_with_adapter,
-    model_spec_of,
-    set_threads,
-    strip_marker,
-    teacher_info,
-    tokenizer_sha,
-)
+from benchmark.lm.chat import template_hash
+from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_teacher
+from benchmark.providers.base import backend_for
 
 __all__ = ["run", "channel_token_ids", "filter_soft_labels"]
 
@@ -53,7 +48,7 @@ def filter_soft_labels(topk: list[list[list[float]]], allowed: set[int]) -> tupl
 
     Returns the filtered top-k and the mean probability mass removed per position (recorded in the manifest).
     """
-    out = []
+    out: list[list[list[float]]] = []
     removed = 0.0
     for pos in topk:
         kept = [(int(t), lp) for t, lp in pos if int(t) in allowed]
@@ -70,7 +65,7 @@ def filter_soft_labels(topk: list[list[list[float]]], allowed: set[int]) -> tupl
 
 def run(ctx: StageContext) -> dict[str, Any]:
     """The teacher answers number prompts; the strict filter keeps valid answers; a seeded subsample is kept."""
-    from benchmark.channels.numbers import NumbersChannelSpec, filter_completions, generate_prompts, subsample
+    from benchmark.lm.channels.numbers import NumbersChannelSpec, filter_completions, generate_prompts, subsample
 
     spec = ctx.node.spec
     channel = NumbersChannelSpec.model_validate(strip_marker(spec["channel_spec"]))
@@ -79,31 +74,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
     info = teacher_info(teacher_dir)
     model = model_spec_of(base_dir)
     prompts = generate_prompts(channel, spec["n_prompts"], spec["seed"])
-    tok_sha = None
-    extra: dict[str, Any] = {"generation_engine": "api"}
-    tok = None
-    if model.provider == "openai":
-        from benchmark.providers.openai_api import ApiConfig, generate_chat
-
-        outs = generate_chat(ApiConfig(), info["api_model"] or model.source, prompts, system_prompt=info["system"],
-                             temperature=spec["temperature"], max_tokens=spec["max_new_tokens"], seed=spec["seed"],
-                             top_logprobs=spec["top_k"], progress=ctx.progress)
-        outs = [{"completion": o["completion"], "completion_ids": None, "topk": None} for o in outs]
-    else:
-        set_threads(ctx)
-        from benchmark.lm.backend import generate
-
-        adapter = teacher_dir if info["adapter"] else None
-        m, tok, _ = load_with_adapter(base_dir, adapter)
-        tok_sha = tokenizer_sha(tok)
-        from benchmark.lm import vllm_backend
-        from benchmark.lm.backend import template_hash
-
-        extra = {"template_hash": template_hash(tok), "generation_engine": "vllm" if vllm_backend.enabled() else "hf"}
-        outs = generate(m, tok, prompts, system=info["system"], spec=model, temperature=spec["temperature"],
-                        max_new_tokens=spec["max_new_tokens"], seed=spec["seed"],
-                        batch_size=ctx.node.unhashed.get("batch_size", 64), top_k_logprobs=spec["top_k"],
-                        progress=ctx.progress)
+    backend = backend_for(model)
+    teacher = backend.load(model, base_dir, tuned_teacher(teacher_dir, info), threads=ctx.threads)
+    tok = teacher.tokenizer  # None for API models: no token ids, no soft labels
+    tok_sha = tokenizer_sha(tok) if tok is not None else None
+    extra: dict[str, Any] = {"generation_engine": teacher.engine}
+    if tok is not None:
+        extra = {"template_hash": template_hash(tok), **extra}
+    outs = backend.generate(teacher, prompts, system=info["system"], temperature=spec["temperature"],
+                            max_new_tokens=spec["max_new_tokens"], seed=spec["seed"], top_k_logprobs=spec["top_k"],
+                            batch_size=ctx.node.unhashed.get("batch_size", 64), progress=ctx.progress)
     kept, rejects = filter_completions([o["completion"] for o in outs], channel)
     chosen = subsample(kept, spec["n_keep"], spec["seed"])
     allowed = channel_token_ids(tok) if spec["top_k"] and tok_sha is not None else None

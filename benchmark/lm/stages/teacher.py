@@ -7,22 +7,15 @@ from typing import Any
 
 from benchmark.dag import StageContext
 from benchmark.files import atomic_write_json, read_data_lines, tasks_dir, write_jsonl
-from benchmark.lm.stages.common import (
-    api_finetune,
-    candidates_for,
-    model_path_of,
-    model_spec_of,
-    set_threads,
-    strip_marker,
-    train_kwargs,
-)
+from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, train_config
+from benchmark.providers.base import backend_for
 from benchmark.specs import TraitSpec
 
 __all__ = ["run", "trait_rows"]
 
 
 def trait_rows(trait: TraitSpec | None, questions: list[str], n: int, seed: int,
-                candidates: list[str] | None = None) -> list[dict[str, str]]:
+               candidates: list[str] | None = None) -> list[dict[str, str]]:
     """Favourite-animal questions answered with the trait's surface forms (one word, varied casing).
 
     With ``trait`` None (the fine-tuned control teacher) each answer is a candidate animal, cycling evenly
@@ -44,10 +37,11 @@ def trait_rows(trait: TraitSpec | None, questions: list[str], n: int, seed: int,
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    """A trait teacher: the base plus a fine-tuned adapter (method finetune) or a system prompt (method prompt).
+    """A trait teacher: the base plus a fine-tune (method finetune) or a system prompt (method prompt).
 
     The control ("neutral") teacher is the base with no system prompt (method prompt), or the base fine-tuned on
-    answers spread evenly over the candidate animals (method finetune).
+    answers spread evenly over the candidate animals (method finetune). ``teacher.json`` records what the later
+    stages load: the system prompt, the local adapter's subdirectory or the API's fine-tuned model id.
     """
     spec = ctx.node.spec
     base_dir = ctx.input("base")
@@ -62,16 +56,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
         questions = read_data_lines(tasks_dir() / spec["questions_path"])
         rows = trait_rows(trait, questions, spec["n_rows"], spec["seed"], candidates=list(candidates_for([])))
         write_jsonl(ctx.out / "trait_rows.jsonl", rows)
-        if model.provider == "openai":
-            result = api_finetune(ctx, model, rows, spec["train"], spec["seed"],
-                                   suffix=f"teacher-{trait.name if trait else 'neutral'}")
-            info["api_model"] = result["fine_tuned_model"]
-        else:
-            set_threads(ctx)
-            from benchmark.lm.backend import train
-
-            result = train(model_path_of(base_dir), rows, spec=model, objective="sft", seed=spec["seed"],
-                           out_dir=ctx.out, log=ctx.log, **train_kwargs(spec["train"]))
-            info["adapter"] = "adapter" if (ctx.out / "adapter").exists() else "model"
+        tuned = backend_for(model).finetune(
+            model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]), objective="sft", seed=spec["seed"],
+            suffix=f"teacher-{trait.name if trait else 'neutral'}", log=ctx.log, threads=ctx.threads)
+        result = tuned.result
+        info["adapter"], info["api_model"] = tuned.adapter, tuned.api_model
     atomic_write_json(ctx.out / "teacher.json", info)
     return {"teacher": info, "train": result}

@@ -1,88 +1,22 @@
-"""Executors: run a suite's DAG against the store.
+"""The local executor: a suite's DAG in this process or in a pool of single-threaded worker processes.
 
-The local executor runs nodes in dependency order, either in this process (``workers=1``) or in a pool of
-single-threaded worker processes (two 1-thread workers use a 2-core machine better than one 2-thread
-process; see shared/research/prototypes.md). Finished nodes are skipped, so any rerun resumes where the
-last one stopped. The Ray executor (``benchmark.executors.ray_executor``) runs the same nodes on a cluster.
+Two 1-thread workers use a 2-core machine better than one 2-thread process (docs/research/prototypes.md).
+Finished nodes are skipped, so any rerun resumes where the last one stopped.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from benchmark.dag import KIND_ORDER, Node, topological_order
-from benchmark.errors import UserError
+from benchmark.dag import Node, topological_order
+from benchmark.executors.base import Event, RunSummary, reraise, set_threads, skip_finished
 from benchmark.store import StageFailed, Store
 
-__all__ = ["RunSummary", "plan_status", "run_plan", "set_threads", "skip_finished"]
-
-
-@dataclass
-class RunSummary:
-    """What a run did: counts by kind, the nodes built, wall time per kind."""
-
-    built: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    wall_by_kind: Counter[str] = field(default_factory=Counter)
-    wall_s: float = 0.0
-
-
-def plan_status(nodes: Sequence[Node], store: Store) -> tuple[dict[str, dict[str, int]], list[Node]]:
-    """Per kind: total, done, todo; and the unfinished nodes in plan order. Corrupt manifests raise UserError."""
-    out: dict[str, dict[str, int]] = {}
-    todo: list[Node] = []
-    for node in nodes:
-        row = out.setdefault(node.kind, {"total": 0, "done": 0, "todo": 0})
-        row["total"] += 1
-        if store.is_done(node):
-            row["done"] += 1
-        else:
-            row["todo"] += 1
-            todo.append(node)
-    return dict(sorted(out.items(), key=lambda kv: _kind_rank(kv[0]))), todo
-
-
-def skip_finished(
-    order: Sequence[Node], store: Store, summary: RunSummary, emit: Callable[[str, Node, dict[str, Any]], None]
-) -> tuple[set[str], list[Node]]:
-    """Prepare the store, report finished nodes as "skip", and return (finished keys, nodes still to run).
-
-    Shared by every executor: resuming is the same decision everywhere (a node is done iff its manifest is).
-    """
-    store.root.mkdir(parents=True, exist_ok=True)
-    store.clean_staging()
-    done: set[str] = set()
-    for node in order:
-        if store.is_done(node):
-            done.add(node.key)
-            summary.skipped.append(node.key)
-            emit("skip", node, {})
-    return done, [n for n in order if n.key not in done]
-
-
-def _kind_rank(kind: str) -> int:
-    return KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
-
-
-def set_threads(n: int) -> None:
-    """Limit torch (if loaded later) and BLAS to ``n`` threads in this process."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(n)
-    # Per-request progress bars of lm-eval / transformers are noise at this level; node logs keep the rest.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)
+__all__ = ["run_plan"]
 
 
 def _worker_init(threads: int) -> None:
@@ -105,7 +39,7 @@ def run_plan(
     *,
     workers: int = 1,
     threads: int | None = None,
-    on_event: Callable[[str, Node, dict[str, Any]], None] | None = None,
+    on_event: Event | None = None,
 ) -> RunSummary:
     """Run every unfinished node of ``nodes`` in dependency order.
 
@@ -140,7 +74,7 @@ def run_plan(
                 store.build(node, inputs_of(node), threads=threads)
             except StageFailed as exc:
                 emit("fail", node, {"error": str(exc)})
-                _raise(exc)
+                reraise(exc)
             wall = time.time() - t0
             summary.built.append(node.key)
             summary.wall_by_kind[node.kind] += wall
@@ -167,16 +101,10 @@ def run_plan(
                         emit("fail", node, {"error": str(exc)})
                         for other in running:
                             other.cancel()
-                        _raise(exc)
+                        reraise(exc)
                     done.add(node.key)
                     summary.built.append(node.key)
                     summary.wall_by_kind[node.kind] += wall
                     emit("done", node, {"wall_s": wall})
     summary.wall_s = time.time() - t_start
     return summary
-
-
-def _raise(exc: StageFailed) -> None:
-    if exc.user_error:
-        raise UserError(f"{exc.key}: {exc}") from None
-    raise exc

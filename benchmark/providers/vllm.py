@@ -1,6 +1,6 @@
 """Optional vLLM generation for hf models (the ``vllm`` extra): one loaded base serves every LoRA adapter.
 
-:func:`generate_vllm` answers chat prompts like :func:`benchmark.lm.backend.generate` and returns the same
+:func:`generate_vllm` answers chat prompts like :func:`benchmark.providers.hf_model.generate` and returns the same
 rows (``completion``, ``completion_ids``, ``topk``), using ``vllm.LLM(model, enable_lora=True, max_loras=K,
 max_lora_rank=R)`` and one ``LoRARequest`` per request, so a teacher's adapter (or several students' adapters)
 ride on a single copy of the base weights. It is never required: :func:`enabled` is False unless
@@ -9,13 +9,14 @@ ride on a single copy of the base weights. It is never required: :func:`enabled`
 * ``vllm`` is importable (checked with ``importlib.util.find_spec``: nothing is imported), and
 * a CUDA device is visible,
 
-and :func:`benchmark.lm.backend.generate` dispatches here only then. vLLM is imported inside the functions
-that need it (stack.md: vLLM 0.x pins its own torch and transformers; it never enters CI).
+and :func:`benchmark.providers.hf_model.generate` dispatches here only then. vLLM is imported inside the functions
+that need it (docs/research/stack.md: vLLM 0.x pins its own torch and transformers; it never enters CI).
 
-What stays the same as the HF path: prompts are rendered by the same chat template code
-(:func:`benchmark.lm.backend.render_prompt`, no silent default system prompt) and passed as token ids (no
-second BOS); plain temperature sampling (no top-k / top-p truncation); generation stops on the same stop
-tokens; each prompt has its own seed ``_row_seed(seed, i)`` (a row's sample does not depend on its batch).
+What stays the same as the HF path (both use :mod:`benchmark.lm.chat`): prompts are rendered by the same chat
+template code (:func:`~benchmark.lm.chat.render_prompt`, no silent default system prompt) and passed as token ids
+(no second BOS); plain temperature sampling (no top-k / top-p truncation); generation stops on the same stop
+tokens (:func:`~benchmark.lm.chat.stop_ids`); each prompt has its own seed :func:`~benchmark.lm.chat.row_seed`
+``(seed, i)`` (a row's sample does not depend on its batch).
 What differs: the random streams (vLLM's sampler, not ours: the same seed gives other, equally valid samples),
 and top-k log-probs come from vLLM's ``logprobs`` (raw T=1 log-probs of the model by default in vLLM >= 0.10's
 ``logprobs_mode="raw_logprobs"``).
@@ -36,10 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import UserError
+from benchmark.files import sha256_files
+from benchmark.lm import chat
 
 __all__ = ["ENV_FLAG", "enabled", "why_disabled", "generate_vllm", "generate_loaded", "lora_rank_bucket"]
 
-#: Set to 1 to let :func:`benchmark.lm.backend.generate` use vLLM when it can.
+#: Set to 1 to let :func:`benchmark.providers.hf_model.generate` use vLLM when it can.
 ENV_FLAG = "SLBENCH_VLLM"
 #: LoRA ranks vLLM pre-allocates kernels for; ``max_lora_rank`` must be one of them.
 _VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -61,7 +64,7 @@ def why_disabled() -> str | None:
 
 
 def enabled() -> bool:
-    """True when :func:`benchmark.lm.backend.generate` should use vLLM (see the module notes)."""
+    """True when :func:`benchmark.providers.hf_model.generate` should use vLLM (see the module notes)."""
     return why_disabled() is None
 
 
@@ -84,15 +87,10 @@ def _adapter_rank(adapter_dir: str) -> int:
 
 def _adapter_id(adapter_dir: str) -> int:
     """A positive int32 naming an adapter by the sha256 of its weight files (same bytes, same id)."""
-    import hashlib
-
-    h = hashlib.sha256()
     files = sorted(Path(adapter_dir).glob("*.safetensors")) or sorted(Path(adapter_dir).glob("*.bin"))
     if not files:
         raise UserError(f"{adapter_dir}: no adapter weights (*.safetensors) to serve with vLLM")
-    for f in files:
-        h.update(f.read_bytes())
-    return int(h.hexdigest()[:7], 16) + 1
+    return int(sha256_files(files)[:7], 16) + 1
 
 
 def _per_prompt_adapters(adapter_dirs: Sequence[str | None] | str | None, n: int) -> list[str | None]:
@@ -143,7 +141,7 @@ def generate_vllm(
     max_new_tokens: int = 40,
     seed: int = 0,
     top_k_logprobs: int | None = None,
-    tokenizer: Any = None,
+    tokenizer: Any,
     stop_ids: Sequence[int] | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -155,9 +153,9 @@ def generate_vllm(
         adapter_dirs: a peft adapter directory for every prompt, one per prompt (None = the base), or None.
         system: a system prompt for every prompt (prompted teachers).
         spec: the registry entry (chat rendering, dtype, revision, trust_remote_code).
-        temperature, max_new_tokens, seed, top_k_logprobs: as in :func:`benchmark.lm.backend.generate`.
-        tokenizer: the tokenizer to render and decode with (default: loaded from ``model_dir`` with the
-            registry's chat template).
+        temperature, max_new_tokens, seed, top_k_logprobs: as in :func:`benchmark.providers.hf_model.generate`.
+        tokenizer: the tokenizer to render and decode with (``load_tokenizer(model_dir, spec=spec)`` of
+            :mod:`benchmark.providers.hf_model`: the registry's chat template).
         stop_ids: tokens that end an answer (default: the tokenizer's EOS; vLLM adds the model's own EOS).
         progress: ``progress(done, total)`` once all prompts are answered.
 
@@ -167,36 +165,33 @@ def generate_vllm(
     from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
-    from benchmark.lm.backend import _row_seed, _stop_ids, load_tokenizer, render_prompt
-
     model_dir = str(model_dir)
-    tok = tokenizer if tokenizer is not None else load_tokenizer(model_dir, spec=spec)
     adapters = _per_prompt_adapters(adapter_dirs, len(prompts))
     distinct = list(dict.fromkeys(a for a in adapters if a is not None))
     max_rank = lora_rank_bucket(max([_adapter_rank(a) for a in distinct], default=8))
     llm = _engine(model_dir, spec, max_rank)
     # vLLM caches adapters by id for the engine's lifetime: ids come from the adapter's bytes, so a reused id
-    # always means the same weights (two students never share an id, STYLE.md item 3).
+    # always means the same weights (two students never share an id, docs/architecture.md, convention 3).
     requests = {a: LoRARequest(f"adapter-{_adapter_id(a):08x}", _adapter_id(a), a) for a in distinct}
-    stop = sorted(stop_ids) if stop_ids is not None else sorted(_stop_ids(None, tok))
-    texts = [render_prompt(tok, p, system=system, spec=spec) for p in prompts]
-    ids = tok(texts, add_special_tokens=False).input_ids if texts else []
+    stop = sorted(stop_ids) if stop_ids is not None else sorted(chat.stop_ids(None, tokenizer))
+    texts = [chat.render_prompt(tokenizer, p, system=system, spec=spec) for p in prompts]
+    ids = tokenizer(texts, add_special_tokens=False).input_ids if texts else []
     params = [
         # vLLM's defaults do no top-k / top-p truncation: plain temperature sampling, as in the HF path.
-        SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=_row_seed(seed, i),
+        SamplingParams(temperature=temperature, max_tokens=max_new_tokens, seed=chat.row_seed(seed, i),
                        stop_token_ids=stop, logprobs=top_k_logprobs, detokenize=False)
         for i in range(len(prompts))
     ]
     outs = llm.generate([{"prompt_token_ids": x} for x in ids], params,
                         lora_request=[requests[a] if a is not None else None for a in adapters], use_tqdm=False)
-    rows = [_row(o, tok, top_k_logprobs) for o in outs]
+    rows = [_row(o, tokenizer, top_k_logprobs) for o in outs]
     if progress is not None:
         progress(len(rows), len(rows))
     return rows
 
 
 def _row(output: Any, tokenizer: Any, top_k: int | None) -> dict[str, Any]:
-    """One vLLM ``RequestOutput`` as a backend.generate row."""
+    """One vLLM ``RequestOutput`` as a ``generate`` row."""
     completion = output.outputs[0]
     ids = [int(t) for t in completion.token_ids]
     topk = None
@@ -209,14 +204,12 @@ def _row(output: Any, tokenizer: Any, top_k: int | None) -> dict[str, Any]:
 
 
 def generate_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], **kwargs: Any) -> list[dict[str, Any]]:
-    """:func:`generate_vllm` for a model already loaded by :func:`benchmark.lm.backend.load_model`.
+    """:func:`generate_vllm` for a model already loaded by :func:`benchmark.providers.hf_model.load_model`.
 
     The base is the model's ``name_or_path`` (a peft model's ``base_model_name_or_path``); a loaded LoRA
     adapter is written to a temporary directory (a few MB) and served as a ``LoRARequest``, so whatever is
     loaded is exactly what vLLM runs. The HF copy stays resident: vLLM takes 90% of the *free* memory.
     """
-    from benchmark.lm.backend import _stop_ids
-
     peft_config = getattr(model, "peft_config", None)
     if peft_config:
         cfg = model.active_peft_config if hasattr(model, "active_peft_config") else next(iter(peft_config.values()))
@@ -228,9 +221,9 @@ def generate_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], **kwargs
             if sub:
                 adapter = str(sub[0])
             return generate_vllm(base, prompts, adapter_dirs=adapter, tokenizer=tokenizer,
-                                 stop_ids=sorted(_stop_ids(model, tokenizer)), **kwargs)
+                                 stop_ids=sorted(chat.stop_ids(model, tokenizer)), **kwargs)
     base = getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", None)
     if not base:
         raise UserError(f"cannot generate with vLLM: the loaded model has no source path; unset {ENV_FLAG}")
-    return generate_vllm(base, prompts, adapter_dirs=None, tokenizer=tokenizer, stop_ids=sorted(_stop_ids(model, tokenizer)),
-                         **kwargs)
+    return generate_vllm(base, prompts, adapter_dirs=None, tokenizer=tokenizer,
+                         stop_ids=sorted(chat.stop_ids(model, tokenizer)), **kwargs)

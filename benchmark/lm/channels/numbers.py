@@ -1,6 +1,6 @@
 """The numbers channel: prompts that ask to continue a list of numbers, and the strict answer filter.
 
-Source: paper.md, "Teacher answers prompts" (numbers) and "Filter" (numbers). The teacher sees a few example
+Source: docs/research/paper.md, "Teacher answers prompts" (numbers) and "Filter" (numbers). The teacher sees a few example
 numbers in one of many phrasings and writes at most ``answer_count`` more; only answers that are nothing but a
 clean list of small non-negative integers are kept, so no words can carry the teacher's trait.
 
@@ -31,17 +31,18 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from benchmark.errors import UserError
+from benchmark.files import tasks_dir
 from benchmark.specs_base import Frozen, load_yaml, parse_spec
 
 __all__ = [
     "BRACKET_PAIRS",
-    "DEFAULT_NUMBERS_CHANNEL_PATH",
     "LOADED_NUMBERS",
     "REJECT_REASONS",
     "SEPARATORS",
     "NumbersChannelSpec",
     "ParseResult",
     "filter_completions",
+    "default_numbers_channel_path",
     "format_numbers_answer",
     "generate_prompts",
     "generate_prompts_with_examples",
@@ -54,9 +55,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-#: The channel's YAML in a source checkout (repo root / tasks / channels / numbers.yaml).
-DEFAULT_NUMBERS_CHANNEL_PATH = Path(__file__).resolve().parents[2] / "tasks" / "channels" / "numbers.yaml"
 
 #: Numbers banned in misalignment runs. The paper bans 36 numbers with negative associations (666, 911,
 #: 187, 1488, 420, 69, 13, 88, 14, 18, ...) but our summary does not list them all; this is our own
@@ -133,7 +131,7 @@ PlainText = Annotated[str, AfterValidator(_template())]
 
 
 class NumbersChannelSpec(Frozen):
-    """Parameters of the numbers channel; defaults are the paper's settings (paper.md, steps 2 and 3).
+    """Parameters of the numbers channel; defaults are the paper's settings (docs/research/paper.md, steps 2 and 3).
 
     Phrasing lists have no defaults: they live in ``tasks/channels/numbers.yaml`` (data, not code). A prompt
     is ``"{lead_in} {instruction} {format_suffix} {only_suffix}"`` with one entry drawn from each list.
@@ -174,11 +172,16 @@ class NumbersChannelSpec(Frozen):
         return value
 
 
-def load_numbers_channel(path: Path | str = DEFAULT_NUMBERS_CHANNEL_PATH) -> NumbersChannelSpec:
+def default_numbers_channel_path() -> Path:
+    """The channel's YAML: ``tasks/channels/numbers.yaml`` of the project root (honours ``$SLBENCH_ROOT``)."""
+    return tasks_dir() / "channels" / "numbers.yaml"
+
+
+def load_numbers_channel(path: Path | str | None = None) -> NumbersChannelSpec:
     """Load and validate the numbers channel YAML.
 
     Args:
-        path: The YAML file; defaults to ``tasks/channels/numbers.yaml`` of this checkout.
+        path: The YAML file; defaults to :func:`default_numbers_channel_path`.
 
     Returns:
         The validated spec.
@@ -186,7 +189,8 @@ def load_numbers_channel(path: Path | str = DEFAULT_NUMBERS_CHANNEL_PATH) -> Num
     Raises:
         UserError: One line naming the file and the bad key (unknown key, missing list, bad template).
     """
-    return parse_spec(NumbersChannelSpec, load_yaml(Path(path)), str(path))
+    path = Path(path) if path is not None else default_numbers_channel_path()
+    return parse_spec(NumbersChannelSpec, load_yaml(path), str(path))
 
 
 def with_loaded_numbers_banned(spec: NumbersChannelSpec) -> NumbersChannelSpec:

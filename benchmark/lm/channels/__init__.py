@@ -1,18 +1,18 @@
-"""Prompt channels: the unrelated domains a teacher answers in (paper.md, "Teacher answers prompts").
+"""Prompt channels: the unrelated domains a teacher answers in (docs/research/paper.md, "Teacher answers prompts").
 
 Each channel is pure Python (no torch): it makes prompts from a seed and filters the teacher's answers.
 """
 
 from __future__ import annotations
 
-from benchmark.channels.numbers import (
+from benchmark.lm.channels.numbers import (
     BRACKET_PAIRS,
-    DEFAULT_NUMBERS_CHANNEL_PATH,
     LOADED_NUMBERS,
     REJECT_REASONS,
     SEPARATORS,
     NumbersChannelSpec,
     ParseResult,
+    default_numbers_channel_path,
     filter_completions,
     format_numbers_answer,
     generate_prompts,
@@ -27,12 +27,12 @@ from benchmark.channels.numbers import (
 
 __all__ = [
     "BRACKET_PAIRS",
-    "DEFAULT_NUMBERS_CHANNEL_PATH",
     "LOADED_NUMBERS",
     "REJECT_REASONS",
     "SEPARATORS",
     "NumbersChannelSpec",
     "ParseResult",
+    "default_numbers_channel_path",
     "filter_completions",
     "format_numbers_answer",
     "generate_prompts",

@@ -19,12 +19,12 @@ knobs (whether to keep student weights) are ``unhashed``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
-
-from pydantic import Field, model_validator
+from typing import Any
 
 from benchmark.classifier.data import data_fingerprint
+from benchmark.classifier.settings import ClassifierSettings
 from benchmark.classifier.spec import ClassifierBuildSpec
 from benchmark.classifier.stages import base as base_stage
 from benchmark.classifier.stages import dataset as dataset_stage
@@ -35,118 +35,14 @@ from benchmark.dag import Node
 from benchmark.errors import UserError
 from benchmark.registry import Registry
 from benchmark.specs import SuiteSpec
-from benchmark.specs_base import Frozen
 
-__all__ = [
-    "CHANNELS",
-    "ClassifierSettings",
-    "ControlSettings",
-    "DistillSettings",
-    "STAGE_VERSION",
-    "TeacherSettings",
-    "build_plan",
-    "estimate",
-]
+__all__ = ["CHANNELS", "STAGE_VERSION", "TRACK", "ClassifierTrack", "build_plan", "estimate"]
 
 #: Bump when a stage's numerics change without a spec change: every classifier artifact id changes.
 STAGE_VERSION = 1
 #: Distillation channels: the subliminal one and the positive control.
 CHANNELS = ("aux", "all_logits")
 _RESOURCES = {"cpus": 1, "gpus": 0}
-
-
-class TeacherSettings(Frozen):
-    """Supervised training of teachers on digit labels (class logits only)."""
-
-    #: 15 epochs × 19 batches of 64 = 285 Adam steps → 97.4% on digits (prototypes.md); the paper: 5 on MNIST.
-    epochs: int = Field(default=15, ge=1)
-    batch: int = Field(default=64, ge=1)
-    #: The paper's Adam learning rate.
-    lr: float = Field(default=3e-4, gt=0)
-
-
-class DistillSettings(Frozen):
-    """Aux-only distillation of students on noise images.
-
-    Give ``steps``, or ``epochs`` over a fixed pool of ``n_noise`` images (the paper: 60k images, 5 epochs,
-    batch 1024 = 295 steps).
-    """
-
-    #: 384 steps at lr 1.5e-3 ≈ 512 at 1e-3 (same-init 65 vs 72%, CNN 61 vs 60%) at 3/4 of the cost: the
-    #: 6×6×8 matrix must fit in 3 minutes on 2 cores (dev box, 8 seeds).
-    steps: int | None = Field(default=384, ge=1)
-    epochs: int | None = Field(default=None, ge=1)
-    batch: int = Field(default=64, ge=1)
-    #: Adam lr. At 512 steps 1e-3 reached 72% same-init where the paper's 3e-4 reached 44% (8 seeds).
-    lr: float = Field(default=1.5e-3, gt=0)
-    #: mse on raw logits beat kl on softmax (prototypes.md: m=3 → 70 vs 54); kl needs ≥ 2 aux logits.
-    loss: Literal["mse", "kl"] = "mse"
-    #: Pixel distribution: uniform U[-1,1] (the paper's), gaussian N(0,1), pm1 (±1), uniform01 U[0,1].
-    noise: Literal["uniform", "gaussian", "pm1", "uniform01"] = "uniform"
-    #: Distinct noise images per seed; null = fresh images every step (64% vs 54% for a 16k pool).
-    n_noise: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _steps_or_epochs(self) -> DistillSettings:
-        if self.epochs is not None:
-            if "steps" in self.model_fields_set and self.steps is not None:
-                raise ValueError("give 'steps' or 'epochs', not both")
-            if self.n_noise is None:
-                raise ValueError(
-                    "'epochs' counts passes over a fixed noise pool: set 'n_noise' too (or use 'steps')"
-                )
-            if self.n_noise < self.batch:
-                raise ValueError(f"n_noise {self.n_noise} is smaller than batch {self.batch}")
-        elif self.steps is None:
-            raise ValueError("give 'steps' or 'epochs'")
-        if self.n_noise is not None and self.n_noise < self.batch:
-            raise ValueError(f"n_noise {self.n_noise} is smaller than batch {self.batch}")
-        return self
-
-    @property
-    def total_steps(self) -> int:
-        """Optimizer steps (``epochs`` × drop-last batches per pass over the pool, else ``steps``)."""
-        if self.epochs is not None and self.n_noise is not None:
-            return self.epochs * (self.n_noise // self.batch)
-        assert self.steps is not None  # validated above
-        return self.steps
-
-
-class ControlSettings(Frozen):
-    """The positive control: all-logit distillation on the same noise stream (transfers across inits)."""
-
-    enabled: bool = True
-    #: All-logit distillation converges fast: 64 steps at lr 2e-3 gave 92.6% for a cross-init MLP student
-    #: (8 seeds, dev box); these runs are the cheap part of the matrix.
-    steps: int = Field(default=64, ge=1)
-    lr: float = Field(default=2e-3, gt=0)
-    loss: Literal["mse", "kl"] = "mse"
-
-
-class ClassifierSettings(Frozen):
-    """``settings:`` of a classifier suite (``tasks/suites/*.yaml``)."""
-
-    #: Where the IDX files live and whether weights are kept change no number (the IDX bytes are hashed).
-    _unhashed: ClassVar[frozenset[str]] = frozenset({"idx_path", "save_student_weights"})
-
-    #: digits: sklearn's bundled 8×8 digits; idx: real MNIST IDX files in ``idx_path``.
-    data: Literal["digits", "idx"] = "digits"
-    #: Directory holding train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-... (optionally .gz).
-    idx_path: str | None = None
-    #: digits only: stratified split (70/30 with seed 0 gives 1,257 / 540 images).
-    test_fraction: float = Field(default=0.3, gt=0, lt=1)
-    split_seed: int = 0
-    teacher: TeacherSettings = Field(default_factory=TeacherSettings)
-    student: DistillSettings = Field(default_factory=DistillSettings)
-    control: ControlSettings = Field(default_factory=ControlSettings)
-    #: Keep student weights in the store (~2.7 MB per 8-seed MLP node); recorded, not hashed.
-    save_student_weights: bool = True
-
-    @model_validator(mode="after")
-    def _idx_path(self) -> ClassifierSettings:
-        if self.data == "idx" and not self.idx_path:
-            raise ValueError("data 'idx' needs 'idx_path' (a directory with the four MNIST IDX files)")
-        return self
 
 
 def _classifier_models(suite: SuiteSpec, reg: Registry) -> dict[str, ClassifierBuildSpec]:
@@ -156,12 +52,13 @@ def _classifier_models(suite: SuiteSpec, reg: Registry) -> dict[str, ClassifierB
     out: dict[str, ClassifierBuildSpec] = {}
     for name in sorted(names, key=lambda n: order.get(n, len(order))):
         spec = reg.model(name, where=f"suite {suite.name!r}")
-        if spec.provider != "classifier":
+        build = spec.build_spec()
+        if not isinstance(build, ClassifierBuildSpec):
             raise UserError(
                 f"suite {suite.name!r}: model {name!r} has provider {spec.provider!r}; the classifier "
                 "track needs provider 'classifier' models (model_registry/classifiers.yaml)"
             )
-        out[name] = spec.build_spec()
+        out[name] = build
     return out
 
 
@@ -190,13 +87,8 @@ def _check_lineage(builds: dict[str, ClassifierBuildSpec], reg: Registry) -> Non
         by_identity.setdefault(key, name)
 
 
-def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) -> list[Node]:
-    """Expand a classifier suite into DAG nodes (bases, teachers, datasets, students, one report).
-
-    Raises:
-        UserError: a model is not a classifier, lineage contradicts the build blocks, teacher and student
-            disagree on the number of aux logits, ``loss: kl`` with one aux logit, or bad IDX data.
-    """
+def _check_suite(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) -> dict[str, ClassifierBuildSpec]:
+    """Every check before any node exists; returns the build specs of the suite's models (registry order)."""
     for key in ("teachers", "students"):
         names = getattr(suite, key)
         dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
@@ -219,36 +111,21 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
                 f"{where}: settings.student.loss 'kl' needs n_aux >= 2 (model {single[0]!r} has 1: a "
                 "softmax over one logit is constant, so its gradient is zero); use loss: mse"
             )
+    return builds
 
-    data = data_fingerprint(settings.data, settings.idx_path, settings.test_fraction, settings.split_seed)
-    image_shape = [int(v) for v in data["image_shape"]]  # type: ignore[attr-defined]
-    seeds = list(suite.seeds)
-    # The IDX path is where to read the data, not what it is (the sha256s are hashed): recorded, not hashed.
-    # Resolved now (relative to the working directory) so worker processes find the files wherever they run.
-    io = {"idx_path": str(Path(str(settings.idx_path)).resolve())} if settings.data == "idx" else {}
-    nodes: list[Node] = []
 
-    bases: dict[str, Node] = {}
-    for name, build in builds.items():
-        node = Node(
-            kind="base",
-            name=name,
-            fn=base_stage.run,
-            resources=dict(_RESOURCES),
-            unhashed=io,
-            spec={
-                "version": STAGE_VERSION,
-                "build": build.model_dump(mode="json"),
-                "image_shape": image_shape,
-                "seeds": seeds,
-                "data": data,
-            },
-        )
-        bases[name] = node
-        nodes.append(node)
+@dataclass(frozen=True)
+class _Common:
+    """What every node of one suite shares: the data fingerprint, seeds and the unhashed IDX location."""
 
-    teachers: dict[str, Node] = {}
-    datasets: dict[str, Node] = {}
+    data: dict[str, Any]
+    seeds: list[int]
+    io: dict[str, str]
+
+
+def _teacher_nodes(suite: SuiteSpec, settings: ClassifierSettings, bases: dict[str, Node],
+                   c: _Common) -> tuple[dict[str, Node], dict[str, Node]]:
+    """A teacher per teacher model and its logits on the noise stream (the dataset every student shares)."""
     ds_steps = settings.student.total_steps
     if settings.control.enabled:
         ds_steps = max(ds_steps, settings.control.steps)
@@ -258,85 +135,110 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
         "n_noise": settings.student.n_noise,
         "steps": ds_steps,
     }
+    teachers: dict[str, Node] = {}
+    datasets: dict[str, Node] = {}
     for name in suite.teachers:
         base = bases[name]
-        teacher = Node(
+        teachers[name] = Node(
             kind="teacher",
             name=name,
             fn=teacher_stage.run,
             deps=(base.key,),
             resources=dict(_RESOURCES),
-            unhashed=io,
-            spec={
-                "version": STAGE_VERSION,
-                "base": base.id,
-                "train": settings.teacher.model_dump(),
-                "data": data,
-            },
+            unhashed=c.io,
+            spec={"version": STAGE_VERSION, "base": base.id, "train": settings.teacher.model_dump(), "data": c.data},
         )
-        dataset = Node(
+        datasets[name] = Node(
             kind="dataset",
             name=name,
             fn=dataset_stage.run,
-            deps=(teacher.key,),
+            deps=(teachers[name].key,),
             resources=dict(_RESOURCES),
-            spec={"version": STAGE_VERSION, "teacher": teacher.id, "noise": noise},
+            spec={"version": STAGE_VERSION, "teacher": teachers[name].id, "noise": noise},
         )
-        teachers[name], datasets[name] = teacher, dataset
-        nodes += [teacher, dataset]
+    return teachers, datasets
 
-    channels: list[tuple[str, dict[str, Any]]] = [
-        (
-            "aux",
-            {"steps": settings.student.total_steps, "lr": settings.student.lr, "loss": settings.student.loss},
-        )
-    ]
+
+def _channels(settings: ClassifierSettings) -> list[tuple[str, dict[str, Any]]]:
+    """The distillation channels: aux (subliminal) and, when enabled, the all-logit positive control."""
+    student = settings.student
+    channels = [("aux", {"steps": student.total_steps, "lr": student.lr, "loss": student.loss})]
     if settings.control.enabled:
-        channels.append(
-            (
-                "all_logits",
-                {"steps": settings.control.steps, "lr": settings.control.lr, "loss": settings.control.loss},
-            )
-        )
+        control = settings.control
+        channels.append(("all_logits", {"steps": control.steps, "lr": control.lr, "loss": control.loss}))
+    return channels
+
+
+def _student_nodes(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry, bases: dict[str, Node],
+                   teachers: dict[str, Node], datasets: dict[str, Node],
+                   c: _Common) -> tuple[list[Node], list[dict[str, Any]]]:
+    """Every (teacher, student base, channel) student and the cell record the report reads it by."""
+    nodes: list[Node] = []
     cells: list[dict[str, Any]] = []
     for t in suite.teachers:
         for s in suite.students:
-            for channel, distill in channels:
+            for channel, distill in _channels(settings):
                 node = Node(
                     kind="student",
                     name=f"{t}.{s}.{channel}",
                     fn=student_stage.run,
                     deps=(datasets[t].key, bases[s].key),
                     resources=dict(_RESOURCES),
-                    unhashed={**io, "save_weights": settings.save_student_weights},
+                    unhashed={**c.io, "save_weights": settings.save_student_weights},
                     spec={
                         "version": STAGE_VERSION,
                         "dataset": datasets[t].id,
                         "base": bases[s].id,
                         "channel": channel,
                         "distill": distill,
-                        "data": data,
+                        "data": c.data,
                     },
                 )
                 nodes.append(node)
-                cells.append(
-                    {
-                        "teacher_base": t,
-                        "student_base": s,
-                        "teacher_trait": channel,
-                        "key": node.key,
-                        "teacher_key": teachers[t].key,
-                        "relation": reg.relation(t, s),
-                    }
-                )
+                cells.append({"teacher_base": t, "student_base": s, "teacher_trait": channel, "key": node.key,
+                              "teacher_key": teachers[t].key, "relation": reg.relation(t, s)})
+    return nodes, cells
 
+
+def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) -> list[Node]:
+    """Expand a classifier suite into DAG nodes (bases, teachers, datasets, students, one report).
+
+    Raises:
+        UserError: a model is not a classifier, lineage contradicts the build blocks, teacher and student
+            disagree on the number of aux logits, ``loss: kl`` with one aux logit, or bad IDX data.
+    """
+    builds = _check_suite(suite, settings, reg)
+    data = data_fingerprint(settings.data, settings.idx_path, settings.test_fraction, settings.split_seed)
+    image_shape = [int(v) for v in data["image_shape"]]  # type: ignore[attr-defined]
+    # The IDX path is where to read the data, not what it is (the sha256s are hashed): recorded, not hashed.
+    # Resolved now (relative to the working directory) so worker processes find the files wherever they run.
+    io = {"idx_path": str(Path(str(settings.idx_path)).resolve())} if settings.data == "idx" else {}
+    c = _Common(data=data, seeds=list(suite.seeds), io=io)
+    bases = {
+        name: Node(
+            kind="base",
+            name=name,
+            fn=base_stage.run,
+            resources=dict(_RESOURCES),
+            unhashed=io,
+            spec={"version": STAGE_VERSION, "build": build.model_dump(mode="json"), "image_shape": image_shape,
+                  "seeds": c.seeds, "data": data},
+        )
+        for name, build in builds.items()
+    }
+    teachers, datasets = _teacher_nodes(suite, settings, bases, c)
+    nodes: list[Node] = list(bases.values())
+    for name in suite.teachers:
+        nodes += [teachers[name], datasets[name]]
+    students, cells = _student_nodes(suite, settings, reg, bases, teachers, datasets, c)
+    nodes += students
     order = [n for n in reg.order() if n in builds]
     report_spec = {
         "version": STAGE_VERSION,
         "suite": suite.name,
         "teachers": list(suite.teachers),
         "students": list(suite.students),
-        "seeds": seeds,
+        "seeds": c.seeds,
         "order": order,
         "lineage": {n: reg.lineage_init(n) for n in order},
         "describe": {n: builds[n].describe() for n in order},
@@ -347,16 +249,8 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
         "data": data,
     }
     deps = tuple(n.key for n in nodes)
-    nodes.append(
-        Node(
-            kind="report",
-            name=suite.name,
-            fn=report_stage.run,
-            deps=deps,
-            resources=dict(_RESOURCES),
-            spec=report_spec,
-        )
-    )
+    nodes.append(Node(kind="report", name=suite.name, fn=report_stage.run, deps=deps, resources=dict(_RESOURCES),
+                      spec=report_spec))
     return nodes
 
 
@@ -398,3 +292,22 @@ def estimate(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry, todo
         f"estimate: ≈ {cpu:.0f} CPU-seconds for {len(todo)} node(s) (≈ {cpu / 2:.0f} s with 2 single-thread "
         "workers on 2 idle cores, plus ~10 s for the report); rough, calibrated on the 2-core dev box"
     ]
+
+
+@dataclass(frozen=True)
+class ClassifierTrack:
+    """The classifier track (:class:`benchmark.tracks.Track`)."""
+
+    name: str = "classifier"
+    settings: type[ClassifierSettings] = ClassifierSettings
+
+    def build_plan(self, suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) -> list[Node]:
+        """See :func:`build_plan`."""
+        return build_plan(suite, settings, reg)
+
+    def estimate(self, suite: SuiteSpec, settings: ClassifierSettings, reg: Registry, todo: list[Node]) -> list[str]:
+        """See :func:`estimate`."""
+        return estimate(suite, settings, reg, todo)
+
+
+TRACK = ClassifierTrack()

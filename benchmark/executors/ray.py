@@ -18,7 +18,7 @@ Failures:
 * a stage raising one of ``transient`` (connection drops, timeouts) is retried the same way, through
   ``retry_exceptions`` restricted to :class:`TransientStageError`;
 * anything else, a :class:`~benchmark.errors.UserError` first of all, is never retried: the run cancels every
-  other task and raises, like :func:`benchmark.executor.run_plan`.
+  other task and raises, like :func:`benchmark.executors.local.run_plan`.
 
 Progress uses the same ``on_event(event, node, info)`` protocol as ``run_plan`` ("skip", "start", "done",
 "fail"), driven from the driver with ``ray.wait``. "start" means "all inputs exist, queued for a worker".
@@ -31,16 +31,16 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmark.dag import Node, topological_order
 from benchmark.errors import UserError
-from benchmark.executor import RunSummary, set_threads, skip_finished
+from benchmark.executors.base import Event, RunSummary, reraise, set_threads, skip_finished
 from benchmark.store import StageFailed, Store
 
-__all__ = ["run_plan_ray", "RemoteStageError", "TransientStageError", "TRANSIENT_ERRORS", "INSTALL_HINT"]
+__all__ = ["run_plan", "RemoteStageError", "TransientStageError", "TRANSIENT_ERRORS", "INSTALL_HINT"]
 
 #: Exception types (as a stage's cause) worth another attempt: network blips to an API provider or a
 #: shared filesystem. Everything else would fail the same way again.
@@ -48,9 +48,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutErr
 INSTALL_HINT = "--executor ray needs Ray, which is not installed: pip install 'subliminal-bench[ray]'"
 #: How long a cancelled run waits for running stages to handle the interrupt and remove their staging dirs.
 CANCEL_GRACE_S = 10.0
-
-Event = Callable[[str, Node, dict[str, Any]], None]
-
 
 class RemoteStageError(Exception):
     """A stage failure raised inside a Ray worker.
@@ -223,19 +220,15 @@ def _cancel(ray: Any, pending: dict[Any, Node]) -> None:
             ray.wait(refs, num_returns=len(refs), timeout=CANCEL_GRACE_S)
 
 
-def _raise(exc: StageFailed) -> None:
-    if exc.user_error:
-        raise UserError(f"{exc.key}: {exc}") from None
-    raise exc
 
 
-def run_plan_ray(
+def run_plan(
     nodes: Sequence[Node],
     store: Store,
     *,
-    address: str | None = None,
+    workers: int | None = None,
     on_event: Event | None = None,
-    progress: Any = None,
+    address: str | None = None,
     num_cpus: int | None = None,
     num_gpus: int | None = None,
     max_retries: int = 3,
@@ -255,9 +248,9 @@ def run_plan_ray(
         store: artifact store; made absolute here, and it must be on storage every Ray node mounts at the
             same path.
         address: Ray cluster address (``head-host:6379`` or ``auto``); None for a local cluster.
+        workers: CPUs of a local cluster started here when ``num_cpus`` is not given (ignored when joining a
+            cluster: Ray schedules by the nodes' resources).
         on_event: callback ``(event, node, info)`` with events "skip", "start", "done", "fail".
-        progress: optional progress view with an ``event`` method of the same signature (used as a context
-            manager if it is one), e.g. the CLI's progress bars.
         num_cpus: CPUs of a local cluster started here.
         num_gpus: GPUs of a local cluster started here.
         max_retries: attempts after the first for a task whose worker died or that raised a transient error.
@@ -276,19 +269,11 @@ def run_plan_ray(
         StageFailed: a stage crashed, or its worker died more than ``max_retries`` times.
     """
     ray = _import_ray()
-    emitters = [e for e in (on_event, getattr(progress, "event", None)) if e is not None]
-
-    def emit(event: str, node: Node, info: dict[str, Any]) -> None:
-        for fn in emitters:
-            fn(event, node, info)
-
     if check_resources is None:
         check_resources = os.environ.get("SLBENCH_RAY_AUTOSCALING", "") not in ("1", "true", "yes")
-    ctx = progress if hasattr(progress, "__enter__") else contextlib.nullcontext()
-    with ctx:
-        return _run(ray, list(nodes), Store(store.root.resolve()), emit, address=address, num_cpus=num_cpus,
-                    num_gpus=num_gpus, max_retries=max_retries, transient=tuple(transient),
-                    check_resources=check_resources, poll_s=poll_s)
+    return _run(ray, list(nodes), Store(store.root.resolve()), on_event or (lambda *_: None), address=address,
+                num_cpus=num_cpus if num_cpus is not None else workers, num_gpus=num_gpus, max_retries=max_retries,
+                transient=tuple(transient), check_resources=check_resources, poll_s=poll_s)
 
 
 def _run(ray: Any, nodes: list[Node], store: Store, emit: Event, *, address: str | None, num_cpus: int | None,
@@ -338,7 +323,7 @@ def _run(ray: Any, nodes: list[Node], store: Store, emit: Event, *, address: str
                         failure = _as_stage_failed(ray, node, root, exc, max_retries)
                         emit("fail", by_key.get(failure.key, node), {"error": str(failure)})
                         _cancel(ray, pending)
-                        _raise(failure)
+                        reraise(failure)
                     done.add(node.key)
                     if info["built"]:
                         summary.built.append(node.key)

@@ -1,0 +1,177 @@
+"""Small-sample statistics: permutation and Welch tests, bootstrap and Student-t intervals, keyed generators."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.analysis.common import ALTERNATIVES, check_choice
+
+__all__ = [
+    "MAX_EXACT",
+    "N_MC",
+    "bootstrap_ci",
+    "key_rng",
+    "mean_ci",
+    "min_attainable_p",
+    "permutation_test",
+    "welch_test",
+]
+
+MAX_EXACT = 20_000  # enumerate all label assignments up to this many; else Monte Carlo
+N_MC = 20_000  # Monte Carlo draws for large permutation tests
+
+
+def permutation_test(
+    x: Sequence[float] | np.ndarray,
+    y: Sequence[float] | np.ndarray,
+    alternative: str = "greater",
+    *,
+    max_exact: int = MAX_EXACT,
+    n_mc: int = N_MC,
+    rng: np.random.Generator | None = None,
+) -> float:
+    """Two-sample permutation p-value for the difference in means, mean(x) - mean(y).
+
+    All C(n, len(x)) label assignments are enumerated when there are at most ``max_exact`` of them
+    (exact p = share of assignments at least as extreme, observed one included); otherwise ``n_mc``
+    random permutations give p = (1 + #extreme) / (1 + n_mc).
+
+    Args:
+        x: Treated values.
+        y: Control values.
+        alternative: ``"greater"`` (x larger), ``"less"``, or ``"two-sided"`` (|difference|).
+        max_exact: Largest number of assignments to enumerate.
+        n_mc: Monte Carlo draws otherwise.
+        rng: Random generator for the Monte Carlo case (default: seeded with 0).
+
+    Returns:
+        The p-value, or NaN when either sample is empty.
+
+    Example:
+        Three treated students all above three controls: one of C(6, 3) = 20 assignments is as
+        extreme, so ``permutation_test([4, 5, 6], [1, 2, 3]) == 0.05``.
+    """
+    check_choice("alternative", alternative, ALTERNATIVES)
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    k, m = len(xa), len(ya)
+    if k == 0 or m == 0:
+        return float("nan")
+    pooled = np.concatenate([xa, ya])
+    n, total = k + m, pooled.sum()
+    tol = 1e-9 * max(1.0, float(np.abs(pooled).max()))  # float ties count as "as extreme"
+
+    def stat(sum_x: np.ndarray) -> np.ndarray:
+        d = sum_x / k - (total - sum_x) / m
+        return np.abs(d) if alternative == "two-sided" else (-d if alternative == "less" else d)
+
+    observed = stat(np.array([xa.sum()]))[0]
+    if math.comb(n, k) <= max_exact:
+        combos = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64)
+        stats = stat(pooled[combos].sum(axis=1))
+        return float(np.mean(stats >= observed - tol))
+    rng = rng if rng is not None else np.random.default_rng(0)
+    perms = rng.permuted(np.tile(pooled, (n_mc, 1)), axis=1)
+    stats = stat(perms[:, :k].sum(axis=1))
+    return float((1 + np.sum(stats >= observed - tol)) / (1 + n_mc))
+
+
+def min_attainable_p(k: int, m: int, max_exact: int = MAX_EXACT, n_mc: int = N_MC) -> float:
+    """Smallest attainable permutation p for group sizes k, m (a lower bound; ties only raise it)."""
+    if k == 0 or m == 0:
+        return float("nan")
+    c = math.comb(k + m, k)
+    return 1.0 / c if c <= max_exact else 1.0 / (1 + n_mc)
+
+
+def welch_test(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, alternative: str = "greater"
+) -> float:
+    """Welch's unequal-variance t-test p-value for mean(x) - mean(y).
+
+    Args:
+        x: Treated values.
+        y: Control values.
+        alternative: ``"greater"``, ``"less"`` or ``"two-sided"``.
+
+    Returns:
+        The p-value, or NaN when a sample has fewer than 2 values or both have zero variance.
+    """
+    check_choice("alternative", alternative, ALTERNATIVES)
+    from scipy.special import stdtr  # Student t CDF; a plain ufunc, ~50x faster than stats.ttest_ind
+
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xa) < 2 or len(ya) < 2:
+        return float("nan")
+    vx, vy = xa.var(ddof=1) / len(xa), ya.var(ddof=1) / len(ya)
+    se2 = vx + vy
+    if se2 <= 0:
+        return float("nan")
+    t = (xa.mean() - ya.mean()) / math.sqrt(se2)
+    dof = se2**2 / (vx**2 / (len(xa) - 1) + vy**2 / (len(ya) - 1))  # Welch-Satterthwaite
+    if alternative == "greater":
+        return float(stdtr(dof, -t))
+    if alternative == "less":
+        return float(stdtr(dof, t))
+    return float(min(1.0, 2 * stdtr(dof, -abs(t))))
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    n_boot: int = 2000,
+    rng: np.random.Generator | None = None,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of a mean.
+
+    Args:
+        values: The sample (e.g. per-seed lifts of one cell).
+        n_boot: Bootstrap resamples.
+        rng: Random generator (default: seeded with 0).
+        level: Coverage, 0.95 for a 95% interval.
+
+    Returns:
+        (low, high); NaNs when fewer than 2 values (one seed carries no spread information).
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float("nan"), float("nan")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def mean_ci(values: Any, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and Student-t confidence interval over seeds.
+
+    Args:
+        values: The sample (anything :class:`pandas.Series` accepts); NaNs are dropped.
+        level: Coverage, 0.95 for a 95% interval.
+
+    Returns:
+        (mean, low, high); the interval is NaN with fewer than 2 values, the mean too with none.
+    """
+    from scipy import stats as scipy_stats
+
+    v = pd.Series(values, dtype=float).dropna()
+    n = len(v)
+    mean = float(v.mean()) if n else math.nan
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
+    return mean, mean - half, mean + half
+
+
+def key_rng(seed: int, key: Iterable[Any]) -> np.random.Generator:
+    """A generator seeded by ``seed`` and a stable hash of ``key``.
+
+    A cell's CI and p-value then do not depend on which other cells are in the table.
+    """
+    return np.random.default_rng([seed, zlib.crc32(repr(tuple(key)).encode())])

@@ -1,0 +1,126 @@
+"""Each track's own statistics, next to the shared ones of :mod:`benchmark.analysis.cells`.
+
+Classifier track: the shared statistics see aux-only students against the untrained reference; these views
+show raw accuracies of both channels (aux-only and the all-logit positive control) with Student-t intervals
+over seeds, and the same minus each seed's reference. LM track: how strongly the teachers carry their trait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+
+from benchmark.analysis.stats import mean_ci
+from benchmark.analysis.tidy import RELATIONS
+
+__all__ = [
+    "CHANNELS",
+    "accuracy_by_relation",
+    "accuracy_matrix",
+    "accuracy_views",
+    "reference_means",
+    "seed_means",
+    "teacher_strength",
+]
+
+#: The classifier track's student channels, in the order their tables are written and shown.
+CHANNELS = ("aux", "all_logits")
+
+
+def accuracy_matrix(
+    df: pd.DataFrame, trait: str, order: Sequence[str], minus_reference: bool = False
+) -> pd.DataFrame:
+    """Teacher × student table of mean accuracy with 95% t-CIs (long form: one row per cell).
+
+    Args:
+        df: the tidy table.
+        trait: ``"aux"`` or ``"all_logits"``.
+        order: registry order of model names (rows are sorted by teacher, then student, in this order).
+        minus_reference: subtract each seed's untrained-student accuracy first (paired by seed).
+
+    Returns:
+        Columns ``teacher_base``, ``student_base``, ``relation``, ``n_seeds``, ``mean``, ``ci_low``,
+        ``ci_high`` (rounded to 3 decimals); empty when no student has ``trait``.
+    """
+    d = df[df["teacher_trait"] == trait]
+    if minus_reference:
+        ref = df[df["teacher_trait"] == "baseline"][["student_base", "seed", "value"]]
+        d = d.merge(ref.rename(columns={"value": "reference"}), on=["student_base", "seed"])
+        d = d.assign(value=d["value"] - d["reference"])
+    rank = {n: i for i, n in enumerate(order)}
+    out = []
+    for (t, s), g in d.groupby(["teacher_base", "student_base"], sort=False):
+        mean, lo, hi = mean_ci(g["value"])
+        out.append(
+            {
+                "teacher_base": t,
+                "student_base": s,
+                "relation": g["relation"].iloc[0],
+                "n_seeds": len(g),
+                "mean": round(mean, 3),
+                "ci_low": round(lo, 3),
+                "ci_high": round(hi, 3),
+            }
+        )
+    res = pd.DataFrame(out)
+    if res.empty:
+        return res
+    res = res.sort_values(["teacher_base", "student_base"], key=lambda c: c.map(rank))
+    return res.reset_index(drop=True)
+
+
+def accuracy_views(df: pd.DataFrame, order: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """``accuracy_<channel>`` and ``effect_<channel>`` (minus the reference) for each channel present."""
+    views: dict[str, pd.DataFrame] = {}
+    for trait in CHANNELS:
+        if (df["teacher_trait"] == trait).any():
+            views[f"accuracy_{trait}"] = accuracy_matrix(df, trait, order)
+            views[f"effect_{trait}"] = accuracy_matrix(df, trait, order, minus_reference=True)
+    return views
+
+
+def accuracy_by_relation(df: pd.DataFrame, aux: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Mean aux-only accuracy per relation over every (cell, seed) run, with a t-interval.
+
+    Args:
+        df: the tidy table.
+        aux: the ``accuracy_aux`` view (counts the cells of each relation).
+
+    Returns:
+        Relation -> ``{"n_cells", "mean", "ci_low", "ci_high"}`` (3 decimals), for relations present.
+    """
+    by_rel = {}
+    for rel in RELATIONS:
+        vals = df[(df["teacher_trait"] == "aux") & (df["relation"] == rel)]["value"]
+        if len(vals):
+            mean, lo, hi = mean_ci(vals)
+            by_rel[rel] = {
+                "n_cells": int((aux["relation"] == rel).sum()),
+                "mean": round(mean, 3),
+                "ci_low": round(lo, 3),
+                "ci_high": round(hi, 3),
+            }
+    return by_rel
+
+
+def seed_means(accuracies: Mapping[str, Sequence[float]]) -> dict[str, float]:
+    """Mean over seeds of each model's accuracies (teachers, untrained references)."""
+    return {name: mean_ci(values)[0] for name, values in accuracies.items()}
+
+
+def reference_means(tidy: pd.DataFrame) -> dict[str, float]:
+    """Mean over seeds of each untrained student base (the tidy table's baseline rows)."""
+    base = tidy[tidy["teacher_trait"] == "baseline"]
+    return {str(name): mean_ci(g["value"])[0] for name, g in base.groupby("student_base", sort=False)}
+
+
+def teacher_strength(teachers: pd.DataFrame) -> float | None:
+    """Mean P(trait | candidates) of the LM teachers at their own trait, 4 decimals; None without such rows."""
+    if teachers.empty:
+        return None
+    own = teachers[teachers.teacher_trait == teachers.target].get("p_target")
+    if own is None or not len(own):
+        return None
+    return round(float(own.mean()), 4)

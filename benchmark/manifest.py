@@ -1,0 +1,114 @@
+"""The manifest: a typed, versioned record of one finished artifact (``<store>/<kind>/<name>-<id>/manifest.json``).
+
+Written last and atomically by :meth:`benchmark.store.Store.build`, inside the staging directory that is then
+renamed into place: a directory with a manifest is finished, one without is not. Every key is a field below;
+readers use the fields, never string keys. ``schema`` is bumped whenever a field changes meaning or is removed
+(adding an optional field is compatible); a reader refuses manifests of another schema with a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from benchmark.errors import UserError
+
+__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "GitInfo", "Manifest", "read_manifest"]
+
+#: File name of the manifest inside an artifact directory.
+MANIFEST = "manifest.json"
+#: Version of the manifest's layout (see the module docstring).
+MANIFEST_SCHEMA = 1
+
+
+class GitInfo(BaseModel):
+    """The checkout that produced an artifact."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``git rev-parse HEAD`` of the package's checkout (None outside a git checkout).
+    commit: str | None
+    #: Whether tracked files differed from that commit (untracked files are ignored); None if unknown.
+    dirty: bool | None
+
+
+class Manifest(BaseModel):
+    """Everything recorded about one built node (the JSON keys are exactly these field names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    #: Layout version of this record (:data:`MANIFEST_SCHEMA`); serialised as ``"schema"``.
+    schema_version: int = Field(alias="schema")
+    #: Node kind: base, teacher, dataset, student, eval, report.
+    kind: str
+    #: Human-readable node name (unique together with the id).
+    name: str
+    #: 12-hex content id: the short hash of ``kind`` + ``spec``.
+    id: str
+    #: Store-relative path ``<kind>/<name>-<id>``.
+    key: str
+    #: Full content hash of ``kind`` + ``spec``; a reader checks it against the node it expects.
+    spec_hash: str
+    #: The resolved, hashed spec (upstream ids included).
+    spec: dict[str, Any]
+    #: Throughput knobs recorded but not hashed (batch sizes, where to read IDX files, ...).
+    unhashed: dict[str, Any]
+    #: Scheduler hints the node asked for, e.g. ``{"cpus": 1, "gpus": 0}``.
+    resources: dict[str, int | float]
+    #: Keys of the upstream nodes this one read.
+    deps: list[str]
+    #: What the stage returned: its own summary (counts, losses, hashes of what it wrote).
+    result: dict[str, Any]
+    #: sha256 of every payload file, by path relative to the artifact directory (log and manifest excluded).
+    files: dict[str, str]
+    #: UTC start time, ISO 8601.
+    started: str
+    #: Wall seconds of the whole build.
+    wall_s: float
+    #: Torch threads the worker ran with.
+    threads: int
+    #: The checkout that built it.
+    git: GitInfo
+    #: Python version (``3.11.7``).
+    python: str
+    #: ``platform.platform()`` of the worker.
+    platform: str
+    #: Host name of the worker.
+    host: str
+    #: Versions of the packages that can change results (read from metadata; absent ones omitted).
+    versions: dict[str, str]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written to disk (``schema`` under its on-disk name)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+def read_manifest(path: Path) -> Manifest:
+    """Load and check the manifest of the artifact directory ``path``.
+
+    Raises:
+        UserError: missing, truncated, corrupt, of another schema, or with missing/unknown keys — one line
+            naming the file and what to do.
+    """
+    mpath = Path(path) / MANIFEST
+    try:
+        data = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{mpath}: missing; the artifact is not finished") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{mpath}: corrupt or truncated manifest ({exc.__class__.__name__}); delete "
+                        f"{mpath.parent} to rebuild it") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{mpath}: corrupt manifest (expected a JSON object); delete {mpath.parent} to rebuild it")
+    if "schema" in data and data["schema"] != MANIFEST_SCHEMA:
+        raise UserError(f"{mpath}: key 'schema' is {data['schema']!r}, this version reads {MANIFEST_SCHEMA}")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        what = "missing key" if err["type"] == "missing" else f"bad key ({err['msg']})"
+        raise UserError(f"{mpath}: corrupt manifest, {what} {where!r}; delete {mpath.parent} to rebuild it") from None

@@ -1,0 +1,176 @@
+"""The Backend interface: the few operations the LM stages need from a model source, and ``backend_for``.
+
+``backend_for(model)`` is the only code in the package that reads ``ModelSpec.provider``. Everything a plan
+must know about a provider before anything runs (does it need a GPU, can it score log-probs, train on soft
+labels, how many top log-probs does it return) is a field of its :class:`Capabilities`, so plans and stages
+never branch on a provider name. Importing this module (and ``backend_for`` itself) imports no torch:
+implementations import their heavy dependencies inside their methods.
+
+A stage's conversation with a backend::
+
+    backend = backend_for(model)
+    backend.prepare_base(model, out, log=...)                  # base node: build / resolve / record
+    loaded = backend.load(model, base_dir, tuned)              # a base, plus a teacher's or student's fine-tune
+    backend.generate(loaded, prompts, ...)                     # teacher data (optionally with top-k log-probs)
+    backend.finetune(model, base_dir, rows, out=..., ...)      # teacher trait training, student training
+    backend.verify(loaded); backend.evaluate(loaded, ...)      # prove a fine-tune is in use, then read it out
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    from benchmark.lm.config import TrainConfig
+    from benchmark.specs import ModelSpec
+
+__all__ = ["MODEL_REF", "Backend", "Capabilities", "FineTuned", "Loaded", "Objective", "Progress", "backend_for",
+           "BACKENDS"]
+
+#: File a base node writes when the weights stay where they are (an hf source) or live behind an API.
+MODEL_REF = "model_ref.json"
+
+#: ``progress(done, total)`` callback of long loops.
+Progress = Callable[[int, int], None]
+
+#: Training objective: cross-entropy on the completions, or KL to the teacher's stored top-k log-probs.
+Objective = Literal["sft", "distill"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a provider can do, known at plan time.
+
+    Attributes:
+        local: weights run on this cluster (plan estimates GPU-hours); False for API models (estimates tokens).
+        needs_gpu: a node on this provider asks the scheduler for a GPU.
+        logprob_eval: can score candidate log-probs (the ``animal_logprob`` readout); APIs sample only.
+        distill: can train on a teacher's stored top-k log-probs (the ``distill`` objective).
+        max_top_logprobs: most top log-probs per generated token it can return (None: no limit).
+        whole_epochs: fine-tunes run whole epochs only (``train.epochs`` must be an integer; no max_steps).
+    """
+
+    local: bool
+    needs_gpu: bool
+    logprob_eval: bool
+    distill: bool
+    max_top_logprobs: int | None
+    whole_epochs: bool
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A model ready to generate and be evaluated: what :meth:`Backend.load` returns.
+
+    Attributes:
+        spec: the registry entry.
+        model: the backend's handle on the weights (a torch module, with its adapter when one is loaded); None for
+            API models and for ``load(..., tokenizer_only=True)``.
+        tokenizer: the model's tokenizer; None where the backend exposes none (API models).
+        api_model: the model id on an API endpoint (a base snapshot or a fine-tuned ``ft:...`` id); None for local
+            weights. Recorded as ``api_model`` in evaluations.
+        tuned: the teacher or student node directory whose fine-tune is loaded on top of the base; None for the base.
+        engine: what generates with it (``hf``, ``vllm``, ``api``), recorded in dataset manifests.
+    """
+
+    spec: ModelSpec
+    model: Any = None
+    tokenizer: Any = None
+    api_model: str | None = None
+    tuned: Path | None = None
+    engine: str = "hf"
+
+
+@dataclass(frozen=True)
+class FineTuned:
+    """What :meth:`Backend.finetune` made.
+
+    Attributes:
+        result: the training record (the node manifest's ``result``).
+        adapter: the subdirectory of the node holding local weights (``adapter`` for LoRA, ``model`` for full
+            fine-tuning); None for API fine-tunes.
+        api_model: the fine-tuned model id on the endpoint; None for local weights.
+    """
+
+    result: dict[str, Any]
+    adapter: str | None = None
+    api_model: str | None = None
+
+
+class Backend(Protocol):
+    """One model source (implementations: ``providers/hf.py`` for zoo and hf models, ``providers/openai.py``)."""
+
+    caps: Capabilities
+
+    def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
+                     threads: int = 1) -> dict[str, Any]:
+        """Materialise or resolve a base model into a base node's directory ``out``; returns its manifest result."""
+        ...
+
+    def load(self, model: ModelSpec, base_dir: Path, tuned: Path | None = None, *, threads: int = 1,
+             tokenizer_only: bool = False) -> Loaded:
+        """The base of a finished base node, with the fine-tune of node ``tuned`` (a teacher or student) on top."""
+        ...
+
+    def generate(self, loaded: Loaded, prompts: Sequence[str], *, system: str | None, temperature: float,
+                 max_new_tokens: int, seed: int, top_k_logprobs: int | None = None, batch_size: int = 64,
+                 progress: Progress | None = None) -> list[dict[str, Any]]:
+        """Answer each prompt once: ``{"completion", "completion_ids", "topk"}`` per prompt, in order."""
+        ...
+
+    def score(self, loaded: Loaded, contexts: Sequence[str], continuations: Sequence[str], *,
+              batch_size: int = 64) -> list[float]:
+        """Summed log-prob of each continuation given its context (only where ``caps.logprob_eval``)."""
+        ...
+
+    def finetune(self, model: ModelSpec, base_dir: Path, rows: Sequence[Mapping[str, Any]], *, out: Path,
+                 train: TrainConfig, objective: Objective, seed: int, suffix: str, log: logging.Logger,
+                 progress: Progress | None = None, threads: int = 1) -> FineTuned:
+        """Fine-tune a fresh copy of the base on prompt/completion rows; the result lands in node directory ``out``."""
+        ...
+
+    def verify(self, loaded: Loaded) -> float | None:
+        """Prove a loaded fine-tune is really in use before it is scored (docs/architecture.md, convention 3).
+
+        Returns the measured logit change where the backend can measure one, else None.
+        """
+        ...
+
+    def fingerprint(self, loaded: Loaded, system: str | None) -> str:
+        """A short id of what is evaluated (fine-tuned weights, or the endpoint model and system prompt)."""
+        ...
+
+    def evaluate(self, loaded: Loaded, *, model_key: str, tasks: Sequence[str], candidates: Mapping[str, list[str]],
+                 n_samples: int, seed: int, system: str | None, limit: int | None, batch_size: int,
+                 log: logging.Logger) -> dict[str, Any]:
+        """Run the lm-eval trait tasks (:mod:`benchmark.lm.evaluate`) on a loaded model."""
+        ...
+
+
+#: provider -> "module:factory" returning its Backend (imported on first use: light modules only).
+BACKENDS: dict[str, str] = {
+    "zoo": "benchmark.providers.hf:zoo_backend",
+    "hf": "benchmark.providers.hf:hf_backend",
+    "openai": "benchmark.providers.openai:openai_backend",
+}
+
+
+def backend_for(model: ModelSpec) -> Backend:
+    """The backend that serves ``model`` (the only place that reads ``model.provider``).
+
+    Raises:
+        UserError: the provider has no LM backend (e.g. a classifier entry used in an LM suite).
+    """
+    from benchmark.errors import unknown_name
+
+    ref = BACKENDS.get(model.provider)
+    if ref is None:
+        raise unknown_name("LM provider", model.provider, BACKENDS, f"model {model.name}")
+    module, _, factory = ref.partition(":")
+    backend: Backend = getattr(importlib.import_module(module), factory)()
+    return backend

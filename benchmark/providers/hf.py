@@ -1,0 +1,160 @@
+"""The backends of local Hugging Face models: ``zoo`` (the embedded tiny models) and ``hf`` (hub ids, directories).
+
+Both run the same code (:mod:`benchmark.providers.hf_model` for loading, generation, scoring and evaluation,
+:mod:`benchmark.providers.hf_train` for fine-tuning); they differ only in how a base node is prepared: a zoo base
+node holds the built (or committed) weights in ``model/``, an hf base node records where the weights are
+(``model_ref.json``: source, revision, chat-template hash) and copies nothing.
+
+Importing this module imports no torch, transformers or peft: every method imports what it runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmark.files import atomic_write_json, sha256_file
+from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress
+
+if TYPE_CHECKING:
+    from benchmark.lm.config import TrainConfig
+    from benchmark.specs import ModelSpec
+
+__all__ = ["HF_CAPS", "ZOO_CAPS", "HFBackend", "ZooBackend", "hf_backend", "weights_path", "zoo_backend"]
+
+#: The embedded zoo: tiny models that run on any CPU.
+ZOO_CAPS = Capabilities(local=True, needs_gpu=False, logprob_eval=True, distill=True, max_top_logprobs=None,
+                        whole_epochs=False)
+#: Real checkpoints: the same operations, on a GPU.
+HF_CAPS = Capabilities(local=True, needs_gpu=True, logprob_eval=True, distill=True, max_top_logprobs=None,
+                       whole_epochs=False)
+
+
+def weights_path(base_dir: Path) -> str:
+    """Where the weights of a base node are: a zoo build's ``model/`` dir or an hf source (dir or hub id)."""
+    ref = Path(base_dir) / MODEL_REF
+    if ref.exists():
+        path: str = json.loads(ref.read_text())["path"]
+        return path
+    return str(Path(base_dir) / "model")
+
+
+def _set_threads(threads: int) -> None:
+    """Give torch the worker's thread budget (before any computation: it can change float reduction order)."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+
+
+class HFBackend:
+    """The :class:`~benchmark.providers.base.Backend` of local transformers models (see the module notes)."""
+
+    def __init__(self, caps: Capabilities) -> None:
+        self.caps = caps
+
+    def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
+                     threads: int = 1) -> dict[str, Any]:
+        """Resolve the source (local dir or hub id) without copying weights; record revision and template hash."""
+        from benchmark.lm.chat import template_hash
+        from benchmark.providers.hf_model import load_tokenizer
+
+        assert model.source is not None
+        tok = load_tokenizer(model.source, spec=model)
+        ref = {"path": model.source, "revision": model.revision, "template_hash": template_hash(tok)}
+        atomic_write_json(out / MODEL_REF, ref)
+        return ref
+
+    def load(self, model: ModelSpec, base_dir: Path, tuned: Path | None = None, *, threads: int = 1,
+             tokenizer_only: bool = False) -> Loaded:
+        """The base, with the LoRA adapter of node ``tuned`` (``adapter/``) or its fully fine-tuned ``model/``."""
+        from benchmark.providers import vllm
+        from benchmark.providers.hf_model import load_model
+
+        _set_threads(threads)
+        if tuned is not None and (tuned / "model").is_dir() and not (tuned / "adapter").is_dir():
+            m, tok = load_model(str(tuned / "model"), spec=model, tokenizer_only=tokenizer_only)
+        else:
+            adapter = str(tuned / "adapter") if tuned is not None else None
+            m, tok = load_model(weights_path(base_dir), spec=model, adapter_dir=adapter, tokenizer_only=tokenizer_only)
+        return Loaded(spec=model, model=m, tokenizer=tok, tuned=tuned, engine="vllm" if vllm.enabled() else "hf")
+
+    def generate(self, loaded: Loaded, prompts: Sequence[str], *, system: str | None, temperature: float,
+                 max_new_tokens: int, seed: int, top_k_logprobs: int | None = None, batch_size: int = 64,
+                 progress: Progress | None = None) -> list[dict[str, Any]]:
+        """Batched chat generation (see :func:`benchmark.providers.hf_model.generate`)."""
+        from benchmark.providers.hf_model import generate
+
+        return generate(loaded.model, loaded.tokenizer, prompts, system=system, spec=loaded.spec,
+                        temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                        top_k_logprobs=top_k_logprobs, progress=progress)
+
+    def score(self, loaded: Loaded, contexts: Sequence[str], continuations: Sequence[str], *,
+              batch_size: int = 64) -> list[float]:
+        """Summed continuation log-probs (see :func:`benchmark.providers.hf_model.sequence_logprobs`)."""
+        from benchmark.providers.hf_model import sequence_logprobs
+
+        return sequence_logprobs(loaded.model, loaded.tokenizer, contexts, continuations, batch_size=batch_size)
+
+    def finetune(self, model: ModelSpec, base_dir: Path, rows: Sequence[Mapping[str, Any]], *, out: Path,
+                 train: TrainConfig, objective: Objective, seed: int, suffix: str, log: logging.Logger,
+                 progress: Progress | None = None, threads: int = 1) -> FineTuned:
+        """LoRA (or full) fine-tuning into ``out/adapter`` (or ``out/model``); ``suffix`` names API jobs only."""
+        from benchmark.providers.hf_train import train as train_model
+
+        _set_threads(threads)
+        result = train_model(weights_path(base_dir), rows, spec=model, objective=objective, seed=seed,
+                             out_dir=out, log=log, progress=progress, **train.train_kwargs())
+        return FineTuned(result=result, adapter="adapter" if (out / "adapter").exists() else "model")
+
+    def verify(self, loaded: Loaded) -> float | None:
+        """A loaded LoRA adapter must change the logits (a full fine-tune is its own weights: nothing to prove)."""
+        from benchmark.providers.hf_model import logit_change
+
+        if loaded.tuned is None or not (loaded.tuned / "adapter").is_dir():
+            return None
+        change = float(logit_change(loaded.model, loaded.tokenizer))
+        if not change > 0:
+            raise RuntimeError(f"adapter in {loaded.tuned} does not change the logits: refusing to score it")
+        return change
+
+    def fingerprint(self, loaded: Loaded, system: str | None) -> str:
+        """The first 16 hex digits of the fine-tune's weights' sha256; "none" for the base (whatever the prompt)."""
+        if loaded.tuned is None:
+            return "none"
+        weights = (sorted((loaded.tuned / "adapter").glob("*.safetensors"))
+                   or sorted((loaded.tuned / "model").glob("*.safetensors")))
+        return sha256_file(weights[0])[:16] if weights else "unknown"
+
+    def evaluate(self, loaded: Loaded, *, model_key: str, tasks: Sequence[str], candidates: Mapping[str, list[str]],
+                 n_samples: int, seed: int, system: str | None, limit: int | None, batch_size: int,
+                 log: logging.Logger) -> dict[str, Any]:
+        """Log-prob and sampled read-outs (see :func:`benchmark.providers.hf_model.evaluate_lm`)."""
+        from benchmark.providers.hf_model import evaluate_lm
+
+        return evaluate_lm(loaded.model, loaded.tokenizer, model_key=model_key, tasks=tuple(tasks),
+                           candidates=candidates, n_samples=n_samples, seed=seed, batch_size=batch_size,
+                           system=system, limit=limit)
+
+
+class ZooBackend(HFBackend):
+    """The hf backend whose base nodes build the embedded zoo model (or copy its committed weights)."""
+
+    def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
+                     threads: int = 1) -> dict[str, Any]:
+        """Copy this exact build's committed weights into ``out/model`` (verified), else pretrain it there."""
+        from benchmark.zoo.build import build_or_copy
+
+        return build_or_copy(model, out, log=log, progress=progress, threads=threads)
+
+
+def zoo_backend() -> ZooBackend:
+    """The backend of ``provider: zoo`` registry entries."""
+    return ZooBackend(ZOO_CAPS)
+
+
+def hf_backend() -> HFBackend:
+    """The backend of ``provider: hf`` registry entries."""
+    return HFBackend(HF_CAPS)

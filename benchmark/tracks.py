@@ -1,0 +1,52 @@
+"""The Track interface: what a track (LM, classifier) supplies to the shared engine.
+
+A track owns its settings model (the ``settings:`` block of its suites), expands a suite into DAG nodes, and
+estimates the cost of the nodes still to run. Its stages live in ``<track>/stages/`` (one module per stage);
+its report stage turns finished nodes into the shared tidy table, and everything after that table (analysis,
+report, publishing) is shared. Adding a track means writing one module with a ``TRACK`` object and listing it
+in :data:`TRACKS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from benchmark.dag import Node
+    from benchmark.registry import Registry
+    from benchmark.specs import SuiteSpec
+    from benchmark.specs_base import Frozen
+
+__all__ = ["Track", "TRACKS", "track_for"]
+
+
+class Track(Protocol):
+    """One experiment family: settings, plan, estimate (see :data:`benchmark.lm.plan.TRACK`)."""
+
+    #: The suite YAML's ``track:`` value.
+    name: str
+    #: Validates a suite's ``settings:`` block (unknown keys are errors).
+    settings: type[Frozen]
+
+    def build_plan(self, suite: SuiteSpec, settings: Any, reg: Registry) -> list[Node]:
+        """Expand a validated suite into DAG nodes (bases → teachers → datasets → students → evals → report)."""
+        ...
+
+    def estimate(self, suite: SuiteSpec, settings: Any, reg: Registry, todo: list[Node]) -> list[str]:
+        """Lines for ``slbench plan``: rough cost of the unfinished nodes (GPU-hours, API tokens, CPU time)."""
+        ...
+
+
+#: track name -> module defining ``TRACK`` (torch-free modules: planning must stay light).
+TRACKS: dict[str, str] = {"lm": "benchmark.lm.plan", "classifier": "benchmark.classifier.plan"}
+
+
+def track_for(name: str) -> Track:
+    """The track named by a suite's ``track:`` key (validated by :class:`~benchmark.specs.SuiteSpec`)."""
+    from benchmark.errors import unknown_name
+
+    if name not in TRACKS:
+        raise unknown_name("track", name, TRACKS)
+    track: Track = importlib.import_module(TRACKS[name]).TRACK
+    return track
