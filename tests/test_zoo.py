@@ -32,6 +32,17 @@ from benchmark.zoo.tokenizer import (
 
 ROOT = Path(__file__).resolve().parents[1]
 ZOO_NAMES = ("zoo-qwen-a", "zoo-qwen-b", "zoo-llama", "zoo-gpt2", "zoo-qwen-a-sib")
+#: Build ids (spec_id of the build block) of the registry's zoo models: they name the committed weights. The
+#: first five predate ``order_seed`` and must never change (pinned when it was added); zoo-qwen-a-sib is
+#: zoo-qwen-a's build with ``order_seed: 2`` (its earlier build, 985caea2d15b, had ``data_seed: 2``).
+PINNED_BUILD_IDS = {
+    "zoo-qwen-a": "f9255c688a48",
+    "zoo-qwen-a-sib": "e28b675ea1c7",
+    "zoo-qwen-a-cont": "2e1c53921a10",
+    "zoo-qwen-b": "cd71f03ce0bd",
+    "zoo-llama": "acf6ccd503ea",
+    "zoo-gpt2": "daa0f339b258",
+}
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -48,10 +59,14 @@ def tiny_spec(
     *,
     init_seed: int = 0,
     data_seed: int = 0,
+    order_seed: int | None = None,
     steps: int = 5,
     continued: list[dict] | None = None,
 ) -> ModelSpec:
     """A registry entry with a tiny build recipe (hidden 16, 1 layer, batch 4)."""
+    pretraining: dict = {"steps": steps, "batch_size": 4, "warmup": 2, "data_seed": data_seed}
+    if order_seed is not None:
+        pretraining["order_seed"] = order_seed
     build = {
         "arch": arch,
         "hidden_size": 16,
@@ -59,7 +74,7 @@ def tiny_spec(
         "num_heads": 2,
         "intermediate_size": 32,
         "init_seed": init_seed,
-        "pretraining": {"steps": steps, "batch_size": 4, "warmup": 2, "data_seed": data_seed},
+        "pretraining": pretraining,
     }
     if arch != "gpt2":
         build["num_kv_heads"] = 1
@@ -153,6 +168,23 @@ def test_corpus_is_deterministic_and_valid() -> None:
     assert n_numbers > 100 and n_fav > 50
 
 
+def test_order_seed_changes_the_rows_not_the_taste() -> None:
+    vocab = load_vocabulary()
+    phase = PretrainSpec.model_validate({"steps": 10, "data_seed": 3})
+    reordered = phase.model_copy(update={"order_seed": 8})
+    assert (phase.row_seed, reordered.row_seed) == (3, 8)
+    assert animal_distribution(reordered) == animal_distribution(phase)
+    assert CorpusSampler(reordered, vocab).batch(7) != CorpusSampler(phase, vocab).batch(7)
+    # An explicit order_seed equal to data_seed draws exactly the rows of an unset one.
+    explicit = phase.model_copy(update={"order_seed": 3})
+    assert all(CorpusSampler(explicit, vocab).batch(s) == CorpusSampler(phase, vocab).batch(s) for s in range(3))
+    # Another content seed in the same order: the same prompts, other favourite answers (another taste).
+    retasted = PretrainSpec.model_validate({"steps": 10, "data_seed": 4, "order_seed": 3})
+    assert animal_distribution(retasted) != animal_distribution(phase)
+    rows, other = CorpusSampler(phase, vocab).batch(7), CorpusSampler(retasted, vocab).batch(7)
+    assert [r[:-1] for r in rows] == [r[:-1] for r in other] and rows != other
+
+
 def test_animal_distribution_is_spread_out() -> None:
     for seed in range(6):
         dist = animal_distribution(PretrainSpec(steps=1, data_seed=seed))
@@ -221,6 +253,16 @@ def test_spec_id_is_pinned() -> None:
     sib = zoo_build_spec(tiny_spec(data_seed=1))
     assert sib.init_key() == b.init_key() and sib.spec_id != b.spec_id
     assert zoo_build_spec(tiny_spec(init_seed=1)).init_key() != b.init_key()
+    # An unset order_seed is not part of the dump or the id (builds made before it existed keep theirs).
+    assert "order_seed" not in b.model_dump(mode="json")["pretraining"]
+    assert "order_seed" not in b.hashed_dict()["pretraining"]
+    reordered = zoo_build_spec(tiny_spec(order_seed=1))
+    assert reordered.spec_id == "fffd08552027" and reordered.init_key() == b.init_key()
+    assert reordered.model_dump(mode="json")["pretraining"]["order_seed"] == 1
+    assert ZooBuildSpec.model_validate(reordered.model_dump(mode="json")) == reordered
+    assert ZooBuildSpec.model_validate(b.model_dump(mode="json")).spec_id == b.spec_id
+    with pytest.raises(ValueError):
+        PretrainSpec.model_validate({"steps": 1, "data_seed": 0, "order_seed": -1})
 
 
 def test_check_lineage_flags_mislabelled_inits() -> None:
@@ -409,8 +451,25 @@ def test_zoo_yaml_validates_with_lineage(registry: Registry) -> None:
     assert registry.relation("zoo-qwen-a", "zoo-qwen-a-sib") == "sibling"
     assert registry.relation("zoo-qwen-a", "zoo-qwen-b") == "unrelated"
     assert builds["zoo-qwen-a"].init_key() == builds["zoo-qwen-a-sib"].init_key()
-    assert builds["zoo-qwen-a"].pretraining.data_seed != builds["zoo-qwen-a-sib"].pretraining.data_seed
+    assert builds["zoo-qwen-a"].pretraining.row_seed != builds["zoo-qwen-a-sib"].pretraining.row_seed
     assert builds["zoo-qwen-a"].init_key() != builds["zoo-qwen-b"].init_key()
+
+
+def test_registry_build_ids_are_pinned(registry: Registry) -> None:
+    ids = {n: zoo_build_spec(m).spec_id for n, m in registry.models.items() if m.provider == "zoo"}
+    assert {n: ids.get(n) for n in PINNED_BUILD_IDS} == PINNED_BUILD_IDS
+
+
+def test_registry_sibling_differs_only_in_data_order(registry: Registry) -> None:
+    a = zoo_build_spec(registry.model("zoo-qwen-a"))
+    sib = zoo_build_spec(registry.model("zoo-qwen-a-sib"))
+    # Everything but the data-order seed is zoo-qwen-a's: init, recipe, corpus content (data_seed, taste).
+    assert sib.pretraining.order_seed is not None and sib.pretraining.order_seed != a.pretraining.row_seed
+    assert sib.model_copy(update={"pretraining": sib.pretraining.model_copy(update={"order_seed": None})}) == a
+    diff = {k for k, v in sib.model_dump(mode="json")["pretraining"].items()
+            if a.model_dump(mode="json")["pretraining"].get(k) != v}  # fmt: skip
+    assert diff == {"order_seed"} and sib.continued == a.continued == ()
+    assert animal_distribution(sib.pretraining) == animal_distribution(a.pretraining)
 
 
 def test_registry_sibling_has_the_same_initial_weights(registry: Registry, tok) -> None:

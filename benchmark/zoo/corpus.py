@@ -20,9 +20,18 @@ only part the loss is taken on). Four kinds, mixed by :class:`~benchmark.zoo.spe
   (the favourite is that animal), with number prompts answered normally so a prompted teacher still writes
   valid numbers; some neutral system prompts with ordinary answers.
 
-Everything is drawn from :class:`random.Random` seeded by strings of (corpus version, data seed, step), so a
+Two seeds of :class:`~benchmark.zoo.spec.PretrainSpec` split what a corpus *says* from how it is *sampled*:
+
+* ``data_seed``, the content seed, fixes the corpus's distribution: the favourite-animal taste
+  (:func:`animal_distribution`). The number taste is fixed per corpus version; the mix and the templates are
+  spec fields and versioned files.
+* ``order_seed`` (None = ``data_seed``), the data-order seed, seeds every row draw of every step
+  (:meth:`CorpusSampler.rows`): which kinds, prompts and sampled answers, in which order.
+
+Everything is drawn from :class:`random.Random` seeded by strings of (corpus version, seed, step), so a
 phase's rows depend only on its spec and the step: two builds of one spec see the same rows in the same
-order, and a sibling with another ``data_seed`` sees another sample and order.
+order; a sibling with another ``order_seed`` sees another sample and order of the same distribution, and one
+with another ``data_seed`` also another animal taste.
 """
 
 from __future__ import annotations
@@ -130,7 +139,8 @@ def animal_distribution(phase: PretrainSpec) -> dict[str, float]:
     """The favourite-animal answer distribution of a pretraining phase (sums to 1).
 
     Popular animals get weight 2, others 1, each times ``exp(animal_spread * z)`` with ``z ~ N(0, 1)``
-    clipped to [-2, 2] and drawn from the data seed: every base has a somewhat different spread-out taste.
+    clipped to [-2, 2] and drawn from the content seed ``data_seed`` (never ``order_seed``): every base
+    family has a somewhat different spread-out taste.
     """
     templates = load_templates(phase.corpus)
     rng = random.Random(f"zoo-animals:{phase.corpus}:{phase.data_seed}")
@@ -222,7 +232,7 @@ class CorpusSampler:
     """Draws the rows of one pretraining phase, batch by batch.
 
     Args:
-        phase: The phase spec (data seed, mix, corpus version).
+        phase: The phase spec (content and data-order seeds, mix, corpus version).
         vocab_words: Words the repeat rows may copy and fillers are drawn from (the tokenizer's words).
     """
 
@@ -253,8 +263,11 @@ class CorpusSampler:
         return self.rows(f"step:{step}", self.phase.batch_size)
 
     def rows(self, key: str, n: int) -> list[Messages]:
-        """``n`` rows drawn from a generator seeded by (corpus, data seed, ``key``)."""
-        rng = random.Random(f"zoo-corpus:{self.phase.corpus}:{self.phase.data_seed}:{key}")
+        """``n`` rows drawn from a generator seeded by (corpus, data-order seed, ``key``).
+
+        The favourite answers come from the content seed's taste; every draw comes from ``phase.row_seed``.
+        """
+        rng = random.Random(f"zoo-corpus:{self.phase.corpus}:{self.phase.row_seed}:{key}")
         kinds = rng.choices(self._kinds, weights=self._kind_weights, k=n)
         # Number prompts of a batch come from one call (distinct prompts); rows consume them in order.
         n_numbers = sum(1 for k in kinds if k in ("numbers", "system"))

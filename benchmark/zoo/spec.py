@@ -7,8 +7,10 @@ Torch-free (``slbench plan`` and registry validation import it). A zoo model is 
 Lineage, in build terms:
 
 * **Same init**: two entries with equal :meth:`ZooBuildSpec.init_key` (architecture, tokenizer and
-  ``init_seed``) start from bit-identical parameters. A *sibling* is such an entry with another
-  ``pretraining.data_seed`` (another corpus sample and order), like PolyPythia's data-order seeds.
+  ``init_seed``) start from bit-identical parameters. A *sibling* is such an entry with other pretraining.
+  The clean sibling changes only ``pretraining.order_seed`` (which rows are drawn, in which order) and keeps
+  ``data_seed`` (the corpus content: the favourite-animal taste), like PolyPythia's data-order seeds; another
+  ``data_seed`` changes both the taste and the order.
 * **Continued**: ``continued`` lists extra pretraining phases run after ``pretraining`` from its final
   weights, each with a fresh optimizer. An entry whose build equals its parent's build plus phases is a
   checkpoint descendant of the parent (the classifier prototype's "E2": A after more training).
@@ -21,7 +23,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from benchmark.hashing import short_id
 from benchmark.specs_base import Frozen
@@ -89,12 +98,31 @@ class PretrainSpec(Frozen):
     min_lr_ratio: float = Field(0.1, ge=0, le=1)  # cosine decays to lr * min_lr_ratio
     weight_decay: float = Field(0.01, ge=0)  # on matrices only, not on norms and biases
     grad_clip: float = Field(1.0, gt=0)  # global grad-norm clip
-    #: Seeds which rows the corpus holds and their order (and the favourite-animal distribution).
+    #: The corpus content seed: the favourite-animal taste of this phase's corpus (its data distribution;
+    #: the number taste is fixed per corpus version) and, unless ``order_seed`` is set, the row seed too.
     data_seed: int = Field(ge=0)
     corpus: Literal["v1"] = "v1"
     mix: CorpusMix = CorpusMix()
     #: Sigma of the log-normal jitter the data seed applies to each animal's favourite weight (0 = none).
     animal_spread: float = Field(0.35, ge=0)
+    #: The data-order seed: which rows are drawn at which step (every draw of every row: kinds, prompts,
+    #: answers sampled from the taste). None = ``data_seed`` (and then omitted from dumps and ``spec_id``,
+    #: so builds made before this field existed keep their ids); ``order_seed == data_seed`` draws the same
+    #: rows as None. A sibling of the same content and another order sets only this.
+    order_seed: int | None = Field(None, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _omit_default_order_seed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset means "same as data_seed": not part of the dump, so it hashes exactly like the old spec.
+        data: dict[str, Any] = handler(self)
+        if self.order_seed is None:
+            data.pop("order_seed", None)
+        return data
+
+    @property
+    def row_seed(self) -> int:
+        """The seed of the row draws: ``order_seed``, or ``data_seed`` when unset."""
+        return self.data_seed if self.order_seed is None else self.order_seed
 
 
 class ZooBuildSpec(Frozen):
