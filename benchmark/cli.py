@@ -8,7 +8,6 @@ stay well under a second).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -110,7 +109,13 @@ def plan(
 
 
 @app.command()
-def status(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
+def status(
+    suite: SuiteArg = "default",
+    store: StoreOpt = None,
+    verify: Annotated[bool, typer.Option("--verify", help=(
+        "Also check every finished node's payload files against the sha256s of its manifest (slower; sizes are "
+        "always checked)."))] = False,
+) -> None:
     """Progress of a suite in the store, failed-node logs, and whether results are published."""
     from benchmark.executors import plan_status
     from benchmark.files import project_root
@@ -120,6 +125,12 @@ def status(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
     st = Store(_store_root(store))
     status_rows, todo = plan_status(nodes, st)
     console.print(_status_table(status_rows, f"suite {spec.name!r}"))
+    if verify:
+        unfinished = {n.key for n in todo}
+        done = [n for n in nodes if n.key not in unfinished]
+        for n in done:
+            st.verify(st.path(n), full=True)
+        console.print(f"verified: the payloads of {len(done)} finished node(s) match their manifests")
     pub = project_root() / "results" / "suites" / spec.name / "manifest.json"
     console.print(f"published: {pub.parent if pub.exists() else 'not yet'}")
     logs = st.root / "logs"
@@ -160,8 +171,7 @@ def run(
     for kind, wall in sorted(summary.wall_by_kind.items()):
         console.print(f"  {kind:8s} {wall:8.1f}s")
     if publish and report:
-        out = publish_report(st, report[0], spec.name)
-        console.print(f"published {out}")
+        console.print(publish_report(st, report[0], spec.name))
 
 
 @app.command()
@@ -174,28 +184,25 @@ def report(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
     rep = [n for n in nodes if n.kind == "report"]
     if not rep or not st.is_done(rep[0]):
         raise UserError(f"suite {spec.name!r} has no finished report in {st.root}; run `slbench run {suite}` first")
-    console.print(f"published {publish_report(st, rep[0], spec.name)}")
+    console.print(publish_report(st, rep[0], spec.name))
 
 
-def publish_report(store: Any, node: Any, suite: str) -> Path:
-    """Copy a finished report node into results/suites/<suite>/ atomically (build aside, then swap)."""
+def publish_report(store: Any, node: Any, suite: str) -> str:
+    """Verify a finished report node and its inputs (sha256), then publish it into results/suites/<suite>/.
+
+    Returns the line to print: where it was published, or that the published copy was already identical.
+    """
     from benchmark.files import project_root
-    from benchmark.store import MANIFEST
+    from benchmark.publish import publish_dir
 
+    for dep in node.deps:
+        store.verify(store.root / dep, full=True)
     src = store.path(node)
+    store.verify(src, full=True)
     dest = project_root() / "results" / "suites" / suite
-    tmp = dest.with_name(f".{suite}.publishing")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("spec.json", "log.txt"))
-    if (tmp / MANIFEST).exists():
-        (tmp / MANIFEST).rename(tmp / "manifest.json")
-    old = dest.with_name(f".{suite}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if dest.exists():
-        dest.rename(old)
-    tmp.rename(dest)
-    shutil.rmtree(old, ignore_errors=True)
-    return dest
+    if publish_dir(src, dest):
+        return f"published {dest}"
+    return f"{dest} already holds these results (unchanged)"
 
 
 @app.command()

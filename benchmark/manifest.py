@@ -64,6 +64,9 @@ class Manifest(BaseModel):
     result: dict[str, Any]
     #: sha256 of every payload file, by path relative to the artifact directory (log and manifest excluded).
     files: dict[str, str]
+    #: Size in bytes of every payload file (checked whenever the node is used; empty in manifests written before
+    #: this field existed, whose payloads are checked by sha256 only).
+    sizes: dict[str, int] = Field(default_factory=dict)
     #: UTC start time, ISO 8601.
     started: str
     #: Wall seconds of the whole build.

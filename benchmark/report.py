@@ -303,6 +303,8 @@ def readings(analysis: Analysis, alpha: float = 0.05) -> list[str]:
         Sentences: lift by relation, γ with its verdict, leave-one-out robustness, generic drift
         (other-trait students), and how many cells are individually significant.
     """
+    if _is_replicate_lm(analysis):
+        return _lm_readings(analysis, alpha)
     cells, fit = analysis.cells, analysis.fit
     out = _relation_readings(fit)
     out += _gamma_readings(fit, alpha)
@@ -513,6 +515,8 @@ def markdown_tables(analysis: Analysis) -> str:
     Returns:
         Markdown text.
     """
+    if _is_replicate_lm(analysis):
+        return _lm_markdown_tables(analysis)
     cells, fit, order = analysis.cells, analysis.fit, analysis.options.order
     parts: list[str] = []
     for target in sorted(cells["target"].unique()):
@@ -575,7 +579,11 @@ def report_markdown(analysis: Analysis, meta: Mapping[str, Any], images: Sequenc
     lines = [f"# Subliminal transfer: {analysis.suite}", "", "## Readings", ""]
     lines += [f"- {r}" for r in readings(analysis)]
     if images:
-        lines += ["", "## Heatmaps", ""] + [f"![{Path(i).stem}]({i})" for i in images]
+        links = [f"![{Path(i).stem}]({i})" for i in images]
+        if "heatmap.png" in images and "heatmap_profile.png" in images:  # the two readouts side by side
+            pair = [links[list(images).index(n)] for n in ("heatmap.png", "heatmap_profile.png")]
+            links = [" ".join(pair)] + [x for x in links if x not in pair]
+        lines += ["", "## Heatmaps", "", *links]
     lines += ["", "## Tables", "", markdown_tables(analysis)]
     if meta:
         lines += ["## Run metadata", "", _md_table(["key", "value"], _meta_rows(meta)), ""]
@@ -597,12 +605,17 @@ def html_report(analysis: Analysis, meta: Mapping[str, Any], images: Mapping[str
     suite, cells, fit, order = analysis.suite, analysis.cells, analysis.fit, analysis.options.order
     body = [f"<h1>Subliminal transfer: {esc(suite)}</h1>", "<h2>Readings</h2><ul>"]
     body += [f"<li>{esc(r)}</li>" for r in readings(analysis)] + ["</ul>"]
-    for caption, png in (images or {}).items():
-        b64 = base64.b64encode(png).decode("ascii")
-        body.append(
-            f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{b64}">'
-            f"<figcaption>{esc(caption)}</figcaption></figure>"
-        )
+    figures = [
+        f'<figure><img alt="{esc(caption)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+        f"<figcaption>{esc(caption)}</figcaption></figure>"
+        for caption, png in (images or {}).items()
+    ]
+    if _is_replicate_lm(analysis):
+        # the target-lift and profile heatmaps (the first two figures) side by side
+        body.append('<div style="display:flex;flex-wrap:wrap;gap:1em">' + "".join(figures[:2]) + "</div>")
+        body += figures[2:] + _lm_html_sections(analysis)
+        return _html_page(suite, body, meta)
+    body += figures
     for target in sorted(cells["target"].unique()):
         text = _effect_matrix_text(cells, target, order)
         body.append(
@@ -618,11 +631,17 @@ def html_report(analysis: Analysis, meta: Mapping[str, Any], images: Mapping[str
         )
     h, r = _cell_rows(cells)
     body.append("<h2>Cells</h2>" + pd.DataFrame(r, columns=h).to_html(index=False, escape=True))
+    return _html_page(suite, body, meta)
+
+
+def _html_page(suite: str, body: list[str], meta: Mapping[str, Any]) -> str:
+    """The HTML document: the body blocks, then the run metadata."""
+    esc = html.escape
     if meta:
-        body.append(
+        body = body + [
             "<h2>Run metadata</h2>"
             + pd.DataFrame(_meta_rows(meta), columns=["key", "value"]).to_html(index=False, escape=True)
-        )
+        ]
     style = (
         "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
@@ -633,6 +652,298 @@ def html_report(analysis: Analysis, meta: Mapping[str, Any], images: Mapping[str
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(suite)}</title>'
         f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# the LM track's replicate-level report
+# --------------------------------------------------------------------------------------------
+
+
+def _is_replicate_lm(analysis: Analysis) -> bool:
+    """Whether the analysis is the LM track's replicate-level one (its cell table has placebo rows' column)."""
+    return analysis.track == "lm" and "placebo" in analysis.cells.columns
+
+
+def _trait_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    return cells[~cells["placebo"].astype(bool)]
+
+
+def _lm_grid(cells: pd.DataFrame, column: str, order: Sequence[str] | None, trait: str) -> pd.DataFrame:
+    """Teacher × student table of one LM cell-table column for one trait (a reshape: one row per pair)."""
+    sub = _trait_cells(cells)
+    sub = sub[sub["trait"] == trait]
+    out = sub.pivot(index="teacher", columns="student", values=column)
+    out = out.reindex(index=ordered_levels(sub["teacher"], order), columns=ordered_levels(sub["student"], order))
+    out = out.astype(float)
+    out.index.name, out.columns.name = "teacher_base", "student_base"
+    return out
+
+
+def _lm_traits(cells: pd.DataFrame, fit: Mapping[str, Any] | None = None) -> list[str]:
+    """The traits of the cell table, in the suite's order where the fit records it."""
+    present = list(dict.fromkeys(map(str, _trait_cells(cells)["trait"])))
+    return ordered_levels(present, (fit or {}).get("traits"))
+
+
+def _lm_readings(analysis: Analysis, alpha: float) -> list[str]:
+    """Readings of the replicate-level LM analysis: definition, relations, γ, profile, placebo, cells."""
+    fit, cells = analysis.fit, analysis.cells
+    out = [str(fit["lift_definition"])] if fit.get("lift_definition") else []
+    out += _lm_relation_readings(fit.get("by_relation", {}), "mean lift")
+    out += _lm_gamma_readings(fit, "γ (shared init)", alpha)
+    same = fit.get("same")
+    if same:
+        out.append(_lm_fit_line(same, "γ (same base only)"))
+    profile = fit.get("profile")
+    if profile:
+        out += _lm_relation_readings(profile.get("by_relation", {}), "mean profile r")
+        out += _lm_gamma_readings(profile, "Profile γ (shared init, on the whole-profile correlation)", alpha)
+    out.append(_placebo_reading(fit))
+    trait = _trait_cells(cells)
+    if len(trait):
+        n_p, n_q = int((trait["p"] < alpha).sum()), int((trait["q"] < alpha).sum())
+        line = (
+            f"{n_p} of {len(trait)} cells have p < {alpha:g} and {n_q} have q < {alpha:g} "
+            f"({trait['alternative'].iloc[0]} permutation tests over replicates; q: Benjamini-Hochberg over the "
+            f"{len(trait)} cells)"
+        )
+        p_min = trait["p_min"].dropna()
+        if len(p_min):
+            line += f"; the smallest attainable p is {_pval(p_min.min())}"
+        out.append(
+            line + ". Per-cell effects include drift of random sign that recurs in every replicate, so the "
+            "verdict on transfer rests on γ and the relation means."
+        )
+    return out
+
+
+def _lm_relation_readings(by_rel: Mapping[str, Any], what: str) -> list[str]:
+    parts = []
+    for rel in RELATIONS:
+        r = by_rel.get(rel)
+        if r and r.get("n_cells"):
+            parts.append(
+                f"{_RELATION_LABEL[rel]} cells: {what} {_num(r['mean'], sign=True)} {_ci(r['ci_low'], r['ci_high'])} "
+                f"(n={r['n_cells']})"
+            )
+    if not parts:
+        return []
+    return ["; ".join(parts) + " - 95% t-intervals over replicate indices."]
+
+
+def _lm_fit_line(fit: Mapping[str, Any], name: str) -> str:
+    """γ, its CR2 interval, the Freedman-Lane p and the leave-one-cell-out range, in one line."""
+    if not fit.get("identifiable", False):
+        return (
+            f"{name}: not identifiable ({fit.get('n_cells')} cells): no shared cells, or too few to separate them "
+            "from the teacher and student base effects."
+        )
+    return (
+        f"{name} = {_num(fit['gamma'], sign=True)} {_ci(fit['ci_low'], fit['ci_high'])} (95% CI, CR2, "
+        f"Bell-McCaffrey df = {_num(fit.get('df'), 1)}), Freedman-Lane p = {_pval(fit['p_perm'])} "
+        f"({fit.get('alternative')}, {fit.get('n_perm_used')} permutations); leave-one-cell-out range "
+        f"[{_num(fit['loo_min'], sign=True)}, {_num(fit['loo_max'], sign=True)}]; {fit.get('n_cells')} cells, "
+        f"{fit.get('n_clusters')} clusters (teacher base × replicate), {fit.get('n_rows')} rows"
+    )
+
+
+def _lm_gamma_readings(fit: Mapping[str, Any], name: str, alpha: float) -> list[str]:
+    if not fit.get("identifiable", False):
+        return [_lm_fit_line(fit, name)]
+    lo, hi, p = (_fl(fit.get(k)) for k in ("ci_low", "ci_high", "p_perm"))
+    out = [f"{_lm_fit_line(fit, name)} → {_gamma_verdict(lo, hi, p, alpha)}"]
+    g, lmin, lmax = (_fl(fit.get(k)) for k in ("gamma", "loo_min", "loo_max"))
+    if np.isfinite(lmin) and np.isfinite(lmax):
+        loo = (
+            f"Leaving one cell out, {name} ranges {_num(lmin, sign=True)} (without {fit.get('loo_min_cell')}) to "
+            f"{_num(lmax, sign=True)} (without {fit.get('loo_max_cell')})"
+        )
+        if np.sign(lmin) != np.sign(g) or np.sign(lmax) != np.sign(g):
+            out.append(loo + ": a single cell flips its sign - not robust.")
+        elif g != 0 and min(abs(lmin), abs(lmax)) < 0.5 * abs(g):
+            out.append(loo + ": a single cell carries over half of it - report it.")
+        else:
+            out.append(loo + ": no single cell drives it.")
+    return out
+
+
+def _placebo_reading(fit: Mapping[str, Any]) -> str:
+    n = int(fit.get("placebo_n_rows") or 0)
+    if not n:
+        return "No A/A placebo arm: the calibration check of the per-cell test did not run."
+    arms = ", ".join(fit.get("placebo_arms") or [])
+    return (
+        f"Placebo (A/A: {arms} against the same recipe's trait arm): {fit.get('placebo_n_p05')} of {n} rows have "
+        f"p < 0.05, a false-positive rate of {100 * _fl(fit.get('placebo_fpr')):.1f}% (nominal 5%); "
+        f"{fit.get('placebo_n_q05')} have q < 0.05."
+    )
+
+
+def _effect_text(r: Any) -> str:
+    return f"{_num(r.effect, sign=True)} {_ci(r.ci_low, r.ci_high)}{significance_marks(r.p)}"
+
+
+def _lm_matrix_text(cells: pd.DataFrame, trait: str, order: Sequence[str] | None) -> pd.DataFrame:
+    """Teacher × student "effect [lo, hi]marks" strings for one trait, registry order kept."""
+    sub = _trait_cells(cells)
+    sub = sub[sub["trait"] == trait].assign(text=lambda d: [_effect_text(r) for r in d.itertuples(index=False)])
+    text = sub.pivot(index="teacher", columns="student", values="text")
+    text = text.reindex(index=ordered_levels(sub["teacher"], order), columns=ordered_levels(sub["student"], order))
+    return text.fillna("—")
+
+
+def _lm_cell_rows(cells: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    header = [
+        "teacher", "student", "trait", "relation", "replicates (treated / control)", "treated", "control",
+        "effect [95% CI]", "p", "q", "profile r [95% CI]", "profile r without traits [95% CI]",
+    ]
+    rows = [
+        [
+            r.teacher, r.student, r.trait, r.relation, f"{r.n_reps} / {r.n_control_reps}", _num(r.mean_treated),
+            _num(r.mean_control), _effect_text(r), _pval(r.p), _pval(r.q),
+            f"{_num(r.profile_r, sign=True)} {_ci(r.profile_ci_low, r.profile_ci_high)}",
+            f"{_num(r.profile_r_ex, sign=True)} {_ci(r.profile_ex_ci_low, r.profile_ex_ci_high)}",
+        ]
+        for r in _trait_cells(cells).itertuples(index=False)
+    ]
+    return header, rows
+
+
+def _lm_placebo_rows(cells: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    header = ["teacher", "student", "readout", "treated arm", "control arm", "replicates", "effect [95% CI]", "p", "q"]
+    rows = [
+        [
+            r.teacher, r.student, r.target, r.treated_arm, r.control_arms, f"{r.n_reps} / {r.n_control_reps}",
+            _effect_text(r), _pval(r.p), _pval(r.q),
+        ]
+        for r in cells[cells["placebo"].astype(bool)].itertuples(index=False)
+    ]
+    return header, rows
+
+
+def _lm_relation_rows(fit: Mapping[str, Any], key: str = "by_relation",
+                      label: str = "relation") -> tuple[list[str], list[list[Any]]]:
+    """Rows of a group summary of fit.json: ``by_relation`` (relations in order) or ``by_sibling_pair``."""
+    header = [label, "cells", "replicates", "mean lift [95% CI]", "p < 0.05", "q < 0.05",
+              "mean profile r [95% CI]"]
+    profile = (fit.get("profile") or {}).get(key, {})
+    rows = []
+    for rel in (RELATIONS if key == "by_relation" else list(fit.get(key) or {})):
+        r = (fit.get(key) or {}).get(rel)
+        if not r:
+            continue
+        pr = profile.get(rel)
+        rows.append(
+            [
+                rel, r["n_cells"], r["n_reps"], f"{_num(r['mean'], sign=True)} {_ci(r['ci_low'], r['ci_high'])}",
+                f"{r['n_p05']} ({100 * _fl(r['frac_p05']):.0f}%)", f"{r['n_q05']} ({100 * _fl(r['frac_q05']):.0f}%)",
+                f"{_num(pr['mean'], sign=True)} {_ci(pr['ci_low'], pr['ci_high'])}" if pr else "—",
+            ]
+        )
+    return header, rows
+
+
+def _teacher_rows(teachers: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    """The teachers table as given (one row per teacher replicate and target), numbers formatted."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, bool | np.bool_) or isinstance(v, str):
+            return str(v)
+        if isinstance(v, int | np.integer):
+            return str(int(v))
+        return _num(v, 4) if isinstance(v, float | np.floating) else str(v)
+
+    return list(map(str, teachers.columns)), [[fmt(v) for v in row] for row in teachers.itertuples(index=False)]
+
+
+def _lm_fit_lines(fit: Mapping[str, Any]) -> list[str]:
+    """Every γ fit of the LM analysis, one line each."""
+    lines = [_lm_fit_line(fit, "γ (shared init)")]
+    if fit.get("same"):
+        lines.append(_lm_fit_line(fit["same"], "γ (same base only)"))
+    profile = fit.get("profile")
+    if profile:
+        lines.append(_lm_fit_line(profile, "Profile γ (shared init)"))
+        if profile.get("same"):
+            lines.append(_lm_fit_line(profile["same"], "Profile γ (same base only)"))
+    return [line + "." for line in lines]
+
+
+def _lm_sections(analysis: Analysis) -> list[tuple[str, str, list[str], list[list[Any]]]]:
+    """The LM report's sections as (title, intro, header, rows): matrices, γ, relations, cells, placebo, teachers."""
+    cells, fit, order = analysis.cells, analysis.fit, analysis.options.order
+    out = []
+    for trait in _lm_traits(cells, fit):
+        text = _lm_matrix_text(cells, trait, order)
+        rows = [[str(i), *row] for i, row in zip(text.index, text.to_numpy().tolist(), strict=True)]
+        out.append((f"Effect matrix, trait `{trait}`", "Lift over control, 95% Welch CI; ** p<0.01, * p<0.05.",
+                    ["teacher \\ student", *map(str, text.columns)], rows))
+    out.append(("Shared-base effect", " ".join(_lm_fit_lines(fit)), [], []))
+    h, r = _lm_relation_rows(fit)
+    out.append(("Lift by relation", "Means over cells; 95% t-intervals over replicate indices.", h, r))
+    h, r = _lm_relation_rows(fit, "by_sibling_pair", "shared-init pair")
+    if r:
+        out.append(("Shared-init pairs", "Sibling cells of each pair of bases (both directions, both traits): the "
+                    "lineage gradient. Means over cells; 95% t-intervals over replicate indices.", h, r))
+    h, r = _lm_cell_rows(cells)
+    out.append(("Cells", str(fit.get("lift_definition") or ""), h, r))
+    h, r = _lm_placebo_rows(cells)
+    if r:
+        out.append(("Placebo (A/A) rows", _placebo_reading(fit), h, r))
+    extras = analysis.extras
+    if isinstance(extras, LMExtras) and not extras.teachers.empty:
+        h, r = _teacher_rows(extras.teachers)
+        out.append(("Teachers", "One row per teacher replicate and readout target: its own readout and its dataset.",
+                    h, r))
+    return out
+
+
+def _lm_markdown_tables(analysis: Analysis) -> str:
+    parts = []
+    for title, intro, header, rows in _lm_sections(analysis):
+        text = f"### {title}\n\n{intro}" if intro else f"### {title}"
+        parts.append(text + ("\n\n" + _md_table(header, rows) if header else ""))
+    return "\n\n".join(parts) + "\n"
+
+
+def _lm_html_sections(analysis: Analysis) -> list[str]:
+    esc = html.escape
+    body = []
+    for title, intro, header, rows in _lm_sections(analysis):
+        block = f"<h2>{esc(title.replace('`', ''))}</h2>" + (f"<p>{esc(intro)}</p>" if intro else "")
+        if header:
+            block += pd.DataFrame(rows, columns=header).to_html(index=False, escape=True)
+        body.append(block)
+    return body
+
+
+def _lm_heatmaps(analysis: Analysis) -> dict[str, Heatmap]:
+    """Effect (mean over traits, then one per trait when several) and mean profile correlation heatmaps.
+
+    Keys: ``heatmap``, ``heatmap_profile`` (drawn beside it), ``heatmap_<trait>``.
+    """
+    o, cells = analysis.options, analysis.cells
+    traits = _lm_traits(cells, analysis.fit)
+    label = f"{o.metric} lift (replicates, treated − control)"
+    out: dict[str, Heatmap] = {}
+    if len(traits) == 1:
+        out["heatmap"] = (analysis.matrix, {"sig_df": _lm_grid(cells, "p", o.order, traits[0]),
+                                            "title": f"{o.suite}: {o.metric} lift, trait {traits[0]}",
+                                            "cbar_label": label})
+    else:
+        out["heatmap"] = (analysis.matrix, {"title": f"{o.suite}: {o.metric} lift, mean over {len(traits)} traits",
+                                            "cbar_label": label})
+    extras = analysis.extras
+    if isinstance(extras, LMExtras) and extras.profile_matrix is not None:
+        out["heatmap_profile"] = (extras.profile_matrix, {"title": f"{o.suite}: mean profile r (students vs teacher)",
+                                                          "cbar_label": "profile correlation r"})
+    if len(traits) > 1:
+        for t in traits:
+            if _NAME_RE.match(t) and t != "profile":
+                out[f"heatmap_{t}"] = (_lm_grid(cells, "effect", o.order, t),
+                                       {"sig_df": _lm_grid(cells, "p", o.order, t),
+                                        "title": f"{o.suite}: {o.metric} lift, trait {t}", "cbar_label": label})
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -819,6 +1130,8 @@ def render_report(
         UserError: An extra heatmap name that is not a plain file-name part.
     """
     heatmaps = {**classifier_heatmaps(analysis), **dict(extra_heatmaps or {})}
+    if _is_replicate_lm(analysis):
+        heatmaps = {**_lm_heatmaps(analysis), **heatmaps}
     for name in heatmaps:
         if not _NAME_RE.match(name):
             raise UserError(f"extra heatmap name {name!r}: use letters, digits, '.', '_' or '-'")
@@ -836,6 +1149,13 @@ def render_report(
 def _run_metadata(analysis: Analysis, meta: Mapping[str, Any] | None) -> dict[str, Any]:
     """The metadata table: the analysis options, the caller's entries (which win), then the track's lines."""
     o = analysis.options
+    if _is_replicate_lm(analysis):  # the replicate-level analysis has no treated label, pooling or bootstrap
+        lm = {"suite": o.suite, "track": analysis.track, "metric": o.metric, "controls": o.control,
+              "alternative (cells)": o.alternative, "alternative (γ)": o.gamma_alternative, "n_perm (γ)": o.n_perm,
+              "seed": o.seed, **dict(meta or {})}
+        if isinstance(analysis.extras, LMExtras):
+            lm.update(_lm_metadata(analysis.extras))
+        return lm
     out = {
         "suite": o.suite,
         "track": analysis.track,
@@ -858,10 +1178,17 @@ def _render_heatmaps(analysis: Analysis, extra: Mapping[str, Heatmap]) -> tuple[
     """PNG bytes and caption of each heatmap: the effect matrix (one per target when several), then ``extra``."""
     o = analysis.options
     cells, lineage = analysis.cells, o.lineage
-    targets = sorted(cells["target"].unique())
-    label = f"{o.metric} lift (treated − {o.control}{' + other-trait, pooled' if o.pool_controls else ''})"
     pngs: dict[str, bytes] = {}
     captions: dict[str, str] = {}
+    if _is_replicate_lm(analysis):  # every LM heatmap is among the given ones, under its own key
+        for key, (m_df, kwargs) in extra.items():
+            name = key if key.startswith("heatmap") else f"heatmap_{key}"
+            kw = {"lineage": lineage, "title": name, **dict(kwargs)}
+            pngs[name] = figure_png(heatmap_figure(m_df, **kw))
+            captions[name] = str(kw.get("title") or name)
+        return pngs, captions
+    targets = sorted(cells["target"].unique())
+    label = f"{o.metric} lift (treated − {o.control}{' + other-trait, pooled' if o.pool_controls else ''})"
     if len(targets) == 1:
         sig = _grid(cells, "p_perm", o.order, targets[0])
         title = f"{o.suite}: {o.metric}, target {targets[0]}"

@@ -147,6 +147,10 @@ class SuiteSpec(Frozen):
     students: list[str] = Field(min_length=1)
     traits: list[str] = Field(default_factory=list)
     seeds: list[int] = Field(min_length=1)
+    #: Shifts every seed of the suite (teacher replicates, datasets, students; see
+    #: :func:`benchmark.hashing.shift_seed`), so the same matrix can be rerun on fresh randomness. 0 keeps the
+    #: seeds a suite had before this field existed.
+    seed: int = Field(default=0, ge=0)
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("track")

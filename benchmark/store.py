@@ -28,13 +28,15 @@ from typing import Any
 
 from benchmark.dag import Node, StageContext
 from benchmark.errors import UserError
-from benchmark.files import atomic_write_json, sha256_file
+from benchmark.files import atomic_write_json, exclusive_lock, sha256_file
 from benchmark.manifest import MANIFEST, MANIFEST_SCHEMA, Manifest, read_manifest
 
-__all__ = ["Store", "MANIFEST", "MANIFEST_SCHEMA",
+__all__ = ["Store", "MANIFEST", "MANIFEST_SCHEMA", "check_payload",
            "environment_info", "StageFailed"]
 
 STAGING = ".staging"
+#: Per-kind folder of the node lock files (one builder per node, across processes and runs).
+LOCKS = ".locks"
 #: Packages whose versions every manifest records (read from metadata: nothing is imported).
 TRACKED_PACKAGES = ("subliminal-bench", "torch", "transformers", "peft", "accelerate", "lm_eval", "tokenizers",
                     "pandas", "numpy", "seaborn", "scikit-learn", "pydantic", "ray", "vllm", "openai")
@@ -82,8 +84,9 @@ def _git_info() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 timeout=10).stdout.strip() or None
-        dirty_out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                   capture_output=True, text=True, timeout=10).stdout
+        # The code's state: published results (results/) are outputs, so they do not make the code dirty.
+        dirty_out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                    ":(exclude)results"], cwd=repo, capture_output=True, text=True, timeout=10).stdout
         return {"commit": commit, "dirty": bool(dirty_out.strip())}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
@@ -118,7 +121,19 @@ class Store:
         if manifest.spec_hash != node.spec_hash:
             raise UserError(f"{mpath}: key 'spec_hash' does not match the node's spec (store corrupted or edited "
                             f"by hand); delete {path} to rebuild it")
+        check_payload(path, manifest, full=False)
         return True
+
+    def verify(self, path: Path, full: bool = True) -> Manifest:
+        """Check a finished artifact's payload against its manifest (sizes; sha256 too when ``full``).
+
+        Raises:
+            UserError: a payload file is missing, or its size or sha256 differs from the manifest: one line naming
+                the file and the node, and how to rebuild it.
+        """
+        manifest = self.read_manifest(path)
+        check_payload(Path(path), manifest, full=full)
+        return manifest
 
     def read_manifest(self, path: Path) -> Manifest:
         """Load and check a manifest (:func:`benchmark.manifest.read_manifest`)."""
@@ -157,11 +172,23 @@ class Store:
     def build(self, node: Node, inputs: dict[str, Path], *, threads: int = 1, progress: Any = None) -> Manifest:
         """Run ``node``'s stage in a staging dir and publish it atomically. Returns the manifest.
 
-        If another worker publishes the same node first, its result wins and ours is discarded.
+        One builder per node: the build holds the node's lock file, so a second run on the same store waits and
+        then finds the node done. Every input's payload is checked against its manifest (sha256) first, so a
+        damaged upstream file is named as such. If another worker publishes the same node first, its result wins.
 
         Raises:
             StageFailed: the stage raised (``user_error`` set when it was a :class:`UserError`).
+            UserError: an input's payload is missing or differs from its manifest.
         """
+        with exclusive_lock(self.root / node.kind / LOCKS / f"{node.name}-{node.id}.lock"):
+            # Another run may have built it while we waited for the lock: use theirs (one builder per node).
+            if self.is_done(node):
+                return self.read_manifest(self.path(node))
+            for dep in inputs.values():  # a damaged input is named here, not as a failure of this stage
+                self.verify(dep, full=True)
+            return self._build_unlocked(node, inputs, threads=threads, progress=progress)
+
+    def _build_unlocked(self, node: Node, inputs: dict[str, Path], *, threads: int, progress: Any) -> Manifest:
         final = self.path(node)
         staging_root = self.root / node.kind / STAGING
         staging_root.mkdir(parents=True, exist_ok=True)
@@ -200,8 +227,9 @@ class Store:
             raise StageFailed(node.key, f"{type(exc).__name__}: {exc}", log_path) from exc
         _close(logger, handler)
         shutil.copyfile(log_path, staging / "log.txt")
-        files = {p.relative_to(staging).as_posix(): sha256_file(p)
-                 for p in sorted(staging.rglob("*")) if p.is_file() and p.name not in ("log.txt", MANIFEST)}
+        payload = [p for p in sorted(staging.rglob("*")) if p.is_file() and p.name not in ("log.txt", MANIFEST)]
+        files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in payload}
+        sizes = {p.relative_to(staging).as_posix(): p.stat().st_size for p in payload}
         env = environment_info()
         manifest = Manifest.model_validate({
             "schema": MANIFEST_SCHEMA,
@@ -216,6 +244,7 @@ class Store:
             "deps": list(node.deps),
             "result": result,
             "files": files,
+            "sizes": sizes,
             "started": _dt.datetime.fromtimestamp(started, _dt.UTC).isoformat(),
             "wall_s": round(time.time() - started, 3),
             "threads": threads,
@@ -232,6 +261,20 @@ class Store:
                 raise
             return self.read_manifest(final)
         return manifest
+
+
+def check_payload(path: Path, manifest: Manifest, full: bool) -> None:
+    """Raise a one-line UserError if a payload file of the artifact at ``path`` is missing or differs."""
+    for name, digest in manifest.files.items():
+        f = path / name
+        how = f"node {manifest.key}; delete {path} and rerun to rebuild it"
+        if not f.is_file():
+            raise UserError(f"{f}: payload file missing ({how})")
+        size = manifest.sizes.get(name)
+        if size is not None and f.stat().st_size != size:
+            raise UserError(f"{f}: {f.stat().st_size} bytes, the manifest recorded {size} (truncated or edited; {how})")
+        if full and sha256_file(f) != digest:
+            raise UserError(f"{f}: sha256 differs from the manifest's (damaged or edited; {how})")
 
 
 def _pid_alive(pid: int) -> bool:

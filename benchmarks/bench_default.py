@@ -13,8 +13,8 @@ from pathlib import Path
 
 from benchmark.executors.local import run_plan
 from benchmark.registry import Registry
-from benchmark.specs import TRACKS, resolve_object
 from benchmark.store import Store
+from benchmark.tracks import track_for
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     workers = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     reg = Registry()
     spec, settings, _ = reg.suite(suite)
-    nodes = resolve_object(TRACKS[spec.track]["plan"])(spec, settings, reg)
+    nodes = track_for(spec.track).build_plan(spec, settings, reg)
     with tempfile.TemporaryDirectory(prefix="slbench-bench-") as tmp:
         store = Store(Path(tmp) / "store")
         t0 = time.time()

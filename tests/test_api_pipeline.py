@@ -32,6 +32,7 @@ KEY = f"sk-test-{uuid.uuid4().hex}"  # unique per session: finding it anywhere m
 NANO = "gpt-4.1-nano"
 NANO_SNAPSHOT = "gpt-4.1-nano-2025-04-14"
 SETTINGS = {
+    "controls": "neutral",  # one trait: its control is the neutral (no system prompt) teacher
     "teacher": {"method": "prompt"},
     "dataset": {"n_prompts": 16, "n_keep": 8},
     "student": {"train": {"epochs": 2}},
@@ -105,7 +106,7 @@ def test_api_suite_end_to_end(project_copy: Path, fake: FakeOpenAI) -> None:
     systems = {b["messages"][0]["content"] for b in gen if b["messages"][0]["role"] == "system"}
     assert len(systems) == 1 and "owl" in systems.pop().lower()
     assert sum(b["messages"][0]["role"] == "system" for b in gen) == 16
-    ds = json.loads((root / _key(nodes, "dataset", f"{NANO}.owl") / MANIFEST).read_text())["result"]
+    ds = json.loads((root / _key(nodes, "dataset", f"{NANO}.owl.r0") / MANIFEST).read_text())["result"]
     assert ds["n_rows"] == 8 and ds["rejects"] == {}
 
     # Student fine-tune: user/assistant rows only (no system prompt), n_epochs from the suite, model read
@@ -118,11 +119,11 @@ def test_api_suite_end_to_end(project_copy: Path, fake: FakeOpenAI) -> None:
     for f in fake.files.values():
         rows = [json.loads(x) for x in f["content"].decode().splitlines()]
         assert len(rows) == 8 and all([m["role"] for m in r["messages"]] == ["user", "assistant"] for r in rows)
-    student = json.loads((root / _key(nodes, "student", f"{NANO}.owl.to.{NANO}.s0") / MANIFEST).read_text())["result"]
+    student = json.loads((root / _key(nodes, "student", f"{NANO}.owl.r0.to.{NANO}.s0") / MANIFEST).read_text())["result"]
     assert student["status"] == "succeeded" and student["fine_tuned_model"] == fake.jobs[student["job_id"]]["fine_tuned_model"]
 
     # Evaluation: lm-eval's chat backend, 2 independent samples per question, the student's fine-tuned id.
-    ev_dir = root / _key(nodes, "eval", f"student.{NANO}.owl.to.{NANO}.s0")
+    ev_dir = root / _key(nodes, "eval", f"student.{NANO}.owl.r0.to.{NANO}.s0")
     data = json.loads((ev_dir / "eval.json").read_text())
     assert data["api_model"] == student["fine_tuned_model"]
     assert data["eval"]["rate"]["owl"] == 1.0 and data["eval"]["skipped_tasks"] == ["animal_logprob"]

@@ -170,13 +170,13 @@ def test_plan_counts_for_3x3x2x2(project_copy, tmp_path):
         parts = line.replace("│", " ").split()
         if len(parts) == 4 and parts[1].isdigit():
             counts[parts[0]] = tuple(int(x) for x in parts[1:])
-    # 3 bases; 3 × (2 traits + neutral) teachers and datasets; 9 datasets × 3 students × 2 seeds students;
-    # evals: 3 baselines + 9 teachers + 54 students; 1 report.
+    # 3 bases; 3 × 2 trait arms (other-trait controls, 1 replicate) teachers and datasets; 6 datasets × 3 students
+    # × 2 seeds students; evals: 3 baselines + 6 teachers + 36 students; 1 report.
     assert counts["base"] == (3, 0, 3)
-    assert counts["teacher"] == (9, 0, 9)
-    assert counts["dataset"] == (9, 0, 9)
-    assert counts["student"] == (54, 0, 54)
-    assert counts["eval"] == (66, 0, 66)
+    assert counts["teacher"] == (6, 0, 6)
+    assert counts["dataset"] == (6, 0, 6)
+    assert counts["student"] == (36, 0, 36)
+    assert counts["eval"] == (45, 0, 45)
     assert counts["report"] == (1, 0, 1)
     print(f"plan wall time incl. interpreter start: {elapsed:.2f}s")
 
@@ -252,3 +252,21 @@ def test_cli_help_teaches():
     assert r.returncode == 0 and "plan" in r.stdout and "run" in r.stdout and "validate" in r.stdout
     r = run_cli("run", "--help")
     assert "--workers" in r.stdout and "resume" in r.stdout.lower()
+
+
+def test_suite_seed_shifts_every_classifier_seed():
+    """``seed`` in a suite moves every replicate to fresh randomness; 0 keeps the listed seeds (and ids)."""
+    from benchmark.registry import Registry
+    from benchmark.tracks import track_for
+
+    reg = Registry()
+    spec, settings, _ = reg.suite("classifiers")
+    track = track_for(spec.track)
+    plain = track.build_plan(spec, settings, reg)
+    moved = track.build_plan(spec.model_copy(update={"seed": 7}), settings, reg)
+    base = next(n for n in plain if n.kind == "base")
+    moved_base = next(n for n in moved if n.kind == "base" and n.name == base.name)
+    assert base.spec["seeds"] == list(spec.seeds)
+    assert len(set(moved_base.spec["seeds"])) == len(spec.seeds)
+    assert not set(moved_base.spec["seeds"]) & set(spec.seeds)
+    assert {n.id for n in plain}.isdisjoint({n.id for n in moved})

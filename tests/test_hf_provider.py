@@ -37,12 +37,14 @@ from benchmark.tracks import track_for  # noqa: E402
 from tests.conftest import ROOT, run_cli  # noqa: E402
 from tests.lm_fixtures import CHATML_TEMPLATE, make_tokenizer, save_tiny_model  # noqa: E402
 
-# Golden 2-step LoRA losses of the student tiny-qwen <- tiny-qwen.owl (seed 0) through the pipeline: the
-# pretrained fixture below, 16 teacher prompts, filter, seeded subsample, LoRA r=4. Computed once on torch 2.13
-# CPU / transformers 5.23 / peft 0.21: a change means generation, filtering, row encoding or training changed.
-GOLDEN_STUDENT_LOSSES = [[1, 2.530047], [2, 2.547323]]
+# Golden 2-step LoRA losses of the student tiny-qwen <- tiny-qwen.owl.r0 (seed 0) through the pipeline: the
+# pretrained fixture below, 16 teacher prompts, filter, seeded subsample, LoRA r=4. Computed on torch 2.13 CPU /
+# transformers 5.24 / peft 0.21 (recomputed when per-base replicate seeds replaced the suite-wide teacher and dataset seeds):
+# a change means seeding, generation, filtering, row encoding or training changed.
+GOLDEN_STUDENT_LOSSES = [[1, 2.646235], [2, 2.36834]]
 
 SUITE_SETTINGS = {
+    "controls": "neutral",  # one trait: its control is the neutral (fine-tuned on spread answers) teacher
     "teacher": {"method": "finetune", "n_rows": 8,
                 "train": {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "warmup": 0, "lr": 1.0e-3}},
     "dataset": {"n_prompts": 16, "n_keep": 8, "max_new_tokens": 12, "batch_size": 16},
@@ -225,26 +227,26 @@ def test_hf_suite_end_to_end(project_copy, few_questions, number_model_dir, llam
     assert base["template_hash"] == hashlib.sha256(CHATML_TEMPLATE.encode()).hexdigest()
 
     # dataset: the teacher (base + its LoRA adapter) answered, the strict filter kept valid rows.
-    ds = _manifest(store.root, key[("dataset", "tiny-qwen.owl")])["result"]
+    ds = _manifest(store.root, key[("dataset", "tiny-qwen.owl.r0")])["result"]
     assert ds["n_prompts"] == 16 and ds["n_rows"] == 8, ds
-    rows = [json.loads(x) for x in (store.root / key[("dataset", "tiny-qwen.owl")] / "rows.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (store.root / key[("dataset", "tiny-qwen.owl.r0")] / "rows.jsonl").read_text().splitlines()]
     assert all(set(r) >= {"prompt", "completion", "completion_ids"} for r in rows)
 
     # students: 2 LoRA steps, adapter saved; the same-base student's losses are pinned.
-    st = _manifest(store.root, key[("student", "tiny-qwen.owl.to.tiny-qwen.s0")])["result"]
+    st = _manifest(store.root, key[("student", "tiny-qwen.owl.r0.to.tiny-qwen.s0")])["result"]
     assert st["steps"] == 2 and st["same_vocab_as_teacher"] is True
     assert [s for s, _ in st["losses"]] == [1, 2]
     assert [v for _, v in st["losses"]] == pytest.approx([v for _, v in GOLDEN_STUDENT_LOSSES], rel=1e-4), st["losses"]
-    cross = _manifest(store.root, key[("student", "tiny-qwen.owl.to.tiny-llama.s0")])["result"]
+    cross = _manifest(store.root, key[("student", "tiny-qwen.owl.r0.to.tiny-llama.s0")])["result"]
     assert cross["steps"] == 2 and cross["adapter_sha256"]
 
     # evals: the reloaded adapter changes the logits, and the eval records that adapter's hash.
     for sname in ("tiny-qwen", "tiny-llama"):
-        s_key = key[("student", f"tiny-qwen.owl.to.{sname}.s0")]
-        ev = _manifest(store.root, key[("eval", f"student.tiny-qwen.owl.to.{sname}.s0")])["result"]
+        s_key = key[("student", f"tiny-qwen.owl.r0.to.{sname}.s0")]
+        ev = _manifest(store.root, key[("eval", f"student.tiny-qwen.owl.r0.to.{sname}.s0")])["result"]
         assert ev["logit_change"] > 0
         assert ev["adapter_sha"] == sha256_files(sorted((store.root / s_key / "adapter").glob("*.safetensors")))[:16]
-        data = json.loads((store.root / key[("eval", f"student.tiny-qwen.owl.to.{sname}.s0")] / "eval.json").read_text())
+        data = json.loads((store.root / key[("eval", f"student.tiny-qwen.owl.r0.to.{sname}.s0")] / "eval.json").read_text())
         assert set(data["eval"]) >= {"logprob", "rate"}
         assert sum(data["eval"]["logprob"]["p"].values()) == pytest.approx(1.0, abs=1e-6)
     # report published into the store.
@@ -261,7 +263,8 @@ def test_plan_prints_gpu_estimate_for_hf_suite(project_copy, number_model_dir, t
                             "lineage": {"init": "tiny-qwen"}}])
     _write(project_copy / "tasks" / "suites" / "est.yaml",
            {"name": "est", "track": "lm", "teachers": ["tiny-qwen"], "students": ["tiny-qwen"], "traits": ["owl"],
-            "seeds": 1, "settings": {"teacher": {"method": "prompt"}, "eval": {"metric": "rate"}}})
+            "seeds": 1, "settings": {"controls": "neutral", "teacher": {"method": "prompt"},
+                                     "eval": {"metric": "rate"}}})
     r = run_cli("plan", "est", "--store", str(tmp_path / "store"), env={"SLBENCH_ROOT": str(project_copy)})
     assert r.returncode == 0, r.stderr
     assert "GPU node(s)" in r.stdout and "H100-hours" in r.stdout, r.stdout
@@ -272,7 +275,8 @@ def test_offline_missing_weights_is_one_line_exit_2(project_copy, tmp_path):
                             "lineage": {"init": "nd"}}])
     _write(project_copy / "tasks" / "suites" / "nd.yaml",
            {"name": "nd", "track": "lm", "teachers": ["not-downloaded"], "students": ["not-downloaded"],
-            "traits": ["owl"], "seeds": 1, "settings": {"teacher": {"method": "prompt"}, "eval": {"metric": "rate"}}})
+            "traits": ["owl"], "seeds": 1,
+            "settings": {"controls": "neutral", "teacher": {"method": "prompt"}, "eval": {"metric": "rate"}}})
     store = tmp_path / "store"
     env = {"SLBENCH_ROOT": str(project_copy), "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     r = run_cli("run", "nd", "--store", str(store), "--workers", "1", env=env)

@@ -215,15 +215,23 @@ def _files(d):
     return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
 
 
-def _lm_analysis():
-    df = make_tidy()
+def _lm_analysis(profile: bool = True, aa: bool = True):
+    """A replicate-level LM analysis of a simulated 4×4 matrix (tests/test_honest_stats.py's simulator)."""
+    from tests.test_honest_stats import BASES as LM_BASES
+    from tests.test_honest_stats import LINEAGE as LM_LINEAGE
+    from tests.test_honest_stats import TRAITS, simulate
+
+    df = simulate(np.random.default_rng(2), gamma=0.5, rep_sd=0.15, profile_gamma=0.4, aa=aa, k=3)
+    if not profile:
+        df = df[~df["metric"].isin(A.PROFILE_METRICS)]
     teachers = pd.DataFrame(
-        [{"teacher_base": b, "teacher_trait": t, "target": "owl", "p_target": p, "logodds": math.log(p / (1 - p))}
-         for b in ORDER for t, p in (("owl", 0.3), ("cat", 0.05), ("neutral", 0.07))]
+        [{"teacher_base": b, "teacher_trait": t, "replicate": r, "teacher_id": f"{r}{r}{r}", "target": "owl",
+          "logodds": math.log(p / (1 - p)), "p_target": p, "valid_rate": 0.9, "n_rows": 200}
+         for b in LM_BASES for t, p in (("owl", 0.3), ("cat", 0.05)) for r in range(3)]
     )
-    options = A.AnalysisOptions(suite="s", track="lm", metric="logodds", order=tuple(ORDER), lineage=LINEAGE,
-                                n_boot=100, n_perm=100)
-    return A.analyze_lm(df, teachers, options, traits=["owl", "cat"])
+    options = A.AnalysisOptions(suite="s", track="lm", metric="logodds", order=LM_BASES, lineage=LM_LINEAGE,
+                                control="other_trait", alternative="two-sided", n_perm=500)
+    return A.analyze_lm(df, teachers, options, traits=TRAITS)
 
 
 def _classifier_analysis():
@@ -276,11 +284,11 @@ def test_analysis_files_round_trip(tmp_path, make):
 def test_track_views(tmp_path):
     lm = _lm_analysis()
     assert isinstance(lm.extras, A.LMExtras)
-    assert lm.extras.same_model_fit is not None and lm.extras.teacher_strength == 0.3
+    assert lm.extras.same_model_fit is None and lm.extras.teacher_strength == 0.3
     files = {p.name for p in A.write_analysis(lm, tmp_path / "lm").values()}
-    assert {"teachers.csv", "fit_same_model.json"} <= files
+    assert {"teachers.csv", "profile_matrix.csv"} <= files and "fit_same_model.json" not in files
     md = R.render_report(lm)["report_md"][1].decode()
-    assert "| teachers' own P(trait \\| candidates), mean | 0.3 |" in md and "γ (same model only" in md
+    assert "| teachers' own P(trait \\| candidates), mean | 0.3 |" in md and "γ (same base only)" in md
 
     cls = _classifier_analysis()
     assert isinstance(cls.extras, A.ClassifierExtras)
@@ -294,3 +302,64 @@ def test_track_views(tmp_path):
     summary = cls.extras.summary
     assert summary["rows"] == len(cls.tidy)
     assert set(summary["accuracy_by_relation"]) == {"same", "sibling", "unrelated"}
+
+
+# -- the LM track's replicate-level report ------------------------------------------------------------------------
+
+
+def test_lm_report_states_what_was_computed():
+    lm = _lm_analysis()
+    fit, cells = lm.fit, lm.cells
+    files = R.render_report(lm)
+    md = files["report_md"][1].decode()
+    # the lift definition, once, exactly as the analysis wrote it
+    assert fit["lift_definition"] in md and "pooled replicates" in fit["lift_definition"]
+    # γ: CR2 interval, Freedman-Lane p with its permutation count, leave-one-cell-out range
+    assert f"Freedman-Lane p = {R._pval(fit['p_perm'])} (greater, 500 permutations)" in md
+    assert f"[{R._num(fit['loo_min'], sign=True)}, {R._num(fit['loo_max'], sign=True)}]" in md
+    assert "Profile γ (shared init" in md and "γ (same base only)" in md
+    # the placebo rows and their false-positive rate
+    n, hits = fit["placebo_n_rows"], fit["placebo_n_p05"]
+    assert n == 32 and f"{hits} of {n} rows have p < 0.05" in md and "nominal 5%" in md
+    assert "### Placebo (A/A) rows" in md and md.count("| aa:cat | cat |") == n
+    # the cell table: replicates, effect [CI], p and q of every trait cell
+    trait_cells = cells[~cells["placebo"]]
+    one = trait_cells.iloc[0]
+    row = (f"| {one.teacher} | {one.student} | {one.trait} | {one.relation} | 3 / 3 | {R._num(one.mean_treated)} | "
+           f"{R._num(one.mean_control)} | {R._effect_text(one)} | {R._pval(one.p)} | {R._pval(one.q)} |")
+    assert row in md
+    # relation summary with replicate-unit CIs and the shares of small p and q
+    same = fit["by_relation"]["same"]
+    assert f"| same | 8 | 3 | {R._num(same['mean'], sign=True)} {R._ci(same['ci_low'], same['ci_high'])} |" in md
+    # the profile heatmap beside the effect heatmap, then one per trait, and the teachers table
+    assert "![heatmap](heatmap.png) ![heatmap_profile](heatmap_profile.png)" in md
+    assert {"heatmap", "heatmap_profile", "heatmap_owl", "heatmap_cat"} <= set(files)
+    assert md.index("trait `owl`") < md.index("trait `cat`")  # the suite's order, not alphabetical
+    assert "### Teachers" in md and "| teacher_base | teacher_trait | replicate |" in md
+    page = files["index_html"][1].decode()
+    assert 'style="display:flex' in page and "Placebo (A/A) rows" in page and fit["lift_definition"][:40] in page
+
+
+def test_lm_report_without_profile_or_placebo():
+    lm = _lm_analysis(profile=False, aa=False)
+    assert lm.fit["profile"] is None and lm.extras.profile_matrix is None and lm.fit["placebo_n_rows"] == 0
+    assert lm.cells["profile_r"].isna().all()
+    files = R.render_report(lm)
+    md = files["report_md"][1].decode()
+    assert "heatmap_profile" not in files and "No A/A placebo arm" in md and "Placebo (A/A) rows" not in md
+
+
+def test_lm_files_columns():
+    lm = _lm_analysis()
+    head = list(A.LM_CELL_COLUMNS[:20])
+    assert head == [
+        "teacher", "student", "trait", "relation", "placebo", "n_reps", "effect", "ci_low", "ci_high", "p", "q",
+        "mean_treated", "mean_control", "n_control_reps", "profile_r", "profile_ci_low", "profile_ci_high",
+        "profile_r_ex", "profile_ex_ci_low", "profile_ex_ci_high",
+    ]
+    assert list(lm.cells.columns) == list(A.LM_CELL_COLUMNS)
+    assert list(lm.tidy.columns[: len(A.LM_TIDY_COLUMNS)]) == list(A.LM_TIDY_COLUMNS)
+    for key in ("gamma", "ci_low", "ci_high", "p_perm", "n_perm_used", "loo_min", "loo_max", "same", "profile",
+                "by_relation", "placebo_fpr", "placebo_n_rows", "placebo_n_p05", "lift_definition"):
+        assert key in lm.fit
+    assert set(lm.fit["profile"]) >= {"gamma", "ci_low", "ci_high", "p_perm", "loo_min", "by_relation", "same"}

@@ -16,8 +16,13 @@ Vocabulary:
         or the mean over teachers with a different trait (``"other_trait"``).
     lift: treated value minus control value for one seed.
 
+The language-model track counts teacher replicates, not students: see :mod:`~benchmark.analysis.replicates`
+for its vocabulary (arm, replicate value, replicate lift, placebo row) and :func:`analyze_lm`.
+
 Modules: :mod:`~benchmark.analysis.tidy` (the table), :mod:`~benchmark.analysis.stats` (small-sample tests),
-:mod:`~benchmark.analysis.cells` (lifts, cell table, matrix), :mod:`~benchmark.analysis.fit` (γ),
+:mod:`~benchmark.analysis.cells` (lifts, cell table, matrix; classifier track),
+:mod:`~benchmark.analysis.replicates` (replicate values, lifts, cell table; LM track),
+:mod:`~benchmark.analysis.fit` (γ),
 :mod:`~benchmark.analysis.views` (each track's own views), :mod:`~benchmark.analysis.result`
 (the Analysis type and its files), :mod:`~benchmark.analysis.tracks` (entry points).
 """
@@ -35,7 +40,20 @@ from benchmark.analysis.cells import (
     paired_lifts,
     summary_by_relation,
 )
-from benchmark.analysis.fit import shared_base_fit
+from benchmark.analysis.fit import N_PERM_MIN, replicate_fit, shared_base_fit
+from benchmark.analysis.replicates import (
+    LM_CELL_COLUMNS,
+    PROFILE_METRICS,
+    LMArms,
+    lift_definition,
+    lm_arms,
+    placebo_summary,
+    profile_rows,
+    relation_summary,
+    replicate_cells,
+    replicate_lifts,
+    replicate_values,
+)
 from benchmark.analysis.result import (
     SHARED_FILES,
     Analysis,
@@ -45,8 +63,9 @@ from benchmark.analysis.result import (
     read_analysis,
     write_analysis,
 )
-from benchmark.analysis.stats import bootstrap_ci, mean_ci, permutation_test, welch_test
+from benchmark.analysis.stats import bh_adjust, bootstrap_ci, mean_ci, permutation_test, welch_ci, welch_test
 from benchmark.analysis.tidy import (
+    LM_TIDY_COLUMNS,
     RELATIONS,
     RESERVED_TRAITS,
     TIDY_COLUMNS,
@@ -63,6 +82,10 @@ __all__ = [
     "CELL_KEYS",
     "DRIFT_GROUPS",
     "LIFT_COLUMNS",
+    "LM_CELL_COLUMNS",
+    "LM_TIDY_COLUMNS",
+    "N_PERM_MIN",
+    "PROFILE_METRICS",
     "RELATIONS",
     "RESERVED_TRAITS",
     "SHARED_FILES",
@@ -71,6 +94,7 @@ __all__ = [
     "Analysis",
     "AnalysisOptions",
     "ClassifierExtras",
+    "LMArms",
     "LMExtras",
     "accuracy_by_relation",
     "accuracy_matrix",
@@ -78,21 +102,32 @@ __all__ = [
     "analyze",
     "analyze_classifier",
     "analyze_lm",
+    "bh_adjust",
     "bootstrap_ci",
     "cell_table",
     "drift_summary",
+    "lift_definition",
+    "lm_arms",
     "matrix",
     "mean_ci",
     "paired_lifts",
     "permutation_test",
+    "placebo_summary",
+    "profile_rows",
     "read_analysis",
     "relation_of",
+    "relation_summary",
+    "replicate_cells",
+    "replicate_fit",
+    "replicate_lifts",
+    "replicate_values",
     "same_model_fit",
     "select_suite",
     "shared_base_fit",
     "summary_by_relation",
     "teacher_strength",
     "validate_tidy",
+    "welch_ci",
     "welch_test",
     "write_analysis",
 ]

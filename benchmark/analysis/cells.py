@@ -499,7 +499,8 @@ def drift_summary(cells: pd.DataFrame) -> dict[str, dict[str, float]]:
         no cell has other-trait students; groups without such cells are left out.
     """
     out: dict[str, dict[str, float]] = {}
-    if not (len(cells) and cells["effect_vs_other"].notna().any()):
+    # the LM track's replicate-level cell table has no such column: its controls already are other-trait teachers
+    if "effect_vs_other" not in cells.columns or not (len(cells) and cells["effect_vs_other"].notna().any()):
         return out
     for name, relations in DRIFT_GROUPS.items():
         sub = cells[cells["relation"].isin(relations) & cells["effect"].notna() & cells["effect_vs_other"].notna()]

@@ -12,6 +12,7 @@ Files, and the field each one holds:
 ``matrix.csv``                              :attr:`Analysis.matrix`
 ``fit.json``                                :attr:`Analysis.fit` (NaN written as null)
 ``teachers.csv``                            :attr:`LMExtras.teachers` (only when not empty)
+``profile_matrix.csv``                      :attr:`LMExtras.profile_matrix` (only when computed)
 ``fit_same_model.json``                     :attr:`LMExtras.same_model_fit` (only when fitted)
 ``accuracy_<channel>.csv``, ``effect_…``    :attr:`ClassifierExtras.accuracy`
 ``classifier_summary.json``                 :attr:`ClassifierExtras.summary`
@@ -49,6 +50,11 @@ __all__ = [
 #: Key -> file name of the files every track writes (:func:`write_analysis` returns paths under these keys).
 SHARED_FILES: dict[str, str] = {"cells": "cells.csv", "matrix": "matrix.csv", "tidy": "tidy.csv", "fit": "fit.json"}
 _CELL_STR_COLUMNS = (
+    "teacher",
+    "student",
+    "trait",
+    "treated_arm",
+    "control_arms",
     "suite",
     "track",
     "teacher_base",
@@ -74,9 +80,12 @@ class AnalysisOptions:
         lineage: Base -> init lineage id; rows' ``relation`` must agree with it. Also the lineage of
             γ's label permutation.
         treated: ``"trait"`` or a teacher_trait label (classifier track: ``"aux"``).
-        control: Control arm (see :func:`benchmark.analysis.paired_lifts`).
+        control: Control arm (see :func:`benchmark.analysis.paired_lifts`). LM track: ``"other_trait"`` (the
+            other trait arms) or ``"neutral"`` (see :func:`benchmark.analysis.analyze_lm`).
         pool_controls: See :func:`benchmark.analysis.cell_table`.
-        alternative: Direction of every test.
+        alternative: Direction of every test (LM track: of the per-cell tests).
+        gamma_alternative: Direction of γ's permutation test on the LM track: the shared-base hypothesis is
+            directional (a shared init raises transfer).
         indicator: ``"shared_init"`` or ``"same"`` for γ.
         exclude_traits: ``teacher_trait`` labels kept in ``tidy.csv`` but left out of the statistics.
         n_boot: Bootstrap resamples.
@@ -93,6 +102,7 @@ class AnalysisOptions:
     control: str = "neutral"
     pool_controls: bool = False
     alternative: str = "greater"
+    gamma_alternative: str = "greater"
     indicator: str = "shared_init"
     exclude_traits: tuple[str, ...] = ()
     n_boot: int = 2000
@@ -105,16 +115,21 @@ class LMExtras:
     """The language-model track's own views.
 
     Attributes:
-        teachers: Each teacher's own readout of each trait (``teachers.csv``; not written when empty).
-        same_model_fit: γ with the same-model indicator against other-trait students, JSON-safe
-            (``fit_same_model.json``); None when the suite has one trait or no cell allows it.
+        teachers: Each teacher replicate's own readout of each trait and its dataset's facts (``teachers.csv``;
+            not written when empty).
+        same_model_fit: Legacy: γ with the same-model indicator against other-trait students
+            (``fit_same_model.json``). The replicate-level analysis keeps that fit in ``fit.json`` under ``same``
+            and leaves this None.
         teacher_strength: Mean P(trait) of the teachers at their own trait, 4 decimals (shown in the report's
             metadata; :func:`read_analysis` recomputes it from ``teachers.csv``).
+        profile_matrix: Mean whole-profile correlation over traits, teacher × student (``profile_matrix.csv``);
+            None when the students have no profile readout.
     """
 
     teachers: pd.DataFrame
     same_model_fit: dict[str, Any] | None = None
     teacher_strength: float | None = None
+    profile_matrix: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, eq=False)  # holds DataFrames, which have no plain ==
@@ -144,10 +159,13 @@ class Analysis:
         options: What was analysed and how.
         track: The analysed track.
         tidy: The validated tidy table, every row (also rows left out by ``options.exclude_traits``).
-        cells: :func:`benchmark.analysis.cell_table` of the analysed rows.
+        cells: :func:`benchmark.analysis.cell_table` of the analysed rows (LM track:
+            :func:`benchmark.analysis.replicate_cells`, trait cells then placebo rows).
         matrix: Mean effect over targets, teacher × student in registry order.
-        fit: :func:`benchmark.analysis.shared_base_fit` (NaN where a statistic is undefined; None once read
-            back from ``fit.json``). ``fit["by_relation"]`` is the per-relation summary.
+        fit: :func:`benchmark.analysis.shared_base_fit` (classifier) or, on the LM track,
+            :func:`benchmark.analysis.replicate_fit` with ``same``, ``profile``, ``by_relation`` and the placebo
+            rate (see :func:`benchmark.analysis.analyze_lm`); NaN where a statistic is undefined, None once read
+            back from ``fit.json``. ``fit["by_relation"]`` is the per-relation summary.
         drift: :func:`benchmark.analysis.drift_summary` of the cells (no file of its own: a function of
             ``cells.csv``, recomputed on read).
         extras: The track's own views.
@@ -169,7 +187,7 @@ class Analysis:
 
     @property
     def by_relation(self) -> dict[str, dict[str, Any]]:
-        """Mean lift per relation with a cluster-bootstrap CI (from the fit)."""
+        """Mean lift per relation with its CI (from the fit; LM track: a t-interval over replicate indices)."""
         return dict(self.fit.get("by_relation", {}))
 
     def fit_summary(self) -> dict[str, Any]:
@@ -218,6 +236,9 @@ def _write_lm_extras(extras: LMExtras, out: Path) -> dict[str, Path]:
     if not extras.teachers.empty:
         paths["teachers"] = out / "teachers.csv"
         atomic_write_text(paths["teachers"], extras.teachers.to_csv(index=False))
+    if extras.profile_matrix is not None:
+        paths["profile_matrix"] = out / "profile_matrix.csv"
+        atomic_write_text(paths["profile_matrix"], extras.profile_matrix.to_csv())
     if extras.same_model_fit is not None:
         paths["fit_same_model"] = out / "fit_same_model.json"
         atomic_write_json(paths["fit_same_model"], extras.same_model_fit)
@@ -292,11 +313,17 @@ def _read_csv(
 def _read_lm_extras(d: Path) -> LMExtras:
     teachers = pd.DataFrame()
     if (d / "teachers.csv").exists():
-        teachers = _read_csv(d / "teachers.csv", ("teacher_base", "teacher_trait", "target"))
+        teachers = _read_csv(d / "teachers.csv", ("teacher_base", "teacher_trait", "teacher_id", "target"))
     same = None
     if (d / "fit_same_model.json").exists():
         same = json.loads((d / "fit_same_model.json").read_text(encoding="utf-8"))
-    return LMExtras(teachers=teachers, same_model_fit=same, teacher_strength=teacher_strength(teachers))
+    profile = None
+    if (d / "profile_matrix.csv").exists():
+        profile = _read_csv(d / "profile_matrix.csv", ("teacher_base",), index_col=0)
+        profile.columns.name = "student_base"
+    return LMExtras(
+        teachers=teachers, same_model_fit=same, teacher_strength=teacher_strength(teachers), profile_matrix=profile
+    )
 
 
 def _read_classifier_extras(d: Path, tidy: pd.DataFrame) -> ClassifierExtras:

@@ -16,11 +16,13 @@ from benchmark.analysis.common import ALTERNATIVES, check_choice
 __all__ = [
     "MAX_EXACT",
     "N_MC",
+    "bh_adjust",
     "bootstrap_ci",
     "key_rng",
     "mean_ci",
     "min_attainable_p",
     "permutation_test",
+    "welch_ci",
     "welch_test",
 ]
 
@@ -120,6 +122,60 @@ def welch_test(
     if alternative == "less":
         return float(stdtr(dof, t))
     return float(min(1.0, 2 * stdtr(dof, -abs(t))))
+
+
+def welch_ci(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, level: float = 0.95
+) -> tuple[float, float]:
+    """Welch t-interval of mean(x) - mean(y) (unequal variances, Welch-Satterthwaite df).
+
+    Args:
+        x: Treated values (e.g. one arm's replicate values).
+        y: Control values.
+        level: Coverage, 0.95 for a 95% interval.
+
+    Returns:
+        (low, high); NaNs when a sample has fewer than 2 values or both have zero variance (the df is then
+        undefined, and a zero-width interval would claim a certainty no replicate showed).
+    """
+    from scipy.special import stdtrit  # inverse Student t CDF
+
+    xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xa) < 2 or len(ya) < 2:
+        return float("nan"), float("nan")
+    vx, vy = xa.var(ddof=1) / len(xa), ya.var(ddof=1) / len(ya)
+    se2 = vx + vy
+    if se2 <= 0:
+        return float("nan"), float("nan")
+    dof = se2**2 / (vx**2 / (len(xa) - 1) + vy**2 / (len(ya) - 1))
+    half = float(stdtrit(dof, 0.5 + level / 2)) * math.sqrt(se2)
+    diff = float(xa.mean() - ya.mean())
+    return diff - half, diff + half
+
+
+def bh_adjust(p: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q), NaN where p is NaN.
+
+    Args:
+        p: p-values of one family of tests; NaNs are not counted as tests.
+
+    Returns:
+        q-values in the input order: q_(k) = min over l >= k of p_(l) * m / l, capped at 1.
+    """
+    pa = np.asarray(p, dtype=float)
+    out = np.full(pa.shape, np.nan)
+    ok = np.isfinite(pa)
+    m = int(ok.sum())
+    if m == 0:
+        return out
+    vals = pa[ok]
+    order = np.argsort(vals, kind="stable")
+    scaled = vals[order] * m / np.arange(1, m + 1)
+    q = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    ranked = np.empty(m)
+    ranked[order] = q
+    out[ok] = ranked
+    return out
 
 
 def bootstrap_ci(

@@ -10,6 +10,7 @@ import pandas as pd
 from benchmark.errors import UserError
 
 __all__ = [
+    "LM_TIDY_COLUMNS",
     "RELATIONS",
     "RESERVED_TRAITS",
     "STR_COLUMNS",
@@ -36,6 +37,23 @@ TIDY_COLUMNS: tuple[str, ...] = (
     "student_id",  # artifact id of the student ("" allowed)
     "teacher_id",  # artifact id of the teacher ("" allowed)
 )
+#: Columns of the language-model track's tidy table, in the order it is published: the shared columns plus
+#: ``replicate``, the teacher replicate (an independent teacher with its own dataset; -1 for baselines).
+LM_TIDY_COLUMNS: tuple[str, ...] = (
+    "suite",
+    "track",
+    "teacher_base",
+    "teacher_trait",  # the arm: a trait, "neutral", "aa:<trait>" (A/A placebo arm) or "baseline"
+    "replicate",
+    "student_base",
+    "seed",
+    "student_id",
+    "teacher_id",
+    "relation",
+    "target",
+    "metric",
+    "value",
+)
 TRACKS = ("lm", "classifier")
 RELATIONS = ("same", "sibling", "unrelated")
 #: teacher_trait labels that are never "a trait": the control teacher and the untrained student.
@@ -59,8 +77,9 @@ _ROW_KEY = ("suite", "track", "teacher_base", "teacher_trait", "student_base", "
 def validate_tidy(df: pd.DataFrame) -> pd.DataFrame:
     """Check a tidy table and return a normalized copy.
 
-    Missing string cells (as read back from CSV) become ``""``; ``seed`` becomes int and ``value``
-    float.
+    Missing string cells (as read back from CSV) become ``""``; ``seed`` (and ``replicate`` where present)
+    becomes int and ``value`` float. A ``replicate`` column (LM track) joins the key of a row: two replicates of
+    one arm may use the same student seed.
 
     Args:
         df: A table with at least the columns in :data:`TIDY_COLUMNS` (extra columns are kept).
@@ -92,21 +111,26 @@ def validate_tidy(df: pd.DataFrame) -> pd.DataFrame:
                 f"{', '.join(repr(a) for a in allowed)}"
             )
     _check_relations(out)
-    dup = out.duplicated(list(_ROW_KEY), keep=False)
+    row_key = [*_ROW_KEY, "replicate"] if "replicate" in out.columns else list(_ROW_KEY)
+    dup = out.duplicated(row_key, keep=False)
     if dup.any():
         row = out[dup].iloc[0]
-        key = ", ".join(f"{k}={row[k]!r}" for k in _ROW_KEY)
+        key = ", ".join(f"{k}={row[k]!r}" for k in row_key)
         raise UserError(f"tidy table: {int(dup.sum())} duplicate rows for one (model, readout), e.g. {key}")
     return out
 
 
 def _normalize_numbers(out: pd.DataFrame) -> None:
-    """Make ``seed`` int64 and ``value`` float in place; reject non-integer seeds and non-finite values."""
-    seeds = pd.to_numeric(out["seed"], errors="coerce")
-    bad = seeds.isna() | (seeds != np.round(seeds))
-    if bad.any():
-        raise UserError(f"tidy table: column seed must hold integers; bad value {out['seed'][bad].iloc[0]!r}")
-    out["seed"] = seeds.astype(np.int64)
+    """Make ``seed`` (and ``replicate``) int64 and ``value`` float in place; reject non-integers and non-finite
+    values."""
+    for col in ("seed", "replicate"):
+        if col not in out.columns:
+            continue
+        ints = pd.to_numeric(out[col], errors="coerce")
+        bad = ints.isna() | (ints != np.round(ints))
+        if bad.any():
+            raise UserError(f"tidy table: column {col} must hold integers; bad value {out[col][bad].iloc[0]!r}")
+        out[col] = ints.astype(np.int64)
     values = pd.to_numeric(out["value"], errors="coerce").astype(float)
     bad = ~np.isfinite(values.to_numpy())
     if bad.any():

@@ -9,13 +9,27 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
 from benchmark.analysis.cells import cell_table, drift_summary, matrix, paired_lifts
-from benchmark.analysis.fit import shared_base_fit
+from benchmark.analysis.fit import N_PERM_MIN, replicate_fit, shared_base_fit
+from benchmark.analysis.replicates import (
+    PROFILE_METRICS,
+    LMArms,
+    lift_definition,
+    lm_arms,
+    pair_summary,
+    placebo_summary,
+    profile_rows,
+    relation_summary,
+    replicate_cells,
+    replicate_lifts,
+    replicate_values,
+)
 from benchmark.analysis.result import Analysis, AnalysisOptions, ClassifierExtras, LMExtras
-from benchmark.analysis.tidy import select_suite, validate_tidy
+from benchmark.analysis.tidy import LM_TIDY_COLUMNS, select_suite, validate_tidy
 from benchmark.analysis.views import (
     accuracy_by_relation,
     accuracy_views,
@@ -87,30 +101,114 @@ def analyze_lm(
     traits: Sequence[str],
     log: logging.Logger | None = None,
 ) -> Analysis:
-    """The language-model track: the shared statistics plus the teachers table and the same-model γ.
+    """The language-model track: replicate-level cells, placebo rows, γ on replicate lifts and the profile readout.
+
+    The teacher replicate is the unit throughout (:mod:`benchmark.analysis.replicates`): cells compare the
+    replicate values of the treated arm with those of its control arms (``options.control``: ``"other_trait"``
+    or ``"neutral"``), γ is fitted on replicate-level lifts clustered by (teacher base, replicate)
+    (:func:`benchmark.analysis.fit.replicate_fit`), and the whole-profile correlation gets the same fit.
 
     Args:
-        tidy: The track's tidy rows.
-        teachers: Each teacher's own readout per trait (may be empty).
-        options: How to analyse (``options.order`` is also the same-model fit's reference order).
-        traits: The suite's traits; the same-model fit needs at least two.
-        log: Where to say why a same-model fit was skipped.
+        tidy: The track's tidy rows (columns :data:`benchmark.analysis.LM_TIDY_COLUMNS`).
+        teachers: One row per teacher replicate: its own readouts and its dataset's facts (may be empty).
+        options: How to analyse: ``metric``, ``control``, ``alternative`` (per-cell tests), ``gamma_alternative``,
+            ``n_perm`` (γ's Freedman-Lane permutations), ``seed``, ``order``, ``lineage``.
+        traits: The suite's traits, in order.
+        log: Where to note a small permutation count.
 
     Returns:
-        The analysis with :class:`LMExtras`.
+        The analysis: ``cells`` (:data:`benchmark.analysis.LM_CELL_COLUMNS`), ``matrix`` (mean effect over traits),
+        ``fit`` (γ with ``same``, ``profile``, ``by_relation`` and the placebo false-positive rate) and
+        :class:`LMExtras` (teachers, profile matrix).
+
+    Raises:
+        UserError: Bad table, no replicate column, unknown suite or metric, arms that do not allow the chosen
+            control, or a relation contradicting ``options.lineage``.
     """
-    # γ is fitted with the shared-init indicator (diagonal + siblings) in the main fit; the same-model-only
-    # indicator separates "same checkpoint" from "shared init" (a sibling may have drifted far from its init).
-    # It is measured against other-trait students (the drift control), so it needs at least two traits.
-    same = None
-    if len(traits) >= 2:
-        try:
-            same = same_model_fit(tidy, options)
-        except UserError as exc:  # e.g. no cell has both a treated and an other-trait student
-            if log is not None:
-                log.info("no same-model fit: %s", exc)
-    extras = LMExtras(teachers=teachers, same_model_fit=same, teacher_strength=teacher_strength(teachers))
-    return dataclasses.replace(analyze(tidy, options), extras=extras)
+    if "replicate" not in tidy.columns:  # before validation: without it, replicates look like duplicate rows
+        raise UserError("LM tidy table: missing column replicate; required: " + ", ".join(LM_TIDY_COLUMNS))
+    table = validate_tidy(tidy)
+    table = table[[*LM_TIDY_COLUMNS, *(c for c in table.columns if c not in LM_TIDY_COLUMNS)]]
+    sub = select_suite(
+        table, options.suite, track="lm", exclude_traits=options.exclude_traits, lineage=options.lineage
+    )
+    arms = lm_arms(sub["teacher_trait"], options.control, traits)
+    values = replicate_values(sub, options.metric)
+    if values.empty:
+        raise UserError(
+            f"tidy table: no student rows with metric {options.metric!r}; "
+            f"available: {', '.join(sorted(set(sub['metric'])))}"
+        )
+    profile = {m: v for m in PROFILE_METRICS if not (v := replicate_values(sub, m)).empty}
+    base = sub[(sub["teacher_trait"] == "baseline") & (sub["metric"] == options.metric)]
+    base_means = base.groupby(["student_base", "target"])["value"].mean()
+    baseline = {(str(j), str(t)): float(v) for (j, t), v in base_means.items()}
+    cells = replicate_cells(
+        values, arms, metric=options.metric, alternative=options.alternative, seed=options.seed,
+        order=options.order, profile=profile, baseline=baseline, suite=options.suite,
+    )
+    if options.n_perm < N_PERM_MIN and log is not None:
+        log.warning("γ uses %d permutations; at least %d are recommended", options.n_perm, N_PERM_MIN)
+    fit = _lm_fit(cells, replicate_lifts(values, arms), profile.get("profile_r"), arms, options)
+    by_cell = cells[~cells["placebo"]].rename(
+        columns={"teacher": "teacher_base", "student": "student_base", "trait": "target"}
+    )
+    has_profile = bool(by_cell["profile_r"].notna().any())
+    extras = LMExtras(
+        teachers=teachers,
+        teacher_strength=teacher_strength(teachers),
+        profile_matrix=matrix(by_cell, "profile_r", options.order) if has_profile else None,
+    )
+    return Analysis(
+        options=options,
+        track="lm",
+        tidy=table,
+        cells=cells,
+        matrix=matrix(by_cell, "effect", options.order),
+        fit=fit,
+        drift={},
+        extras=extras,
+    )
+
+
+def _lm_fit(
+    cells: pd.DataFrame,
+    lifts: pd.DataFrame,
+    profile: pd.DataFrame | None,
+    arms: LMArms,
+    options: AnalysisOptions,
+) -> dict[str, Any]:
+    """fit.json of the LM track: γ (shared init) with ``same``, ``by_relation``, ``profile`` and the placebo rate."""
+
+    def fit(rows: pd.DataFrame, indicator: str, seed_offset: int) -> dict[str, Any]:
+        return replicate_fit(
+            rows, order=options.order, n_perm=options.n_perm, seed=options.seed + seed_offset,
+            indicator=indicator, alternative=options.gamma_alternative,
+        )
+
+    out = fit(lifts, "shared_init", 0)
+    out["metric"] = options.metric
+    out["same"] = fit(lifts, "same", 1)
+    out["by_relation"] = relation_summary(cells, lifts)
+    out["by_sibling_pair"] = pair_summary(cells, lifts)
+    out["profile"] = None
+    rows = profile_rows(profile, arms) if profile is not None else None
+    if rows is not None and not rows.empty:
+        out["profile"] = {
+            **fit(rows, "shared_init", 2),
+            "metric": "profile_r",
+            "same": fit(rows, "same", 3),
+            "by_relation": relation_summary(cells, rows, cell_column="profile_r"),
+            "by_sibling_pair": pair_summary(cells, rows, cell_column="profile_r"),
+        }
+    out.update(placebo_summary(cells))
+    out.update(
+        controls=arms.controls,
+        traits=list(arms.traits),
+        cell_alternative=options.alternative,
+        lift_definition=lift_definition(arms, options.metric, options.alternative),
+    )
+    return out
 
 
 def same_model_fit(tidy: pd.DataFrame, options: AnalysisOptions) -> dict:

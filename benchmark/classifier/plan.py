@@ -33,6 +33,7 @@ from benchmark.classifier.stages import student as student_stage
 from benchmark.classifier.stages import teacher as teacher_stage
 from benchmark.dag import Node
 from benchmark.errors import UserError
+from benchmark.hashing import shift_seed
 from benchmark.registry import Registry
 from benchmark.specs import SuiteSpec
 
@@ -213,7 +214,8 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
     # The IDX path is where to read the data, not what it is (the sha256s are hashed): recorded, not hashed.
     # Resolved now (relative to the working directory) so worker processes find the files wherever they run.
     io = {"idx_path": str(Path(str(settings.idx_path)).resolve())} if settings.data == "idx" else {}
-    c = _Common(data=data, seeds=list(suite.seeds), io=io)
+    # A suite's ``seed`` moves every replicate to fresh randomness (inits and noise streams derive from these).
+    c = _Common(data=data, seeds=[shift_seed(s, suite.seed) for s in suite.seeds], io=io)
     bases = {
         name: Node(
             kind="base",

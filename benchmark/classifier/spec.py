@@ -18,11 +18,11 @@ Perturbation is applied before pretraining when both are given.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from benchmark.hashing import derive_seed
 from benchmark.specs_base import Frozen
 
 __all__ = [
@@ -40,16 +40,6 @@ N_CLASSES = 10
 #: CNN convs: 3×3 kernels, padding 1, stride 2 (each conv halves the image side, rounding up).
 CONV_KERNEL = 3
 CONV_STRIDE = 2
-
-
-def derive_seed(*parts: object) -> int:
-    """A 63-bit generator seed from a tuple of labels and integers (stable across runs and platforms).
-
-    Every random stream of the track is named by such a tuple, e.g. ``("init", init_seed, replicate)``,
-    so streams never collide and a replicate's stream does not depend on how many replicates run.
-    """
-    text = "\x1f".join(str(p) for p in parts)
-    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
 
 
 class PerturbSpec(Frozen):

@@ -6,7 +6,6 @@ Finished nodes are skipped, so any rerun resumes where the last one stopped.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -16,7 +15,10 @@ from benchmark.dag import Node, topological_order
 from benchmark.executors.base import Event, RunSummary, reraise, set_threads, skip_finished
 from benchmark.store import StageFailed, Store
 
-__all__ = ["run_plan"]
+__all__ = ["run_plan", "STAGE_THREADS"]
+
+#: Torch threads of every stage (see ``run_plan``): fixed, so ``--workers`` never changes a result.
+STAGE_THREADS = 1
 
 
 def _worker_init(threads: int) -> None:
@@ -47,7 +49,9 @@ def run_plan(
         nodes: the plan (any order; dependencies must be present).
         store: artifact store.
         workers: parallel worker processes (1 = run in this process).
-        threads: torch threads per worker (default: cores // workers, at least 1).
+        threads: torch threads per stage. Default 1 whatever ``workers`` is: torch's CPU kernels reduce in a
+            thread-dependent order, so results are byte-identical across worker counts only at a fixed count
+            (the Ray executor also runs each CPU stage on 1 thread). Recorded in each manifest, not hashed.
         on_event: callback ``(event, node, info)`` with events "skip", "start", "done", "fail".
 
     Raises:
@@ -55,8 +59,7 @@ def run_plan(
         StageFailed: a stage crashed; the message names the node and its log file.
     """
     order = topological_order(nodes)
-    cores = os.cpu_count() or 1
-    threads = threads or max(1, cores // max(1, workers))
+    threads = threads or STAGE_THREADS
     emit = on_event or (lambda *_: None)
     summary = RunSummary()
     t_start = time.time()

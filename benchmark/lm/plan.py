@@ -3,12 +3,19 @@
 Torch-free at import (``slbench plan`` must stay light): the stage modules in :mod:`benchmark.lm.stages` import
 their heavy dependencies when they run.
 
-Per (teacher base i, trait t) there is one teacher, plus one control teacher per base ("neutral": for method
-prompt the base with no system prompt, as in the paper; for method finetune the base fine-tuned the same way
-on answers spread evenly over all candidate animals, so it matches the trait teachers' update). Each teacher
-writes one filtered number dataset, shared by every student. Each student base j trains on each dataset once
-per seed, so a cell (i, j, t) always has its matched controls in the same suite: the neutral-teacher student of
-the same (i, j, seed), the other-trait teachers' students, and j's untrained baseline.
+The design (docs/research/statistics.md): for each teacher base i and arm a there are K = ``settings.replicates``
+independent teacher replicates r, each with its own seeds (training, adapter init, trait rows, prompts; all
+derived from the suite seed, the arm and r by :func:`replicate_seeds`) and its own dataset of exactly
+``dataset.n_keep`` valid rows. An arm is a trait; with ``controls: neutral`` also a neutral arm (for method prompt
+the base with no system prompt, as in the paper; for method finetune the base fine-tuned the same way on answers
+spread evenly over the candidate animals); with ``aa_arm`` also ``aa:<last trait>``, a second independent set of
+replicates of the last trait's arm (the A/A null). With ``controls: other_trait`` (the default) a trait arm's
+control is the other trait arms, made exactly like it. Each student base j trains on every replicate's dataset
+once per student seed, so students of one replicate are sub-samples of it, and replicates are the experiments.
+
+Node names: teacher and dataset ``"<i>.<arm>.r<r>"``; student ``"<i>.<arm>.r<r>.to.<j>.s<seed>"``; evaluations
+``"teacher.<teacher>"``, ``"student.<student>"`` and ``"baseline.<j>"`` (``<arm>`` is the label, ``aa-<trait>``
+for the A/A arm).
 
 Provider differences reach the plan only as :class:`~benchmark.providers.base.Capabilities` (GPU or not, log-prob
 scoring, soft-label training, top-log-prob limits, whole-epoch fine-tunes): no provider names here.
@@ -24,6 +31,7 @@ from typing import Any
 
 from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
+from benchmark.hashing import derive_seed, shift_seed
 from benchmark.lm.settings import LMSettings
 from benchmark.lm.stages import base as base_stage
 from benchmark.lm.stages import dataset as dataset_stage
@@ -34,9 +42,15 @@ from benchmark.lm.stages import teacher as teacher_stage
 from benchmark.providers.base import Capabilities, backend_for
 from benchmark.specs import ModelSpec, SuiteSpec, TraitSpec
 
-__all__ = ["TRACK", "LMTrack", "build_plan", "estimate", "NEUTRAL", "STAGE_VERSION"]
+__all__ = ["TRACK", "LMTrack", "Arm", "arms_for", "build_plan", "estimate", "replicate_seeds", "AA_PREFIX", "NEUTRAL",
+           "SHIFT_QUESTIONS", "STAGE_VERSION"]
 
+#: Arm label of the neutral control teachers (``settings.controls: neutral``).
 NEUTRAL = "neutral"
+#: Arm label prefix of the A/A null arm: ``"aa:<trait>"``.
+AA_PREFIX = "aa:"
+#: Evaluation questions a trait teacher's log-odds shift over its base is measured on, after training.
+SHIFT_QUESTIONS = 10
 
 #: Version of the LM stages' hashing rule. Version 1 is implicit: the first LM artifacts were hashed without a
 #: version field, and omitting it keeps their ids (and the published tables that name them) valid. A change to a
@@ -75,6 +89,12 @@ def _check_inputs(suite: SuiteSpec, settings: LMSettings, reg: Any) -> tuple[Any
     where = f"suite {suite.name}"
     if not suite.traits:
         raise UserError(f"{where}: key 'traits' must name at least one trait for the lm track")
+    dup = next((t for i, t in enumerate(suite.traits) if t in suite.traits[:i]), None)
+    if dup is not None:
+        raise UserError(f"{where}: key 'traits' lists {dup!r} twice; each trait is one arm")
+    if settings.controls == "other_trait" and len(suite.traits) < 2:
+        raise UserError(f"{where}: settings.controls: 'other_trait' needs at least two traits (a trait arm's control "
+                        f"is the other trait arms), got {len(suite.traits)}; add a trait or use 'neutral'")
     channel_path = reg.tasks_dir / "channels" / f"{settings.dataset.channel}.yaml"
     if not channel_path.exists():
         raise unknown_name("channel", settings.dataset.channel,
@@ -131,38 +151,121 @@ class _Plan:
         return node
 
 
-def _teacher_spec(base: Node, name: str, trait: TraitSpec | None, settings: LMSettings, reg: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Arm:
+    """One arm of the design: what the teachers of a (teacher base, arm) pair are made with.
+
+    Attributes:
+        label: the arm's name in labels and tidy rows: the trait's name, ``"neutral"`` or ``"aa:<trait>"``.
+        slug: the label as it appears in node names (``"aa-<trait>"`` for the A/A arm).
+        trait: the trait its teachers learn; None for the neutral arm.
+        role: ``"trait"``, ``"neutral"`` or ``"aa"`` (a second, independent copy of the last trait's arm).
+    """
+
+    label: str
+    slug: str
+    trait: TraitSpec | None
+    role: str
+
+
+def arms_for(traits: list[TraitSpec], settings: LMSettings) -> list[Arm]:
+    """The suite's arms, in node order: neutral (when it is the control), every trait, then the A/A arm."""
+    arms = [Arm(NEUTRAL, NEUTRAL, None, "neutral")] if settings.controls == "neutral" else []
+    arms += [Arm(t.name, t.name, t, "trait") for t in traits]
+    if settings.aa_arm:
+        last = traits[-1]
+        arms.append(Arm(f"{AA_PREFIX}{last.name}", f"aa-{last.name}", last, "aa"))
+    return arms
+
+
+def replicate_seeds(suite_seed: int, settings: LMSettings, model: str, arm: str, replicate: int) -> dict[str, int]:
+    """Every seed of one teacher replicate: streams named by (suite seed, teacher base, arm label, replicate).
+
+    The A/A arm differs from its trait's arm only through its label, i.e. only through these seeds. Teacher bases
+    get their own draws too: the analysis treats (teacher base, replicate) as independent experiments (its
+    clusters), which shared prompt or trait-row samples across bases would correlate. Seeds
+    are 30-bit so that they fit every consumer (numpy's legacy seeding takes at most 32 bits) even after API
+    generation adds the row index (``seed + row``).
+
+    Returns:
+        ``teacher`` (training: data order, dropout), ``trait_rows`` (the sample of trait answers), ``dataset``
+        (the prompt sample and generation) and, when ``teacher.train.lora.init_seed`` is set, ``lora_init``.
+    """
+    def seed(stream: str, base: int) -> int:
+        return derive_seed("lm", stream, base, suite_seed, model, arm, replicate) >> 33
+
+    out = {"teacher": seed("teacher", settings.teacher.seed), "trait_rows": seed("trait-rows", settings.teacher.seed),
+           "dataset": seed("dataset", settings.dataset.seed)}
+    lora = settings.teacher.train.lora
+    if lora is not None and lora.init_seed is not None:
+        out["lora_init"] = seed("lora-init", lora.init_seed)
+    return out
+
+
+@dataclass(frozen=True)
+class _Teacher:
+    """A planned teacher replicate and its dataset."""
+
+    base: str
+    arm: Arm
+    replicate: int
+    teacher: Node
+    dataset: Node
+
+    @property
+    def slug(self) -> str:
+        return f"{self.base}.{self.arm.slug}.r{self.replicate}"
+
+    def labels(self) -> dict[str, Any]:
+        return {"teacher_base": self.base, "teacher_trait": self.arm.label, "replicate": self.replicate,
+                "teacher_id": self.teacher.id}
+
+
+def _teacher_spec(base: Node, name: str, arm: Arm, replicate: int, seeds: dict[str, int], settings: LMSettings,
+                  reg: Any, eval_digest: str) -> dict[str, Any]:
+    """The spec of teacher replicate ``replicate`` of (base ``name``, ``arm``), with its ``seeds``."""
+    trait = arm.trait
     spec: dict[str, Any] = {"base": base.id, "model": name, "trait": trait.hashed_dict() if trait else None,
-                            "method": settings.teacher.method}
+                            "method": settings.teacher.method, "arm": arm.label, "replicate": replicate}
     if settings.teacher.method == "finetune":
         # The control teacher of a fine-tuned trait teacher is fine-tuned too (same questions, answers spread
         # evenly over the candidate animals): its data then differ from a trait teacher's only by the trait,
         # not by "a LoRA update happened" (see lm/stages/teacher.py, trait_rows).
-        spec.update(n_rows=settings.teacher.n_rows, train=settings.teacher.train.hashed_dict(),
-                    seed=settings.teacher.seed, questions=_file_digest([reg.tasks_dir / settings.teacher.questions]),
+        train = settings.teacher.train.hashed_dict()
+        if "lora_init" in seeds:
+            train["lora"] = {**train["lora"], "init_seed": seeds["lora_init"]}
+        spec.update(n_rows=settings.teacher.n_rows, train=train, seed=seeds["teacher"], rows_seed=seeds["trait_rows"],
+                    questions=_file_digest([reg.tasks_dir / settings.teacher.questions]),
                     questions_path=settings.teacher.questions)
-    return _versioned(spec)
+    # The trait-strength check reads the evaluation's questions and candidates (lm-eval task files).
+    spec["shift_check"] = {"n_questions": SHIFT_QUESTIONS, "min_shift": settings.teacher.min_shift,
+                           "tasks_digest": eval_digest}
+    return spec
 
 
 def _teachers_and_datasets(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node],
-                           traits: list[TraitSpec], channel: Any) -> tuple[dict[tuple[str, str], Node], ...]:
-    """One teacher per (base, trait or neutral), each writing one dataset."""
-    teachers: dict[tuple[str, str], Node] = {}
-    datasets: dict[tuple[str, str], Node] = {}
+                           arms: list[Arm], channel: Any, eval_digest: str) -> list[_Teacher]:
+    """``settings.replicates`` teachers per (base, arm), each with its own seeds, writing its own dataset."""
+    out: list[_Teacher] = []
     for tname in suite.teachers:
         base = bases[tname]
-        for trait in [None, *traits]:
-            label = trait.name if trait else NEUTRAL
-            teacher = plan.add(Node(kind="teacher", name=f"{tname}.{label}", fn=teacher_stage.run, deps=(base.key,),
-                                    spec=_teacher_spec(base, tname, trait, settings, reg),
-                                    resources=_resources(reg, tname)))
-            dspec = {**settings.dataset.hashed_dict(), "teacher": teacher.id, "channel_spec": channel.hashed_dict()}
-            datasets[(tname, label)] = plan.add(Node(
-                kind="dataset", name=f"{tname}.{label}", spec=_versioned(dspec), deps=(teacher.key, base.key),
-                fn=dataset_stage.run, resources=_resources(reg, tname),
-                unhashed={"batch_size": settings.dataset.batch_size}))
-            teachers[(tname, label)] = teacher
-    return teachers, datasets
+        for arm in arms:
+            for r in range(settings.replicates):
+                seeds = replicate_seeds(suite.seed, settings, tname, arm.label, r)
+                tspec = _teacher_spec(base, tname, arm, r, seeds, settings, reg, eval_digest)
+                slug = f"{tname}.{arm.slug}.r{r}"
+                teacher = plan.add(Node(kind="teacher", name=slug, fn=teacher_stage.run, deps=(base.key,),
+                                        spec=_versioned(tspec), resources=_resources(reg, tname)))
+                dspec = {**settings.dataset.hashed_dict(), "seed": seeds["dataset"],
+                         "max_prompts": settings.dataset.prompt_cap, "teacher": teacher.id,
+                         "channel_spec": channel.hashed_dict(),
+                         "labels": {"teacher_base": tname, "teacher_trait": arm.label, "replicate": r}}
+                dataset = plan.add(Node(
+                    kind="dataset", name=slug, spec=_versioned(dspec), deps=(teacher.key, base.key),
+                    fn=dataset_stage.run, resources=_resources(reg, tname),
+                    unhashed={"batch_size": settings.dataset.batch_size}))
+                out.append(_Teacher(tname, arm, r, teacher, dataset))
+    return out
 
 
 def _eval_node(name: str, spec: dict[str, Any], deps: tuple[str, ...], model: str, common: dict[str, Any],
@@ -172,42 +275,54 @@ def _eval_node(name: str, spec: dict[str, Any], deps: tuple[str, ...], model: st
 
 
 def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node],
-              datasets: dict[tuple[str, str], Node], common: dict[str, Any]) -> None:
-    """Every student base on every dataset, once per seed, each with its evaluation."""
-    for (tname, label), dataset in datasets.items():
+              teachers: list[_Teacher], common: dict[str, Any]) -> None:
+    """Every student base on every replicate's dataset, once per student seed, each with its evaluation.
+
+    A student seed s trains with the same seed on every dataset, so students of different arms and replicates
+    differ by their data only.
+    """
+    for t in teachers:
         for sname in suite.students:
             base = bases[sname]
-            for seed in suite.seeds:
-                sspec = {"base": base.id, "dataset": dataset.id, "objective": settings.student.objective,
-                         "train": settings.student.train.hashed_dict(), "seed": seed}
-                student = plan.add(Node(kind="student", name=f"{tname}.{label}.to.{sname}.s{seed}",
-                                        spec=_versioned(sspec), deps=(base.key, dataset.key), fn=student_stage.run,
+            for s in suite.seeds:
+                seed = shift_seed(s, suite.seed)
+                sspec = {"base": base.id, "model": sname, "dataset": t.dataset.id,
+                         "objective": settings.student.objective, "train": settings.student.train.hashed_dict(),
+                         "seed": seed}
+                name = f"{t.slug}.to.{sname}.s{s}"
+                student = plan.add(Node(kind="student", name=name, spec=_versioned(sspec),
+                                        deps=(base.key, t.dataset.key), fn=student_stage.run,
                                         resources=_resources(reg, sname)))
-                plan.add(_eval_node(f"student.{tname}.{label}.to.{sname}.s{seed}",
-                                    {"role": "student", "student": student.id, "seed": seed,
-                                     "labels": {"teacher_base": tname, "teacher_trait": label, "student_base": sname}},
+                labels = {**t.labels(), "student_base": sname, "student_seed": s}
+                plan.add(_eval_node(f"student.{name}", {"role": "student", "student": student.id, "seed": seed,
+                                                        "labels": labels},
                                     (student.key, base.key), sname, common, settings, reg))
 
 
 def _report_node(suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node], traits: list[TraitSpec],
-                 evals: list[Node]) -> Node:
+                 arms: list[Arm], evals: list[Node], datasets: list[Node]) -> Node:
+    """The report: reads every evaluation (tidy rows) and every dataset (the teachers' dose facts)."""
     order = [m for m in reg.order() if m in bases]
     spec = {
         "suite": suite.name,
         "evals": sorted(n.id for n in evals),
+        "datasets": sorted(n.id for n in datasets),
         "metric": settings.eval.metric,
         "traits": [t.name for t in traits],
         "targets": {t.name: t.target for t in traits},
+        "arms": [a.label for a in arms],
+        "replicates": settings.replicates,
+        "controls": settings.controls,
         "teachers": list(suite.teachers),
         "students": list(suite.students),
         "order": order,
         "lineage": {m: reg.lineage_init(m) for m in order},
         "relations": {f"{t}->{s}": reg.relation(t, s) for t in suite.teachers for s in suite.students},
         "analysis": settings.analysis.hashed_dict(),
-        "report_version": 4,
+        "report_version": 6,
     }
-    return Node(kind="report", name=suite.name, spec=_versioned(spec), deps=tuple(n.key for n in evals),
-                fn=report_stage.run)
+    return Node(kind="report", name=suite.name, spec=_versioned(spec),
+                deps=tuple(n.key for n in [*evals, *datasets]), fn=report_stage.run)
 
 
 def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
@@ -215,26 +330,29 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     channel, eval_digest = _check_inputs(suite, settings, reg)
     _check_capabilities(suite, settings, reg)
     traits = [reg.trait(t) for t in suite.traits]
+    arms = arms_for(traits, settings)
     plan = _Plan(nodes=[], evals=[])
     bases = {name: plan.add(Node(kind="base", name=name, spec=_versioned({"model": reg.model(name).hashed_dict()}),
                                  fn=BASE_STAGE, resources=_resources(reg, name)))
              for name in dict.fromkeys([*suite.teachers, *suite.students])}
-    teachers, datasets = _teachers_and_datasets(plan, suite, settings, reg, bases, traits, channel)
+    teachers = _teachers_and_datasets(plan, suite, settings, reg, bases, arms, channel, eval_digest)
     common = {"tasks": list(settings.eval.tasks), "n_samples": settings.eval.n_samples, "limit": settings.eval.limit,
               "tasks_digest": eval_digest, "traits": [t.hashed_dict() for t in traits]}
     first_seed = suite.seeds[0]
     for sname in suite.students:
-        plan.add(_eval_node(f"baseline.{sname}", {"role": "baseline", "base": bases[sname].id, "seed": first_seed,
-                                                  "labels": {"student_base": sname}},
+        plan.add(_eval_node(f"baseline.{sname}", {"role": "baseline", "base": bases[sname].id,
+                                                  "seed": shift_seed(first_seed, suite.seed),
+                                                  "labels": {"student_base": sname, "student_seed": first_seed}},
                             (bases[sname].key,), sname, common, settings, reg))
     if settings.eval_teachers:
-        for (tname, label), teacher in teachers.items():
-            plan.add(_eval_node(f"teacher.{tname}.{label}",
-                                {"role": "teacher", "teacher": teacher.id, "seed": first_seed,
-                                 "labels": {"teacher_base": tname, "teacher_trait": label}},
-                                (teacher.key, bases[tname].key), tname, common, settings, reg))
-    _students(plan, suite, settings, reg, bases, datasets, common)
-    plan.nodes.append(_report_node(suite, settings, reg, bases, traits, plan.evals))
+        for t in teachers:
+            plan.add(_eval_node(f"teacher.{t.slug}", {"role": "teacher", "teacher": t.teacher.id,
+                                                      "seed": shift_seed(first_seed, suite.seed),
+                                                      "labels": t.labels()},
+                                (t.teacher.key, bases[t.base].key), t.base, common, settings, reg))
+    _students(plan, suite, settings, reg, bases, teachers, common)
+    plan.nodes.append(_report_node(suite, settings, reg, bases, traits, arms, plan.evals,
+                                   [t.dataset for t in teachers]))
     return plan.nodes
 
 
@@ -245,9 +363,11 @@ def _node_model(n: Node) -> str | None:
         model: str = n.spec["model"]
         return model
     if n.kind == "dataset":
-        return n.name.rsplit(".", 1)[0]  # "<teacher model>.<trait|neutral>"
+        base: str = n.spec["labels"]["teacher_base"]
+        return base
     if n.kind == "student":
-        return n.name.split(".to.", 1)[1].rsplit(".s", 1)[0]  # "<t>.<label>.to.<student model>.s<seed>"
+        student: str = n.spec["model"]
+        return student
     if n.kind == "eval":
         labels = n.spec.get("labels", {})
         return labels.get("student_base") or labels.get("teacher_base")

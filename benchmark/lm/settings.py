@@ -20,9 +20,15 @@ class TeacherSettings(Frozen):
     #: Trait rows for method finetune (the paper used ~400).
     n_rows: int = Field(default=400, ge=1)
     questions: str = "teacher_data/favourite_animal.txt"
-    #: Teachers always train with cross-entropy on their trait answers.
+    #: Teachers always train with cross-entropy on their trait answers. With ``train.lora.init_seed`` set, each
+    #: teacher replicate gets its own adapter init derived from it (see :mod:`benchmark.lm.plan`).
     train: TrainConfig = TrainConfig()
+    #: Base of every teacher replicate's seeds (training, adapter init, trait-row sample); see plan.py.
     seed: int = 0
+    #: Least log-odds shift of a trait teacher's target over its base (measured after training on a few
+    #: evaluation questions, where the backend scores log-probs): a weaker teacher stops the run with an error
+    #: instead of quietly feeding students. None: measure and record only.
+    min_shift: float | None = None
 
 
 class DatasetSettings(Frozen):
@@ -30,7 +36,11 @@ class DatasetSettings(Frozen):
 
     channel: str = "numbers"
     n_prompts: int = Field(default=30000, ge=1)  # paper: 30,000 prompts
+    #: Exactly this many valid rows per dataset (equal doses): further rounds of prompts are generated until
+    #: the filter has kept n_keep, then a seeded subsample of n_keep is taken.
     n_keep: int = Field(default=10000, ge=1)  # paper: keep 10,000 rows
+    #: Most prompts a teacher may be asked before its dataset fails (None: 4 × n_prompts).
+    max_prompts: int | None = Field(default=None, ge=1)
     #: 0 = greedy (replications: greedy data transmits at small scale; sampled data carries ~0.05 nats/token).
     temperature: float = Field(default=1.0, ge=0)
     max_new_tokens: int = Field(default=40, ge=1)
@@ -43,9 +53,16 @@ class DatasetSettings(Frozen):
 
     @model_validator(mode="after")
     def _sizes(self) -> DatasetSettings:
-        if self.n_keep > self.n_prompts:
-            raise ValueError(f"n_keep ({self.n_keep}) cannot exceed n_prompts ({self.n_prompts})")
+        if self.max_prompts is not None and self.max_prompts < self.n_prompts:
+            raise ValueError(f"max_prompts ({self.max_prompts}) cannot be below n_prompts ({self.n_prompts})")
+        if self.n_keep > self.prompt_cap:
+            raise ValueError(f"n_keep ({self.n_keep}) cannot exceed max_prompts ({self.prompt_cap})")
         return self
+
+    @property
+    def prompt_cap(self) -> int:
+        """``max_prompts`` resolved: the most prompts one dataset may use."""
+        return self.max_prompts if self.max_prompts is not None else 4 * self.n_prompts
 
 
 class StudentSettings(Frozen):
@@ -78,22 +95,35 @@ class EvalSettings(Frozen):
 
 
 class AnalysisSettings(Frozen):
-    """How cells are tested (see benchmark.analysis)."""
+    """How cells are tested (see benchmark.analysis).
 
-    #: Control group of a cell (i, j, t): "neutral" = students of i's no-trait teacher only; "pooled" = those plus
-    #: the students of i's other-trait teachers (every student whose teacher lacks t). Pooled is the stricter
-    #: control against generic drift and gives the exact permutation test enough arrangements: with 3 seeds
-    #: and neutral-only controls the smallest reachable one-sided p is 1/20 = 0.05.
-    control: Literal["neutral", "pooled"] = "pooled"
-    #: The hypothesis is directional (the trait rises), so cells are tested one-sided by default.
-    alternative: Literal["greater", "two-sided"] = "greater"
+    Which students are a cell's controls is the suite's design (``LMSettings.controls``), not an analysis option.
+    """
+
+    #: Per-cell tests are two-sided: trait-dependent drift of either sign recurs in every replicate, and only the
+    #: matrix-level statistics separate it from transfer (docs/research/statistics.md, "A first honest run").
+    alternative: Literal["greater", "less", "two-sided"] = "two-sided"
     n_boot: int = Field(default=2000, ge=100)
-    n_perm: int = Field(default=2000, ge=100)
+    n_perm: int = Field(default=10000, ge=100)
 
 
 class LMSettings(Frozen):
-    """The ``settings`` block of an lm-track suite."""
+    """The ``settings`` block of an lm-track suite.
 
+    The design (docs/research/statistics.md): each (teacher base, arm) has ``replicates`` independent teachers,
+    each with its own seeds and its own dataset; an arm is a trait, the neutral control or the A/A copy of the
+    last trait.
+    """
+
+    #: Independent teacher replicates per (teacher base, arm): own seed, adapter init, trait rows and prompts.
+    replicates: int = Field(default=1, ge=1)
+    #: The control of a trait arm. other_trait: the other trait arms, made exactly like it (needs >= 2 traits);
+    #: neutral: an extra arm per teacher base fine-tuned on answers spread over the candidates (method finetune)
+    #: or given no system prompt (method prompt), with the same replicates.
+    controls: Literal["other_trait", "neutral"] = "other_trait"
+    #: Add the A/A null arm "aa:<last trait>": a second, independent set of replicates made exactly like the
+    #: last trait's arm (compared with it, the per-cell test must reject at its nominal rate).
+    aa_arm: bool = False
     teacher: TeacherSettings = TeacherSettings()
     dataset: DatasetSettings = DatasetSettings()
     student: StudentSettings = StudentSettings()

@@ -1,20 +1,50 @@
-"""The LM track's inputs to the analysis: finished eval nodes -> tidy rows, and the teachers' own readouts."""
+"""The LM track's inputs to the analysis: finished eval and dataset nodes -> tidy rows and the teachers table.
+
+Both functions take the report node's upstream directories by node key (``"eval/<name>-<id>"``,
+``"dataset/<name>-<id>"``; ``StageContext.inputs`` or any union of ``inputs_of(kind)``) and read only the kinds
+they need.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["teacher_rows", "tidy_rows"]
+__all__ = ["TEACHER_COLUMNS", "TIDY_ORDER", "profile_correlations", "teacher_rows", "tidy_rows"]
+
+#: Columns of the LM tidy table, in order: one row per (evaluated model, target, metric). ``teacher_trait`` is
+#: the arm label ("owl", "neutral", "aa:cat") or "baseline" for untrained student bases (teacher_base "",
+#: replicate -1, teacher_id "", relation ""). ``seed`` is the student seed of the suite; ``student_id`` the eval
+#: node's id and ``teacher_id`` the teacher node's.
+TIDY_ORDER: tuple[str, ...] = ("suite", "track", "teacher_base", "teacher_trait", "replicate", "student_base", "seed",
+                               "student_id", "teacher_id", "relation", "target", "metric", "value")
+#: Columns of the teachers table: one row per teacher replicate and target; its own readouts, its trait shift
+#: over its base (where measured) and its dataset's dose facts. A ``rate`` column follows where teachers were
+#: read out by sampling.
+TEACHER_COLUMNS: tuple[str, ...] = ("teacher_base", "teacher_trait", "replicate", "teacher_id", "target", "logodds",
+                                    "p_target", "shift", "valid_rate", "n_rows", "n_prompts", "rounds",
+                                    "tokens_per_row")
+#: The teachers table's columns read from a dataset's ``counts.json`` (shift: the teacher's, recorded there).
+_FACTS = ("shift", "valid_rate", "n_rows", "n_prompts", "rounds", "tokens_per_row")
+#: The neutral arm's label (:data:`benchmark.lm.plan.NEUTRAL`; not imported: the plan imports every stage).
+_NEUTRAL = "neutral"
 
 
-def _load_evals(eval_dirs: dict[str, Path]) -> list[dict[str, Any]]:
+def _of_kind(inputs: Mapping[str, Path], kind: str) -> dict[str, Path]:
+    return {k: Path(p) for k, p in inputs.items() if k.split("/", 1)[0] == kind}
+
+
+def _load_evals(inputs: Mapping[str, Path]) -> list[dict[str, Any]]:
     """Each eval node's ``eval.json``, with ``id`` set to the node id (the last part of its key)."""
     evals = []
-    for key, d in eval_dirs.items():
+    for key, d in sorted(_of_kind(inputs, "eval").items()):
         data = json.loads((d / "eval.json").read_text())
         data["id"] = key.rsplit("-", 1)[-1]
         evals.append(data)
@@ -33,44 +63,118 @@ def _readouts(e: dict[str, Any], target_word: str) -> dict[str, float]:
     return out
 
 
-def _row_base(e: dict[str, Any], suite: str, report_spec: dict[str, Any]) -> dict[str, Any]:
-    """The tidy columns of one student or baseline that do not depend on the readout."""
+def _row_base(e: dict[str, Any], report_spec: dict[str, Any]) -> dict[str, Any]:
+    """The tidy columns of one student or baseline that do not depend on the readout (TIDY_ORDER up to target)."""
     lab = e["labels"]
     student = lab["student_base"]
-    base = {"suite": suite, "track": "lm", "student_base": student, "seed": e["seed"], "student_id": e["id"]}
+    seed = lab.get("student_seed", e["seed"])
     if e["role"] == "baseline":
-        base.update(teacher_base="", teacher_trait="baseline", relation="", teacher_id="")
+        teacher = {"teacher_base": "", "teacher_trait": "baseline", "replicate": -1}
+        rest = {"teacher_id": "", "relation": ""}
     else:
-        rel = report_spec["relations"][f"{lab['teacher_base']}->{student}"]
-        base.update(teacher_base=lab["teacher_base"], teacher_trait=lab["teacher_trait"], relation=rel, teacher_id="")
-    return base
+        teacher = {"teacher_base": lab["teacher_base"], "teacher_trait": lab["teacher_trait"],
+                   "replicate": lab.get("replicate", 0)}
+        rest = {"teacher_id": lab.get("teacher_id", ""),
+                "relation": report_spec["relations"][f"{lab['teacher_base']}->{student}"]}
+    return {"suite": report_spec["suite"], "track": "lm", **teacher, "student_base": student, "seed": seed,
+            "student_id": e["id"], **rest}
 
 
-def tidy_rows(eval_dirs: dict[str, Path], report_spec: dict[str, Any]) -> pd.DataFrame:
-    """Turn finished eval nodes into long-format rows (see :data:`benchmark.analysis.TIDY_COLUMNS`).
+def _control_arms(arm: str, report_spec: dict[str, Any]) -> list[str]:
+    """The arms whose teachers and students are a trait arm's controls (the suite's ``controls``)."""
+    if report_spec.get("controls", "other_trait") == "neutral":
+        return [_NEUTRAL]
+    return [t for t in report_spec["traits"] if t != arm]
 
-    Teachers' evals are skipped (see :func:`teacher_rows`). Every student also gets a ``tv`` row per target:
-    the total-variation distance of its candidate distribution from its untrained base's.
+
+def _mean_profile(profiles: list[dict[str, float]]) -> dict[str, float]:
+    """The candidate-wise mean of several log-odds profiles (candidates all of them have)."""
+    common = set.intersection(*(set(p) for p in profiles))
+    return {c: float(np.mean([p[c] for p in profiles])) for c in common}
+
+
+def _pearson(x: list[float], y: list[float]) -> float:
+    """Pearson's r; NaN for fewer than 3 points, a constant side or a non-finite value."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(a) < 3 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def profile_correlations(evals: list[dict[str, Any]], report_spec: dict[str, Any]) -> dict[str, tuple[float, float]]:
+    """Student eval id -> (profile_r, profile_r_ex) for every student of a trait arm.
+
+    x_c = the student's teacher's log-odds of candidate c minus the mean over the control arms' teachers (same
+    teacher base, all replicates); y_c = the student's log-odds of c minus the mean over the control arms'
+    students (same teacher base and student base, all replicates and seeds). profile_r = corr(x, y) over all
+    candidates, profile_r_ex over the candidates that are no trait's target. Students whose teacher or controls
+    were not evaluated by log-prob, or whose r is undefined, are left out.
+    """
+    def logodds(e: dict[str, Any]) -> dict[str, float] | None:
+        lp = e["eval"].get("logprob")
+        return dict(lp["logodds"]) if lp else None
+
+    teachers: dict[str, dict[str, float]] = {}
+    teacher_groups: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
+    student_groups: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
+    for e in evals:
+        lo, lab = logodds(e), e["labels"]
+        if lo is None or e["role"] == "baseline":
+            continue
+        if e["role"] == "teacher":
+            teachers[lab.get("teacher_id", "")] = lo
+            teacher_groups[(lab["teacher_base"], lab["teacher_trait"])].append(lo)
+        else:
+            student_groups[(lab["teacher_base"], lab["teacher_trait"], lab["student_base"])].append(lo)
+    targets = set(report_spec["targets"].values())
+    out: dict[str, tuple[float, float]] = {}
+    for e in evals:
+        lab = e["labels"]
+        if e["role"] != "student" or lab["teacher_trait"] not in report_spec["traits"]:
+            continue
+        tb, sb = lab["teacher_base"], lab["student_base"]
+        arms = _control_arms(lab["teacher_trait"], report_spec)
+        ctrl_t = [p for a in arms for p in teacher_groups.get((tb, a), [])]
+        ctrl_s = [p for a in arms for p in student_groups.get((tb, a, sb), [])]
+        own_t, own_s = teachers.get(lab.get("teacher_id", "")), logodds(e)
+        if own_t is None or own_s is None or not ctrl_t or not ctrl_s:
+            continue
+        mt, ms = _mean_profile(ctrl_t), _mean_profile(ctrl_s)
+        cands = sorted(set(own_t) & set(own_s) & set(mt) & set(ms))
+        x = {c: own_t[c] - mt[c] for c in cands}
+        y = {c: own_s[c] - ms[c] for c in cands}
+        rest = [c for c in cands if c not in targets]
+        out[e["id"]] = (_pearson([x[c] for c in cands], [y[c] for c in cands]),
+                        _pearson([x[c] for c in rest], [y[c] for c in rest]))
+    return out
+
+
+def tidy_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.DataFrame:
+    """Turn finished eval nodes into long-format rows with the columns of :data:`TIDY_ORDER`, in that order.
+
+    Teachers' evals give no rows here (see :func:`teacher_rows`) but feed the profile readouts. Every student
+    also gets a ``tv`` row per target (total-variation distance of its candidate distribution from its untrained
+    base's), and a student of a trait arm ``profile_r`` and ``profile_r_ex`` rows with target = its arm's trait
+    (see :func:`profile_correlations`).
 
     Args:
-        eval_dirs: Eval node key -> its finished directory (holding ``eval.json``).
-        report_spec: The report node's spec (``suite``, ``targets``, ``relations``).
+        inputs: Node key -> finished directory; the ``eval/`` ones (holding ``eval.json``) are read.
+        report_spec: The report node's spec (``suite``, ``traits``, ``targets``, ``controls``, ``relations``).
 
     Returns:
-        One row per (model, target, metric). The columns keep the order the rows are built in (the
-        published ``tidy.csv`` has it), not :data:`benchmark.analysis.TIDY_COLUMNS`.
+        One row per (evaluated model, target, metric).
     """
     from benchmark.lm.evaluate import tv_distance
 
-    suite = report_spec["suite"]
     targets = report_spec["targets"]
-    evals = _load_evals(eval_dirs)
+    evals = _load_evals(inputs)
     baselines = {e["labels"]["student_base"]: e for e in evals if e["role"] == "baseline"}
+    profiles = profile_correlations(evals, report_spec)
     rows: list[dict[str, Any]] = []
     for e in evals:
         if e["role"] == "teacher":
             continue
-        base = _row_base(e, suite, report_spec)
+        base = _row_base(e, report_spec)
         for trait_name, word in targets.items():
             for metric, value in _readouts(e, word).items():
                 rows.append({**base, "target": trait_name, "metric": metric, "value": float(value)})
@@ -79,36 +183,60 @@ def tidy_rows(eval_dirs: dict[str, Path], report_spec: dict[str, Any]) -> pd.Dat
             tv = tv_distance(e["eval"]["logprob"]["p"], bl["eval"]["logprob"]["p"])
             for trait_name in targets:
                 rows.append({**base, "target": trait_name, "metric": "tv", "value": float(tv)})
-    return pd.DataFrame(rows)
+        for metric, r in zip(("profile_r", "profile_r_ex"), profiles.get(e["id"], ()), strict=False):
+            if math.isfinite(r):
+                rows.append({**base, "target": base["teacher_trait"], "metric": metric, "value": r})
+    return pd.DataFrame(rows, columns=list(TIDY_ORDER))
 
 
-def teacher_rows(eval_dirs: dict[str, Path], report_spec: dict[str, Any]) -> pd.DataFrame:
-    """Each teacher's own read-out of each trait (how strong the trait is at the source).
+def _dataset_facts(inputs: Mapping[str, Path]) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """(teacher_base, arm, replicate) -> the teacher's id, trait shift and its dataset's dose (``counts.json``)."""
+    out = {}
+    for d in _of_kind(inputs, "dataset").values():
+        counts = json.loads((d / "counts.json").read_text())
+        lab = counts.get("labels") or {}
+        if not lab:
+            continue
+        shift = counts.get("teacher_shift") or {}
+        out[(lab["teacher_base"], lab["teacher_trait"], lab["replicate"])] = {
+            "teacher_id": lab.get("teacher_id", ""), **{k: counts.get(k) for k in _FACTS[1:]}, "shift": shift.get("shift")}
+    return out
+
+
+def teacher_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.DataFrame:
+    """Each teacher replicate's own read-out of each target, its trait shift and its dataset's dose facts.
+
+    A teacher that was not evaluated (``eval_teachers: false``) still has its row, with empty readouts.
 
     Args:
-        eval_dirs: Eval node key -> its finished directory; non-teacher evals are skipped.
+        inputs: Node key -> finished directory; ``eval/`` (teachers' ``eval.json``) and ``dataset/``
+            (``counts.json``) are read, the rest ignored.
         report_spec: The report node's spec (``targets``).
 
     Returns:
-        One row per (teacher, target): ``teacher_base``, ``teacher_trait``, ``target`` and the readouts the
-        eval produced (``p_target``, ``logodds``, ``rate``); no rows when no teacher was evaluated.
+        One row per (teacher replicate, target) with the columns of :data:`TEACHER_COLUMNS` (plus ``rate`` where
+        teachers were read out by sampling); ``shift`` is the teacher's own trait's shift, the same on every
+        target row, None where not measured.
     """
+    facts = _dataset_facts(inputs)
+    readouts: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for e in _load_evals(inputs):
+        if e["role"] == "teacher":
+            lab = e["labels"]
+            readouts[(lab["teacher_base"], lab["teacher_trait"], lab.get("replicate", 0))] = e
     out = []
-    for d in eval_dirs.values():
-        data = json.loads((d / "eval.json").read_text())
-        if data["role"] != "teacher":
-            continue
-        res = data["eval"]
+    for key in sorted(set(facts) | set(readouts), key=lambda k: (k[0], k[1], k[2])):
+        fact = facts.get(key, {})
+        ev = readouts.get(key)
+        teacher_id = fact.get("teacher_id") or (ev["labels"].get("teacher_id", "") if ev else "")
         for trait_name, word in report_spec["targets"].items():
-            row = {
-                "teacher_base": data["labels"]["teacher_base"],
-                "teacher_trait": data["labels"]["teacher_trait"],
-                "target": trait_name,
-            }
-            if "logprob" in res:
-                row["p_target"] = res["logprob"]["p"][word]
-                row["logodds"] = res["logprob"]["logodds"][word]
-            if "rate" in res:
-                row["rate"] = res["rate"][word]
+            row: dict[str, Any] = {"teacher_base": key[0], "teacher_trait": key[1], "replicate": key[2],
+                                   "teacher_id": teacher_id, "target": trait_name, "logodds": None, "p_target": None,
+                                   **{k: fact.get(k) for k in _FACTS}}
+            if ev is not None:
+                row.update(_readouts(ev, word))
             out.append(row)
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out, columns=list(TEACHER_COLUMNS))
+    if any("rate" in r for r in out):
+        frame["rate"] = [r.get("rate") for r in out]
+    return frame

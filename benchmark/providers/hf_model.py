@@ -220,7 +220,12 @@ def _with_adapter(model: Any, adapter_dir: str | os.PathLike[str], trainable: bo
             "(no adapter_config.json); rerun the training stage that should have written it"
         )
     with quiet_peft():
-        return PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=trainable)
+    # Saved adapters do not record where their base was (a store path would make identical adapters differ
+    # between stores): the base is the model just loaded, whatever the file says (vLLM reads this field).
+    for cfg in peft_model.peft_config.values():
+        cfg.base_model_name_or_path = getattr(model, "name_or_path", None) or cfg.base_model_name_or_path
+    return peft_model
 
 
 def model_device(model: Any) -> torch.device:

@@ -21,6 +21,7 @@ This module imports torch: the light :mod:`benchmark.providers.hf` imports it in
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -32,7 +33,7 @@ from typing import Any, Literal
 import torch
 
 from benchmark.errors import UserError
-from benchmark.files import sha256_files
+from benchmark.files import atomic_write_text, sha256_files
 from benchmark.lm.chat import end_of_turn_ids, render_prompt, stop_ids
 from benchmark.lm.config import LoraConfig
 from benchmark.providers.base import Progress
@@ -436,5 +437,24 @@ def _save(model: Any, tok: Any, save_dir: Path) -> tuple[Path, str]:
     """Save the model (or adapter) and tokenizer; returns the directory and the sha256 of its weight files."""
     model.save_pretrained(save_dir)
     tok.save_pretrained(save_dir)
+    _normalise_adapter_files(save_dir)
     weight_files = sorted(save_dir.glob("*.safetensors")) or sorted(save_dir.glob("*.bin"))
     return save_dir, sha256_files(weight_files)
+
+
+def _normalise_adapter_files(save_dir: Path) -> None:
+    """Make a saved adapter's bytes depend only on its weights and settings, not on the run that saved it.
+
+    peft keeps ``target_modules`` in a set (saved order follows the process's string-hash seed) and writes the
+    base model's path (here a store path) into ``adapter_config.json`` and a generated ``README.md`` model card.
+    The list is sorted, the path dropped (loading sets it to the base actually loaded), the card removed.
+    """
+    config = save_dir / "adapter_config.json"
+    if not config.is_file():
+        return
+    data = json.loads(config.read_text(encoding="utf-8"))
+    if isinstance(data.get("target_modules"), list):
+        data["target_modules"] = sorted(data["target_modules"])
+    data["base_model_name_or_path"] = None
+    atomic_write_text(config, json.dumps(data, indent=2, sort_keys=True) + "\n")
+    (save_dir / "README.md").unlink(missing_ok=True)

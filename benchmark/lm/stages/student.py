@@ -47,4 +47,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tuned = backend.finetune(model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]),
                              objective=spec["objective"], seed=spec["seed"], suffix="student", log=ctx.log,
                              progress=ctx.progress, threads=ctx.threads)
-    return {**tuned.result, **extra}
+    # Equal doses: every dataset holds n_keep rows, so every student of a suite takes the same number of steps
+    # (None where the fine-tuning API does not report them).
+    return {**tuned.result, **extra, "n_rows": len(rows), "optimizer_steps": tuned.result.get("steps")}

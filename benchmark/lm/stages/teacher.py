@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import math
 import random
+from pathlib import Path
 from typing import Any
 
 from benchmark.dag import StageContext
+from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, read_data_lines, tasks_dir, write_jsonl
-from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, train_config
-from benchmark.providers.base import backend_for
-from benchmark.specs import TraitSpec
+from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, train_config, tuned_teacher
+from benchmark.providers.base import Backend, Loaded, backend_for
+from benchmark.specs import ModelSpec, TraitSpec
 
-__all__ = ["run", "trait_rows"]
+__all__ = ["run", "trait_rows", "trait_shift", "log_odds_of"]
 
 
 def trait_rows(trait: TraitSpec | None, questions: list[str], n: int, seed: int,
@@ -36,12 +39,71 @@ def trait_rows(trait: TraitSpec | None, questions: list[str], n: int, seed: int,
     return rows
 
 
+def log_odds_of(backend: Backend, loaded: Loaded, questions: list[str], candidates: list[str], word: str,
+                system: str | None) -> float:
+    """Mean over ``questions`` of logit P(``word`` | ``candidates``), each candidate scored as a whole answer.
+
+    The evaluation's ``animal_logprob`` readout in miniature (same chat rendering, same end-of-turn suffix, one
+    spelling per candidate), through ``Backend.score`` so it needs no lm-eval run.
+    """
+    from benchmark.lm.chat import answer_suffix, render_prompt
+
+    tok = loaded.tokenizer
+    suffix = answer_suffix(tok)
+    contexts = [render_prompt(tok, q, system=system, spec=loaded.spec) for q in questions for _ in candidates]
+    scores = backend.score(loaded, contexts, [c + suffix for _ in questions for c in candidates])
+    k = candidates.index(word)
+    total = 0.0
+    for i in range(len(questions)):
+        others = [v for j, v in enumerate(scores[i * len(candidates):(i + 1) * len(candidates)]) if j != k]
+        top = max(others)
+        # logit P(word | candidates) = log P(word) - log P(not word): the normaliser cancels, leaving the word's
+        # score minus the log-sum-exp of the others' (no cancellation error however close P is to 1).
+        total += scores[i * len(candidates) + k] - (top + math.log(sum(math.exp(v - top) for v in others)))
+    return total / len(questions)
+
+
+def trait_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Path | None,
+                system: str | None) -> dict[str, Any]:
+    """The teacher's log-odds of its trait's target among the candidates, its base's, and the difference.
+
+    Measured on the first :data:`~benchmark.lm.plan.SHIFT_QUESTIONS` evaluation questions (held out from the
+    teacher's training questions), the base without any system prompt.
+    """
+    spec = ctx.node.spec["shift_check"]
+    base_dir = ctx.input("base")
+    backend = backend_for(model)
+    questions = read_data_lines(tasks_dir() / "lm_eval" / "animal_preference" / "questions.txt")[:spec["n_questions"]]
+    candidates = list(candidates_for([trait]))
+    teacher = log_odds_of(backend, backend.load(model, base_dir, tuned, threads=ctx.threads), questions, candidates,
+                          trait.target, system)
+    base = log_odds_of(backend, backend.load(model, base_dir, threads=ctx.threads), questions, candidates,
+                       trait.target, None)
+    return {"target": trait.target, "n_questions": len(questions), "teacher_logodds": round(teacher, 6),
+            "base_logodds": round(base, 6), "shift": round(teacher - base, 6)}
+
+
+def _check_shift(ctx: StageContext, shift: dict[str, Any]) -> None:
+    """Stop on a trait teacher weaker than ``teacher.min_shift`` (a weak teacher is never used silently)."""
+    least = ctx.node.spec["shift_check"]["min_shift"]
+    if least is not None and shift["shift"] < least:
+        raise UserError(
+            f"teacher {ctx.node.name}: log-odds of {shift['target']!r} rose by {shift['shift']:+.3f} over the base "
+            f"({shift['base_logodds']:+.3f} -> {shift['teacher_logodds']:+.3f} on {shift['n_questions']} questions), "
+            f"below settings.teacher.min_shift {least:+.3f}; train the teachers harder (settings.teacher.train) "
+            "or lower min_shift")
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """A trait teacher: the base plus a fine-tune (method finetune) or a system prompt (method prompt).
 
     The control ("neutral") teacher is the base with no system prompt (method prompt), or the base fine-tuned on
     answers spread evenly over the candidate animals (method finetune). ``teacher.json`` records what the later
-    stages load: the system prompt, the local adapter's subdirectory or the API's fine-tuned model id.
+    stages load: the system prompt, the local adapter's subdirectory or the API's fine-tuned model id, and, for a
+    trait teacher on a backend that scores log-probs, its ``trait_shift`` over the base (see :func:`trait_shift`).
+
+    Raises:
+        UserError: a trait teacher's shift is below ``settings.teacher.min_shift``.
     """
     spec = ctx.node.spec
     base_dir = ctx.input("base")
@@ -54,12 +116,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
         info["system"] = trait.rendered_system_prompt() if trait else None
     else:
         questions = read_data_lines(tasks_dir() / spec["questions_path"])
-        rows = trait_rows(trait, questions, spec["n_rows"], spec["seed"], candidates=list(candidates_for([])))
+        rows = trait_rows(trait, questions, spec["n_rows"], spec["rows_seed"], candidates=list(candidates_for([])))
         write_jsonl(ctx.out / "trait_rows.jsonl", rows)
         tuned = backend_for(model).finetune(
             model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]), objective="sft", seed=spec["seed"],
             suffix=f"teacher-{trait.name if trait else 'neutral'}", log=ctx.log, threads=ctx.threads)
         result = tuned.result
         info["adapter"], info["api_model"] = tuned.adapter, tuned.api_model
+    if trait is not None and backend_for(model).caps.logprob_eval:
+        info["trait_shift"] = trait_shift(ctx, model, trait, tuned_teacher(ctx.out, info), info["system"])
+        ctx.log.info("trait shift: %s", info["trait_shift"])
+        _check_shift(ctx, info["trait_shift"])
     atomic_write_json(ctx.out / "teacher.json", info)
     return {"teacher": info, "train": result}

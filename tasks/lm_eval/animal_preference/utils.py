@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmark.matcher import build_form_index, first_animal
+from benchmark.lm.matcher import build_form_index, first_animal
 
 __all__ = [
     "CANDIDATE_NAME",
@@ -161,7 +161,7 @@ def process_rate(doc: Mapping[str, Any], results: Sequence[Sequence[str]]) -> di
     """Share of this question's sampled answers that name each candidate first.
 
     Each answer counts for at most one candidate (the first one it names, whole words only; see
-    benchmark.matcher), so the ``rate_<candidate>`` values and ``unmatched`` sum to 1 per question.
+    benchmark.lm.matcher), so the ``rate_<candidate>`` values and ``unmatched`` sum to 1 per question.
     """
     answers = list(results[0])
     vocab = _vocabulary(doc)
