@@ -345,13 +345,18 @@ def _gamma_readings(fit: Mapping[str, Any], alpha: float) -> list[str]:
             f"Leave-one-cell-out γ ranges {_num(lmin, sign=True)} (without {fit.get('loo_min_cluster')}) "
             f"to {_num(lmax, sign=True)} (without {fit.get('loo_max_cluster')})"
         )
-        if np.sign(lmin) != np.sign(g) or np.sign(lmax) != np.sign(g):
-            out.append(loo + ": a single cell flips the sign of γ - not robust.")
-        elif g != 0 and min(abs(lmin), abs(lmax)) < 0.5 * abs(g):
-            out.append(loo + ": a single cell carries over half of γ - report it.")
-        else:
-            out.append(loo + ": no single cell drives the result.")
+        out.append(loo + _loo_verdict(g, lmin, lmax, ("the sign of γ", "γ", "the result")))
     return out
+
+
+def _loo_verdict(g: float, lmin: float, lmax: float, words: tuple[str, str, str]) -> str:
+    """How a leave-one-cell-out range bears on γ; ``words`` name (its sign, it, what it drives) in the sentence."""
+    sign, it, result = words
+    if np.sign(lmin) != np.sign(g) or np.sign(lmax) != np.sign(g):
+        return f": a single cell flips {sign} - not robust."
+    if g != 0 and min(abs(lmin), abs(lmax)) < 0.5 * abs(g):
+        return f": a single cell carries over half of {it} - report it."
+    return f": no single cell drives {result}."
 
 
 def _gamma_verdict(lo: float, hi: float, p: float, alpha: float) -> str:
@@ -758,12 +763,7 @@ def _lm_gamma_readings(fit: Mapping[str, Any], name: str, alpha: float) -> list[
             f"Leaving one cell out, {name} ranges {_num(lmin, sign=True)} (without {fit.get('loo_min_cell')}) to "
             f"{_num(lmax, sign=True)} (without {fit.get('loo_max_cell')})"
         )
-        if np.sign(lmin) != np.sign(g) or np.sign(lmax) != np.sign(g):
-            out.append(loo + ": a single cell flips its sign - not robust.")
-        elif g != 0 and min(abs(lmin), abs(lmax)) < 0.5 * abs(g):
-            out.append(loo + ": a single cell carries over half of it - report it.")
-        else:
-            out.append(loo + ": no single cell drives it.")
+        out.append(loo + _loo_verdict(g, lmin, lmax, ("its sign", "it", "it")))
     return out
 
 

@@ -10,6 +10,8 @@ in :data:`TRACKS`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
     from benchmark.specs import SuiteSpec
     from benchmark.specs_base import Frozen
 
-__all__ = ["Track", "TRACKS", "track_for"]
+__all__ = ["Track", "TrackDef", "TRACKS", "track_for"]
 
 
 class Track(Protocol):
@@ -36,6 +38,24 @@ class Track(Protocol):
     def estimate(self, suite: SuiteSpec, settings: Any, reg: Registry, todo: list[Node]) -> list[str]:
         """Lines for ``slbench plan``: rough cost of the unfinished nodes (GPU-hours, API tokens, CPU time)."""
         ...
+
+
+@dataclass(frozen=True)
+class TrackDef:
+    """A track assembled from its settings model and its plan and estimate functions (satisfies :class:`Track`)."""
+
+    name: str
+    settings: type[Frozen]
+    plan_fn: Callable[[SuiteSpec, Any, Registry], list[Node]]
+    estimate_fn: Callable[[SuiteSpec, Any, Registry, list[Node]], list[str]]
+
+    def build_plan(self, suite: SuiteSpec, settings: Any, reg: Registry) -> list[Node]:
+        """The track's ``build_plan``."""
+        return self.plan_fn(suite, settings, reg)
+
+    def estimate(self, suite: SuiteSpec, settings: Any, reg: Registry, todo: list[Node]) -> list[str]:
+        """The track's ``estimate``."""
+        return self.estimate_fn(suite, settings, reg, todo)
 
 
 #: track name -> module defining ``TRACK`` (torch-free modules: planning must stay light).

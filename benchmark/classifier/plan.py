@@ -36,8 +36,9 @@ from benchmark.errors import UserError
 from benchmark.hashing import shift_seed
 from benchmark.registry import Registry
 from benchmark.specs import SuiteSpec
+from benchmark.tracks import TrackDef
 
-__all__ = ["CHANNELS", "STAGE_VERSION", "TRACK", "ClassifierTrack", "build_plan", "estimate"]
+__all__ = ["CHANNELS", "STAGE_VERSION", "TRACK", "build_plan", "estimate"]
 
 #: Bump when a stage's numerics change without a spec change: every classifier artifact id changes.
 STAGE_VERSION = 1
@@ -296,20 +297,4 @@ def estimate(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry, todo
     ]
 
 
-@dataclass(frozen=True)
-class ClassifierTrack:
-    """The classifier track (:class:`benchmark.tracks.Track`)."""
-
-    name: str = "classifier"
-    settings: type[ClassifierSettings] = ClassifierSettings
-
-    def build_plan(self, suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) -> list[Node]:
-        """See :func:`build_plan`."""
-        return build_plan(suite, settings, reg)
-
-    def estimate(self, suite: SuiteSpec, settings: ClassifierSettings, reg: Registry, todo: list[Node]) -> list[str]:
-        """See :func:`estimate`."""
-        return estimate(suite, settings, reg, todo)
-
-
-TRACK = ClassifierTrack()
+TRACK = TrackDef("classifier", ClassifierSettings, build_plan, estimate)

@@ -41,8 +41,9 @@ from benchmark.lm.stages import student as student_stage
 from benchmark.lm.stages import teacher as teacher_stage
 from benchmark.providers.base import Capabilities, backend_for
 from benchmark.specs import ModelSpec, SuiteSpec, TraitSpec
+from benchmark.tracks import TrackDef
 
-__all__ = ["TRACK", "LMTrack", "Arm", "arms_for", "build_plan", "estimate", "replicate_seeds", "AA_PREFIX", "NEUTRAL",
+__all__ = ["TRACK", "Arm", "arms_for", "build_plan", "estimate", "replicate_seeds", "AA_PREFIX", "NEUTRAL",
            "SHIFT_QUESTIONS", "STAGE_VERSION"]
 
 #: Arm label of the neutral control teachers (``settings.controls: neutral``).
@@ -427,20 +428,4 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
     return lines
 
 
-@dataclass(frozen=True)
-class LMTrack:
-    """The LM track (:class:`benchmark.tracks.Track`)."""
-
-    name: str = "lm"
-    settings: type[LMSettings] = LMSettings
-
-    def build_plan(self, suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
-        """See :func:`build_plan`."""
-        return build_plan(suite, settings, reg)
-
-    def estimate(self, suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node]) -> list[str]:
-        """See :func:`estimate`."""
-        return estimate(suite, settings, reg, todo)
-
-
-TRACK = LMTrack()
+TRACK = TrackDef("lm", LMSettings, build_plan, estimate)
