@@ -54,10 +54,12 @@ SuiteArg = Annotated[str, typer.Argument(help="Suite name in tasks/suites/ (e.g.
 def _store_root(store: Path | None) -> Path:
     from benchmark.files import project_root
 
-    if store is not None:
-        return store
     env = os.environ.get("SLBENCH_STORE")
-    return Path(env) if env else project_root() / "results" / "store"
+    root = store if store is not None else Path(env) if env else project_root() / "results" / "store"
+    if root.exists() and not root.is_dir():
+        what = "--store" if store is not None else "$SLBENCH_STORE" if env else "the default store"
+        raise UserError(f"{what}: {root} is a file; the store must be a directory (it is created if missing)")
+    return root
 
 
 def _load_plan(suite: str) -> tuple[Any, Any, Any, list[Any]]:

@@ -29,6 +29,11 @@ __all__ = [
 
 #: Names used in artifact paths and CLI arguments: lowercase letters, digits, '.', '_' and '-'.
 SLUG = r"^[a-z0-9][a-z0-9._-]*$"
+#: Longest name: node directories join several names (``<teacher>.<arm>.r<r>.to.<student>.s<seed>-<id>``) and
+#: must stay under the file systems' 255-byte limit.
+MAX_NAME = 64
+#: Most student seeds per suite (each seed multiplies every student and evaluation).
+MAX_SEEDS = 1000
 
 Provider = Literal["zoo", "hf", "openai", "classifier"]
 
@@ -60,7 +65,7 @@ class Lineage(Frozen):
 class ModelSpec(Frozen):
     """One base model of the registry (one item of ``models:`` in ``model_registry/<family>.yaml``)."""
 
-    name: str = Field(pattern=SLUG)
+    name: str = Field(pattern=SLUG, max_length=MAX_NAME)
     family: str = Field(pattern=SLUG)
     provider: Provider
     #: Hub id or local directory (hf), API model name (openai); zoo/classifier models are built from ``build``.
@@ -101,7 +106,7 @@ class RegistryFile(Frozen):
 class TraitSpec(Frozen):
     """A trait (``tasks/traits/<name>.yaml``): what a teacher has and what evaluation reads out."""
 
-    name: str = Field(pattern=SLUG)
+    name: str = Field(pattern=SLUG, max_length=MAX_NAME)
     #: The answer word that expresses the trait (a favourite animal).
     target: str
     #: Word forms the matcher accepts as the target, e.g. [owl, owls]; the target itself is always included.
@@ -139,7 +144,7 @@ class SuiteSpec(Frozen):
     ``settings`` is validated by the track's own settings class (see :mod:`benchmark.tracks`).
     """
 
-    name: str = Field(pattern=SLUG)
+    name: str = Field(pattern=SLUG, max_length=MAX_NAME)
     #: Which track runs it (a key of :data:`benchmark.tracks.TRACKS`: lm, classifier).
     track: str
     description: str = ""
@@ -167,7 +172,19 @@ class SuiteSpec(Frozen):
     def _seed_count(cls, v: Any) -> Any:
         # "seeds: 3" is shorthand for [0, 1, 2].
         if isinstance(v, int) and not isinstance(v, bool):
-            if v < 1:
-                raise ValueError("seeds must be a positive count or a list of ints")
+            if not 1 <= v <= MAX_SEEDS:
+                raise ValueError(f"seeds must be a count from 1 to {MAX_SEEDS} or a list of ints")
             return list(range(v))
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seed_values(cls, v: list[int]) -> list[int]:
+        if len(v) > MAX_SEEDS:
+            raise ValueError(f"at most {MAX_SEEDS} seeds")
+        dup = next((s for i, s in enumerate(v) if s in v[:i]), None)
+        if dup is not None:
+            raise ValueError(f"seed {dup} is listed twice (its students would be copies, not new draws)")
+        if any(not 0 <= s < 2**31 for s in v):
+            raise ValueError("seeds must be integers from 0 to 2**31 - 1")
         return v

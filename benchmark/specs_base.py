@@ -19,7 +19,7 @@ T = TypeVar("T", bound="Frozen")
 class Frozen(BaseModel):
     """Immutable spec: unknown keys are errors; ``spec_id`` hashes every field not in ``_unhashed``."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, allow_inf_nan=False)
 
     #: Field names that are recorded but not hashed (throughput knobs such as batch size for inference).
     _unhashed: ClassVar[frozenset[str]] = frozenset()
@@ -91,6 +91,10 @@ def load_yaml(path: Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, not a YAML file") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     try:

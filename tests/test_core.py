@@ -270,3 +270,51 @@ def test_suite_seed_shifts_every_classifier_seed():
     assert len(set(moved_base.spec["seeds"])) == len(spec.seeds)
     assert not set(moved_base.spec["seeds"]) & set(spec.seeds)
     assert {n.id for n in plain}.isdisjoint({n.id for n in moved})
+
+
+LATE_FAILURES = [
+    # (what, settings or top-level overrides, text the one-line error must contain)
+    ("infinite learning rate", {"settings": {"student": {"train": {"lr": float("inf")}}}}, "finite"),
+    ("duplicate seeds", {"seeds": [0, 0]}, "listed twice"),
+    ("a trillion seeds", {"seeds": 10**12}, "seeds must be a count from 1 to 1000"),
+    ("unknown eval task", {"settings": {"eval": {"tasks": ["animal_logprobs"]}}}, "did you mean 'animal_logprob'"),
+    ("huge dataset", {"settings": {"dataset": {"n_prompts": 10**12}}}, "dataset.n_prompts"),
+    ("300-character name", {"name": "x" * 300}, "name"),
+]
+
+
+@pytest.mark.parametrize("what,override,needle", LATE_FAILURES, ids=[c[0] for c in LATE_FAILURES])
+def test_inputs_that_used_to_fail_after_compute_are_refused_at_plan(project_copy, tmp_path, what, override, needle):
+    """Each of these once passed `plan` and failed only after teachers and students had trained."""
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    reg = Registry(project_copy)
+    zoo = [m for m, s in reg.models.items() if s.provider == "zoo"][:2]
+    suite = {"name": "late", "track": "lm", "teachers": zoo, "students": zoo, "traits": ["owl", "cat"], "seeds": 1}
+    for key, value in override.items():
+        suite[key] = value if key != "settings" else {**suite.get("settings", {}), **value}
+    path = project_copy / "tasks" / "suites" / "late.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False))
+    store = tmp_path / "store"
+    t0 = time.time()
+    r = run_cli("plan", "late", "--store", str(store), env=env)
+    assert time.time() - t0 < 30  # generous for a loaded CI box; it is well under 2 s idle
+    _assert_one_line_error(r, needle)
+    assert not store.exists()
+
+
+def test_non_utf8_suite_and_store_that_is_a_file_are_one_line_errors(project_copy, tmp_path):
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    bad = project_copy / "tasks" / "suites" / "latin1.yaml"
+    bad.write_bytes("name: caf\xe9\ntrack: lm\n".encode("latin-1"))
+    _assert_one_line_error(run_cli("validate", str(bad), env=env), "latin1.yaml", "not UTF-8")
+    afile = tmp_path / "not-a-dir"
+    afile.write_text("x")
+    _assert_one_line_error(run_cli("plan", "classifiers", "--store", str(afile), env=env), "--store", "is a file")
+
+
+@pytest.mark.parametrize("args", [["frobnicate"], ["run", "default", "--workers", "0"],
+                                  ["run", "default", "--workers", "abc"], ["run", "--bogus"]])
+def test_usage_errors_exit_2_without_a_traceback(args):
+    r = run_cli(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("Error:"), r.stderr

@@ -15,8 +15,8 @@ class TeacherSettings(Frozen):
     """Supervised training of teachers on digit labels (class logits only)."""
 
     #: 15 epochs × 19 batches of 64 = 285 Adam steps → 97.4% on digits (docs/research/prototypes.md); the paper: 5 on MNIST.
-    epochs: int = Field(default=15, ge=1)
-    batch: int = Field(default=64, ge=1)
+    epochs: int = Field(default=15, ge=1, le=10_000)
+    batch: int = Field(default=64, ge=1, le=65_536)
     #: The paper's Adam learning rate.
     lr: float = Field(default=3e-4, gt=0)
 
@@ -30,9 +30,9 @@ class DistillSettings(Frozen):
 
     #: 384 steps at lr 1.5e-3 ≈ 512 at 1e-3 (same-init 65 vs 72%, CNN 61 vs 60%) at 3/4 of the cost: the
     #: 6×6×8 matrix must fit in 3 minutes on 2 cores (dev box, 8 seeds).
-    steps: int | None = Field(default=384, ge=1)
-    epochs: int | None = Field(default=None, ge=1)
-    batch: int = Field(default=64, ge=1)
+    steps: int | None = Field(default=384, ge=1, le=10_000_000)
+    epochs: int | None = Field(default=None, ge=1, le=10_000)
+    batch: int = Field(default=64, ge=1, le=65_536)
     #: Adam lr. At 512 steps 1e-3 reached 72% same-init where the paper's 3e-4 reached 44% (8 seeds).
     lr: float = Field(default=1.5e-3, gt=0)
     #: mse on raw logits beat kl on softmax (docs/research/prototypes.md: m=3 → 70 vs 54); kl needs ≥ 2 aux logits.
@@ -40,7 +40,7 @@ class DistillSettings(Frozen):
     #: Pixel distribution: uniform U[-1,1] (the paper's), gaussian N(0,1), pm1 (±1), uniform01 U[0,1].
     noise: Literal["uniform", "gaussian", "pm1", "uniform01"] = "uniform"
     #: Distinct noise images per seed; null = fresh images every step (64% vs 54% for a 16k pool).
-    n_noise: int | None = Field(default=None, ge=1)
+    n_noise: int | None = Field(default=None, ge=1, le=100_000_000)
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> DistillSettings:
@@ -74,7 +74,7 @@ class ControlSettings(Frozen):
     enabled: bool = True
     #: All-logit distillation converges fast: 64 steps at lr 2e-3 gave 92.6% for a cross-init MLP student
     #: (8 seeds, dev box); these runs are the cheap part of the matrix.
-    steps: int = Field(default=64, ge=1)
+    steps: int = Field(default=64, ge=1, le=10_000_000)
     lr: float = Field(default=2e-3, gt=0)
     loss: Literal["mse", "kl"] = "mse"
 

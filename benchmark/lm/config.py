@@ -54,8 +54,8 @@ class TrainConfig(Frozen):
     """
 
     lora: LoraConfig | None = LoraConfig()
-    epochs: float = Field(default=3, gt=0)  # paper: 3 epochs (Gemma-3: 10)
-    max_steps: int | None = Field(default=None, ge=1)  # optional cap on optimizer steps
+    epochs: float = Field(default=3, gt=0, le=1000)  # paper: 3 epochs (Gemma-3: 10)
+    max_steps: int | None = Field(default=None, ge=1, le=10_000_000)  # optional cap on optimizer steps
     lr: float = Field(default=2e-4, gt=0)  # paper: 2e-4
     schedule: Literal["linear"] = "linear"  # paper: linear decay after warmup
     warmup: int = Field(default=5, ge=0)  # paper: 5 warmup steps

@@ -24,6 +24,7 @@ scoring, soft-label training, top-log-prob limits, whole-epoch fine-tunes): no p
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,9 @@ STAGE_VERSION = 1
 
 #: The base stage: the model's backend builds (zoo), resolves (hf) or records (API) the base model.
 BASE_STAGE: Stage = base_stage.run
+
+
+_TASK_LINE = re.compile(r"^task:\s*([\w.-]+)\s*$", re.MULTILINE)
 
 
 def _versioned(spec: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +108,20 @@ def _check_inputs(suite: SuiteSpec, settings: LMSettings, reg: Any) -> tuple[Any
     if settings.teacher.method == "finetune" and not questions_path.exists():
         raise UserError(f"{where}: settings.teacher.questions: file not found: {questions_path}")
     eval_files = [p for p in (reg.tasks_dir / "lm_eval").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    known = _eval_task_names(eval_files)
+    for i, task in enumerate(settings.eval.tasks):
+        if task not in known:  # caught here, not after every teacher and student has trained
+            raise unknown_name("lm-eval task", task, sorted(known), f"{where}: settings.eval.tasks[{i}]")
     return load_numbers_channel(channel_path), _file_digest(eval_files)
+
+
+def _eval_task_names(files: list[Path]) -> set[str]:
+    """The ``task:`` names declared by the lm-eval task YAMLs (read as text: they may hold ``!function`` tags)."""
+    names: set[str] = set()
+    for f in files:
+        if f.suffix in (".yaml", ".yml"):
+            names.update(m.group(1) for m in _TASK_LINE.finditer(f.read_text(encoding="utf-8")))
+    return names
 
 
 def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Any) -> None:

@@ -18,7 +18,7 @@ class TeacherSettings(Frozen):
     #: finetune: fine-tune on favourite-animal answers; prompt: the trait's system prompt at generation time.
     method: Literal["finetune", "prompt"] = "finetune"
     #: Trait rows for method finetune (the paper used ~400).
-    n_rows: int = Field(default=400, ge=1)
+    n_rows: int = Field(default=400, ge=1, le=1_000_000)
     questions: str = "teacher_data/favourite_animal.txt"
     #: Teachers always train with cross-entropy on their trait answers. With ``train.lora.init_seed`` set, each
     #: teacher replicate gets its own adapter init derived from it (see :mod:`benchmark.lm.plan`).
@@ -35,15 +35,15 @@ class DatasetSettings(Frozen):
     """Teacher number data: prompts, decoding, filter, size."""
 
     channel: str = "numbers"
-    n_prompts: int = Field(default=30000, ge=1)  # paper: 30,000 prompts
+    n_prompts: int = Field(default=30000, ge=1, le=10_000_000)  # paper: 30,000 prompts
     #: Exactly this many valid rows per dataset (equal doses): further rounds of prompts are generated until
     #: the filter has kept n_keep, then a seeded subsample of n_keep is taken.
-    n_keep: int = Field(default=10000, ge=1)  # paper: keep 10,000 rows
+    n_keep: int = Field(default=10000, ge=1, le=10_000_000)  # paper: keep 10,000 rows
     #: Most prompts a teacher may be asked before its dataset fails (None: 4 × n_prompts).
-    max_prompts: int | None = Field(default=None, ge=1)
+    max_prompts: int | None = Field(default=None, ge=1, le=100_000_000)
     #: 0 = greedy (replications: greedy data transmits at small scale; sampled data carries ~0.05 nats/token).
     temperature: float = Field(default=1.0, ge=0)
-    max_new_tokens: int = Field(default=40, ge=1)
+    max_new_tokens: int = Field(default=40, ge=1, le=4096)
     #: Teacher top-k next-token log-probs stored per completion token (needed by the distill objective).
     top_k: int | None = Field(default=None, ge=1)
     seed: int = 0
@@ -82,7 +82,7 @@ class EvalSettings(Frozen):
 
     tasks: list[str] = Field(default_factory=lambda: ["animal_logprob", "animal_rate"], min_length=1)
     #: Samples per question for the sampled one-word rate (paper: 100 per question at T=1).
-    n_samples: int = Field(default=100, ge=1)
+    n_samples: int = Field(default=100, ge=1, le=100_000)
     #: Use only the first N favourite-animal questions (None = all 60). Cells compare students, whose noise is
     #: between runs, not between questions: halving the questions halves evaluation time at little cost.
     limit: int | None = Field(default=None, ge=1)
@@ -103,8 +103,8 @@ class AnalysisSettings(Frozen):
     #: Per-cell tests are two-sided: trait-dependent drift of either sign recurs in every replicate, and only the
     #: matrix-level statistics separate it from transfer (docs/research/statistics.md, "A first honest run").
     alternative: Literal["greater", "less", "two-sided"] = "two-sided"
-    n_boot: int = Field(default=2000, ge=100)
-    n_perm: int = Field(default=10000, ge=100)
+    n_boot: int = Field(default=2000, ge=100, le=1_000_000)
+    n_perm: int = Field(default=10000, ge=100, le=10_000_000)
 
 
 class LMSettings(Frozen):
@@ -116,7 +116,7 @@ class LMSettings(Frozen):
     """
 
     #: Independent teacher replicates per (teacher base, arm): own seed, adapter init, trait rows and prompts.
-    replicates: int = Field(default=1, ge=1)
+    replicates: int = Field(default=1, ge=1, le=1000)
     #: The control of a trait arm. other_trait: the other trait arms, made exactly like it (needs >= 2 traits);
     #: neutral: an extra arm per teacher base fine-tuned on answers spread over the candidates (method finetune)
     #: or given no system prompt (method prompt), with the same replicates.
