@@ -62,6 +62,23 @@ def _store_root(store: Path | None) -> Path:
     return root
 
 
+def _check_owner(reg: Any, suite: str, force: bool) -> None:
+    """Refuse to publish a suite file over the results of the registered suite of the same name (unless forced).
+
+    ``results/suites/<name>/`` belongs to ``tasks/suites/<name>.yaml``; a YAML given by path that reuses the name
+    would silently replace those results.
+    """
+    from benchmark.files import project_root
+
+    spec_path = reg.suite_path(suite).resolve()
+    name = reg.suite(suite)[0].name
+    owner = (reg.tasks_dir / "suites" / f"{name}.yaml").resolve()
+    published = project_root() / "results" / "suites" / name
+    if not force and published.exists() and owner.exists() and spec_path != owner:
+        raise UserError(f"{spec_path}: suite name {name!r} belongs to {owner}, whose results are published in "
+                        f"{published}; rename the suite, run with --no-publish, or pass --force to replace them")
+
+
 def _load_plan(suite: str) -> tuple[Any, Any, Any, list[Any]]:
     from benchmark.registry import Registry
     from benchmark.tracks import track_for
@@ -151,6 +168,8 @@ def run(
     executor: Annotated[str, typer.Option(help="local | ray")] = "local",
     address: Annotated[str | None, typer.Option(help="Ray cluster address (with --executor ray).")] = None,
     publish: Annotated[bool, typer.Option(help="Copy the report into results/suites/SUITE/.")] = True,
+    force: Annotated[bool, typer.Option(help=(
+        "Publish even over the results of another suite file of the same name."))] = False,
 ) -> None:
     """Run (or resume) a suite end to end and publish its transfer matrix."""
     from benchmark.executors import executor_for
@@ -160,6 +179,8 @@ def run(
     if address is not None and executor != "ray":
         raise UserError("--address: only meaningful with --executor ray")
     reg, spec, settings, nodes = _load_plan(suite)
+    if publish:
+        _check_owner(reg, suite, force)  # before any compute
     st = Store(_store_root(store))
     t0 = time.time()
     options = {"address": address} if address is not None else {}
@@ -177,11 +198,17 @@ def run(
 
 
 @app.command()
-def report(suite: SuiteArg = "default", store: StoreOpt = None) -> None:
+def report(
+    suite: SuiteArg = "default",
+    store: StoreOpt = None,
+    force: Annotated[bool, typer.Option(help=(
+        "Publish even over the results of another suite file of the same name."))] = False,
+) -> None:
     """Re-publish a finished suite's report from the store into results/suites/SUITE/."""
     from benchmark.store import Store
 
     reg, spec, settings, nodes = _load_plan(suite)
+    _check_owner(reg, suite, force)
     st = Store(_store_root(store))
     rep = [n for n in nodes if n.kind == "report"]
     if not rep or not st.is_done(rep[0]):
@@ -208,19 +235,58 @@ def publish_report(store: Any, node: Any, suite: str) -> str:
 
 
 @app.command()
-def models(family: Annotated[str | None, typer.Option(help="Only this family.")] = None) -> None:
+def models(
+    family: Annotated[str | None, typer.Option(help="Only this family.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json (csv/json: full names, for scripts).")]
+    = "table",
+) -> None:
     """List the registry's base models with their provider, source and init lineage."""
+    import csv
+    import json
+
+    from benchmark.errors import unknown_name
     from benchmark.registry import Registry
 
+    if fmt not in ("table", "csv", "json"):
+        raise unknown_name("format", fmt, ("table", "csv", "json"), "--format")
     reg = Registry()
-    table = Table(title="model registry")
-    for col in ("name", "family", "provider", "source", "lineage init", "parent"):
-        table.add_column(col)
-    for m in reg.models.values():
-        if family and m.family != family:
-            continue
-        table.add_row(m.name, m.family, m.provider, m.source or "(built)", m.lineage.init, m.lineage.parent or "")
-    console.print(table)
+    families = sorted({m.family for m in reg.models.values()})
+    if family is not None and family not in families:
+        raise unknown_name("family", family, families, "--family")
+    cols = ("name", "family", "provider", "source", "lineage_init", "parent")
+    rows = [(m.name, m.family, m.provider, m.source or "(built)", m.lineage.init, m.lineage.parent or "")
+            for m in reg.models.values() if family is None or m.family == family]
+    if fmt == "json":
+        print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], indent=1))
+    elif fmt == "csv":
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerows([cols, *rows])
+    else:
+        table = Table(title="model registry")
+        for col in cols:
+            table.add_column(col.replace("_", " "), overflow="fold")
+        for r in rows:
+            table.add_row(*r)
+        console.print(table)
+
+
+@app.command()
+def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait")]) -> None:
+    """Print the JSON Schema of a registry family, suite or trait file (for editors that validate YAML)."""
+    import json
+
+    from pydantic import BaseModel
+
+    from benchmark.errors import unknown_name
+    from benchmark.specs import ModelSpec, RegistryFile, SuiteSpec, TraitSpec
+
+    models: dict[str, type[BaseModel]] = {"registry": RegistryFile, "suite": SuiteSpec, "trait": TraitSpec}
+    if what not in models:
+        raise unknown_name("schema", what, models)
+    doc = models[what].model_json_schema()
+    if what == "registry":  # a family's entries are model specs merged with its defaults
+        doc["$defs"] = {**doc.get("$defs", {}), "ModelSpec": ModelSpec.model_json_schema()}
+    print(json.dumps(doc, indent=1))
 
 
 @app.command()

@@ -113,6 +113,7 @@ class Registry:
                     raise UserError(f"{path}: model name {spec.name!r} is already defined in {origin[spec.name]}")
                 out[spec.name] = spec
                 origin[spec.name] = path
+        check_parents(out, origin)
         return out
 
     @cached_property
@@ -175,6 +176,28 @@ class Registry:
         return list(self.models)
 
 
+def check_parents(models: dict[str, ModelSpec], origin: dict[str, Path]) -> None:
+    """A ``lineage.parent`` must name another registry model that shares the entry's ``lineage.init``, or the
+    entry's ``lineage.note`` says why not (e.g. a model pruned and distilled from a larger one).
+
+    Raises:
+        UserError: one line naming the file, the model and what is wrong with its parent.
+    """
+    for name, spec in models.items():
+        parent = spec.lineage.parent
+        if parent is None:
+            continue
+        where = f"{origin[name]}: model {name!r}: lineage.parent"
+        if parent == name:
+            raise UserError(f"{where} names the model itself")
+        if parent not in models:
+            raise unknown_name("model", parent, models, where)
+        if models[parent].lineage.init != spec.lineage.init and not spec.lineage.note.strip():
+            raise UserError(f"{where} {parent!r} has lineage.init {models[parent].lineage.init!r}, not "
+                            f"{spec.lineage.init!r}: a checkpoint continues from a model of its own init (or say "
+                            "why not in lineage.note)")
+
+
 def validate_file(path: Path) -> str:
     """Validate one user-submitted YAML (registry family, trait or suite); return a one-line summary."""
     path = Path(path)
@@ -183,17 +206,24 @@ def validate_file(path: Path) -> str:
         raise UserError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     if "models" in data:
         models = load_registry_file(path)
-        # Names must not clash with the rest of the registry (a submission adds a family).
-        try:
-            existing = Registry().models
-        except UserError:
-            existing = {}
+        # A submission adds a family: check it against every other file of the registry, as `plan` will.
+        merged: dict[str, ModelSpec] = {}
+        origin: dict[str, Path] = {}
+        registry_dir = project_root() / "model_registry"
+        others = [p for p in sorted(registry_dir.glob("*.yaml")) if p.resolve() != path.resolve()]
+        for other in others:
+            for m in load_registry_file(other):
+                merged[m.name], origin[m.name] = m, other
         for m in models:
-            other = existing.get(m.name)
-            if other is not None and Path(path).resolve().parent != Registry().registry_dir.resolve():
-                raise UserError(f"{path}: model name {m.name!r} is already defined in the registry")
+            if m.name in merged:
+                raise UserError(f"{path}: model name {m.name!r} is already defined in {origin[m.name]}")
+            merged[m.name], origin[m.name] = m, path
+        check_parents(merged, origin)
         inits = sorted({m.lineage.init for m in models})
-        return f"{path}: ok — family file with {len(models)} model(s), {len(inits)} init lineage(s)"
+        remote = [m.name for m in models if m.trust_remote_code]
+        warn = (f"\nwarning: trust_remote_code is true for {', '.join(remote)}: loading runs code from the model's "
+                "repository" if remote else "")
+        return f"{path}: ok — family file with {len(models)} model(s), {len(inits)} init lineage(s){warn}"
     if "track" in data:
         suite = load_suite_file(path)
         return (f"{path}: ok — {suite.track} suite {suite.name!r}: {len(suite.teachers)} teachers × "

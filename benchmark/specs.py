@@ -12,7 +12,7 @@ import importlib
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from benchmark.specs_base import Frozen
 
@@ -75,10 +75,11 @@ class ModelSpec(Frozen):
     #: None: use the tokenizer's own chat template; a string overrides it (Jinja).
     chat_template: str | None = None
     #: Whether a chat template may inject its own default system prompt (Qwen's does when none is given).
-    allow_default_system_prompt: bool = False
+    allow_default_system_prompt: StrictBool = False
     lora_targets: list[str] | Literal["all-linear"] = "all-linear"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    trust_remote_code: bool = False
+    #: Run code from the model's repository (a security decision: only a YAML ``true``, never "yes" or 1).
+    trust_remote_code: StrictBool = False
     #: Parameter count in billions, for GPU-hour estimates in ``slbench plan``.
     params_b: float | None = Field(default=None, gt=0)
     #: Provider-specific build recipe (zoo, classifier), validated by BUILD_SPECS[provider].

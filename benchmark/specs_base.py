@@ -56,7 +56,9 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], where:
         return f"{where}: unknown key {loc!r}{hint}{allowed_s}"
     if kind == "missing":
         return f"{where}: missing required key {loc!r}"
-    return f"{where}: bad value for {loc!r}: {first['msg']} (got {first.get('input')!r})"
+    got = repr(first.get("input"))
+    got = got if len(got) <= 80 else got[:77] + "..."  # never echo unbounded input
+    return f"{where}: bad value for {loc!r}: {first['msg']} (got {got})"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -98,12 +100,37 @@ def load_yaml(path: Path) -> Any:
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return yaml.safe_load(text)
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise UserError(f"{path}:{where} {problem}") from None
+    _check_expanded_size(data, path)
+    return data
+
+
+#: Most values a user YAML file may expand to once its aliases are followed (the largest file here has ~300).
+MAX_YAML_VALUES = 100_000
+
+
+def _check_expanded_size(data: Any, path: Path) -> None:
+    """Refuse YAML whose aliases expand beyond :data:`MAX_YAML_VALUES` values (an "alias bomb").
+
+    PyYAML shares aliased objects, so loading is cheap; validating, hashing or printing the data would walk every
+    expanded copy. The walk stops as soon as the budget is spent.
+    """
+    stack, seen = [data], 0
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise UserError(f"{path}: expands to more than {MAX_YAML_VALUES:,} values once its YAML aliases are "
+                            "followed; write the data out instead of nesting aliases")
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def parse_spec(model: type[T], data: Any, where: str) -> T:

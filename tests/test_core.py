@@ -318,3 +318,72 @@ def test_usage_errors_exit_2_without_a_traceback(args):
     r = run_cli(*args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("Error:"), r.stderr
+
+
+def test_a_suite_file_cannot_publish_over_another_suites_results(project_copy, tmp_path):
+    """results/suites/<name>/ belongs to tasks/suites/<name>.yaml: a file given by path reusing the name is refused."""
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    (project_copy / "results" / "suites" / "classifiers").mkdir(parents=True)
+    impostor = _write(tmp_path / "mine.yaml", {**yaml.safe_load((ROOT / "tasks" / "suites" / "classifiers.yaml")
+                                                                .read_text()), "seeds": 2})
+    store = tmp_path / "store"
+    r = run_cli("run", str(impostor), "--store", str(store), env=env)
+    _assert_one_line_error(r, "mine.yaml", "belongs to", "--force")
+    assert not store.exists()
+    r = run_cli("report", str(impostor), "--store", str(store), env=env)
+    _assert_one_line_error(r, "belongs to")
+
+
+def test_validate_checks_a_family_against_the_whole_registry(project_copy):
+    """A second file reusing a model name, or a lineage parent that is missing, itself or of another init
+    without a note, fails `validate` with one line (they used to pass it and break `models` and `plan`)."""
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    reg_dir = project_copy / "model_registry"
+
+    def fam(models):
+        return _write(reg_dir / "zz-new.yaml", {"family": "zz", "defaults": {"provider": "hf"}, "models": models})
+
+    dup = fam([{"name": "zoo-qwen-a", "source": "o/x", "lineage": {"init": "zz"}}])
+    _assert_one_line_error(run_cli("validate", str(dup), env=env), "'zoo-qwen-a'", "already defined in", "zoo.yaml")
+    cases = [
+        ({"init": "zz", "parent": "nosuch"}, "unknown model"),
+        ({"init": "zz", "parent": "zz1"}, "names the model itself"),
+        ({"init": "zz", "parent": "zoo-qwen-a"}, "lineage.init"),
+    ]
+    for lineage, needle in cases:
+        bad = fam([{"name": "zz1", "source": "o/x", "lineage": lineage}])
+        _assert_one_line_error(run_cli("validate", str(bad), env=env), "zz-new.yaml", "zz1", needle)
+        _assert_one_line_error(run_cli("models", env=env), "zz1", needle)  # the registry refuses it too
+    ok = fam([{"name": "zz1", "source": "o/x", "lineage": {"init": "zz", "parent": "zoo-qwen-a",
+                                                          "note": "distilled from zoo-qwen-a: other weights"}}])
+    r = run_cli("validate", str(ok), env=env)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+def test_strict_flags_alias_bombs_and_script_friendly_listings(project_copy, tmp_path):
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    reg_dir = project_copy / "model_registry"
+    for value in ("yes", 1):  # a security flag takes a YAML boolean only
+        bad = _write(reg_dir / "zz-flag.yaml", {"family": "zz", "models": [
+            {"name": "zz1", "provider": "hf", "source": "o/x", "lineage": {"init": "zz"}, "trust_remote_code": value}]})
+        _assert_one_line_error(run_cli("validate", str(bad), env=env), "trust_remote_code")
+    ok = _write(reg_dir / "zz-flag.yaml", {"family": "zz", "models": [
+        {"name": "zz1", "provider": "hf", "source": "o/x", "lineage": {"init": "zz"}, "trust_remote_code": True}]})
+    r = run_cli("validate", str(ok), env=env)
+    assert r.returncode == 0 and "warning: trust_remote_code is true for zz1" in r.stdout
+    ok.unlink()
+    # An alias bomb: 9 levels of 10 aliases = 10**9 values once expanded; refused at once, input not echoed.
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\nname: bomb\ntrack: lm\ndescription: *a9\n")
+    t0 = time.time()
+    r = run_cli("validate", str(bomb), env=env)
+    _assert_one_line_error(r, "bomb.yaml", "aliases")
+    assert time.time() - t0 < 30 and len(r.stderr) < 400
+    # Listings a script can read: full names, csv/json, and an unknown family is an error.
+    r = run_cli("models", "--format", "csv", env=env)
+    assert r.returncode == 0 and "qwen2.5-7b-instruct,qwen2.5" in r.stdout
+    _assert_one_line_error(run_cli("models", "--family", "nosuch", env=env), "unknown family")
+    r = run_cli("schema", "suite", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["additionalProperties"] is False
