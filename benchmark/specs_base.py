@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -55,7 +56,12 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], where:
         allowed_s = f"; allowed keys: {', '.join(sorted(allowed))}" if allowed else ""
         return f"{where}: unknown key {loc!r}{hint}{allowed_s}"
     if kind == "missing":
-        return f"{where}: missing required key {loc!r}"
+        given = first.get("input")
+        near = [k for k in given if isinstance(k, str) and k != first["loc"][-1]] if isinstance(given, dict) else []
+        key = str(first["loc"][-1])
+        close = difflib.get_close_matches(key, near, n=1, cutoff=0.6)
+        hint = f" (you wrote {close[0]!r}: did you mean {key!r}?)" if close else ""  # e.g. 'seed' for 'seeds'
+        return f"{where}: missing required key {loc!r}{hint}"
     got = repr(first.get("input"))
     got = got if len(got) <= 80 else got[:77] + "..."  # never echo unbounded input
     return f"{where}: bad value for {loc!r}: {first['msg']} (got {got})"

@@ -387,3 +387,10 @@ def test_strict_flags_alias_bombs_and_script_friendly_listings(project_copy, tmp
     _assert_one_line_error(run_cli("models", "--family", "nosuch", env=env), "unknown family")
     r = run_cli("schema", "suite", env=env)
     assert r.returncode == 0 and json.loads(r.stdout)["additionalProperties"] is False
+
+
+def test_a_missing_key_written_almost_right_gets_a_hint(tmp_path):
+    bad = _write(tmp_path / "s.yaml", {"name": "s", "track": "lm", "teachers": ["zoo-qwen-a"],
+                                       "students": ["zoo-qwen-a"], "traits": ["owl", "cat"], "seed": 2})
+    r = run_cli("validate", str(bad))
+    _assert_one_line_error(r, "missing required key 'seeds'", "you wrote 'seed'")
