@@ -110,11 +110,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 def sha256_file(path: Path) -> str:
     """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_files([path])
 
 
 def sha256_files(paths: Iterable[Path]) -> str:
