@@ -69,15 +69,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def json_safe(obj: Any) -> Any:
-    """A strict-JSON copy: non-finite floats become None; dict values that are not JSON types are dropped."""
+def json_safe(obj: Any, drop: bool = True) -> Any:
+    """A strict-JSON copy: non-finite floats become None.
+
+    With ``drop`` (the default), dict values that are not JSON types are left out (a fit's internals); without it
+    every other value is kept as it is (for records whose other values are already JSON-able).
+    """
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: json_safe(v) for k, v in obj.items()
-                if isinstance(v, (int, float, str, bool, dict, list)) or v is None}
+        return {k: json_safe(v, drop) for k, v in obj.items()
+                if not drop or isinstance(v, (int, float, str, bool, dict, list)) or v is None}
     if isinstance(obj, list):
-        return [json_safe(v) for v in obj]
+        return [json_safe(v, drop) for v in obj]
     return obj
 
 

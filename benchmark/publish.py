@@ -69,7 +69,7 @@ def _same_results(src: Path, dest: Path) -> bool:
     """Whether ``dest`` already holds ``src``'s published files, byte for byte (the manifest aside)."""
     mine = sorted(p.name for p in src.iterdir() if p.name not in (*_NOT_PUBLISHED, MANIFEST))
     theirs = sorted(p.name for p in dest.iterdir() if p.name != MANIFEST)
-    if mine != theirs:
+    if mine != theirs or (src / MANIFEST).exists() != (dest / MANIFEST).exists():
         return False
     return all(filecmp.cmp(src / name, dest / name, shallow=False) for name in mine)
 

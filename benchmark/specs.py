@@ -145,18 +145,26 @@ class SuiteSpec(Frozen):
     ``settings`` is validated by the track's own settings class (see :mod:`benchmark.tracks`).
     """
 
+    #: The suite's name: its results are published in results/suites/<name>/.
     name: str = Field(pattern=SLUG, max_length=MAX_NAME)
     #: Which track runs it (a key of :data:`benchmark.tracks.TRACKS`: lm, classifier).
     track: str
+    #: Free text shown in reports.
     description: str = ""
+    #: Registry models used as teacher bases (matrix rows).
     teachers: list[str] = Field(min_length=1)
+    #: Registry models used as student bases (matrix columns).
     students: list[str] = Field(min_length=1)
+    #: Traits from tasks/traits/ (LM track; at least two for other-trait controls).
     traits: list[str] = Field(default_factory=list)
+    #: Student seeds (LM: students per teacher replicate, averaged within it; classifier: replicates). A count n
+    #: means [0, ..., n-1].
     seeds: list[int] = Field(min_length=1)
     #: Shifts every seed of the suite (teacher replicates, datasets, students; see
     #: :func:`benchmark.hashing.shift_seed`), so the same matrix can be rerun on fresh randomness. 0 keeps the
     #: seeds a suite had before this field existed.
     seed: int = Field(default=0, ge=0)
+    #: The track's own settings (tables below).
     settings: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("track")

@@ -394,3 +394,36 @@ def test_a_missing_key_written_almost_right_gets_a_hint(tmp_path):
                                        "students": ["zoo-qwen-a"], "traits": ["owl", "cat"], "seed": 2})
     r = run_cli("validate", str(bad))
     _assert_one_line_error(r, "missing required key 'seeds'", "you wrote 'seed'")
+
+
+def test_one_seed_one_cell_suite_reports_and_missing_source_dir_is_refused_at_plan(project_copy, tmp_path):
+    env = {"SLBENCH_ROOT": str(project_copy)}
+    # A 1 × 1 classifier suite with one seed has no CI: it used to crash the report with a NaN JSON error.
+    _suite(project_copy, "one", {"name": "one", "track": "classifier", "teachers": ["mlp-a"], "students": ["mlp-a"],
+                                 "seeds": 1, "settings": {"teacher": {"epochs": 1}, "student": {"steps": 16},
+                                                          "control": {"steps": 8}}})
+    r = run_cli("run", "one", "--store", str(tmp_path / "store"), env=env)
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((project_copy / "results" / "suites" / "one" / "classifier_summary.json").read_text())
+    assert summary
+    # An hf entry whose local source directory does not exist is refused before anything runs.
+    _write(project_copy / "model_registry" / "zz-local.yaml", {"family": "zz", "models": [
+        {"name": "zz-local", "provider": "hf", "source": "/nonexistent/zz-local", "lineage": {"init": "zz"}}]})
+    _suite(project_copy, "loc", {"name": "loc", "track": "lm", "teachers": ["zz-local"], "students": ["zz-local"],
+                                 "traits": ["owl", "cat"], "seeds": 1})
+    r = run_cli("plan", "loc", "--store", str(tmp_path / "store2"), env=env)
+    _assert_one_line_error(r, "zz-local", "does not exist")
+    assert not (tmp_path / "store2").exists()
+
+
+def test_suite_key_docs_are_in_sync_with_the_specs():
+    """docs/suites.md lists every suite key with its default and meaning; regenerate it when a setting changes."""
+    import runpy
+
+    gen = runpy.run_path(str(ROOT / "benchmarks" / "gen_suite_docs.py"))
+    text = gen["render"]()
+    assert (ROOT / "docs" / "suites.md").read_text(encoding="utf-8") == text, \
+        "docs/suites.md is stale: run python benchmarks/gen_suite_docs.py"
+    for key in ("`seeds`", "`settings.replicates`", "`settings.aa_arm`", "`settings.dataset.max_prompts`",
+                "`settings.teacher.min_shift`", "`settings.student.loss`"):
+        assert key in text

@@ -251,7 +251,8 @@ def _write_classifier_extras(extras: ClassifierExtras, out: Path) -> dict[str, P
         paths[name] = out / f"{name}.csv"
         atomic_write_text(paths[name], table.to_csv(index=False))
     paths["classifier_summary"] = out / "classifier_summary.json"
-    atomic_write_json(paths["classifier_summary"], extras.summary)
+    # A one-seed suite has no CI: its NaNs are written as null, everything else as it is.
+    atomic_write_json(paths["classifier_summary"], json_safe(extras.summary, drop=False))
     return paths
 
 

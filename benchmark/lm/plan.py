@@ -128,7 +128,12 @@ def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Any) -> Non
     """Refuse, before anything runs, settings that a model's provider cannot serve (one line naming them)."""
     where = f"suite {suite.name}"
     for name in dict.fromkeys([*suite.teachers, *suite.students]):
-        _caps(reg, name)  # an entry whose provider has no LM backend fails here, naming the model
+        caps = _caps(reg, name)  # an entry whose provider has no LM backend fails here, naming the model
+        source = reg.model(name).source
+        if caps.local and source and source.startswith(("/", "./", "../", "~")) \
+                and not Path(source).expanduser().exists():
+            raise UserError(f"{where}: model {name!r}: source {source!r} is a local path that does not exist "
+                            "(model_registry/; give an existing directory or a hub id)")
     if settings.student.objective == "distill" and settings.dataset.top_k is None:
         raise UserError(f"{where}: settings.dataset.top_k must be set when settings.student.objective is 'distill' "
                         "(the student matches the teacher's stored top-k log-probs)")

@@ -19,6 +19,7 @@ class TeacherSettings(Frozen):
     method: Literal["finetune", "prompt"] = "finetune"
     #: Trait rows for method finetune (the paper used ~400).
     n_rows: int = Field(default=400, ge=1, le=1_000_000)
+    #: Questions of the trait answers, a file under tasks/ (one per line, # comments).
     questions: str = "teacher_data/favourite_animal.txt"
     #: Teachers always train with cross-entropy on their trait answers. With ``train.lora.init_seed`` set, each
     #: teacher replicate gets its own adapter init derived from it (see :mod:`benchmark.lm.plan`).
@@ -34,6 +35,7 @@ class TeacherSettings(Frozen):
 class DatasetSettings(Frozen):
     """Teacher number data: prompts, decoding, filter, size."""
 
+    #: The data channel (tasks/channels/<name>.yaml).
     channel: str = "numbers"
     n_prompts: int = Field(default=30000, ge=1, le=10_000_000)  # paper: 30,000 prompts
     #: Exactly this many valid rows per dataset (equal doses): further rounds of prompts are generated until
@@ -43,10 +45,13 @@ class DatasetSettings(Frozen):
     max_prompts: int | None = Field(default=None, ge=1, le=100_000_000)
     #: 0 = greedy (replications: greedy data transmits at small scale; sampled data carries ~0.05 nats/token).
     temperature: float = Field(default=1.0, ge=0)
+    #: Longest teacher completion, in tokens.
     max_new_tokens: int = Field(default=40, ge=1, le=4096)
     #: Teacher top-k next-token log-probs stored per completion token (needed by the distill objective).
     top_k: int | None = Field(default=None, ge=1)
+    #: Base of every dataset's prompt-sample and sampling seeds (shifted per replicate).
     seed: int = 0
+    #: Prompts per generation batch (throughput only: recorded, not hashed; rows do not depend on it).
     batch_size: int = Field(default=64, ge=1)
 
     _unhashed = frozenset({"batch_size"})
@@ -73,6 +78,7 @@ class StudentSettings(Frozen):
     channel, which our CPU prototype found to transfer where sampled SFT did not).
     """
 
+    #: sft: cross-entropy on the teacher's completions (the paper); distill: KL to its stored top-k log-probs.
     objective: Literal["sft", "distill"] = "sft"
     train: TrainConfig = TrainConfig()
 
@@ -80,6 +86,7 @@ class StudentSettings(Frozen):
 class EvalSettings(Frozen):
     """Trait read-outs (lm-eval tasks in tasks/lm_eval/)."""
 
+    #: lm-eval tasks of tasks/lm_eval/ (an unknown name is refused at plan time).
     tasks: list[str] = Field(default_factory=lambda: ["animal_logprob", "animal_rate"], min_length=1)
     #: Samples per question for the sampled one-word rate (paper: 100 per question at T=1).
     n_samples: int = Field(default=100, ge=1, le=100_000)
@@ -103,7 +110,9 @@ class AnalysisSettings(Frozen):
     #: Per-cell tests are two-sided: trait-dependent drift of either sign recurs in every replicate, and only the
     #: matrix-level statistics separate it from transfer (docs/research/statistics.md, "A first honest run").
     alternative: Literal["greater", "less", "two-sided"] = "two-sided"
+    #: Bootstrap resamples (descriptive intervals only; the cell CIs are Welch, γ's CR2).
     n_boot: int = Field(default=2000, ge=100, le=1_000_000)
+    #: Freedman–Lane permutations of γ (≥ 10,000 for a p below 0.001 to mean something).
     n_perm: int = Field(default=10000, ge=100, le=10_000_000)
 
 
