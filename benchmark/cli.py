@@ -398,7 +398,12 @@ def main() -> None:
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         usage, abort = _click_exception_types()
         if isinstance(exc, usage):
-            exc.show()  # type: ignore[attr-defined]  # a ClickException: "Usage: ..." and the error line
+            # One line, like every other user error; the usage text is one `--help` away.
+            ctx = getattr(exc, "ctx", None)
+            command = ctx.command_path if ctx is not None else "slbench"
+            message = exc.format_message()  # type: ignore[attr-defined]  # a ClickException
+            err_console.print(f"error: {message} (see `{command} --help`)", markup=False, highlight=False,
+                              soft_wrap=True)
             sys.exit(2)
         if isinstance(exc, abort):
             sys.exit(1)
