@@ -57,11 +57,24 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
         default = "required" if field.is_required() else repr(field.get_default(call_default_factory=True))
         if nested is not None:
             default = "see below"
-        cells = [f"`{key}`", _type(field.annotation), default, notes.get(name, "")]
+        cells = [f"`{key}`", _type(field.annotation) + _bounds(field.metadata), default, notes.get(name, "")]
         rows.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
         if nested is not None:
             rows += _rows(nested, f"{key}.")
     return rows
+
+
+def _bounds(metadata: list[object]) -> str:
+    """The field's numeric range, e.g. " (1 ≤ x ≤ 1,000,000)", from pydantic's ge/gt/le/lt constraints."""
+    low = high = ""
+    for m in metadata:
+        for attr, sign in (("ge", "≤"), ("gt", "<")):
+            if getattr(m, attr, None) is not None:
+                low = f"{getattr(m, attr):,} {sign} "
+        for attr, sign in (("le", "≤"), ("lt", "<")):
+            if getattr(m, attr, None) is not None:
+                high = f" {sign} {getattr(m, attr):,}"
+    return f" ({low}x{high})" if low or high else ""
 
 
 def _nested_model(annotation: object) -> type[BaseModel] | None:
