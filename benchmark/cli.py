@@ -116,9 +116,11 @@ def plan(
     reg, spec, settings, nodes = _load_plan(suite)
     st = Store(_store_root(store))
     status, todo = plan_status(nodes, st)
-    console.print(_status_table(status, f"suite {spec.name!r} ({spec.track} track): {len(spec.teachers)} teachers "
-                                        f"× {len(spec.students)} students, {len(spec.traits)} traits, "
-                                        f"{len(spec.seeds)} seeds"))
+    replicates = getattr(settings, "replicates", None)  # the LM track's independent teachers per arm
+    reps = f", {replicates} teacher replicates per arm" if replicates else ""
+    console.print(f"suite {spec.name!r} ({spec.track} track): {len(spec.teachers)} teachers × "
+                  f"{len(spec.students)} students, {len(spec.traits)} traits{reps}, {len(spec.seeds)} seeds")
+    console.print(_status_table(status, "nodes"))
     for n in todo[:show]:
         console.print(f"  to do: {n.key}")
     if len(todo) > show:
