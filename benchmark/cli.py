@@ -62,7 +62,7 @@ def _store_root(store: Path | None) -> Path:
     return root
 
 
-def _check_owner(reg: Any, suite: str, force: bool) -> None:
+def _check_owner(reg: Any, suite: str, name: str, force: bool) -> None:
     """Refuse to publish a suite file over the results of the registered suite of the same name (unless forced).
 
     ``results/suites/<name>/`` belongs to ``tasks/suites/<name>.yaml``; a YAML given by path that reuses the name
@@ -71,7 +71,6 @@ def _check_owner(reg: Any, suite: str, force: bool) -> None:
     from benchmark.files import project_root
 
     spec_path = reg.suite_path(suite).resolve()
-    name = reg.suite(suite)[0].name
     owner = (reg.tasks_dir / "suites" / f"{name}.yaml").resolve()
     published = project_root() / "results" / "suites" / name
     if not force and published.exists() and owner.exists() and spec_path != owner:
@@ -182,7 +181,7 @@ def run(
         raise UserError("--address: only meaningful with --executor ray")
     reg, spec, settings, nodes = _load_plan(suite)
     if publish:
-        _check_owner(reg, suite, force)  # before any compute
+        _check_owner(reg, suite, spec.name, force)  # before any compute
     st = Store(_store_root(store))
     t0 = time.time()
     options = {"address": address} if address is not None else {}
@@ -210,7 +209,7 @@ def report(
     from benchmark.store import Store
 
     reg, spec, settings, nodes = _load_plan(suite)
-    _check_owner(reg, suite, force)
+    _check_owner(reg, suite, spec.name, force)
     st = Store(_store_root(store))
     rep = [n for n in nodes if n.kind == "report"]
     if not rep or not st.is_done(rep[0]):

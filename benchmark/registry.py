@@ -105,16 +105,7 @@ class Registry:
     @cached_property
     def models(self) -> dict[str, ModelSpec]:
         """All registry entries by name, in file order (files sorted by name)."""
-        out: dict[str, ModelSpec] = {}
-        origin: dict[str, Path] = {}
-        for path in sorted(self.registry_dir.glob("*.yaml")):
-            for spec in load_registry_file(path):
-                if spec.name in out:
-                    raise UserError(f"{path}: model name {spec.name!r} is already defined in {origin[spec.name]}")
-                out[spec.name] = spec
-                origin[spec.name] = path
-        check_parents(out, origin)
-        return out
+        return load_family_files(sorted(self.registry_dir.glob("*.yaml")))[0]
 
     @cached_property
     def traits(self) -> dict[str, TraitSpec]:
@@ -176,6 +167,24 @@ class Registry:
         return list(self.models)
 
 
+def load_family_files(paths: list[Path]) -> tuple[dict[str, ModelSpec], dict[str, Path]]:
+    """Every entry of the given family files by name, checked as one registry, and the file of each.
+
+    Raises:
+        UserError: a name defined twice (naming the later file and the earlier one) or a bad lineage parent.
+    """
+    out: dict[str, ModelSpec] = {}
+    origin: dict[str, Path] = {}
+    for path in paths:
+        for spec in load_registry_file(path):
+            if spec.name in out:
+                raise UserError(f"{path}: model name {spec.name!r} is already defined in {origin[spec.name]}")
+            out[spec.name] = spec
+            origin[spec.name] = path
+    check_parents(out, origin)
+    return out, origin
+
+
 def check_parents(models: dict[str, ModelSpec], origin: dict[str, Path]) -> None:
     """A ``lineage.parent`` must name another registry model that shares the entry's ``lineage.init``, or the
     entry's ``lineage.note`` says why not (e.g. a model pruned and distilled from a larger one).
@@ -205,20 +214,11 @@ def validate_file(path: Path) -> str:
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of keys, got {type(data).__name__}")
     if "models" in data:
-        models = load_registry_file(path)
         # A submission adds a family: check it against every other file of the registry, as `plan` will.
-        merged: dict[str, ModelSpec] = {}
-        origin: dict[str, Path] = {}
         registry_dir = project_root() / "model_registry"
         others = [p for p in sorted(registry_dir.glob("*.yaml")) if p.resolve() != path.resolve()]
-        for other in others:
-            for m in load_registry_file(other):
-                merged[m.name], origin[m.name] = m, other
-        for m in models:
-            if m.name in merged:
-                raise UserError(f"{path}: model name {m.name!r} is already defined in {origin[m.name]}")
-            merged[m.name], origin[m.name] = m, path
-        check_parents(merged, origin)
+        merged, origin = load_family_files([*others, path])
+        models = [m for name, m in merged.items() if origin[name] == path]
         inits = sorted({m.lineage.init for m in models})
         remote = [m.name for m in models if m.trust_remote_code]
         warn = (f"\nwarning: trust_remote_code is true for {', '.join(remote)}: loading runs code from the model's "
