@@ -74,7 +74,7 @@ from benchmark.analysis.tidy import (
     select_suite,
     validate_tidy,
 )
-from benchmark.analysis.tracks import analyze, analyze_classifier, analyze_lm, same_model_fit
+from benchmark.analysis.tracks import analyze, analyze_classifier, analyze_lm
 from benchmark.analysis.views import accuracy_by_relation, accuracy_matrix, accuracy_views, teacher_strength
 
 __all__ = [
@@ -121,7 +121,6 @@ __all__ = [
     "replicate_fit",
     "replicate_lifts",
     "replicate_values",
-    "same_model_fit",
     "select_suite",
     "shared_base_fit",
     "summary_by_relation",

@@ -38,9 +38,8 @@ from benchmark.analysis.views import (
     teacher_strength,
 )
 from benchmark.errors import UserError
-from benchmark.files import json_safe
 
-__all__ = ["analyze", "analyze_classifier", "analyze_lm", "same_model_fit"]
+__all__ = ["analyze", "analyze_classifier", "analyze_lm"]
 
 
 def analyze(tidy: pd.DataFrame, options: AnalysisOptions) -> Analysis:
@@ -209,24 +208,6 @@ def _lm_fit(
         lift_definition=lift_definition(arms, options.metric, options.alternative),
     )
     return out
-
-
-def same_model_fit(tidy: pd.DataFrame, options: AnalysisOptions) -> dict:
-    """γ with the same-model indicator, lifts over other-trait students, JSON-safe (NaN -> None).
-
-    Raises:
-        UserError: No (treated, other-trait) pair, or no fittable row.
-    """
-    lifts = paired_lifts(tidy, options.metric, control="other_trait")
-    fit = shared_base_fit(
-        lifts,
-        order=options.order,
-        indicator="same",
-        n_boot=options.n_boot,
-        n_perm=options.n_perm,
-        alternative=options.alternative,
-    )
-    return json_safe(fit)
 
 
 def analyze_classifier(
