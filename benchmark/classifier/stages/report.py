@@ -8,12 +8,16 @@ from benchmark.classifier.stages.common import read_json
 from benchmark.dag import StageContext
 
 if TYPE_CHECKING:
-    from benchmark.analysis import AnalysisOptions
+    from collections.abc import Mapping, Sequence
 
-__all__ = ["run"]
+    import pandas as pd
+
+    from benchmark.analysis import Analysis, AnalysisOptions
+
+__all__ = ["analysis_options", "analyze", "run"]
 
 
-def _options(spec: dict[str, Any]) -> AnalysisOptions:
+def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
     """Aux-only students against the untrained reference: effect = accuracy − reference."""
     from benchmark.analysis import AnalysisOptions
     from benchmark.classifier.tidy import METRIC
@@ -50,13 +54,21 @@ def _metadata(spec: dict[str, Any], teachers: dict[str, Any], references: dict[s
     }
 
 
+def analyze(tidy: pd.DataFrame, spec: dict[str, Any], teachers: Mapping[str, Sequence[float]] | None = None) -> Analysis:
+    """The report's statistics from its tidy table: the one call both the report and the validation of a results
+    bundle (:mod:`benchmark.bundle`) make. ``teachers`` (accuracy per seed) only feeds classifier.md, no file."""
+    from benchmark.analysis import analyze_classifier
+
+    return analyze_classifier(tidy, analysis_options(spec), teacher_accuracy=teachers or {})
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Collect every node's accuracies into the tidy table, analyse it, write its files and the report.
 
     Returns:
         The manifest's result: tidy rows and the aux-only accuracy by relation.
     """
-    from benchmark.analysis import ClassifierExtras, analyze_classifier, write_analysis
+    from benchmark.analysis import ClassifierExtras, write_analysis
     from benchmark.classifier.tidy import reference_accuracy, teacher_accuracy, tidy_rows
     from benchmark.report import write_report
 
@@ -68,7 +80,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
     tidy = tidy_rows(spec, metrics)
     teachers, references = teacher_accuracy(spec, metrics), reference_accuracy(spec, metrics)
-    analysis = analyze_classifier(tidy, _options(spec), teacher_accuracy=teachers)
+    analysis = analyze(tidy, spec, teachers)
     write_analysis(analysis, ctx.out)
     write_report(ctx.out, analysis, meta=_metadata(spec, teachers, references))
     assert isinstance(analysis.extras, ClassifierExtras)  # analyze_classifier always adds them

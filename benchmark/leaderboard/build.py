@@ -1,0 +1,350 @@
+"""Build the static leaderboard site from results bundles: plain files that any web server (or a file browser) shows.
+
+Layout of ``--out``::
+
+    index.html                 every cell of every suite in one sortable, filterable table, and the suites
+    leaderboard.json           the table's rows (download)
+    static/style.css, app.js   the only script: sorting and filtering the table in the browser
+    schema/bundle.schema.json  the bundle's JSON Schema
+    suites/<name>/index.html   one page per suite: γ, heatmaps with CIs, lineage graph, models, provenance
+    suites/<name>/*.svg        the figures
+    suites/<name>/bundle.json, tidy.csv, cells.csv, matrix.csv, fit.json, ...  downloads (the published bytes)
+
+The table is rendered into the HTML (it shows without JavaScript); ``app.js`` sorts and filters the rows it
+finds there. The CSV downloads are rendered from the bundle's tables, which give back the published files byte for
+byte (:mod:`benchmark.bundle.tables`). The site is written to a staging directory and swapped in whole.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from benchmark.bundle.export import bundle_bytes
+from benchmark.bundle.schema import Bundle, CellResult, schema_text
+from benchmark.bundle.tables import render_csv
+from benchmark.errors import UserError
+from benchmark.leaderboard.svg import HeatCell, LineageNode, heatmap_svg, lineage_svg
+
+__all__ = ["COLUMNS", "Site", "build_site", "table_rows"]
+
+#: Columns of the cross-suite table: (key, header, kind) with kind "num" or "str" (how app.js sorts it).
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("suite", "suite", "str"), ("track", "track", "str"), ("teacher", "teacher", "str"),
+    ("teacher_family", "teacher family", "str"), ("student", "student", "str"),
+    ("student_family", "student family", "str"), ("relation", "relation", "str"), ("trait", "trait", "str"),
+    ("metric", "metric", "str"), ("effect", "lift", "num"), ("ci", "95% CI", "num"), ("p", "p", "num"),
+    ("q", "q", "num"), ("n", "n", "num"),
+)
+_STATIC = ("style.css", "app.js")
+
+
+@dataclass(frozen=True)
+class Site:
+    """What :func:`build_site` wrote."""
+
+    root: Path
+    index: Path
+    suites: dict[str, Path]
+    n_rows: int
+
+
+def build_site(bundles: Sequence[Bundle], out: Path) -> Site:
+    """Write the site for ``bundles`` into ``out`` (replacing it); suite names must be unique."""
+    names = [b.suite.name for b in bundles]
+    dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if dup is not None:
+        raise UserError(f"two bundles of suite {dup!r}: give one bundle per suite")
+    out = Path(out).resolve()
+    stage = out.with_name(f".{out.name}.building-{uuid.uuid4().hex[:8]}")
+    try:
+        stage.mkdir(parents=True)
+        site = _write(bundles, stage)
+        _swap(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return Site(root=out, index=out / "index.html", suites={k: out / v.relative_to(stage) for k, v in
+                                                               site.suites.items()}, n_rows=site.n_rows)
+
+
+def _swap(stage: Path, out: Path) -> None:
+    """Replace ``out`` by ``stage`` (the old copy is removed after the rename)."""
+    if out.exists() and not (out / "index.html").exists() and any(out.iterdir()):
+        raise UserError(f"{out}: exists and is not a leaderboard site (no index.html); refusing to replace it")
+    old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+    if out.exists():
+        out.rename(old)
+    stage.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(bundles: Sequence[Bundle], root: Path) -> Site:
+    (root / "static").mkdir()
+    for name in _STATIC:
+        (root / "static" / name).write_text(resources.files("benchmark.leaderboard").joinpath(
+            "static", name).read_text(encoding="utf-8"), encoding="utf-8")
+    (root / "schema").mkdir()
+    (root / "schema" / "bundle.schema.json").write_text(schema_text(), encoding="utf-8")
+    rows = [row for b in bundles for row in table_rows(b)]
+    (root / "leaderboard.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    suites = {b.suite.name: _suite_page(b, root / "suites" / b.suite.name) for b in bundles}
+    (root / "index.html").write_text(_index_page(bundles, rows), encoding="utf-8")
+    return Site(root=root, index=root / "index.html", suites=suites, n_rows=len(rows))
+
+
+# -- the cross-suite table -------------------------------------------------------------------------------------
+def table_rows(bundle: Bundle) -> list[dict[str, Any]]:
+    """One row per cell and placebo row of a bundle, as the index table and ``leaderboard.json`` show it."""
+    family = {m.name: m.family for m in bundle.models}
+    metric = bundle.metric_config.metric
+    rows = []
+    for r in bundle.evaluation_results:
+        d = r.score_details
+        ci = d.uncertainty.confidence_interval
+        rows.append({"suite": bundle.suite.name, "track": bundle.suite.track, "teacher": r.teacher,
+                     "teacher_family": family.get(r.teacher, ""), "student": r.student,
+                     "student_family": family.get(r.student, ""), "relation": r.relation, "trait": r.trait,
+                     "placebo": r.placebo, "metric": metric, "effect": d.score, "ci_low": ci.lower,
+                     "ci_high": ci.upper, "p": d.p_value, "q": d.q_value, "n": d.uncertainty.num_samples})
+    return rows
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "" if v is None else f"{v:+.{digits}f}"
+
+
+def _fmt_p(v: float | None) -> str:
+    return "" if v is None else f"{v:.3g}"
+
+
+def _sort_value(v: Any) -> str:
+    """``data-sort`` of a cell: numbers as repr (app.js parses them), missing as empty (sorted last)."""
+    return "" if v is None else escape(str(v))
+
+
+def _row_html(row: dict[str, Any]) -> str:
+    digits = 1 if row["effect"] is not None and abs(row["effect"]) >= 10 else 3
+    cells = {
+        "suite": f'<a href="suites/{escape(row["suite"])}/index.html">{escape(row["suite"])}</a>',
+        "effect": _fmt(row["effect"], digits),
+        "ci": f"[{_fmt(row['ci_low'], digits)}, {_fmt(row['ci_high'], digits)}]" if row["ci_low"] is not None else "",
+        "p": _fmt_p(row["p"]), "q": _fmt_p(row["q"]), "n": str(row["n"]),
+    }
+    sort = {"effect": row["effect"], "ci": row["ci_low"], "p": row["p"], "q": row["q"], "n": row["n"]}
+    tds = []
+    for key, _, _ in COLUMNS:
+        text = cells.get(key, escape(str(row.get(key, ""))))
+        value = sort.get(key, row.get(key, ""))
+        tds.append(f'<td data-key="{key}" data-sort="{_sort_value(value)}">{text}</td>')
+    strong = row["ci_low"] is not None and row["ci_high"] is not None and (row["ci_low"] > 0 or row["ci_high"] < 0)
+    classes = " ".join(c for c in ("placebo" if row["placebo"] else "", "excludes-zero" if strong else "") if c)
+    attrs = "".join(f' data-{k.replace("_", "-")}="{escape(str(row[k]))}"' for k in
+                    ("suite", "track", "relation", "teacher_family", "student_family", "placebo"))
+    return f'<tr class="{classes}"{attrs}>' + "".join(tds) + "</tr>"
+
+
+def _select(name: str, label: str, values: Sequence[str]) -> str:
+    options = "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in values)
+    return (f'<label>{escape(label)} <select id="filter-{name}" data-filter="{name}">'
+            f'<option value="">all</option>{options}</select></label>')
+
+
+def _index_page(bundles: Sequence[Bundle], rows: list[dict[str, Any]]) -> str:
+    families = sorted({r["teacher_family"] for r in rows} | {r["student_family"] for r in rows})
+    heads = "".join(f'<th data-key="{k}" data-type="{t}" tabindex="0" aria-sort="none">{escape(h)}</th>'
+                    for k, h, t in COLUMNS)
+    body = "\n".join(_row_html(r) for r in rows)
+    filters = " ".join([
+        '<label>search <input id="filter-text" type="search" placeholder="model, trait, family…"></label>',
+        _select("suite", "suite", sorted({r["suite"] for r in rows})),
+        _select("track", "track", sorted({r["track"] for r in rows})),
+        _select("relation", "relation", ["same", "sibling", "unrelated"]),
+        _select("family", "family", families),
+        '<label><input id="filter-placebo" type="checkbox"> placebo rows</label>',
+    ])
+    content = f"""
+<h1>subliminal-bench leaderboard</h1>
+<p class="lead">Transfer of a teacher's trait to students trained on its filtered, unrelated data, as a teacher ×
+student matrix per suite. A cell's <em>lift</em> is the students' readout of the trait minus the control's (each
+suite's method is on its page); the 95% CI and p treat the independent teacher replicate (or seed) as the unit.
+<strong>γ</strong> is the extra lift of cells whose teacher and student share an initialisation.</p>
+<h2>Suites</h2>
+{_suites_table(bundles)}
+<h2>Cells</h2>
+<div class="filters">{filters}</div>
+<p class="count" id="row-count">{sum(not r["placebo"] for r in rows)} of {len(rows)} rows</p>
+<table id="cells" class="sortable">
+<thead><tr>{heads}</tr></thead>
+<tbody>
+{body}
+</tbody>
+</table>
+<p class="foot">Downloads: <a href="leaderboard.json">leaderboard.json</a> (these rows),
+<a href="schema/bundle.schema.json">bundle.schema.json</a> (the results bundle's schema). Bold rows: the 95% CI
+excludes 0. Placebo rows (A/A arms) are hidden unless ticked.</p>
+"""
+    return _page("subliminal-bench leaderboard", content, depth=0)
+
+
+def _suites_table(bundles: Sequence[Bundle]) -> str:
+    head = ("<tr><th>suite</th><th>track</th><th>models</th><th>families</th><th>cells</th><th>γ [95% CI]</th>"
+            "<th>p (γ)</th><th>placebo p&lt;0.05</th><th>commit</th><th>date</th></tr>")
+    rows = []
+    for b in bundles:
+        sb = b.shared_base
+        ci = sb.uncertainty.confidence_interval
+        name = escape(b.suite.name)
+        commit = (b.provenance.git_commit or "unknown")[:10] + (" (dirty)" if b.provenance.git_dirty else "")
+        n_cells = sum(not r.placebo for r in b.evaluation_results)
+        fpr = "" if sb.placebo_fpr is None else f"{100 * sb.placebo_fpr:.1f}%"
+        rows.append(f'<tr><td><a href="suites/{name}/index.html">{name}</a></td><td>{escape(b.suite.track)}</td>'
+                    f"<td>{len(b.models)}</td><td>{escape(', '.join(sorted({m.family for m in b.models})))}</td>"
+                    f"<td>{n_cells}</td><td>{_fmt(sb.gamma)} [{_fmt(ci.lower)}, {_fmt(ci.upper)}]</td>"
+                    f"<td>{_fmt_p(sb.p_value)}</td><td>{fpr}</td><td><code>{escape(commit)}</code></td>"
+                    f"<td>{escape(b.evaluation_timestamp[:10])}</td></tr>")
+    return f'<table class="suites"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _page(title: str, content: str, depth: int) -> str:
+    up = "../" * depth
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)}</title>
+<link rel="stylesheet" href="{up}static/style.css">
+</head>
+<body>
+<nav><a href="{up}index.html">leaderboard</a></nav>
+<main>{content}</main>
+<script src="{up}static/app.js"></script>
+</body>
+</html>
+"""
+
+
+# -- a suite's page --------------------------------------------------------------------------------------------
+def _suite_page(bundle: Bundle, directory: Path) -> Path:
+    directory.mkdir(parents=True)
+    downloads = _write_downloads(bundle, directory)
+    figures = _write_figures(bundle, directory)
+    fit = bundle.data.fit
+    parts = [f"<h1>{escape(bundle.suite.name)} <small>({escape(bundle.suite.track)} track)</small></h1>",
+             f'<p class="lead">{escape(bundle.suite.description)}</p>',
+             _gamma_block(bundle), _relations_table(fit),
+             f"<h2>Method</h2><p>{escape(bundle.metric_config.evaluation_description)}</p>",
+             "<h2>Heatmaps</h2><p>Each cell: the lift and its 95% CI; a thick outline marks a CI that excludes 0. "
+             "Hover a cell for its p-value.</p>"]
+    for name, svg in figures["heatmaps"]:
+        parts.append(f'<figure class="heatmap">{svg}<figcaption><a href="{escape(name)}">{escape(name)}</a>'
+                     "</figcaption></figure>")
+    parts += ["<h2>Init lineage</h2>", f'<figure class="lineage">{figures["lineage"]}<figcaption>'
+              '<a href="lineage.svg">lineage.svg</a></figcaption></figure>',
+              _models_table(bundle), _provenance(bundle), _downloads_list(downloads),
+              f'<p><a href="../../index.html?suite={escape(bundle.suite.name)}">this suite\'s cells in the '
+              "leaderboard table</a></p>"]
+    page = directory / "index.html"
+    page.write_text(_page(f"{bundle.suite.name} — subliminal-bench", "\n".join(parts), depth=2), encoding="utf-8")
+    return page
+
+
+def _write_downloads(bundle: Bundle, directory: Path) -> list[str]:
+    """The bundle and its data files, as published (CSV and JSON bytes rendered from the bundle)."""
+    data = bundle.data
+    files: dict[str, bytes] = {"bundle.json": bundle_bytes(bundle),
+                               "tidy.csv": render_csv(data.replicate_rows), "cells.csv": render_csv(data.cells),
+                               "matrix.csv": render_csv(data.matrix),
+                               "fit.json": json.dumps(data.fit, indent=2, sort_keys=True).encode("utf-8")}
+    files.update({name: render_csv(t) for name, t in data.tables.items()})
+    files.update({name: (json.dumps(d, indent=2, sort_keys=True) + "\n").encode("utf-8")
+                  for name, d in data.documents.items()})
+    for name, content in files.items():
+        (directory / name).write_bytes(content)
+    return list(files)
+
+
+def _write_figures(bundle: Bundle, directory: Path) -> dict[str, Any]:
+    """One heatmap per trait (and per placebo readout), and the lineage graph; each also as its own .svg file."""
+    order = list(bundle.suite.report_spec.get("order") or [m.name for m in bundle.models])
+    by_trait: dict[str, list[CellResult]] = {}
+    for r in bundle.evaluation_results:
+        by_trait.setdefault(r.trait, []).append(r)
+    heatmaps = []
+    for trait, results in sorted(by_trait.items(), key=lambda kv: (kv[0].startswith("placebo"), kv[0])):
+        cells = [HeatCell(r.teacher, r.student, r.score_details.score,
+                          r.score_details.uncertainty.confidence_interval.lower,
+                          r.score_details.uncertainty.confidence_interval.upper, r.score_details.p_value, r.relation)
+                 for r in results]
+        kind = "A/A placebo" if trait.startswith("placebo") else "trait"
+        svg = heatmap_svg(f"{bundle.suite.name}: {trait} ({kind})", cells, order, bundle.metric_config.metric)
+        name = "heatmap_" + "".join(c if c.isalnum() or c in "-_" else "-" for c in trait) + ".svg"
+        (directory / name).write_text(svg + "\n", encoding="utf-8")
+        heatmaps.append((name, svg))
+    nodes = [LineageNode(m.name, m.lineage_init, m.lineage_parent, f"{m.family} · {m.provider}")
+             for m in sorted(bundle.models, key=lambda m: order.index(m.name) if m.name in order else len(order))]
+    lineage = lineage_svg(nodes)
+    (directory / "lineage.svg").write_text(lineage + "\n", encoding="utf-8")
+    return {"heatmaps": heatmaps, "lineage": lineage}
+
+
+def _gamma_block(bundle: Bundle) -> str:
+    sb = bundle.shared_base
+    ci = sb.uncertainty.confidence_interval
+    fpr = ""
+    if sb.placebo_fpr is not None:
+        fit = bundle.data.fit
+        fpr = (f"<li>Calibration: {fit.get('placebo_n_p05', '?')} of {fit.get('placebo_n_rows', '?')} A/A placebo "
+               f"rows at p &lt; 0.05 ({100 * sb.placebo_fpr:.1f}%; nominal 5%).</li>")
+    return (f'<ul class="summary"><li><strong>γ ({escape(sb.indicator)}) = {_fmt(sb.gamma)} '
+            f"[{_fmt(ci.lower)}, {_fmt(ci.upper)}]</strong>, p = {_fmt_p(sb.p_value)} ({escape(ci.method)}, "
+            f"{sb.uncertainty.num_samples} clusters)</li>{fpr}</ul>")
+
+
+def _relations_table(fit: dict[str, Any]) -> str:
+    rel = fit.get("by_relation") or {}
+    if not rel:
+        return ""
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{v.get('n_cells', '')}</td><td>{_fmt(v.get('mean'))}</td>"
+                   f"<td>[{_fmt(v.get('ci_low'))}, {_fmt(v.get('ci_high'))}]</td></tr>" for k, v in rel.items())
+    return ("<h2>By relation</h2><table><thead><tr><th>relation</th><th>cells</th><th>mean lift</th>"
+            f"<th>95% CI</th></tr></thead><tbody>{rows}</tbody></table>")
+
+
+def _models_table(bundle: Bundle) -> str:
+    rows = []
+    for m in bundle.models:
+        weights = f"<code>{m.weights.sha256[:12]}</code>" if m.weights else ""
+        rows.append(f"<tr><td>{escape(m.name)}</td><td>{escape(m.family)}</td><td>{escape(m.provider)}</td>"
+                    f"<td>{escape(m.id)}</td><td>{escape(m.revision or '')}</td><td>{escape(m.lineage_init)}</td>"
+                    f"<td>{escape(m.lineage_parent or '')}</td><td>{escape(', '.join(m.roles))}</td>"
+                    f"<td>{weights}</td></tr>")
+    return ("<h2>Models</h2><table><thead><tr><th>name</th><th>family</th><th>provider</th><th>id</th>"
+            "<th>revision</th><th>init</th><th>parent</th><th>roles</th><th>weights sha256</th></tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _provenance(bundle: Bundle) -> str:
+    p = bundle.provenance
+    versions = "".join(f"<tr><td>{escape(k)}</td><td>{escape(v)}</td></tr>" for k, v in sorted(p.versions.items()))
+    dirty = {True: " (uncommitted changes)", False: "", None: " (unknown state)"}[p.git_dirty]
+    return f"""<h2>Provenance</h2>
+<ul class="provenance">
+<li>git commit <code>{escape(p.git_commit or 'unknown')}</code>{dirty}</li>
+<li>report node <code>{escape(bundle.suite.report_id)}</code>, started {escape(p.started)}, {p.wall_s:.1f} s</li>
+<li>Python {escape(p.python)} on {escape(p.platform)}</li>
+<li>bundle schema {escape(bundle.schema_version)}, content hash <code>{escape(bundle.dedupe_identity.content_hash[:16])}</code></li>
+</ul>
+<table class="versions"><thead><tr><th>package</th><th>version</th></tr></thead><tbody>{versions}</tbody></table>"""
+
+
+def _downloads_list(names: list[str]) -> str:
+    items = "".join(f'<li><a href="{escape(n)}">{escape(n)}</a></li>' for n in names)
+    return f'<h2>Downloads</h2><ul class="downloads">{items}</ul>'
