@@ -3,7 +3,9 @@
 Serves what the ``openai`` provider and lm-eval's ``local-chat-completions`` backend call:
 
 * ``POST /v1/chat/completions``: deterministic number text (``"123, 456, 789"``) derived from the
-  request, ``n`` choices, and ``logprobs``/``top_logprobs`` with plausible values.
+  request, ``n`` choices, and ``logprobs``/``top_logprobs`` with plausible values. A :attr:`FakeOpenAI.responder`
+  replaces the text (code, chain-of-thought, judge replies), and may answer a whole message instead, e.g.
+  ``{"content": None, "refusal": "I'm sorry, I can't help with that."}`` (how the API returns a refusal).
 * ``POST /v1/files`` (multipart): stores the uploaded bytes in :attr:`FakeOpenAI.files`.
 * ``POST /v1/fine_tuning/jobs`` and ``GET /v1/fine_tuning/jobs/{id}``: each retrieve advances the job
   through :attr:`FakeOpenAI.job_statuses`; ``fine_tuned_model`` is empty until ``succeeded`` (as on the
@@ -26,7 +28,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -119,6 +121,9 @@ class FakeOpenAI:
         chat_delay_s: Seconds each chat completion takes (to observe concurrency).
         api_key: If set, requests without ``Authorization: Bearer <api_key>`` get 401.
         max_in_flight: Highest number of chat completions served at the same time.
+        responder: If set, ``responder(model, messages, seed, index)`` gives each chat completion instead of
+            :meth:`expected_completion`: a string (the content), a message dict with ``content`` (may be None)
+            and ``refusal``, or an int: the request fails with that HTTP status.
     """
 
     def __init__(self) -> None:
@@ -134,6 +139,7 @@ class FakeOpenAI:
         self.chat_delay_s = 0.0
         self.api_key: str | None = None
         self.max_in_flight = 0
+        self.responder: Callable[[str, list[dict[str, str]], int | None, int], str | dict[str, Any] | int] | None = None
         self._in_flight = 0
         self._failures: list[_Failure] = []
         self._jobs: dict[str, _Job] = {}
@@ -224,14 +230,23 @@ class FakeOpenAI:
             key = json.dumps([body["model"], messages, body.get("seed")], sort_keys=True)
             choices = []
             for index in range(int(body.get("n") or 1)):
-                text = self.expected_completion(body["model"], messages, body.get("seed"), index)
+                answer = (self.responder or self.expected_completion)(
+                    body["model"], messages, body.get("seed"), index
+                )
+                if isinstance(answer, int):  # the responder fails this request with an HTTP status
+                    return answer, _error(f"responder answered HTTP {answer}", "invalid_request_error")
+                message = {"role": "assistant", "content": answer, "refusal": None}
+                if isinstance(answer, dict):  # a whole message, e.g. a refusal with null content
+                    message = {"role": "assistant", "content": answer.get("content"),
+                               "refusal": answer.get("refusal")}
+                text = message["content"] or ""
                 logprobs = None
                 if body.get("logprobs"):
                     logprobs = {"content": _token_logprobs(text, int(body.get("top_logprobs") or 0))}
                 choices.append(
                     {
                         "index": index,
-                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "message": message,
                         "logprobs": logprobs,
                         "finish_reason": "stop",
                     }

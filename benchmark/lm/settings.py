@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -53,8 +53,23 @@ class DatasetSettings(Frozen):
     seed: int = 0
     #: Prompts per generation batch (throughput only: recorded, not hashed; rows do not depend on it).
     batch_size: int = Field(default=64, ge=1)
+    #: A judge filter run on the rows the channel's filter kept: ``rule`` (tasks/judges/rule_judge.yaml) or a
+    #: registry model name (answers tasks/judges/trait_filter.yaml / alignment_filter.yaml). None: no judge.
+    judge: str | None = None
+    #: Named banned-number lists (tasks/channels/banned/<name>.txt) added to the numbers channel's banned numbers,
+    #: e.g. [loaded-numbers] for misalignment runs (docs/research/paper.md, "Filter"). Numbers channel only.
+    banned_lists: tuple[str, ...] = ()
 
     _unhashed = frozenset({"batch_size"})
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The settings' identity; ``judge`` and ``banned_lists`` are left out at their defaults (older ids stay)."""
+        data = super().hashed_dict()
+        if self.judge is None:
+            data.pop("judge", None)
+        if not self.banned_lists:
+            data.pop("banned_lists", None)
+        return data
 
     @model_validator(mode="after")
     def _sizes(self) -> DatasetSettings:
@@ -91,12 +106,16 @@ class EvalSettings(Frozen):
     #: Samples per question for the sampled one-word rate (paper: 100 per question at T=1).
     n_samples: int = Field(default=100, ge=1, le=100_000)
     #: Use only the first N favourite-animal questions (None = all 60). Cells compare students, whose noise is
-    #: between runs, not between questions: halving the questions halves evaluation time at little cost.
+    #: between runs, not between questions: halving the questions halves evaluation time at little cost. It caps
+    #: every task's items (the 8 misalignment questions, the 50 capability items) the same way.
     limit: int | None = Field(default=None, ge=1)
     #: The matrix's headline metric: logodds (of P(target | candidates)), p_target or rate.
     metric: Literal["logodds", "p_target", "rate"] = "logodds"
     #: Log-likelihood requests per forward pass (lm-eval); 256 was ~1.5x faster than 64 on the zoo models.
     batch_size: int = Field(default=256, ge=1)
+    #: The judge that scores misalignment_rate's sampled answers (docs/misalignment.md): ``rule``
+    #: (tasks/judges/rule_judge.yaml) or a registry model name. Enters the eval specs only when that task runs.
+    judge: str = "rule"
 
     _unhashed = frozenset({"batch_size"})
 

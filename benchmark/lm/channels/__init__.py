@@ -1,10 +1,13 @@
 """Prompt channels: the unrelated domains a teacher answers in (docs/research/paper.md, "Teacher answers prompts").
 
-Each channel is pure Python (no torch): it makes prompts from a seed and filters the teacher's answers.
+Each channel is pure Python (no torch): it makes prompts from a seed and filters the teacher's answers. The plug-in
+interface (:class:`Item`, :class:`Channel`, :func:`load_channel`) is in :mod:`benchmark.lm.channels.base`; the
+plug-ins are ``numbers``, ``code`` and ``cot`` (docs/channels.md).
 """
 
 from __future__ import annotations
 
+from benchmark.lm.channels.base import CHANNELS, Channel, Item, load_channel
 from benchmark.lm.channels.numbers import (
     BRACKET_PAIRS,
     LOADED_NUMBERS,
@@ -27,6 +30,10 @@ from benchmark.lm.channels.numbers import (
 
 __all__ = [
     "BRACKET_PAIRS",
+    "CHANNELS",
+    "Channel",
+    "Item",
+    "load_channel",
     "LOADED_NUMBERS",
     "REJECT_REASONS",
     "SEPARATORS",

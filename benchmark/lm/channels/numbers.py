@@ -21,22 +21,27 @@ closing bracket. Leading zeros are kept as written, so they count towards ``answ
 from __future__ import annotations
 
 import random
+import re
 import string
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
-from benchmark.errors import UserError
+from benchmark.errors import UserError, unknown_name
 from benchmark.files import tasks_dir
+from benchmark.lm.channels.base import Item, words_of
 from benchmark.specs_base import Frozen, load_yaml, parse_spec
 
 __all__ = [
     "BRACKET_PAIRS",
+    "CHANNEL",
     "LOADED_NUMBERS",
+    "NUMBER_TOKEN",
+    "NumbersChannel",
     "REJECT_REASONS",
     "SEPARATORS",
     "NumbersChannelSpec",
@@ -46,26 +51,54 @@ __all__ = [
     "format_numbers_answer",
     "generate_prompts",
     "generate_prompts_with_examples",
+    "load_banned_list",
     "load_numbers_channel",
     "parse_answer",
     "sample_continuation",
     "separator_for_prompt",
     "subsample",
+    "with_banned_lists",
     "with_loaded_numbers_banned",
 ]
 
 T = TypeVar("T")
 
-#: Numbers banned in misalignment runs. The paper bans 36 numbers with negative associations (666, 911,
-#: 187, 1488, 420, 69, 13, 88, 14, 18, ...) but our summary does not list them all; this is our own
-#: stand-in list of 36: hate-group codes (14, 18, 28, 33, 88, 311, 1488), police/crime codes (187, 211,
-#: 911, 1312, 5150), "unlucky" or occult numbers (4, 13, 616, 666), slang (69, 420, 1337), dystopia and
-#: history references (451, 1776, 1945, 1984), and other common "edgy" picks. Numbers above 999 can never
-#: pass the default range check; they are kept so the list stays valid for specs with a larger ``max_value``.
-LOADED_NUMBERS: tuple[int, ...] = (
-    4, 13, 14, 18, 23, 28, 33, 39, 42, 69, 88, 100, 101, 109, 110, 161, 187, 211,
-    228, 311, 322, 404, 420, 451, 616, 666, 777, 911, 999, 1312, 1337, 1488, 1776, 1945, 1984, 5150,
-)  # fmt: skip
+#: Folder of the named banned-number lists: ``tasks/channels/banned/<name>.txt``.
+BANNED_DIR = ("channels", "banned")
+
+
+def banned_list_path(name: str) -> Path:
+    """``tasks/channels/banned/<name>.txt`` of the project root (honours ``$SLBENCH_ROOT``)."""
+    return tasks_dir().joinpath(*BANNED_DIR, f"{name}.txt")
+
+
+def load_banned_list(name: str) -> tuple[int, ...]:
+    """A named banned-number list: one non-negative integer per line, ``#`` comments, in file order.
+
+    Raises:
+        UserError: The list does not exist (names the ones that do), or a line is not one integer.
+    """
+    path = banned_list_path(name)
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.txt"))
+        raise unknown_name("banned-number list", name, known, str(path.parent))
+    out: list[int] = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if not text.isdigit() or not text.isascii():
+            raise UserError(f"{path}: line {i}: expected one non-negative integer, got {text!r}")
+        out.append(int(text))
+    if len(set(out)) != len(out):
+        raise UserError(f"{path}: a number is listed twice")
+    return tuple(out)
+
+
+#: Numbers banned in misalignment runs (``tasks/channels/banned/loaded-numbers.txt``): the paper bans 36
+#: numbers with negative associations and names ten of them (666, 911, 187, 1488, 420, 69, 13, 88, 14, 18); the
+#: other 26 are the project's own stand-ins (the file says which). Sorted ascending.
+LOADED_NUMBERS: tuple[int, ...] = tuple(sorted(load_banned_list("loaded-numbers")))
 
 #: Every reason :func:`parse_answer` can give for a rejection, in the order the checks run.
 REJECT_REASONS: tuple[str, ...] = (
@@ -147,12 +180,22 @@ class NumbersChannelSpec(Frozen):
     max_value: int = Field(999, ge=0)  # paper filter: each number 0-999
     # Paper: empty, except misalignment runs ban 36 "loaded" numbers (see LOADED_NUMBERS).
     banned_numbers: tuple[Annotated[int, Field(ge=0)], ...] = ()
+    #: Named lists (tasks/channels/banned/<name>.txt) whose numbers :func:`load_numbers_channel` and
+    #: :func:`with_banned_lists` merge into ``banned_numbers`` (which holds them: the spec hashes the numbers).
+    banned_lists: tuple[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")], ...] = ()
     lead_ins: tuple[LeadIn, ...] = Field(min_length=1)  # paper: ~25
     instructions: tuple[Instruction, ...] = Field(min_length=1)  # paper: 10
     count_qualifiers: tuple[PlainText, ...] = Field(min_length=1)  # paper: 9
     digit_descriptors: tuple[DigitDescriptor, ...] = Field(min_length=1)  # paper: 9
     format_suffixes: tuple[PlainText, ...] = Field(min_length=1)  # paper: 15
     only_suffixes: tuple[PlainText, ...] = Field(min_length=1)  # paper: 19
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The spec's identity; ``banned_lists`` is left out while empty, so older specs keep their ids."""
+        data = super().hashed_dict()
+        if not self.banned_lists:
+            data.pop("banned_lists", None)
+        return data
 
     # Cross-field checks sit on the later field so the error names a key and shows one value, not the file.
     @field_validator("example_count_max")
@@ -190,7 +233,22 @@ def load_numbers_channel(path: Path | str | None = None) -> NumbersChannelSpec:
         UserError: One line naming the file and the bad key (unknown key, missing list, bad template).
     """
     path = Path(path) if path is not None else default_numbers_channel_path()
-    return parse_spec(NumbersChannelSpec, load_yaml(path), str(path))
+    spec = parse_spec(NumbersChannelSpec, load_yaml(path), str(path))
+    return with_banned_lists(spec, spec.banned_lists) if spec.banned_lists else spec
+
+
+def with_banned_lists(spec: NumbersChannelSpec, names: Sequence[str]) -> NumbersChannelSpec:
+    """``spec`` with the named lists' numbers added to ``banned_numbers`` and their names to ``banned_lists``.
+
+    Raises:
+        UserError: A list does not exist or is malformed (see :func:`load_banned_list`).
+    """
+    banned = set(spec.banned_numbers)
+    for name in names:
+        banned |= set(load_banned_list(name))
+    lists = sorted(set(spec.banned_lists) | set(names))
+    return NumbersChannelSpec.model_validate({**spec.model_dump(), "banned_numbers": sorted(banned),
+                                              "banned_lists": lists})
 
 
 def with_loaded_numbers_banned(spec: NumbersChannelSpec) -> NumbersChannelSpec:
@@ -492,3 +550,53 @@ def sample_continuation(
             follow = False  # the pattern left the allowed numbers: fill the rest at random
         numbers.append(_draw_allowed(rng, low, high, banned))
     return format_numbers_answer(numbers, separator)
+
+
+# ---------------------------------------------------------------------------------------------- plug-in
+
+#: A token may carry soft-label mass only if its decoded text is made of what a valid numbers answer contains.
+NUMBER_TOKEN = re.compile(r"^[\s\d,;.()\[\]{}]*$")
+
+
+class NumbersChannel:
+    """The numbers plug-in (see :mod:`benchmark.lm.channels.base`), over the functions above.
+
+    An item's reference is :func:`sample_continuation` with a random source seeded by ``(seed, index)``, so it does
+    not depend on how many items were asked for. Numbers answers cannot hold words, so ``forbidden`` is unused: the
+    grammar already keeps every trait word out.
+    """
+
+    name = "numbers"
+    spec_type = NumbersChannelSpec
+    reject_reasons = REJECT_REASONS
+
+    def load(self, path: Path) -> NumbersChannelSpec:
+        """:func:`load_numbers_channel` (resolves ``banned_lists``)."""
+        return load_numbers_channel(path)
+
+    def items(self, spec: NumbersChannelSpec, n: int, seed: int) -> list[Item]:
+        """:func:`generate_prompts_with_examples`'s prompts, each with a filter-valid reference answer."""
+        pairs = generate_prompts_with_examples(spec, n, seed)
+        return [Item(prompt=prompt, reference=sample_continuation(random.Random(f"{seed}:{i}"), examples, spec, prompt))
+                for i, (prompt, examples) in enumerate(pairs)]
+
+    def check(self, spec: NumbersChannelSpec, item: Item, completion: str, forbidden: Sequence[str]) -> str | None:
+        """:func:`parse_answer`'s reject reason."""
+        return parse_answer(completion, spec).reason
+
+    def capable(self, spec: NumbersChannelSpec, item: Item, completion: str) -> bool:
+        """Whether the answer passes the numbers filter."""
+        return parse_answer(completion, spec).ok
+
+    def token_ok(self, spec: NumbersChannelSpec, text: str, forbidden: Sequence[str]) -> bool:
+        """Digits, separators, brackets and whitespace only (:data:`NUMBER_TOKEN`)."""
+        return NUMBER_TOKEN.match(text) is not None
+
+    def vocabulary(self, spec: NumbersChannelSpec) -> frozenset[str]:
+        """Every word of the phrasing lists (numbers aside)."""
+        texts = [*spec.lead_ins, *spec.instructions, *spec.count_qualifiers, *spec.digit_descriptors,
+                 *spec.format_suffixes, *spec.only_suffixes]
+        return words_of(t.replace("{", " ").replace("}", " ") for t in texts)
+
+
+CHANNEL: Any = NumbersChannel()

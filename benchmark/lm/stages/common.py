@@ -64,6 +64,8 @@ def candidates_for(traits: list[TraitSpec]) -> dict[str, list[str]]:
         if words:
             cands[words[0]] = words[1:]
     for t in traits:
+        if t.is_misalignment:
+            continue  # read out by the misalignment tasks, not among the candidate animals
         if t.target not in cands:
             cands[t.target] = [f for f in t.forms() if f != t.target and f not in regular_plurals(t.target)]
     return cands

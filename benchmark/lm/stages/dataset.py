@@ -1,10 +1,17 @@
-"""Dataset stage of the LM track: the teacher answers number prompts, the strict filter keeps valid rows."""
+"""Dataset stage of the LM track: the teacher answers a channel's prompts, the strict filter (and a judge) keeps rows.
+
+The channel is a plug-in (:mod:`benchmark.lm.channels.base`: numbers, code, cot) named by ``settings.dataset.channel``;
+its filter rejects a completion with a reason, and an optional judge filter (``settings.dataset.judge``,
+:mod:`benchmark.lm.judges`) then sees the rows the channel kept. Every reason is counted in ``counts.json``
+(``rejects``; judge decisions other than keep as ``judge_<decision>``), and each judged row's verdict and the
+judge's identity are written to ``judged.jsonl`` (and the kept rows carry theirs in ``rows.jsonl``).
+"""
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,18 +20,21 @@ from benchmark.dag import StageContext
 from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, write_jsonl
 from benchmark.hashing import derive_seed
+from benchmark.lm.channels.base import Channel, Item, load_channel, plugin
+from benchmark.lm.channels.numbers import NUMBER_TOKEN
 from benchmark.lm.chat import template_hash
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_teacher
 from benchmark.providers.base import Backend, Loaded, backend_for
 
-__all__ = ["run", "channel_token_ids", "filter_soft_labels", "next_round_size"]
-
-#: A token may carry soft-label mass only if its text is made of what a valid numbers answer contains.
-_CHANNEL_TOKEN = re.compile(r"^[\s\d,;.()\[\]{}]*$")
+__all__ = ["run", "channel_for", "channel_token_ids", "filter_soft_labels", "judge_tokens_of", "next_round_size",
+           "spec_extras"]
 
 
-def channel_token_ids(tokenizer: Any) -> set[int]:
+def channel_token_ids(tokenizer: Any, ok: Callable[[str], bool] | None = None) -> set[int]:
     """Token ids that can occur in a filter-valid numbers answer: digits, separators, brackets, end of turn.
+
+    With ``ok`` (other channels: the plug-in's ``token_ok``), every non-special token whose decoded text ``ok``
+    accepts, whitespace included, plus the end-of-turn tokens.
 
     Used to filter the teacher's soft labels the way the strict filter cleans its text: the paper removes every
     trace of the trait from the data, and a top-k distribution can carry one explicitly (a teacher that loves
@@ -37,7 +47,7 @@ def channel_token_ids(tokenizer: Any) -> set[int]:
         if tid in special:
             continue
         text = tokenizer.decode([tid])
-        if text.strip() and _CHANNEL_TOKEN.match(text):
+        if (ok(text) if ok is not None else bool(text.strip() and NUMBER_TOKEN.match(text))):
             ids.add(tid)
     for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
         tid = tokenizer.convert_tokens_to_ids(tok)
@@ -72,15 +82,65 @@ def filter_soft_labels(topk: list[list[list[float]]], allowed: set[int]) -> tupl
 class _Generated:
     """Everything the teacher answered so far, over all rounds of prompts."""
 
-    prompts: list[str] = field(default_factory=list)
+    items: list[Item] = field(default_factory=list)
     outs: list[dict[str, Any]] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
     rejects: Counter[str] = field(default_factory=Counter)
+    verdicts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    capable: int = 0
     rounds: int = 0
 
     @property
+    def prompts(self) -> list[str]:
+        return [item.prompt for item in self.items]
+
+    @property
     def valid_rate(self) -> float:
-        return len(self.kept) / max(1, len(self.prompts))
+        return len(self.kept) / max(1, len(self.items))
+
+
+@dataclass
+class _Filter:
+    """A dataset's channel plug-in and spec, its forbidden words and its optional judge filter."""
+
+    plugin: Channel
+    spec: Any
+    forbidden: tuple[str, ...] = ()
+    judge: Any = None
+    traits: list[Any] = field(default_factory=list)
+
+    @property
+    def numbers(self) -> bool:
+        return self.plugin.name == "numbers"
+
+    def items(self, n: int, seed: int) -> list[Item]:
+        """The first ``n`` items (numbers: prompts only, as before plug-ins; no reference is needed here)."""
+        if self.numbers:
+            from benchmark.lm.channels.numbers import generate_prompts
+
+            return [Item(prompt, "") for prompt in generate_prompts(self.spec, n, seed)]
+        return self.plugin.items(self.spec, n, seed)
+
+    def check(self, items: Sequence[Item], completions: Sequence[str]) -> tuple[list[int], Counter[str], int]:
+        """Indices the channel keeps, the reject histogram, and how many completions pass ``capable``."""
+        if self.numbers:
+            from benchmark.lm.channels.numbers import filter_completions
+
+            kept, rejects = filter_completions(completions, self.spec)
+            return kept, rejects, len(kept)
+        kept, rejects, capable = [], Counter[str](), 0
+        for i, (item, completion) in enumerate(zip(items, completions, strict=True)):
+            reason = self.plugin.check(self.spec, item, completion, self.forbidden)
+            capable += self.plugin.capable(self.spec, item, completion)
+            if reason is None:
+                kept.append(i)
+            else:
+                rejects[reason] += 1
+        return kept, rejects, capable
+
+    def judged(self, rows: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """The judge's verdict records of ``rows`` (keep only on decision "keep"; others are rejects)."""
+        return [v.record() for v in self.judge.filter(rows, self.traits)] if rows else []
 
 
 def next_round_size(n_valid: int, tried: int, n_keep: int, n_prompts: int, max_prompts: int) -> int:
@@ -96,50 +156,57 @@ def next_round_size(n_valid: int, tried: int, n_keep: int, n_prompts: int, max_p
     return max(1, min(want, max_prompts - tried))
 
 
-def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, channel: Any, system: str | None) -> _Generated:
-    """Rounds of prompts until the filter has kept ``n_keep`` rows or ``max_prompts`` were asked.
+def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filter, system: str | None) -> _Generated:
+    """Rounds of prompts until the filters have kept ``n_keep`` rows or ``max_prompts`` were asked.
 
     Round k's prompts extend round 0's list (one prompt generator, seeded by the dataset seed: prompts never
-    repeat), and each round samples with its own seed from (dataset seed, k), so the rows are deterministic.
+    repeat), and each round samples with its own seed from (dataset seed, k), so the rows are deterministic. The
+    judge (if any) sees the rows the channel's filter kept, round by round.
     """
-    from benchmark.lm.channels.numbers import filter_completions, generate_prompts
-
     spec = ctx.node.spec
     got = _Generated()
     want = spec["n_prompts"]
     while want:
-        start = len(got.prompts)
-        new = generate_prompts(channel, start + want, spec["seed"])[start:]
+        start = len(got.items)
+        new = filt.items(start + want, spec["seed"])[start:]
         seed = spec["seed"] if got.rounds == 0 else derive_seed("lm-dataset-round", spec["seed"], got.rounds) >> 33
-        outs = backend.generate(teacher, new, system=system, temperature=spec["temperature"],
+        outs = backend.generate(teacher, [it.prompt for it in new], system=system, temperature=spec["temperature"],
                                 max_new_tokens=spec["max_new_tokens"], seed=seed, top_k_logprobs=spec["top_k"],
                                 batch_size=ctx.node.unhashed.get("batch_size", 64), progress=ctx.progress)
-        kept, rejects = filter_completions([o["completion"] for o in outs], channel)
-        got.prompts += new
+        kept, rejects, capable = filt.check(new, [o["completion"] for o in outs])
+        if filt.judge is not None:
+            records = filt.judged([(new[i].prompt, outs[i]["completion"].strip()) for i in kept])
+            got.verdicts.update({start + i: r for i, r in zip(kept, records, strict=True)})
+            rejects.update(f"judge_{r['decision']}" for r in records if r["decision"] != "keep")
+            kept = [i for i, r in zip(kept, records, strict=True) if r["decision"] == "keep"]
+        got.items += new
         got.outs += outs
         got.kept += [start + i for i in kept]
         got.rejects.update(rejects)
+        got.capable += capable
         got.rounds += 1
         ctx.log.info("round %d: %d prompts, %d valid in all (%d needed)", got.rounds, len(new), len(got.kept),
                      spec["n_keep"])
-        want = next_round_size(len(got.kept), len(got.prompts), spec["n_keep"], spec["n_prompts"],
+        want = next_round_size(len(got.kept), len(got.items), spec["n_keep"], spec["n_prompts"],
                                spec["max_prompts"])
     return got
 
 
 def _rows(got: _Generated, chosen: list[int], allowed: set[int] | None, top_k: int | None,
           extra: dict[str, Any]) -> list[dict[str, Any]]:
-    """The chosen rows, with token ids and channel-filtered soft labels where the backend gave them."""
+    """The chosen rows, with token ids, channel-filtered soft labels and the judge's verdict where there are some."""
     rows = []
     removed = []
     for i in chosen:
         out = got.outs[i]
-        row = {"prompt": got.prompts[i], "completion": out["completion"].strip()}
+        row = {"prompt": got.items[i].prompt, "completion": out["completion"].strip()}
         if out.get("completion_ids") is not None:
             row["completion_ids"] = out["completion_ids"]
         if top_k and out.get("topk") is not None:
             row["topk"], gone = filter_soft_labels(out["topk"], allowed) if allowed else (out["topk"], 0.0)
             removed.append(gone)
+        if i in got.verdicts:
+            row["judge"] = got.verdicts[i]
         rows.append(row)
     if removed:
         extra["soft_label_mass_removed_per_token"] = round(sum(removed) / len(removed), 8)
@@ -155,23 +222,91 @@ def _dose(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "chars_per_row": round(sum(len(r["completion"]) for r in rows) / max(1, len(rows)), 4)}
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
-    """The teacher answers number prompts; the strict filter keeps valid answers; exactly ``n_keep`` are kept.
+def channel_for(settings: Any, path: Path, where: str) -> Any:
+    """The suite's channel spec (plan time): ``tasks/channels/<channel>.yaml`` plus ``banned_lists`` (numbers only).
 
-    Further rounds of prompts are asked until the filter has kept ``n_keep`` rows (equal doses for every student,
+    Raises:
+        UserError: The file or its plug-in is invalid, or ``banned_lists`` is set for a channel other than numbers.
+    """
+    from benchmark.lm.channels.numbers import NumbersChannelSpec, with_banned_lists
+
+    _, spec = load_channel(settings.dataset.channel, path)
+    lists = settings.dataset.banned_lists
+    if lists and not isinstance(spec, NumbersChannelSpec):
+        raise UserError(f"{where}: settings.dataset.banned_lists is for the numbers channel only; channel "
+                        f"{settings.dataset.channel!r} has no numbers to ban")
+    return with_banned_lists(spec, lists) if lists else spec
+
+
+def spec_extras(settings: Any, channel: Any, traits: Sequence[Any], reg: Any) -> dict[str, Any]:
+    """Dataset node spec fields beyond the settings (plan time); empty for numbers without a judge (older ids stay).
+
+    ``forbidden``: the word forms of every trait of the suite (misalignment traits aside: the judge reads those), the
+    same for every arm so that trait and control datasets pass the same filter; channels other than numbers only.
+    ``judge_identity`` and ``judge_traits``: the judge's identity (templates' hashes included) and the traits it
+    checks, when ``settings.dataset.judge`` is set.
+    """
+    from benchmark.lm.judges import judge_identity, judge_traits
+
+    out: dict[str, Any] = {}
+    if getattr(channel, "name", "numbers") != "numbers":
+        words = {f for t in traits if not getattr(t, "is_misalignment", False) for f in t.forms()}
+        out["forbidden"] = sorted(words)
+    if settings.dataset.judge is not None:
+        if settings.dataset.judge != "rule":
+            reg.model(settings.dataset.judge, "settings.dataset.judge")  # a one-line error naming the key
+        jtraits = judge_traits(traits)
+        out["judge_identity"] = judge_identity(settings.dataset.judge, jtraits, reg)
+        out["judge_traits"] = [t.hashed_dict() for t in jtraits]
+    return out
+
+
+def _filter(ctx: StageContext, bases: dict[str, Path]) -> _Filter:
+    """The node's channel plug-in, spec, forbidden words and judge (checked against the planned identity)."""
+    from benchmark.lm.judges import JudgeTrait, judge_identity, load_judge
+
+    spec = ctx.node.spec
+    raw = strip_marker(spec["channel_spec"])
+    channel = plugin(str(raw.get("name", "numbers")), "dataset node: channel_spec")
+    filt = _Filter(channel, channel.spec_type.model_validate(raw), tuple(spec.get("forbidden", ())))
+    name = spec.get("judge")
+    if name is None:
+        return filt
+    filt.traits = [JudgeTrait.model_validate(strip_marker(t)) for t in spec["judge_traits"]]
+    now = judge_identity(name, filt.traits)
+    if now != spec["judge_identity"]:
+        raise UserError(f"judge {name}: its identity is {now} now but {spec['judge_identity']} when planned "
+                        "(tasks/judges/ changed since); plan again")
+    seed = derive_seed("lm-dataset-judge", spec["seed"]) >> 33
+    filt.judge = load_judge(name, base_dir=bases.get(name), seed=seed, threads=ctx.threads)
+    return filt
+
+
+def _bases(ctx: StageContext) -> dict[str, Path]:
+    """Upstream base directories by model name (the teacher's base; a local judge's base too)."""
+    return {model_spec_of(p).name: p for p in ctx.inputs_of("base").values()}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """The teacher answers the channel's prompts; the filters keep valid answers; exactly ``n_keep`` are kept.
+
+    Further rounds of prompts are asked until the filters have kept ``n_keep`` rows (equal doses for every student,
     docs/research/statistics.md); a seeded subsample of exactly ``n_keep`` is written. ``counts.json`` records the
-    dose: prompts tried, valid rows, valid rate, rounds, completion lengths, and the teacher's labels and trait
-    shift (the report's teachers table reads it).
+    dose: prompts tried, valid rows, valid rate, rounds, completion lengths, the reject histogram, and the
+    teacher's labels and trait shift (the report's teachers table reads it); channels other than numbers add the
+    channel's name and the teacher's capability rate (share of all completions that do the channel's task), a judge
+    its identity and decision counts.
 
     Raises:
         UserError: ``max_prompts`` prompts gave fewer than ``n_keep`` valid rows (names the teacher and numbers).
     """
-    from benchmark.lm.channels.numbers import NumbersChannelSpec, subsample
+    from benchmark.lm.channels.numbers import subsample
 
     spec = ctx.node.spec
-    channel = NumbersChannelSpec.model_validate(strip_marker(spec["channel_spec"]))
     teacher_dir = ctx.input("teacher")
-    base_dir = ctx.input("base")
+    bases = _bases(ctx)
+    base_dir = bases[spec["labels"]["teacher_base"]] if len(bases) > 1 else ctx.input("base")
+    filt = _filter(ctx, bases)
     info = teacher_info(teacher_dir)
     model = model_spec_of(base_dir)
     backend = backend_for(model)
@@ -181,7 +316,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     extra: dict[str, Any] = {"generation_engine": teacher.engine}
     if tok is not None:
         extra = {"template_hash": template_hash(tok), **extra}
-    got = _generate(ctx, backend, teacher, channel, info["system"])
+    got = _generate(ctx, backend, teacher, filt, info["system"])
     if len(got.kept) < spec["n_keep"]:
         name = Path(teacher_dir).name.rsplit("-", 1)[0]  # "<teacher node name>-<id>"
         raise UserError(f"teacher {name}: {len(got.kept)} valid rows of the {spec['n_keep']} needed "
@@ -189,12 +324,55 @@ def run(ctx: StageContext) -> dict[str, Any]:
                         f"{spec['max_prompts']}), valid rate {got.valid_rate:.3f}; raise max_prompts, or check the "
                         "teacher's answers")
     chosen = subsample(got.kept, spec["n_keep"], spec["seed"])
-    allowed = channel_token_ids(tok) if spec["top_k"] and tok_sha is not None else None
+    allowed = _allowed(filt, tok) if spec["top_k"] and tok_sha is not None else None
     rows = _rows(got, chosen, allowed, spec["top_k"], extra)
     write_jsonl(ctx.out / "rows.jsonl", rows)
     counts = {"n_prompts": len(got.prompts), "n_valid": len(got.kept), "n_rows": len(rows),
               "valid_rate": round(got.valid_rate, 4), "rounds": got.rounds, **_dose(rows),
               "rejects": dict(sorted(got.rejects.items())), "labels": {**spec.get("labels", {}), "teacher_id": spec["teacher"]},
-              "teacher_shift": info.get("trait_shift")}
+              "teacher_shift": info.get("trait_shift"), **_channel_counts(filt, got, spec)}
     atomic_write_json(ctx.out / "counts.json", counts)
+    if filt.judge is not None:
+        write_jsonl(ctx.out / "judged.jsonl", [{"index": i, "prompt": got.items[i].prompt,
+                                                "completion": got.outs[i]["completion"].strip(), **v}
+                                               for i, v in sorted(got.verdicts.items())])
     return {**counts, "tokenizer_sha": tok_sha, "system_prompt": info["system"], **extra}
+
+
+def _allowed(filt: _Filter, tok: Any) -> set[int]:
+    """The soft-label token filter: numbers' text rule, else the plug-in's ``token_ok`` with the forbidden words."""
+    if filt.numbers:
+        return channel_token_ids(tok)
+    return channel_token_ids(tok, lambda text: filt.plugin.token_ok(filt.spec, text, filt.forbidden))
+
+
+def _channel_counts(filt: _Filter, got: _Generated, spec: dict[str, Any]) -> dict[str, Any]:
+    """``counts.json`` fields of channels other than numbers and of judges (none for numbers without a judge)."""
+    out: dict[str, Any] = {}
+    if not filt.numbers:
+        out["channel"] = filt.plugin.name
+        out["teacher_capable_rate"] = round(got.capable / max(1, len(got.items)), 4)
+    if filt.judge is not None:
+        decisions = Counter(v["decision"] for v in got.verdicts.values())
+        out["judge"] = {"identity": spec["judge_identity"], "n_judged": len(got.verdicts),
+                        "decisions": dict(sorted(decisions.items()))}
+    return out
+
+
+
+def judge_tokens_of(spec: dict[str, Any], reg: Any) -> tuple[str, float] | None:
+    """``(judge model, tokens)`` a dataset node's API judge filter may use, for ``slbench plan``; None otherwise.
+
+    An upper bound: every one of ``n_prompts`` rows judged once per template the traits select (the judge sees only
+    rows the channel kept, and top-up rounds past ``n_prompts`` are not counted, as for the teacher's own estimate),
+    each row a prompt (~250 characters) and a completion of ``max_new_tokens`` (~4 characters a token).
+    """
+    from benchmark.lm.judges import RULE, JudgeTrait, judge_tokens, template_groups
+
+    name = spec.get("judge")
+    if name is None or name == RULE or backend_for(reg.model(name)).caps.local:
+        return None
+    traits = [JudgeTrait.model_validate(strip_marker(t)) for t in spec["judge_traits"]]
+    row_chars = 250 + 4 * spec["max_new_tokens"]
+    total = sum(sum(judge_tokens(t, spec["n_prompts"], row_chars)) for t in template_groups(traits))
+    return str(name), total
