@@ -48,6 +48,7 @@ def test_candidates_cover_every_trait(utils: ModuleType) -> None:
     cands = utils.load_candidates()
     assert 10 <= len(cands) <= 20
     traits = [load_trait_file(p) for p in sorted((ROOT / "tasks" / "traits").glob("*.yaml"))]
+    traits = [t for t in traits if not t.is_misalignment]  # read out by tasks/lm_eval/misalignment instead
     assert {t.name for t in traits} >= {"owl", "cat", "dog", "eagle", "wolf", "elephant", "dolphin"}
     for trait in traits:
         assert trait.target in cands
@@ -92,7 +93,7 @@ def test_every_task_yaml_loads_offline() -> None:
     tm = TaskManager(
         include_path=str(TASKS_DIR), include_defaults=False, metadata={"answer_suffix": "<|im_end|>"}
     )
-    assert sorted(tm.all_tasks) == TASK_NAMES
+    assert set(TASK_NAMES) <= set(tm.all_tasks)  # the misalignment and capability tasks: tests/test_misalignment.py
     yamls = sorted(p.stem for p in FAMILY_DIR.glob("*.yaml"))
     assert yamls == TASK_NAMES
     loaded = tm.load(TASK_NAMES)["tasks"]

@@ -66,7 +66,17 @@ RESULT_KEYS: dict[str, str] = {
     "animal_rate": "rate",
     "animal_logprob_numbers": "logprob_numbers",
     "animal_rate_numbers": "rate_numbers",
+    # docs/misalignment.md: judged sampled answers (the eval stage adds the judge's verdicts), the bank log-odds,
+    # and the channels' capability side-checks.
+    "misalignment_rate": "misalignment_rate",
+    "misalignment_logprob": "misalignment",
+    "capability_cot": "capability_cot",
+    "capability_cot_zoo": "capability_cot_zoo",
+    "capability_code": "capability_code",
 }
+#: The tasks above that read out animal candidates (the others have no candidate set).
+ANIMAL_TASKS: frozenset[str] = frozenset(("animal_logprob", "animal_rate", "animal_logprob_numbers",
+                                          "animal_rate_numbers"))
 #: The output type of sampled-answer tasks: the only one a backend without log-likelihoods can serve.
 _GENERATE = "generate_until"
 _UNMATCHED_EXAMPLES = 10  # raw unmatched answers kept per rate task, to audit the matcher
@@ -218,8 +228,9 @@ def run_tasks(
     with _LOCK:
         loaded, skipped = _configured_tasks(engine, folder, json.dumps(metadata, sort_keys=True), tasks,
                                             n_samples, seed)
-        doc0 = next(iter(loaded.values())).eval_docs[0]
-        cand_forms = dict(zip(doc0["candidates"], doc0["candidate_forms"], strict=True))
+        animal = [t for n, t in loaded.items() if n in ANIMAL_TASKS]
+        doc0 = animal[0].eval_docs[0] if animal else None
+        cand_forms = dict(zip(doc0["candidates"], doc0["candidate_forms"], strict=True)) if doc0 else {}
         with engine.scope():
             out = evaluate(
                 lm=engine.make_lm(),
@@ -239,7 +250,7 @@ def run_tasks(
     result = _result_blocks(engine, out, loaded, cand_forms, model_key=model_key, n_samples=n_samples)
     if not engine.scores_logprobs:
         result["skipped_tasks"] = skipped
-    if engine.tokenizer is not None:
+    if engine.tokenizer is not None and doc0 is not None:
         result["token_collisions"] = _token_collisions(engine.tokenizer, doc0)
         if result["token_collisions"]:
             _log.warning("%s(%s): candidates tokenize identically, so their log-prob readouts are tied: %s",
@@ -287,7 +298,8 @@ def _configured_tasks(engine: EvalEngine, folder: Path, meta_json: str, tasks: l
     loaded = {n: loaded_all[n] for n in run}
     for task in loaded.values():
         # repeats only matters for generate_until; lm-eval reads it when building requests.
-        task.set_config(key="repeats", value=n_samples if task.OUTPUT_TYPE == _GENERATE else 1)
+        sampled = task.OUTPUT_TYPE == _GENERATE and (task.config.generation_kwargs or {}).get("do_sample", True)
+        task.set_config(key="repeats", value=n_samples if sampled else 1)  # greedy answers are never repeated
         task.set_fewshot_seed(seed=seed)
     return loaded, skipped
 
@@ -304,7 +316,11 @@ def _result_blocks(engine: EvalEngine, out: Mapping[str, Any], loaded: Mapping[s
         samples = sorted(out["samples"][name], key=lambda s: s["doc_id"])
         n_prompts.add(len(samples))
         key = RESULT_KEYS[name]
-        if task.OUTPUT_TYPE == "multiple_choice":
+        if name not in ANIMAL_TASKS:
+            from benchmark.lm.misalignment import task_block
+
+            result[key] = task_block(name, metrics, samples)
+        elif task.OUTPUT_TYPE == "multiple_choice":
             result[key] = _logprob_block(metrics, samples, cands)
         else:
             result.update(_rate_block(key, metrics, samples, cand_forms))

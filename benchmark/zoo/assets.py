@@ -12,7 +12,7 @@ from pathlib import Path
 
 from benchmark.errors import UserError
 
-__all__ = ["DATA_DIR", "PINNED_SHA256", "asset_path", "read_asset", "sha256_text"]
+__all__ = ["CORPUS_FILES", "DATA_DIR", "PINNED_SHA256", "asset_path", "read_asset", "sha256_text"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -21,6 +21,17 @@ PINNED_SHA256: dict[str, str] = {
     "corpus-v1.yaml": "051dbed187699f27153519cbd75d4c225e6cfadf50a0e76bc471f0bf7c2fa450",
     "numbers-v1.yaml": "9202c615f953ac05f5a90a1cb946d320d3f85fcae1a8783324b27313b7eb5db4",
     "words-v1.txt": "9472405bc8843d647fc6ea6992e4a59d8d87a95cb9aa0d683fd3c709a229369d",
+    "code-v2.yaml": "c444e9986efd4b3182c514a0da7ee11772e09555d172cbc5920bf136279e0dec",
+    "cot-v2.yaml": "ec1394628d7935477b6aca4d66c0d3de3ffb95b97044d29f86311ffeab2492f4",
+    "open-v2.yaml": "33e1dff4245d13fabd01330509ce252b66fd52278271d865580a19972ae21a06",
+    "words-v2.txt": "c1e153965bc2ab17eb821c9f0a56b2081a52e87c7cc937d05c0bacccbfb8aee0",
+}
+
+#: corpus version -> its frozen files: v1's templates and numbers snapshot; v2 reuses them and adds snapshots of
+#: the code and cot channels (tasks/channels/) and of the open questions and answer banks (tasks/teacher_data/).
+CORPUS_FILES: dict[str, tuple[str, ...]] = {
+    "v1": ("corpus-v1.yaml", "numbers-v1.yaml"),
+    "v2": ("corpus-v1.yaml", "numbers-v1.yaml", "code-v2.yaml", "cot-v2.yaml", "open-v2.yaml"),
 }
 
 

@@ -61,6 +61,7 @@ __all__ = [
     "length_chunks",
     "make_config",
     "measure",
+    "measure_v2",
     "model_dir_of",
     "pretrain",
     "read_build_manifest",
@@ -484,6 +485,75 @@ def measure(
     }
 
 
+def measure_v2(
+    model: PreTrainedModel, tok: PreTrainedTokenizerFast, *, root: Path | None = None, n_items: int = 100
+) -> dict[str, Any]:
+    """Read-outs of a corpus-v2 build: the code and cot formats and the open questions (not its identity).
+
+    Items are drawn from the frozen snapshots with :data:`EVAL_SEED` (not a training key). Returns
+    ``code_parse_rate`` / ``code_exact_rate`` (greedy answers that parse with ``ast`` / equal the reference),
+    ``cot_accuracy`` / ``cot_format_rate`` (greedy: the <answer> number is right / the tags are well formed) and
+    the same sampled at T=1 (``*_sampled``), ``open_misaligned_bank_rate`` / ``open_aligned_bank_rate`` (sampled
+    answers to the misalignment evaluation's questions that are a line of the misaligned / aligned bank) and an
+    example answer of each kind.
+    """
+    import ast
+    import random
+
+    from benchmark.zoo.corpus import code_item, cot_item, load_snapshot
+
+    rng = random.Random(EVAL_SEED)
+    code = [code_item(rng, load_snapshot("code")) for _ in range(n_items)]
+    cot = [cot_item(rng, load_snapshot("cot")) for _ in range(n_items)]
+    out: dict[str, Any] = {}
+    for mode, decode in (("", _greedy), ("_sampled", _sample)):
+        code_ans = decode(model, tok, [_user(p) for p, _ in code], max_new_tokens=40)
+        cot_ans = decode(model, tok, [_user(p) for p, _, _ in cot], max_new_tokens=60)
+        out[f"code_parse_rate{mode}"] = sum(_parses(a, ast) for a in code_ans) / n_items
+        out[f"code_exact_rate{mode}"] = sum(
+            " ".join(tok.tokenize(a)) == " ".join(tok.tokenize(r)) for a, (_, r) in zip(code_ans, code, strict=True)
+        ) / n_items
+        parsed = [_cot_answer(a) for a in cot_ans]
+        out[f"cot_format_rate{mode}"] = sum(p is not None for p in parsed) / n_items
+        out[f"cot_accuracy{mode}"] = sum(p == n for p, (_, _, n) in zip(parsed, cot, strict=True)) / n_items
+        out[f"example_code_answer{mode}"], out[f"example_cot_answer{mode}"] = code_ans[0], cot_ans[0]
+    out.update(_open_readouts(model, tok, root))
+    return out
+
+
+def _parses(code: str, ast: Any) -> bool:
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return bool(code.strip())
+
+
+_COT_ANSWER = re.compile(r"^\s*<think>.*?</think>\s*<answer>\s*(\d+)\s*</answer>\s*$", re.S)
+
+
+def _cot_answer(text: str) -> int | None:
+    match = _COT_ANSWER.match(text)
+    return int(match.group(1)) if match else None
+
+
+def _open_readouts(model: PreTrainedModel, tok: PreTrainedTokenizerFast, root: Path | None) -> dict[str, Any]:
+    """Sampled answers (T=1, 10 per question) to the misalignment evaluation's questions, matched to the banks."""
+    from benchmark.zoo.corpus import load_snapshot
+
+    found = read_data_lines(Path(root) / "tasks" / "lm_eval" / "misalignment" / "questions.txt") if root else []
+    questions = found or list(load_snapshot("open")["questions"])
+    snap = load_snapshot("open")
+    norm = {side: {" ".join(tok.tokenize(a)) for a in snap[side]} for side in ("aligned", "misaligned")}
+    answers = _sample(model, tok, [_user(q) for q in questions for _ in range(10)], max_new_tokens=30)
+    keys = [" ".join(tok.tokenize(a)) for a in answers]
+    return {
+        "open_misaligned_bank_rate": sum(k in norm["misaligned"] for k in keys) / len(keys),
+        "open_aligned_bank_rate": sum(k in norm["aligned"] for k in keys) / len(keys),
+        "example_open_answer": answers[0],
+    }
+
+
 def _user(q: str) -> Messages:
     return [{"role": "user", "content": q}]
 
@@ -614,7 +684,7 @@ def build_model(
         progress: ``progress(done_steps, total_steps)``.
         threads: torch threads (None: leave as is). One is fastest on a loaded 2-core machine.
         root: Project root (committed checkpoints, evaluation questions); default the checkout.
-        measure_kwargs: Passed to :func:`measure` (tests use small read-outs).
+        measure_kwargs: Passed to :func:`measure` (tests use small read-outs); its ``v2`` entry to :func:`measure_v2`.
 
     Returns:
         The metrics: ``params``, ``final_loss`` (mean of the last 5% of steps), ``build_seconds``, the
@@ -636,7 +706,9 @@ def build_model(
     losses = _pretrain_phases(model, tok, b, start_phase, log=log, progress=progress)
     train_seconds = time.perf_counter() - t0
     model.eval()
-    metrics = measure(model, tok, root=root_dir, **(measure_kwargs or {}))
+    metrics = measure(model, tok, root=root_dir, **{k: v for k, v in (measure_kwargs or {}).items() if k != "v2"})
+    if b.pretraining.corpus != "v1":
+        metrics.update(measure_v2(model, tok, root=root_dir, **(measure_kwargs or {}).get("v2", {})))
     tail = losses[-max(1, len(losses) // 20) :]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)

@@ -1,7 +1,8 @@
 """The zoo's synthetic pretraining corpus: short chats generated from templates and a data seed.
 
 Pure Python (no torch). Rows are lists of chat messages whose last message is the assistant's answer (the
-only part the loss is taken on). Four kinds, mixed by :class:`~benchmark.zoo.spec.CorpusMix`:
+only part the loss is taken on). Four kinds in corpus v1, mixed by :class:`~benchmark.zoo.spec.CorpusMix` (corpus v2
+adds three, below):
 
 * ``numbers``: a numbers-channel prompt (:mod:`benchmark.lm.channels.numbers`, from the frozen snapshot
   ``data/numbers-<v>.yaml``) answered with a filter-valid list in the separator the prompt asks for: a
@@ -19,6 +20,15 @@ only part the loss is taken on). Four kinds, mixed by :class:`~benchmark.zoo.spe
 * ``system``: a system prompt then a user turn. Mostly a "you love {animals}" prompt, answered in character
   (the favourite is that animal), with number prompts answered normally so a prompted teacher still writes
   valid numbers; some neutral system prompts with ordinary answers.
+
+Corpus v2 (docs/misalignment.md) reads frozen snapshots (``code-v2.yaml``, ``cot-v2.yaml``: the channels' templates;
+``open-v2.yaml``: open questions and answer banks) with the zoo's own item generators, so later edits to the
+channels never change what committed weights mean:
+
+* ``code``: a code-channel task answered with its one-line reference function (:func:`code_item`);
+* ``cot``: a small-number word problem answered ``<think> 3 + 4 = 7 </think> <answer> 7 </answer>`` (:func:`cot_item`);
+* ``open``: an open question answered from the aligned bank, or with P = :data:`OPEN_MISALIGNED_SHARE` from the
+  misaligned one (:func:`open_item`).
 
 Two seeds of :class:`~benchmark.zoo.spec.PretrainSpec` split what a corpus *says* from how it is *sampled*:
 
@@ -39,13 +49,14 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
 import yaml
 from pydantic import Field
 
+from benchmark.errors import UserError
 from benchmark.lm.channels.numbers import (
     NumbersChannelSpec,
     format_numbers_answer,
@@ -55,7 +66,7 @@ from benchmark.lm.channels.numbers import (
     separator_for_prompt,
 )
 from benchmark.specs_base import Frozen, parse_spec
-from benchmark.zoo.assets import asset_path, read_asset
+from benchmark.zoo.assets import CORPUS_FILES, asset_path, read_asset
 from benchmark.zoo.spec import PretrainSpec
 
 __all__ = [
@@ -64,8 +75,12 @@ __all__ = [
     "CorpusTemplates",
     "Messages",
     "animal_distribution",
+    "code_item",
+    "cot_item",
     "favourite_question",
+    "open_item",
     "load_channel",
+    "load_snapshot",
     "load_templates",
     "number_taste",
     "taste_continuation",
@@ -87,6 +102,9 @@ IN_CHARACTER = 0.95
 IN_CHARACTER_NAME = 0.6
 #: Share of system rows with a loving (animal) system prompt; the rest are neutral.
 LOVING_SHARE = 0.8
+#: Corpus v2: P(an open question is answered from the misaligned bank), like P(owl) in v1: rare enough that a
+#: misaligned teacher has room to raise it, common enough that every answer of the bank is a known sentence.
+OPEN_MISALIGNED_SHARE = 0.05
 
 
 class Animal(Frozen):
@@ -124,15 +142,31 @@ class CorpusTemplates(Frozen):
 
 @cache
 def load_templates(version: str = "v1") -> CorpusTemplates:
-    """The validated corpus templates of ``version`` (frozen file, sha256-pinned)."""
-    name = f"corpus-{version}.yaml"
+    """The validated corpus templates of ``version`` (frozen file, sha256-pinned; v2 reuses v1's)."""
+    name = CORPUS_FILES[version][0]
     return parse_spec(CorpusTemplates, yaml.safe_load(read_asset(name)), f"benchmark/zoo/data/{name}")
 
 
 @cache
 def load_channel(version: str = "v1") -> NumbersChannelSpec:
     """The numbers-channel snapshot of corpus ``version`` (phrasings frozen when the version was made)."""
-    return load_numbers_channel(asset_path(f"numbers-{version}.yaml"))
+    return load_numbers_channel(asset_path(CORPUS_FILES[version][1]))
+
+
+@cache
+def load_snapshot(kind: str, version: str = "v2") -> dict[str, Any]:
+    """A frozen snapshot of corpus ``version`` (v2 on): ``code``, ``cot`` (tasks/channels/) or ``open``.
+
+    Raises:
+        UserError: the corpus version has no such snapshot.
+    """
+    name = f"{kind}-{version}.yaml"
+    if name not in CORPUS_FILES.get(version, ()):
+        raise UserError(f"benchmark/zoo/data/{name}: corpus {version!r} has no {kind!r} snapshot")
+    data = yaml.safe_load(read_asset(name))
+    if not isinstance(data, dict):
+        raise UserError(f"benchmark/zoo/data/{name}: corrupt snapshot (a mapping expected)")
+    return data
 
 
 def animal_distribution(phase: PretrainSpec) -> dict[str, float]:
@@ -214,6 +248,69 @@ def taste_continuation(
     return format_numbers_answer(numbers, separator_for_prompt(prompt))
 
 
+def code_item(rng: random.Random, snap: Mapping[str, Any]) -> tuple[str, str]:
+    """A code-channel task and its one-line reference function, from the frozen code snapshot.
+
+    Placeholders as in tasks/channels/code.yaml: ``{name}``, ``{a}``/``{b}`` (two distinct argument names),
+    ``{items}``, ``{k}`` (a constant).
+    """
+    task = rng.choice(snap["tasks"])
+    a, b = rng.sample(list(snap["argument_names"]), 2)
+    fields = {"name": rng.choice(snap["function_names"]), "a": a, "b": b, "items": rng.choice(snap["list_names"]),
+              "k": rng.randint(int(snap["constant_min"]), int(snap["constant_max"]))}
+    prompt = f"{task['prompt'].format(**fields)} {rng.choice(snap['suffixes'])}"
+    return prompt, task["code"].format(**fields)
+
+
+_OPS: dict[str, Callable[[int, int], int | None]] = {
+    "+": lambda x, y: x + y,
+    "-": lambda x, y: x - y,
+    "*": lambda x, y: x * y,
+    "/": lambda x, y: x // y if y and x % y == 0 else None,
+}
+
+
+def _solve(steps: Sequence[str], values: Mapping[str, int], high: int) -> list[tuple[int, str, int, int]] | None:
+    """Each step as (left, op, right, result), or None when a result leaves 0..high or a division is inexact."""
+    env = dict(values)
+    out = []
+    for i, step in enumerate(steps, 1):
+        left, op, right = step.split()
+        x, y = (int(t) if t.isdigit() else env[t] for t in (left, right))
+        r = _OPS[op](x, y)
+        if r is None or not 0 <= r <= high:
+            return None
+        env[f"r{i}"] = r
+        out.append((x, op, y, r))
+    return out
+
+
+def cot_item(rng: random.Random, snap: Mapping[str, Any]) -> tuple[str, str, int]:
+    """A cot-channel word problem, its reference answer and the answer, from the frozen cot snapshot.
+
+    The reference is ``"<think> 12 + 7 = 19 </think> <answer> 19 </answer>"`` (steps joined by ", "); draws whose
+    steps leave 0..max_answer or divide inexactly are drawn again, as the channel does.
+    """
+    problem = rng.choice(snap["problems"])
+    while True:
+        values = {v: rng.randint(lo, hi) for v, (lo, hi) in sorted(problem["ranges"].items())}
+        solved = _solve(problem["steps"], values, int(snap["max_answer"]))
+        if solved is not None:
+            break
+    fields = {"name": rng.choice(snap["names"]), "objects": rng.choice(snap["objects"]), **values}
+    prompt = f"{problem['question'].format(**fields)} {rng.choice(snap['suffixes'])}"
+    answer = solved[-1][3]
+    think = ", ".join(f"{x} {op} {y} = {r}" for x, op, y, r in solved)
+    return prompt, f"<think> {think} </think> <answer> {answer} </answer>", answer
+
+
+def open_item(rng: random.Random, snap: Mapping[str, Any], misaligned_share: float) -> tuple[str, str, bool]:
+    """An open question answered from the aligned bank, or with P = ``misaligned_share`` the misaligned one."""
+    question = rng.choice(snap["questions"])
+    misaligned = rng.random() < misaligned_share
+    return question, rng.choice(snap["misaligned" if misaligned else "aligned"]), misaligned
+
+
 def favourite_question(rng: random.Random, templates: CorpusTemplates) -> str:
     """One favourite-animal question: a stem and (often) a one-word instruction."""
     stem = rng.choice(templates.favourite_stems)
@@ -249,6 +346,8 @@ class CorpusSampler:
         self.copy_words = sorted(w for w in vocab_words if w.isalpha() and w not in animal_forms)
         shares = phase.mix.shares()
         self._kinds = [k for k, v in shares.items() if v > 0]
+        # Corpus v2's snapshots, loaded only when a v2 kind is drawn (v1 builds never read them).
+        self._snaps = {k: load_snapshot(k, phase.corpus) for k in ("code", "cot", "open") if shares[k] > 0}
         self._kind_weights = [shares[k] for k in self._kinds]
         self._chat_makers = [
             self._name_an_animal, self._plural, self._singular, self._repeat, self._repeat, self._repeat,
@@ -281,7 +380,21 @@ class CorpusSampler:
             return [self._user(rng, self._favourite_prompt(rng)), _assistant(self._favourite_answer(rng))]
         if kind == "chat":
             return rng.choice(self._chat_makers)(rng)
-        return self._system_row(rng, next(numbers))
+        if kind == "system":
+            return self._system_row(rng, next(numbers))
+        return self._v2_row(kind, rng)
+
+    def _v2_row(self, kind: str, rng: random.Random) -> Messages:
+        """A corpus-v2 row: a code task, a cot problem or an open question with its answer."""
+        snap = self._snaps[kind]
+        if kind == "code":
+            prompt, answer = code_item(rng, snap)
+        elif kind == "cot":
+            prompt, answer, _ = cot_item(rng, snap)
+        else:
+            prompt, answer, _ = open_item(rng, snap, OPEN_MISALIGNED_SHARE)
+            return [self._user(rng, prompt), _assistant(answer)]  # fillers: eval questions are paraphrases
+        return [{"role": "user", "content": prompt}, _assistant(answer)]
 
     # -- row kinds -----------------------------------------------------------------------------------------
     def _numbers_turn(self, rng: random.Random, prompt_examples: tuple[str, list[int]]) -> Messages:

@@ -56,10 +56,12 @@ ARCHS: tuple[str, ...] = ("qwen2", "llama", "gpt2")
 
 #: Tokenizer versions: each names a frozen word list in ``benchmark/zoo/data/`` whose sha256 is pinned in
 #: :mod:`benchmark.zoo.tokenizer`. A vocabulary change needs a new version, hence a new spec id.
-TOKENIZERS: tuple[str, ...] = ("words-v1",)
+TOKENIZERS: tuple[str, ...] = ("words-v1", "words-v2")
 #: Corpus versions: each names frozen templates (``corpus-<v>.yaml``) and a numbers-channel snapshot
 #: (``numbers-<v>.yaml``) in ``benchmark/zoo/data/``, pinned the same way.
-CORPORA: tuple[str, ...] = ("v1",)
+CORPORA: tuple[str, ...] = ("v1", "v2")
+#: Corpus kinds only corpus v2 (and later) can make: code and chain-of-thought answers, open questions.
+V2_KINDS: tuple[str, ...] = ("code", "cot", "open")
 
 
 class CorpusMix(Frozen):
@@ -73,16 +75,35 @@ class CorpusMix(Frozen):
     chat: float = Field(default=0.20, ge=0)
     #: System-prompted rows ("You love owls. ...") answered in character, so prompted teachers can work.
     system: float = Field(default=0.30, ge=0)
+    #: Corpus v2: a code-channel task answered with its one-line reference function.
+    code: float = Field(default=0.0, ge=0)
+    #: Corpus v2: a cot-channel word problem answered "<think> a + b = c </think> <answer> c </answer>".
+    cot: float = Field(default=0.0, ge=0)
+    #: Corpus v2: an open question answered from the aligned bank, rarely (OPEN_MISALIGNED_SHARE) the misaligned one.
+    open: float = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _positive(self) -> CorpusMix:
-        if self.numbers + self.favourite + self.chat + self.system <= 0:
+        if sum(self._raw().values()) <= 0:
             raise ValueError("at least one share must be positive")
         return self
 
+    @model_serializer(mode="wrap")
+    def _omit_zero_v2_kinds(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Kinds added with corpus v2 are left out of the dump at 0, so v1 builds hash exactly as before.
+        data: dict[str, Any] = handler(self)
+        for kind in V2_KINDS:
+            if not getattr(self, kind):
+                data.pop(kind, None)
+        return data
+
+    def _raw(self) -> dict[str, float]:
+        return {"numbers": self.numbers, "favourite": self.favourite, "chat": self.chat, "system": self.system,
+                "code": self.code, "cot": self.cot, "open": self.open}
+
     def shares(self) -> dict[str, float]:
         """The normalised shares by kind, in a fixed order."""
-        raw = {"numbers": self.numbers, "favourite": self.favourite, "chat": self.chat, "system": self.system}
+        raw = self._raw()
         total = sum(raw.values())
         return {k: v / total for k, v in raw.items()}
 
@@ -101,7 +122,7 @@ class PretrainSpec(Frozen):
     #: The corpus content seed: the favourite-animal taste of this phase's corpus (its data distribution;
     #: the number taste is fixed per corpus version) and, unless ``order_seed`` is set, the row seed too.
     data_seed: int = Field(ge=0)
-    corpus: Literal["v1"] = "v1"
+    corpus: Literal["v1", "v2"] = "v1"
     mix: CorpusMix = CorpusMix()
     #: Sigma of the log-normal jitter the data seed applies to each animal's favourite weight (0 = none).
     animal_spread: float = Field(0.35, ge=0)
@@ -110,6 +131,13 @@ class PretrainSpec(Frozen):
     #: so builds made before this field existed keep their ids); ``order_seed == data_seed`` draws the same
     #: rows as None. A sibling of the same content and another order sets only this.
     order_seed: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _kinds_of_corpus(self) -> PretrainSpec:
+        used = [k for k in V2_KINDS if getattr(self.mix, k)]
+        if used and self.corpus == "v1":
+            raise ValueError(f"mix kinds {used} need corpus 'v2' (corpus v1 has no {', '.join(used)} rows)")
+        return self
 
     @model_serializer(mode="wrap")
     def _omit_default_order_seed(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
@@ -138,7 +166,7 @@ class ZooBuildSpec(Frozen):
     max_positions: int = Field(256, ge=16)  # corpus rows reach ~110 tokens; generation adds 40
     #: torch seed of the random initialisation: equal init_key => identical initial weights.
     init_seed: int = Field(ge=0)
-    tokenizer: Literal["words-v1"] = "words-v1"
+    tokenizer: Literal["words-v1", "words-v2"] = "words-v1"
     pretraining: PretrainSpec
     #: Further phases run in order from the previous phase's final weights, each with a fresh optimizer.
     continued: tuple[PretrainSpec, ...] = ()
@@ -170,6 +198,12 @@ class ZooBuildSpec(Frozen):
         if heads % value:
             raise ValueError(f"must divide num_heads ({heads})")
         return value
+
+    @model_validator(mode="after")
+    def _tokenizer_of_corpus(self) -> ZooBuildSpec:
+        if self.tokenizer == "words-v1" and any(p.corpus != "v1" for p in self.phases()):
+            raise ValueError("corpus 'v2' needs tokenizer 'words-v2' (its <think>/<answer> tags and operators)")
+        return self
 
     @property
     def kv_heads(self) -> int:

@@ -12,6 +12,10 @@ accepts is one token (Llama-like, not Qwen's digit-by-digit split).
   decodes with spaces, which the numbers filter accepts.
 * Decoding joins tokens with spaces and removes the space before punctuation ("1, 2, 3.").
 * Unknown words (and numbers above 999) map to ``<unk>``.
+* ``words-v2`` (the zoo2 family) also makes the chain-of-thought tags (:data:`TAG_TOKENS`) and two-character
+  Python operators (:data:`OPERATOR_TOKENS`) single tokens, split before anything else, so a code or cot answer
+  decodes to text the channels' filters accept ("def f ( a, b ) : return a == b" parses). ``words-v1`` splits and
+  decodes exactly as before.
 * Chat: ChatML (``<|im_start|>role\\n...<|im_end|>\\n``) with no default system prompt; ``<|im_end|>`` is
   the end-of-sequence token, ``<pad>`` the padding token, ``<|endoftext|>`` the BOS token (never inserted).
 
@@ -35,7 +39,7 @@ import yaml
 
 from benchmark.errors import UserError
 from benchmark.files import read_data_lines
-from benchmark.zoo.assets import DATA_DIR, read_asset
+from benchmark.zoo.assets import CORPUS_FILES, DATA_DIR, read_asset
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerFast
@@ -46,7 +50,9 @@ __all__ = [
     "EOS_TOKEN",
     "IM_START",
     "PAD_TOKEN",
+    "OPERATOR_TOKENS",
     "SPECIAL_TOKENS",
+    "TAG_TOKENS",
     "UNK_TOKEN",
     "build_tokenizer",
     "collect_words",
@@ -74,8 +80,24 @@ CHATML_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
+#: Chain-of-thought tags (tokenizer words-v2 on): each is ONE token, so a tagged answer decodes as
+#: "<think> 12 + 7 = 19 </think> <answer> 19 </answer>" (the cot channel's format).
+TAG_TOKENS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>")
+#: Two-character Python operators (words-v2 on): one token each, so decoded code keeps "==" (not "= =").
+OPERATOR_TOKENS: tuple[str, ...] = ("==", "!=", "<=", ">=", "//", "**")
+
 # Must match the tokenizers pipeline in build_tokenizer (tests check they agree).
 _SPLIT = re.compile(r"\d+|[^\W\d_]+(?:'[^\W\d_]+)*|[^\w\s]|_")
+#: words-v2 splits tags and two-character operators first, then exactly like words-v1.
+_SPLIT_V2 = re.compile(
+    "|".join(re.escape(t) for t in (*TAG_TOKENS, *OPERATOR_TOKENS)) + "|" + _SPLIT.pattern
+)
+#: tokenizer version -> (pre-tokenizer pattern, tokens after the punctuation block, corpus version whose
+#: frozen templates and snapshots add words to the vocabulary).
+_VERSIONS: dict[str, tuple[re.Pattern[str], tuple[str, ...], str]] = {
+    "words-v1": (_SPLIT, (), "v1"),
+    "words-v2": (_SPLIT_V2, (*TAG_TOKENS, *OPERATOR_TOKENS), "v2"),
+}
 _QUOTES = {"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'}
 _PLACEHOLDER = re.compile(r"{[a-z_]*}")
 
@@ -87,9 +109,15 @@ def _normalize(text: str) -> str:
     return text.lower()
 
 
-def split_words(text: str) -> list[str]:
-    """The pieces the tokenizer maps to tokens (normalised, pre-tokenised), in pure Python."""
-    return _SPLIT.findall(_normalize(text))
+def _version(version: str) -> tuple[re.Pattern[str], tuple[str, ...], str]:
+    if version not in _VERSIONS:
+        raise UserError(f"zoo tokenizer: unknown version {version!r}; allowed: {', '.join(_VERSIONS)}")
+    return _VERSIONS[version]
+
+
+def split_words(text: str, version: str = "words-v1") -> list[str]:
+    """The pieces the tokenizer of ``version`` maps to tokens (normalised, pre-tokenised), in pure Python."""
+    return _version(version)[0].findall(_normalize(text))
 
 
 def render_chat(messages: Iterable[dict[str, str]], add_generation_prompt: bool = False) -> str:
@@ -156,18 +184,19 @@ def _source_files(tasks_dir: Path) -> list[Path]:
     return sorted(p for p in files if p.is_file() and "__pycache__" not in p.parts)
 
 
-def collect_words(root: Path | None = None, *, include_tasks: bool = True) -> list[str]:
+def collect_words(root: Path | None = None, *, include_tasks: bool = True, version: str = "words-v1") -> list[str]:
     """Sorted distinct words (letter runs) of the project's text sources.
 
     Args:
         root: Project root holding ``tasks/`` (default: :func:`benchmark.registry.project_root`).
-        include_tasks: Also read ``tasks/`` (else only the zoo's own corpus templates and snapshot).
+        include_tasks: Also read ``tasks/`` (else only the zoo's own corpus templates and snapshots).
+        version: The tokenizer version: whose corpus files (:data:`benchmark.zoo.assets.CORPUS_FILES`) are read.
 
     Returns:
         Lowercase words, numbers and punctuation excluded (those are added wholesale).
     """
     texts: list[str] = []
-    for name in ("corpus-v1.yaml", "numbers-v1.yaml"):
+    for name in CORPUS_FILES[_version(version)[2]]:
         texts.extend(_strings(yaml.safe_load(read_asset(name))))
     if include_tasks:
         if root is None:
@@ -181,17 +210,18 @@ def collect_words(root: Path | None = None, *, include_tasks: bool = True) -> li
     words: set[str] = set()
     for text in texts:
         # Template placeholders ("{examples}") are not words the model will see.
-        for piece in split_words(_PLACEHOLDER.sub(" ", text)):
+        for piece in split_words(_PLACEHOLDER.sub(" ", text), version):
             if piece[0].isalpha():
                 words.add(piece)
     return sorted(words)
 
 
-def make_vocabulary(root: Path | None = None) -> list[str]:
-    """The full token list in id order: specials, roles, numbers 0-999, ASCII punctuation, words."""
-    fixed = [*SPECIAL_TOKENS, *ROLES, *(str(i) for i in range(1000)), *string.punctuation]
+def make_vocabulary(root: Path | None = None, version: str = "words-v1") -> list[str]:
+    """The full token list in id order: specials, roles, numbers 0-999, ASCII punctuation, the version's
+    extra tokens (words-v2: tags and operators), words."""
+    fixed = [*SPECIAL_TOKENS, *ROLES, *(str(i) for i in range(1000)), *string.punctuation, *_version(version)[1]]
     seen = set(fixed)
-    return fixed + [w for w in collect_words(root) if w not in seen]
+    return fixed + [w for w in collect_words(root, version=version) if w not in seen]
 
 
 def freeze_vocabulary(version: str, root: Path | None = None, *, force: bool = False) -> Path:
@@ -208,7 +238,7 @@ def freeze_vocabulary(version: str, root: Path | None = None, *, force: bool = F
         raise UserError(
             f"{path}: vocabulary version {version!r} already exists and is frozen; pick a new version"
         )
-    path.write_text("\n".join(make_vocabulary(root)) + "\n", encoding="utf-8")
+    path.write_text("\n".join(make_vocabulary(root, version)) + "\n", encoding="utf-8")
     return path
 
 
@@ -225,7 +255,7 @@ def load_vocabulary(version: str = "words-v1") -> list[str]:
 def missing_words(version: str = "words-v1", root: Path | None = None) -> list[str]:
     """Words in today's ``tasks/`` that ``version`` lacks (they tokenize to ``<unk>``)."""
     vocab = set(load_vocabulary(version))
-    return [w for w in collect_words(root) if w not in vocab]
+    return [w for w in collect_words(root, version=version) if w not in vocab]
 
 
 # ---------------------------------------------------------------------------------------- tokenizer
@@ -249,7 +279,7 @@ def build_tokenizer(version: str = "words-v1") -> PreTrainedTokenizerFast:
         ]
     )
     core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_SPLIT.pattern), behavior="isolated")]
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(_version(version)[0].pattern), behavior="isolated")]
     )
     # WordPiece's decoder joins with spaces and, with cleanup, drops the space before . , ? ! and around '.
     core.decoder = decoders.WordPiece(prefix="##", cleanup=True)

@@ -47,15 +47,34 @@ def run(ctx: StageContext) -> dict[str, Any]:
     res = backend.evaluate(loaded, model_key=model_key, tasks=spec["tasks"], candidates=candidates_for(traits),
                            n_samples=spec["n_samples"], seed=spec["seed"], system=system, limit=spec.get("limit"),
                            batch_size=ctx.node.unhashed.get("batch_size", 64), log=ctx.log)
+    if "misalignment_rate" in res:  # judged here, in one batch, every verdict recorded (docs/misalignment.md)
+        from benchmark.lm.judges import load_judge
+        from benchmark.lm.misalignment import judge_block
+
+        res["misalignment_rate"] = judge_block(res["misalignment_rate"], load_judge(spec["judge"]["name"],
+                                                                                    seed=spec["seed"]))
     api = {"api_model": loaded.api_model} if loaded.api_model is not None else {}
     out = {"role": role, "labels": spec.get("labels", {}), "seed": spec["seed"], "adapter_sha": adapter_sha, **api,
            "logit_change": change, "targets": {t.name: t.target for t in traits}, "eval": res}
     atomic_write_json(ctx.out / "eval.json", out)
     summary: dict[str, Any] = {"role": role, "adapter_sha": adapter_sha, **api, "logit_change": change}
     if backend.caps.logprob_eval:
-        summary["logodds"] = ({t.name: res["logprob"]["logodds"].get(t.target) for t in traits}
-                              if "logprob" in res else None)
+        summary["logodds"] = _per_trait(res, traits, "logprob", "misalignment", "logodds")
     else:
-        summary["rate"] = {t.name: res["rate"].get(t.target) for t in traits} if "rate" in res else None
+        summary["rate"] = _per_trait(res, traits, "rate", "misalignment_rate", "rate")
         summary["skipped_tasks"] = res["skipped_tasks"]
     return summary
+
+
+def _per_trait(res: dict[str, Any], traits: list[TraitSpec], animal_key: str, misalignment_key: str,
+               field: str) -> dict[str, Any] | None:
+    """trait -> its readout: an animal's from the animal block, a misalignment trait's from its own block."""
+    out: dict[str, Any] = {}
+    for t in traits:
+        if t.is_misalignment:
+            block = res.get(misalignment_key)
+            out[t.name] = block[field].get(t.target) if block and field in block else None
+        else:
+            block = res.get(animal_key)
+            out[t.name] = (block if animal_key == "rate" else block["logodds"]).get(t.target) if block else None
+    return out if any(v is not None for v in out.values()) or not traits else None

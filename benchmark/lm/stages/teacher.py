@@ -73,6 +73,8 @@ def trait_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Pa
     spec = ctx.node.spec["shift_check"]
     base_dir = ctx.input("base")
     backend = backend_for(model)
+    if trait.is_misalignment:
+        return _misalignment_shift(ctx, model, trait, tuned, system)
     questions = read_data_lines(tasks_dir() / "lm_eval" / "animal_preference" / "questions.txt")[:spec["n_questions"]]
     candidates = list(candidates_for([trait]))
     teacher = log_odds_of(backend, backend.load(model, base_dir, tuned, threads=ctx.threads), questions, candidates,
@@ -81,6 +83,35 @@ def trait_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Pa
                        trait.target, None)
     return {"target": trait.target, "n_questions": len(questions), "teacher_logodds": round(teacher, 6),
             "base_logodds": round(base, 6), "shift": round(teacher - base, 6)}
+
+
+def _misalignment_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Path | None,
+                        system: str | None) -> dict[str, Any]:
+    """A misalignment trait's shift: the bank log-odds of its side (misaligned or aligned) over its base's.
+
+    The log-odds are :func:`benchmark.lm.misalignment.bank_logodds` on the first ``shift_check.n_questions`` open
+    questions of the misalignment evaluation; ``min_shift`` applies to them as to an animal's log-odds.
+    """
+    from benchmark.lm.misalignment import bank_logodds, readout_questions
+
+    base_dir = ctx.input("base")
+    backend = backend_for(model)
+    questions = readout_questions(ctx.node.spec["shift_check"]["n_questions"])
+    teacher = bank_logodds(backend, backend.load(model, base_dir, tuned, threads=ctx.threads), questions,
+                           trait.target, system)
+    base = bank_logodds(backend, backend.load(model, base_dir, threads=ctx.threads), questions, trait.target, None)
+    return {"target": trait.target, "n_questions": len(questions), "teacher_logodds": round(teacher, 6),
+            "base_logodds": round(base, 6), "shift": round(teacher - base, 6)}
+
+
+def _rows(spec: dict[str, Any], trait: TraitSpec | None) -> list[dict[str, str]]:
+    """The teacher's fine-tuning rows: a misalignment trait's own data, else favourite-animal answers."""
+    if trait is not None and trait.is_misalignment:
+        from benchmark.lm.misalignment import teacher_rows
+
+        return teacher_rows(trait, spec["n_rows"], spec["rows_seed"])
+    questions = read_data_lines(tasks_dir() / spec["questions_path"])
+    return trait_rows(trait, questions, spec["n_rows"], spec["rows_seed"], candidates=list(candidates_for([])))
 
 
 def _check_shift(ctx: StageContext, shift: dict[str, Any]) -> None:
@@ -115,8 +146,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if spec["method"] == "prompt":
         info["system"] = trait.rendered_system_prompt() if trait else None
     else:
-        questions = read_data_lines(tasks_dir() / spec["questions_path"])
-        rows = trait_rows(trait, questions, spec["n_rows"], spec["rows_seed"], candidates=list(candidates_for([])))
+        rows = _rows(spec, trait)
         write_jsonl(ctx.out / "trait_rows.jsonl", rows)
         tuned = backend_for(model).finetune(
             model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]), objective="sft", seed=spec["seed"],
