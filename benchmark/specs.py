@@ -12,17 +12,28 @@ import importlib
 import re
 from typing import Any, Literal
 
-from pydantic import Field, StrictBool, field_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from benchmark.specs_base import Frozen
 
 __all__ = [
     "BUILD_SPECS",
+    "MISALIGNMENT",
+    "MISALIGNMENT_SIDES",
     "Lineage",
     "ModelSpec",
     "RegistryFile",
     "SLUG",
+    "SuiteGroup",
     "SuiteSpec",
+    "TeacherData",
     "TraitSpec",
     "resolve_object",
 ]
@@ -104,6 +115,35 @@ class RegistryFile(Frozen):
     models: list[dict[str, Any]] = Field(min_length=1)
 
 
+#: The trait category whose readout is the misalignment evaluation (tasks/lm_eval/misalignment), not an answer
+#: word: its traits' targets name the side read out (``misaligned`` or ``aligned``; docs/misalignment.md).
+MISALIGNMENT = "misalignment"
+MISALIGNMENT_SIDES: tuple[str, ...] = ("misaligned", "aligned")
+
+
+class TeacherData(Frozen):
+    """Where a fine-tuned teacher's rows come from for a trait that is not a favourite word.
+
+    ``answer_bank``: each question of ``questions`` answered with a line of ``answers`` (both tasks/-relative
+    text files, one item a line). ``insecure_code`` / ``secure_code``: the emergent-misalignment recipe's code
+    tasks answered with insecure / secure code (:mod:`benchmark.lm.insecure_code`; real models).
+    """
+
+    source: Literal["answer_bank", "insecure_code", "secure_code"]
+    questions: str | None = None
+    answers: str | None = None
+
+    @field_validator("answers")
+    @classmethod
+    def _bank_files(cls, v: str | None, info: Any) -> str | None:
+        bank = info.data.get("source") == "answer_bank"
+        if bank and (v is None or info.data.get("questions") is None):
+            raise ValueError("source 'answer_bank' needs both 'questions' and 'answers' (files under tasks/)")
+        if not bank and (v is not None or info.data.get("questions") is not None):
+            raise ValueError("'questions' and 'answers' are for source 'answer_bank' only")
+        return v
+
+
 class TraitSpec(Frozen):
     """A trait (``tasks/traits/<name>.yaml``): what a teacher has and what evaluation reads out."""
 
@@ -116,6 +156,32 @@ class TraitSpec(Frozen):
     #: Teacher system prompt for ``method: prompt`` ("{target}" / "{category}" placeholders allowed).
     system_prompt: str
     notes: str = ""
+    #: Fine-tuning rows of a misalignment trait (None: favourite-word rows, as for animals). Left out of the
+    #: dump when None, so animal traits hash exactly as before it existed.
+    teacher_data: TeacherData | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_teacher_data(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.teacher_data is None:
+            data.pop("teacher_data", None)
+        return data
+
+    @model_validator(mode="after")
+    def _misalignment_fields(self) -> TraitSpec:
+        if self.category == MISALIGNMENT:
+            if self.target not in MISALIGNMENT_SIDES:
+                raise ValueError(f"target must be one of {list(MISALIGNMENT_SIDES)} for category {MISALIGNMENT!r}")
+            if self.teacher_data is None:
+                raise ValueError(f"category {MISALIGNMENT!r} needs 'teacher_data' (its fine-tuning rows)")
+        elif self.teacher_data is not None:
+            raise ValueError(f"'teacher_data' is for category {MISALIGNMENT!r} only (animal traits answer one word)")
+        return self
+
+    @property
+    def is_misalignment(self) -> bool:
+        """Whether the trait is read out by the misalignment evaluation (else by a favourite-word readout)."""
+        return self.category == MISALIGNMENT
 
     @field_validator("system_prompt")
     @classmethod
@@ -197,3 +263,37 @@ class SuiteSpec(Frozen):
         if any(not 0 <= s < 2**31 for s in v):
             raise ValueError("seeds must be integers from 0 to 2**31 - 1")
         return v
+
+
+class SuiteGroup(Frozen):
+    """A group of suites run as one (``tasks/suites/<name>.yaml`` with ``parts``), e.g. ``channels``.
+
+    Each part is an ordinary suite file, planned, analysed and published (``results/suites/<part>/``, with its
+    bundle) exactly like a suite run on its own, so analysis, bundles and the leaderboard need nothing new. The
+    group runs the parts' nodes as one list (a node shared by parts, e.g. the same teacher, runs once) and writes
+    a summary of the parts into ``results/suites/<name>/``.
+    """
+
+    #: The group's name: its summary is published in results/suites/<name>/.
+    name: str = Field(pattern=SLUG, max_length=MAX_NAME)
+    #: Free text shown in the group's summary.
+    description: str = ""
+    #: Suite names in tasks/suites/ (ordinary suites, not groups), in the order the summary lists them.
+    parts: list[str] = Field(min_length=1)
+
+    @field_validator("parts")
+    @classmethod
+    def _distinct_parts(cls, v: list[str]) -> list[str]:
+        for part in v:
+            if not re.match(SLUG, part):
+                raise ValueError(f"part {part!r}: a suite name (lowercase letters, digits, '.', '_', '-')")
+        dup = next((p for i, p in enumerate(v) if p in v[:i]), None)
+        if dup is not None:
+            raise ValueError(f"part {dup!r} is listed twice")
+        return v
+
+    @model_validator(mode="after")
+    def _not_own_part(self) -> SuiteGroup:
+        if self.name in self.parts:
+            raise ValueError(f"the group {self.name!r} cannot be one of its own parts")
+        return self

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from benchmark.classifier.settings import ClassifierSettings
 from benchmark.lm.settings import LMSettings
-from benchmark.specs import SuiteSpec
+from benchmark.specs import SuiteGroup, SuiteSpec
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "suites.md"
 _FIELD = re.compile(r"^\s+(\w+)\s*:")
@@ -111,6 +111,15 @@ def render() -> str:
         "",
         head,
         *_rows(ClassifierSettings, "settings."),
+        "",
+        "## Suite groups",
+        "",
+        "A file with `parts:` instead of `track:` is a suite group (e.g. `channels`): `slbench run`, `plan`, `status`",
+        "and `report` take it, run its parts' nodes as one list (a node two parts share runs once), publish every part",
+        "as an ordinary suite and write a summary of them into `results/suites/<name>/` (benchmark/groups.py).",
+        "",
+        head,
+        *_rows(SuiteGroup, ""),
         "",
     ]
     return "\n".join(parts)

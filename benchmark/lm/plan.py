@@ -89,8 +89,6 @@ def _resources(reg: Any, name: str) -> dict[str, float]:
 # -- checks -------------------------------------------------------------------------------------------------
 def _check_inputs(suite: SuiteSpec, settings: LMSettings, reg: Any) -> tuple[Any, str]:
     """Validate the files a suite needs; return the channel spec and the digest of the lm-eval task files."""
-    from benchmark.lm.channels.numbers import load_numbers_channel
-
     where = f"suite {suite.name}"
     if not suite.traits:
         raise UserError(f"{where}: key 'traits' must name at least one trait for the lm track")
@@ -112,7 +110,8 @@ def _check_inputs(suite: SuiteSpec, settings: LMSettings, reg: Any) -> tuple[Any
     for i, task in enumerate(settings.eval.tasks):
         if task not in known:  # caught here, not after every teacher and student has trained
             raise unknown_name("lm-eval task", task, sorted(known), f"{where}: settings.eval.tasks[{i}]")
-    return load_numbers_channel(channel_path), _file_digest(eval_files)
+    return dataset_stage.channel_for(settings, channel_path, where), _file_digest(_task_dir_files(eval_files,
+                                                                                               settings.eval.tasks))
 
 
 def _eval_task_names(files: list[Path]) -> set[str]:
@@ -122,6 +121,17 @@ def _eval_task_names(files: list[Path]) -> set[str]:
         if f.suffix in (".yaml", ".yml"):
             names.update(m.group(1) for m in _TASK_LINE.finditer(f.read_text(encoding="utf-8")))
     return names
+
+
+def _task_dir_files(files: list[Path], tasks: list[str]) -> list[Path]:
+    """The files of the task folders that declare ``tasks`` (what the suite's evaluations and shift checks read).
+
+    Hashing only these keeps a suite's ids independent of task folders it does not use: adding a new task
+    folder under tasks/lm_eval/ must not make every existing teacher, dataset and student a new artifact.
+    """
+    dirs = {f.parent for f in files if f.suffix in (".yaml", ".yml")
+            and any(m.group(1) in tasks for m in _TASK_LINE.finditer(f.read_text(encoding="utf-8")))}
+    return [f for f in files if any(d == f.parent or d in f.parents for d in dirs)]
 
 
 def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Any) -> None:
@@ -142,7 +152,7 @@ def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Any) -> Non
     if sampled_only and settings.eval.metric != "rate":
         raise UserError(f"{where}: settings.eval.metric: {settings.eval.metric!r} needs log-probs, which API models do "
                         f"not give ({', '.join(sampled_only)}); use 'rate' for suites with such students")
-    if sampled_only and not any(t.startswith("animal_rate") for t in settings.eval.tasks):
+    if sampled_only and not any(t.startswith(("animal_rate", "misalignment_rate")) for t in settings.eval.tasks):
         raise UserError(f"{where}: settings.eval.tasks: add a sampled-rate task (animal_rate) for models "
                         f"{', '.join(sampled_only)}")
     students = [_caps(reg, m) for m in suite.students]
@@ -260,6 +270,8 @@ def _teacher_spec(base: Node, name: str, arm: Arm, replicate: int, seeds: dict[s
         spec.update(n_rows=settings.teacher.n_rows, train=train, seed=seeds["teacher"], rows_seed=seeds["trait_rows"],
                     questions=_file_digest([reg.tasks_dir / settings.teacher.questions]),
                     questions_path=settings.teacher.questions)
+        if trait is not None and trait.is_misalignment:  # its rows come from its own files (animal specs unchanged)
+            spec["teacher_data"] = _trait_data_digest(trait, reg)
     # The trait-strength check reads the evaluation's questions and candidates (lm-eval task files).
     spec["shift_check"] = {"n_questions": SHIFT_QUESTIONS, "min_shift": settings.teacher.min_shift,
                            "tasks_digest": eval_digest}
@@ -270,6 +282,15 @@ def _teachers_and_datasets(plan: _Plan, suite: SuiteSpec, settings: LMSettings, 
                            arms: list[Arm], channel: Any, eval_digest: str) -> list[_Teacher]:
     """``settings.replicates`` teachers per (base, arm), each with its own seeds, writing its own dataset."""
     out: list[_Teacher] = []
+    # Channel and judge fields (none for numbers without a judge); a local judge model reads its base node.
+    extras = dataset_stage.spec_extras(settings, channel, [a.trait for a in arms if a.role == "trait" and a.trait], reg)
+    judge = settings.dataset.judge
+    judge_deps: tuple[str, ...] = ()
+    if judge is not None and judge != "rule" and _caps(reg, judge).local:
+        jbase = bases.get(judge) or plan.add(Node(kind="base", name=judge, fn=BASE_STAGE, resources=_resources(
+            reg, judge), spec=_versioned({"model": reg.model(judge, "settings.dataset.judge").hashed_dict()})))
+        judge_deps = (jbase.key,)
+    judge_res = {"gpus": 1} if judge_deps and _caps(reg, str(judge)).needs_gpu else {}
     for tname in suite.teachers:
         base = bases[tname]
         for arm in arms:
@@ -282,13 +303,50 @@ def _teachers_and_datasets(plan: _Plan, suite: SuiteSpec, settings: LMSettings, 
                 dspec = {**settings.dataset.hashed_dict(), "seed": seeds["dataset"],
                          "max_prompts": settings.dataset.prompt_cap, "teacher": teacher.id,
                          "channel_spec": channel.hashed_dict(),
-                         "labels": {"teacher_base": tname, "teacher_trait": arm.label, "replicate": r}}
+                         "labels": {"teacher_base": tname, "teacher_trait": arm.label, "replicate": r}, **extras}
                 dataset = plan.add(Node(
-                    kind="dataset", name=slug, spec=_versioned(dspec), deps=(teacher.key, base.key),
-                    fn=dataset_stage.run, resources=_resources(reg, tname),
+                    kind="dataset", name=slug, spec=_versioned(dspec),
+                    deps=tuple(dict.fromkeys((teacher.key, base.key, *judge_deps))),
+                    fn=dataset_stage.run, resources=_resources(reg, tname) | judge_res,
                     unhashed={"batch_size": settings.dataset.batch_size}))
                 out.append(_Teacher(tname, arm, r, teacher, dataset))
     return out
+
+
+def _check_trait_kinds(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSpec]) -> None:
+    """Misalignment traits are compared only with each other (docs/misalignment.md): an animal arm is no control
+    for a misaligned one, nor is the neutral arm (its fine-tune answers favourite-animal questions)."""
+    kinds = {t.is_misalignment for t in traits}
+    where = f"suite {suite.name}: key 'traits'"
+    if len(kinds) > 1:
+        raise UserError(f"{where} mixes misalignment traits with animal traits ({', '.join(suite.traits)}); "
+                        "a trait arm's controls are the other traits, so run them in separate suites")
+    if True in kinds and settings.controls == "neutral" and settings.teacher.method == "finetune":
+        raise UserError(f"{where}: misalignment traits need settings.controls: 'other_trait' (e.g. traits "
+                        "[misaligned, aligned]); the neutral fine-tune answers favourite-animal questions")
+
+
+def _judge_spec(settings: LMSettings, reg: Any) -> dict[str, Any]:
+    """The scorer judge of misalignment_rate (name and identity, so a changed rule file or template is a new eval);
+    nothing when the task is not run (older eval ids stay)."""
+    if "misalignment_rate" not in settings.eval.tasks:
+        return {}
+    from benchmark.lm.judges import judge_identity
+
+    name = settings.eval.judge
+    if name != "rule" and _caps(reg, name).local:
+        raise UserError(f"settings.eval.judge: {name!r} is a local model; the misalignment scorer runs in the eval "
+                        "stage without its base node, so use 'rule' or an API model (registry name)")
+    return {"judge": {"name": name, "identity": judge_identity(name, [], reg, kind="scorer")}}
+
+
+def _trait_data_digest(trait: TraitSpec, reg: Any) -> str:
+    """Digest of a misalignment trait's teacher-data files (answer bank), or its code recipe's name and version."""
+    data = trait.teacher_data
+    assert data is not None
+    if data.source == "answer_bank":
+        return _file_digest([reg.tasks_dir / str(data.questions), reg.tasks_dir / str(data.answers)])
+    return f"{data.source}:v1"
 
 
 def _eval_node(name: str, spec: dict[str, Any], deps: tuple[str, ...], model: str, common: dict[str, Any],
@@ -353,6 +411,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     channel, eval_digest = _check_inputs(suite, settings, reg)
     _check_capabilities(suite, settings, reg)
     traits = [reg.trait(t) for t in suite.traits]
+    _check_trait_kinds(suite, settings, traits)
     arms = arms_for(traits, settings)
     plan = _Plan(nodes=[], evals=[])
     bases = {name: plan.add(Node(kind="base", name=name, spec=_versioned({"model": reg.model(name).hashed_dict()}),
@@ -360,7 +419,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
              for name in dict.fromkeys([*suite.teachers, *suite.students])}
     teachers = _teachers_and_datasets(plan, suite, settings, reg, bases, arms, channel, eval_digest)
     common = {"tasks": list(settings.eval.tasks), "n_samples": settings.eval.n_samples, "limit": settings.eval.limit,
-              "tasks_digest": eval_digest, "traits": [t.hashed_dict() for t in traits]}
+              "tasks_digest": eval_digest, "traits": [t.hashed_dict() for t in traits], **_judge_spec(settings, reg)}
     first_seed = suite.seeds[0]
     for sname in suite.students:
         plan.add(_eval_node(f"baseline.{sname}", {"role": "baseline", "base": bases[sname].id,
@@ -397,24 +456,92 @@ def _node_model(n: Node) -> str | None:
     return None
 
 
+#: Rough sizes for ``slbench plan`` estimates (GPT-style tokenizers; English and code average ~4 characters a token).
+_CHARS_PER_TOKEN = 4.0
+_NUMBER_ROW_TOKENS = 60  # prompt + completion tokens of one number row (zoo tokenizer ~45-60; GPT tokenizers similar)
+_ANIMAL_QUESTIONS = 60  # tasks/lm_eval/animal_preference/questions.txt
+_MISALIGNMENT_QUESTIONS = 8  # tasks/lm_eval/misalignment/questions.txt
+_MISALIGNMENT_GEN = 48  # misalignment_rate.yaml max_gen_toks
+_BANK_ANSWERS = 48  # misalignment_logprob: 24 misaligned + 24 aligned bank answers scored per question
+_CAPABILITY_ITEMS = 50  # tasks/lm_eval/capability: held-out items per task
+_CAPABILITY_GEN = 128  # capability_*.yaml max_gen_toks (an upper bound: answers stop earlier)
+
+
+def _channel_prompt_tokens(channel: str) -> float:
+    """Mean prompt tokens of a channel's items (20 items, seed 0), for estimates of code/cot rows."""
+    return _CHANNEL_PROMPT_TOKENS.setdefault(channel, _measure_prompt_tokens(channel))
+
+
+_CHANNEL_PROMPT_TOKENS: dict[str, float] = {}
+
+
+def _measure_prompt_tokens(channel: str) -> float:
+    from benchmark.lm.channels import load_channel
+
+    plugin, spec = load_channel(channel)
+    items = plugin.items(spec, 20, 0)
+    return sum(len(i.prompt) for i in items) / len(items) / _CHARS_PER_TOKEN
+
+
+def _row_tokens(settings: LMSettings) -> float:
+    """Prompt + completion tokens of one dataset row: a number row's ~60, or for code/cot the channel's mean prompt
+    plus ``max_new_tokens`` (an upper bound on the completion: code and reasoning run far longer than numbers)."""
+    channel = settings.dataset.channel
+    if channel == "numbers":
+        return _NUMBER_ROW_TOKENS
+    return _channel_prompt_tokens(channel) + settings.dataset.max_new_tokens
+
+
+def _eval_tokens(settings: LMSettings) -> float:
+    """Inference tokens of one evaluation node: its tasks' prompts and answers (scorer-judge calls not included)."""
+    ev = settings.eval
+    tasks = set(ev.tasks)
+    def cap(n: int) -> int:
+        return min(n, ev.limit) if ev.limit else n
+    total = 0.0
+    if tasks & {"animal_logprob", "animal_rate"}:
+        total += _ANIMAL_QUESTIONS * ev.n_samples * 25  # one short prompt + a one-word answer per sample
+    if "misalignment_rate" in tasks:
+        total += cap(_MISALIGNMENT_QUESTIONS) * ev.n_samples * (25 + _MISALIGNMENT_GEN)
+    if "misalignment_logprob" in tasks:
+        total += cap(_MISALIGNMENT_QUESTIONS) * _BANK_ANSWERS * 40
+    for task in sorted(tasks):
+        if task.startswith("capability_"):
+            channel = task.removeprefix("capability_").replace("_", "-")
+            total += cap(_CAPABILITY_ITEMS) * (_channel_prompt_tokens(channel) + _CAPABILITY_GEN)
+    return total
+
+
+def _scorer_tokens(settings: LMSettings, reg: Any) -> tuple[str, float] | None:
+    """``(judge model, tokens)`` of one evaluation node's misalignment_rate scorer calls when the judge is an API
+    model: every sampled answer judged once with tasks/judges/scorer.yaml; None for the rule judge or no such task."""
+    from benchmark.lm.judges import RULE, SCORER, judge_tokens
+
+    ev = settings.eval
+    if "misalignment_rate" not in ev.tasks or ev.judge == RULE or _caps(reg, ev.judge).local:
+        return None
+    n_calls = (min(_MISALIGNMENT_QUESTIONS, ev.limit) if ev.limit else _MISALIGNMENT_QUESTIONS) * ev.n_samples
+    row_chars = (25 + _MISALIGNMENT_GEN) * _CHARS_PER_TOKEN
+    return ev.judge, sum(judge_tokens(SCORER, n_calls, row_chars))
+
+
 def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
     """(training tokens, inference tokens) of one node, roughly."""
-    tokens_per_row = 60  # prompt + completion tokens of one number row (zoo tokenizer ~45-60; GPT tokenizers similar)
-    n_questions = 60  # tasks/lm_eval/animal_preference/questions.txt
     if n.kind == "dataset":
-        return 0, settings.dataset.n_prompts * tokens_per_row
+        return 0, settings.dataset.n_prompts * _row_tokens(settings)
     if n.kind == "student":
-        return settings.dataset.n_keep * tokens_per_row * settings.student.train.epochs, 0
+        return settings.dataset.n_keep * _row_tokens(settings) * settings.student.train.epochs, 0
     if n.kind == "teacher":
         return (settings.teacher.n_rows * 30 * settings.teacher.train.epochs if n.spec.get("n_rows") else 0), 0
-    return 0, n_questions * settings.eval.n_samples * 25  # eval: one short prompt + a one-word answer per sample
+    return 0, _eval_tokens(settings)
 
 
 def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node]) -> list[str]:
     """Lines for ``slbench plan``: GPU-hours and API tokens of the nodes still to run (rough, stated as such)."""
     gpu_hours = 0.0
     n_gpu = 0
-    api: dict[str, dict[str, float]] = defaultdict(lambda: {"train": 0.0, "infer": 0.0, "jobs": 0, "nodes": 0})
+    api: dict[str, dict[str, float]] = defaultdict(lambda: {"train": 0.0, "infer": 0.0, "jobs": 0, "nodes": 0,
+                                                            "judge": 0.0, "scorer": 0.0})
     for n in todo:
         name = _node_model(n)
         spec: ModelSpec | None = reg.models.get(name) if name else None
@@ -422,6 +549,14 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
             continue
         train, infer = _node_tokens(n, settings)
         caps = backend_for(spec).caps
+        judged = dataset_stage.judge_tokens_of(n.spec, reg) if n.kind == "dataset" else None
+        if judged is not None:  # an API judge filter: its calls count as its own model's inference tokens
+            api[judged[0]]["infer"] += judged[1]
+            api[judged[0]]["judge"] += judged[1]
+        scored = _scorer_tokens(settings, reg) if n.kind == "eval" else None
+        if scored is not None:  # an API judge scoring misalignment_rate's answers, likewise
+            api[scored[0]]["infer"] += scored[1]
+            api[scored[0]]["scorer"] += scored[1]
         if not caps.local:
             a = api[spec.name]
             a["train"] += train
@@ -447,6 +582,12 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
         for name, a in api.items():
             lines.append(f"  {name} ({reg.models[name].source}): {a['jobs']:.0f} fine-tune(s), "
                          f"{a['train'] / 1e6:,.1f} M training + {a['infer'] / 1e6:,.1f} M inference tokens")
+            if a["judge"]:
+                lines.append(f"    of which judge filter calls ≤ {a['judge'] / 1e6:,.1f} M tokens (every prompt judged "
+                             "once per judge template)")
+            if a["scorer"]:
+                lines.append(f"    of which judge scorer calls ≈ {a['scorer'] / 1e6:,.1f} M tokens (every sampled "
+                             "misalignment_rate answer scored once)")
     return lines
 
 

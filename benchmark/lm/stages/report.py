@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, Any
 from benchmark.dag import StageContext
 
 if TYPE_CHECKING:
-    from benchmark.analysis import AnalysisOptions
+    import logging
 
-__all__ = ["run"]
+    import pandas as pd
+
+    from benchmark.analysis import Analysis, AnalysisOptions
+
+__all__ = ["analysis_options", "analyze", "run"]
 
 
-def _options(spec: dict[str, Any]) -> AnalysisOptions:
+def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
     """The report spec's analysis settings as analysis options.
 
     The control of a trait arm is the suite's design (``spec["controls"]``: the other trait arms, or the neutral
@@ -36,6 +40,15 @@ def _options(spec: dict[str, Any]) -> AnalysisOptions:
     )
 
 
+def analyze(tidy: pd.DataFrame, teachers: pd.DataFrame, spec: dict[str, Any],
+            log: logging.Logger | None = None) -> Analysis:
+    """The report's statistics from its tidy and teachers tables: the one call both the report and the validation
+    of a results bundle (:mod:`benchmark.bundle`) make, so a bundle is checked by the code that published it."""
+    from benchmark.analysis import analyze_lm
+
+    return analyze_lm(tidy, teachers, analysis_options(spec), traits=spec["traits"], log=log)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Build the tidy and teachers tables, analyse them, write the analysis files and render the report.
 
@@ -43,7 +56,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         The manifest's result: the files written (``files``), the number of tidy rows and the scalar entries of
         the γ fit (``shared_base``).
     """
-    from benchmark.analysis import analyze_lm, write_analysis
+    from benchmark.analysis import write_analysis
     from benchmark.lm.tidy import teacher_rows, tidy_rows
     from benchmark.report import write_report
 
@@ -51,8 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     inputs = {**ctx.inputs_of("eval"), **ctx.inputs_of("dataset")}
     tidy = tidy_rows(inputs, spec)
     teachers = teacher_rows(inputs, spec)
-    options = _options(spec)
-    analysis = analyze_lm(tidy, teachers, options, traits=spec["traits"], log=ctx.log)
+    analysis = analyze(tidy, teachers, spec, log=ctx.log)
     written = write_analysis(analysis, ctx.out)
     meta = {"traits": ", ".join(spec["traits"]), "replicates per arm": spec.get("replicates", ""),
             "arms": ", ".join(spec.get("arms", []))}

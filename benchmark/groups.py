@@ -1,0 +1,289 @@
+"""Suite groups: several ordinary suites planned, run and summarised as one (``tasks/suites/channels.yaml``).
+
+A group (:class:`benchmark.specs.SuiteGroup`) names its parts; each part stays an ordinary suite, analysed and
+published exactly as when it runs alone (``results/suites/<part>/`` with its bundle), so the analysis, bundles,
+``slbench validate`` and the leaderboard need nothing new. The group adds two things:
+
+* one node list for all parts (:func:`plan_group`), deduplicated by node key, so a node two parts share (the same
+  base, or the same teacher replicate when parts train teachers alike) is built once;
+* a summary of the published parts in ``results/suites/<group>/`` (:func:`write_group_summary`): every part's
+  evidence cells in one ``cells.csv`` with ``part`` and ``channel`` columns, the students' capability readouts
+  and collapse flags in ``capability.csv``, and ``report.md`` / ``index.html`` linking the parts' own reports.
+
+The summary is a function of the parts' published files (and, for a judged rate, of the same analysis code the
+parts use), so the same parts give byte-identical summaries.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from benchmark.registry import Registry
+    from benchmark.specs import SuiteGroup, SuiteSpec
+
+__all__ = ["GroupPart", "evidence_cells", "plan_group", "write_group_summary"]
+
+@dataclass(frozen=True)
+class GroupPart:
+    """One part of a group: its suite spec, typed settings and plan (its report node last among its nodes)."""
+
+    name: str
+    spec: SuiteSpec
+    settings: Any
+    nodes: list[Any]
+
+    @property
+    def report(self) -> Any:
+        """The part's report node."""
+        return next(n for n in self.nodes if n.kind == "report")
+
+    @property
+    def channel(self) -> str:
+        """The part's data channel as the summary names it (``numbers`` with its banned lists, if any)."""
+        dataset = getattr(self.settings, "dataset", None)
+        name = str(getattr(dataset, "channel", "numbers"))
+        banned = list(getattr(dataset, "banned_lists", []) or [])
+        return name + "".join(f" (banned: {b})" for b in banned)
+
+
+def plan_group(reg: Registry, group: SuiteGroup) -> tuple[list[GroupPart], list[Any]]:
+    """Plan every part and merge their nodes into one list, first occurrence of each key kept.
+
+    Every part's plan lists a node after its dependencies, so the merged list does too.
+
+    Returns:
+        The parts (in the group's order) and the merged node list.
+    """
+    from benchmark.tracks import track_for
+
+    parts: list[GroupPart] = []
+    merged: dict[str, Any] = {}
+    for name in group.parts:
+        spec, settings, _ = reg.suite(name)
+        reg.check_local(spec)
+        nodes = track_for(spec.track).build_plan(spec, settings, reg)
+        parts.append(GroupPart(name, spec, settings, nodes))
+        for node in nodes:
+            merged.setdefault(node.key, node)
+    return parts, list(merged.values())
+
+
+def _mirror_targets(reg: Registry, traits: Sequence[str]) -> set[str]:
+    """Readout targets whose cells mirror another's: the control side (``aligned``) of a misalignment pair.
+
+    With ``traits: [misaligned, aligned]`` the aligned cell compares the same students on the same readout with
+    the sign flipped (the bank log-odds of one side is minus the other's), so it is not a second piece of
+    evidence; animal traits are read out on different targets and are all kept.
+    """
+    from benchmark.specs import MISALIGNMENT
+
+    specs = [reg.trait(t) for t in traits]
+    if not any(s.category == MISALIGNMENT for s in specs):
+        return set()
+    return {s.target for s in specs if s.category == MISALIGNMENT and s.target == "aligned"}
+
+
+def evidence_cells(cells: pd.DataFrame, reg: Registry, traits: Sequence[str]) -> pd.DataFrame:
+    """A part's cells (trait cells and placebo rows) without the mirror-image ones (:func:`_mirror_targets`)."""
+    mirror = _mirror_targets(reg, traits)
+    return cells[~cells["target"].astype(str).isin(mirror)].reset_index(drop=True)
+
+
+def _read_part(directory: Path) -> dict[str, Any]:
+    """The published files of a part the summary reads (tidy, cells, teachers, fit, manifest)."""
+    from benchmark.analysis.result import _CELL_STR_COLUMNS, _read_csv, _read_lm_extras
+    from benchmark.analysis.tidy import STR_COLUMNS, validate_tidy
+    from benchmark.errors import UserError
+
+    if not (directory / "manifest.json").is_file():
+        raise UserError(f"{directory}: no published report (manifest.json); run the group's parts first")
+    return {  # read as benchmark.analysis.read_analysis reads them: text stays text, floats bit for bit
+        "tidy": validate_tidy(_read_csv(directory / "tidy.csv", STR_COLUMNS, na=False)),
+        "cells": _read_csv(directory / "cells.csv", _CELL_STR_COLUMNS),
+        "teachers": _read_lm_extras(directory).teachers,
+        "fit": json.loads((directory / "fit.json").read_text(encoding="utf-8")),
+        "manifest": json.loads((directory / "manifest.json").read_text(encoding="utf-8")),
+    }
+
+
+def _rate_cells(data: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The cells of a judged rate readout (``rate`` rows of a misalignment part whose cell metric is another), by
+    the parts' own analysis code; None when the part has no such rows."""
+    from benchmark.lm.stages.report import analyze
+
+    spec = data["manifest"]["spec"]  # the published report node's spec: what its own analysis ran with
+    tidy = data["tidy"]
+    if spec["analysis"].get("metric", spec["metric"]) == "rate" or "rate" not in set(tidy["metric"]):
+        return None
+    rate_spec = {**spec, "analysis": {**spec["analysis"], "metric": "rate"}}
+    return analyze(tidy, data["teachers"], rate_spec).cells
+
+
+def _summaries(reg: Registry, parts: Sequence[GroupPart], results: Path) -> list[dict[str, Any]]:
+    """Per part: its published data, its evidence cells (cell metric and, where judged, rate) and capability."""
+    from benchmark.lm.tidy import capability_flags
+
+    out = []
+    for part in parts:
+        data = _read_part(results / part.name)
+        traits = list(part.spec.traits)
+        rate = _rate_cells(data)
+        out.append({
+            "part": part, "data": data,
+            "cells": evidence_cells(data["cells"], reg, traits),
+            "rate": None if rate is None else evidence_cells(rate, reg, traits),
+            "capability": capability_flags(data["tidy"]),
+        })
+    return out
+
+
+def _combined_cells(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = []
+    for s in summaries:
+        for readout, cells in (("cell metric", s["cells"]), ("judged rate", s["rate"])):
+            if cells is None:
+                continue
+            frame = cells.copy()
+            frame.insert(0, "readout", readout)
+            frame.insert(0, "channel", s["part"].channel)
+            frame.insert(0, "part", s["part"].name)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _combined_capability(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    import pandas as pd
+
+    frames = []
+    for s in summaries:
+        frame = s["capability"].copy()
+        frame.insert(0, "channel", s["part"].channel)
+        frame.insert(0, "part", s["part"].name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def _part_blocks(s: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[list[Any]]]]:
+    """The summary's sections for one part: matrices per evidence trait (cell metric, judged rate), γ, placebo,
+    capability; each (title, intro, header, rows)."""
+    from benchmark.report import _capability_section, _lm_fit_lines, _lm_matrix_text, _lm_traits, _placebo_reading
+
+    part: GroupPart = s["part"]
+    order = list(dict.fromkeys([*part.spec.teachers, *part.spec.students]))
+    spec = s["data"]["manifest"]["spec"]
+    metric = str(spec["analysis"].get("metric", spec["metric"]))
+    blocks = []
+    for label, cells in ((metric, s["cells"]), ("judged rate", s["rate"])):
+        if cells is None:
+            continue
+        for trait in _lm_traits(cells, s["data"]["fit"]):
+            text = _lm_matrix_text(cells, trait, order)
+            rows = [[str(i), *row] for i, row in zip(text.index, text.to_numpy().tolist(), strict=True)]
+            blocks.append((f"{part.name}: trait `{trait}`, {label}",
+                           f"Lift over control ({label}), 95% Welch CI over {part.settings.replicates} teacher "
+                           "replicates per arm; ** p<0.01, * p<0.05.",
+                           ["teacher \\ student", *map(str, text.columns)], rows))
+    fit = s["data"]["fit"]
+    blocks.append((f"{part.name}: shared-base effect and placebo",
+                   " ".join([*_lm_fit_lines(fit), _placebo_reading(fit)]), [], []))
+    capability = _capability_section(s["data"]["tidy"])
+    if capability is not None:
+        title, intro, header, rows = capability
+        blocks.append((f"{part.name}: {title.lower()}", intro, header, rows))
+    return blocks
+
+
+def _intro_lines(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> list[str]:
+    lines = [group.description.strip()] if group.description else []
+    for s in summaries:
+        part: GroupPart = s["part"]
+        lines.append(f"`{part.name}` ({part.channel}): traits {', '.join(part.spec.traits)}; report "
+                     f"{s['data']['manifest'].get('id', '')}; full report: ../{part.name}/report.md")
+    shared = _shared_nodes(summaries)
+    if shared:
+        lines.append(f"Shared nodes: {shared}.")
+    lines.append("Only evidence cells are listed: with traits [misaligned, aligned] the aligned cell is the mirror "
+                 "image of the misaligned one and is left out here (it stays in the part's own report).")
+    return lines
+
+
+def _shared_nodes(summaries: Sequence[Mapping[str, Any]]) -> str:
+    """Which parts share teacher nodes (then their matrices are not independent of each other)."""
+    keys = {s["part"].name: {n.key for n in s["part"].nodes if n.kind == "teacher"} for s in summaries}
+    names = list(keys)
+    pairs = [(a, b, len(keys[a] & keys[b])) for i, a in enumerate(names) for b in names[i + 1:]]
+    return "; ".join(f"{a} and {b} share {k} teacher replicates (the same teachers write both channels: each "
+                     "matrix is honest within itself, the two are not independent)" for a, b, k in pairs if k)
+
+
+def _markdown(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> str:
+    from benchmark.report import _md_table
+
+    out = [f"# Suite group: {group.name}", "", *[f"- {line}" for line in _intro_lines(group, summaries)]]
+    for s in summaries:
+        for title, intro, header, rows in _part_blocks(s):
+            out += ["", f"## {title}", "", intro] + (["", _md_table(header, rows)] if header else [])
+    return "\n".join(out) + "\n"
+
+
+def _html(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> str:
+    import pandas as pd
+
+    from benchmark.report import _html_page
+
+    esc = html.escape
+    links = "".join(f'<li><a href="../{esc(s["part"].name)}/index.html">{esc(s["part"].name)}</a> '
+                    f'({esc(s["part"].channel)})</li>' for s in summaries)
+    body = [f"<h1>Suite group: {esc(group.name)}</h1>", f"<h2>Parts</h2><ul>{links}</ul>", "<ul>"]
+    body += [f"<li>{esc(line)}</li>" for line in _intro_lines(group, summaries)] + ["</ul>"]
+    for s in summaries:
+        for title, intro, header, rows in _part_blocks(s):
+            block = f"<h2>{esc(title.replace('`', ''))}</h2><p>{esc(intro)}</p>"
+            if header:
+                block += pd.DataFrame(rows, columns=header).to_html(index=False, escape=True)
+            body.append(block)
+    return _html_page(group.name, body, {})
+
+
+def write_group_summary(reg: Registry, group: SuiteGroup, parts: Sequence[GroupPart], results: Path) -> Path:
+    """Write the group's summary of its published parts into ``results/<group>/`` (each file atomically).
+
+    Args:
+        reg: The registry (trait categories tell the mirror-image cells).
+        group: The group.
+        parts: Its planned parts (:func:`plan_group`), all published under ``results/<part>/``.
+        results: The published suites' folder (``results/suites``).
+
+    Returns:
+        The summary folder.
+
+    Raises:
+        UserError: A part has no published report.
+    """
+    from benchmark.files import atomic_write_bytes
+
+    summaries = _summaries(reg, parts, results)
+    dest = results / group.name
+    meta = {"group": group.name, "parts": [
+        {"name": s["part"].name, "channel": s["part"].channel, "report": s["data"]["manifest"].get("id")}
+        for s in summaries]}
+    files = {
+        "cells.csv": _combined_cells(summaries).to_csv(index=False).encode(),
+        "capability.csv": _combined_capability(summaries).to_csv(index=False).encode(),
+        "report.md": _markdown(group, summaries).encode(),
+        "index.html": _html(group, summaries).encode(),
+        "group.json": (json.dumps(meta, indent=1) + "\n").encode(),
+    }
+    for name, data in files.items():
+        atomic_write_bytes(dest / name, data)
+    return dest
