@@ -372,6 +372,7 @@ def test_cli_run_with_ray_executor(ray_cluster, tmp_path, monkeypatch, capsys):
 
     # The CLI path (`slbench run SUITE --executor ray`) with this module's suite standing in for a YAML one.
     nodes = [n for n in micro_suite() if n.kind == "base"]
+    monkeypatch.setattr(cli, "_load_group", lambda suite: None)  # a plain suite, not a suite group
     monkeypatch.setattr(cli, "_load_plan", lambda suite: (None, SimpleNamespace(name=suite), None, nodes))
     args = ["run", "micro", "--executor", "ray", "--store", str(tmp_path / "store"), "--no-publish"]
     cli.app(args, standalone_mode=False)
