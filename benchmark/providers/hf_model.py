@@ -61,6 +61,10 @@ def _label(source: str | None, spec: ModelSpec | None) -> str:
 
 def _source(model_dir: str | os.PathLike[str] | None, spec: ModelSpec | None) -> str:
     source = model_dir if model_dir is not None else (spec.source if spec is not None else None)
+    if model_dir is None and spec is not None and spec.source is not None:
+        from benchmark.models_fetch import resolve_source
+
+        source = resolve_source(spec)  # a fetched entry's cache directory; other sources as written
     if source is None:
         name = spec.name if spec is not None else "?"
         raise UserError(
@@ -550,6 +554,29 @@ def _seeded(model: Any, seed: int) -> Iterator[None]:
         model.train(was_training)
 
 
+def _chat_lm(lm: Any, spec: ModelSpec | None) -> Any:
+    """``lm`` whose chat rendering of a lone user turn is :func:`~benchmark.lm.chat.render_prompt`'s.
+
+    lm-eval renders with the tokenizer's template as it is, so a template that injects a default system prompt
+    (Qwen2.5's, SmolLM2's) would put it into every evaluation question while students are trained without it
+    (found on SmolLM2: log-odds of owl -6.28 with the injected turn, -6.11 without, on 3 questions). Other chat
+    shapes (a system turn, several turns, an assistant prefix) and calls without a registry entry keep lm-eval's
+    own rendering. Templates that inject nothing (the zoo's) render exactly as before.
+    """
+    from benchmark.lm.chat import render_prompt
+
+    own = lm.apply_chat_template
+
+    def apply_chat_template(chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        lone_user = len(chat_history) == 1 and chat_history[0]["role"] == "user"
+        if spec is not None and add_generation_prompt and lone_user:
+            return render_prompt(lm.tokenizer, chat_history[0]["content"], spec=spec)
+        return str(own(chat_history, add_generation_prompt))
+
+    lm.apply_chat_template = apply_chat_template
+    return lm
+
+
 def evaluate_lm(
     model: Any,
     tokenizer: Any,
@@ -566,6 +593,7 @@ def evaluate_lm(
     answer_templates: Sequence[str] = ("{word}",),
     prefix_seed: int = 0,
     tasks_dir: str | Path | None = None,
+    spec: ModelSpec | None = None,
 ) -> dict[str, Any]:
     """Evaluate one in-memory model's animal preference with lm-eval (see :func:`benchmark.lm.evaluate.run_tasks`).
 
@@ -592,6 +620,8 @@ def evaluate_lm(
             ``("{word}", "{Word}")`` to accept "owl" and "Owl".
         prefix_seed: seed of the numbers variant's prefixes.
         tasks_dir: lm-eval include_path (default ``tasks/lm_eval`` of the project root).
+        spec: the registry entry: with ``allow_default_system_prompt`` false, a question with no system prompt
+            is rendered without the template's injected default (as students are trained; see :func:`_chat_lm`).
 
     Returns:
         The runner's result, with ``logprob`` blocks, ``token_collisions`` (candidates scored as the same
@@ -610,7 +640,7 @@ def evaluate_lm(
     engine = EvalEngine(
         caller="evaluate_lm",
         model_name=model_key,
-        make_lm=lambda: HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size),
+        make_lm=lambda: _chat_lm(HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size), spec),
         scope=lambda: _seeded(model, seed),
         answer_suffix=suffix,
         answer_templates=list(answer_templates),
