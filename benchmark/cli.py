@@ -647,8 +647,9 @@ def leaderboard(
     from benchmark.files import project_root
     from benchmark.leaderboard import build_site
 
+    # Hidden folders are publishing's grace-period copies of replaced results (benchmark.publish), not suites.
     paths = [_bundle_arg(b) for b in bundles] if bundles else sorted(
-        (project_root() / "results" / "suites").glob("*/bundle.json"))
+        p for p in (project_root() / "results" / "suites").glob("*/bundle.json") if not p.parent.name.startswith("."))
     if not paths:
         raise UserError("no bundles given and none published (results/suites/*/bundle.json); run `slbench export`")
     if check:

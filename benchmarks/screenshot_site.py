@@ -46,7 +46,8 @@ def main() -> int:
 def shoot(site_dir: Path, out: Path) -> int:
     """Build the site into ``site_dir``, serve it and screenshot the index and every suite page into ``out``."""
     t0 = time.perf_counter()
-    paths = sorted((ROOT / "results" / "suites").glob(f"*/{BUNDLE}"))
+    paths = sorted(p for p in (ROOT / "results" / "suites").glob(f"*/{BUNDLE}")
+                   if not p.parent.name.startswith("."))  # hidden: publishing's copies of replaced results
     bundles = [Bundle.model_validate_json(p.read_bytes()) for p in paths]
     build_site(bundles, site_dir)
     print(f"built {site_dir} from {len(bundles)} bundle(s) in {time.perf_counter() - t0:.1f} s")

@@ -25,7 +25,8 @@ from benchmark.bundle.tracks import track_info
 from tests.conftest import ROOT, run_cli
 
 SUITES = ROOT / "results" / "suites"
-PUBLISHED = sorted(p.parent for p in SUITES.glob("*/manifest.json"))
+# Hidden folders are publishing's grace-period copies of replaced results, not published suites.
+PUBLISHED = sorted(p.parent for p in SUITES.glob("*/manifest.json") if not p.parent.name.startswith("."))
 
 
 def _load(path: Path) -> dict:

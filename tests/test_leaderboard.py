@@ -31,7 +31,8 @@ SUITES = ROOT / "results" / "suites"
 
 @pytest.fixture(scope="module")
 def bundles() -> list[Bundle]:
-    return [Bundle.model_validate_json(p.read_bytes()) for p in sorted(SUITES.glob(f"*/{BUNDLE}"))]
+    return [Bundle.model_validate_json(p.read_bytes()) for p in sorted(SUITES.glob(f"*/{BUNDLE}"))
+            if not p.parent.name.startswith(".")]
 
 
 @pytest.fixture(scope="module")
