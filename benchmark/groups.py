@@ -98,20 +98,22 @@ def evidence_cells(cells: pd.DataFrame, reg: Registry, traits: Sequence[str]) ->
 
 
 def _read_part(directory: Path) -> dict[str, Any]:
-    """The published files of a part the summary reads (tidy, cells, teachers, fit, manifest)."""
-    from benchmark.analysis.result import _CELL_STR_COLUMNS, _read_csv, _read_lm_extras
-    from benchmark.analysis.tidy import STR_COLUMNS, validate_tidy
+    """The published files of a part the summary reads (tidy, cells, teachers, fit, manifest), read back by
+    :func:`benchmark.analysis.read_analysis` with the options its report ran with (text stays text, floats bit for
+    bit)."""
+    import pandas
+
+    from benchmark.analysis import LMExtras, read_analysis
     from benchmark.errors import UserError
+    from benchmark.lm.stages.report import analysis_options
 
     if not (directory / "manifest.json").is_file():
         raise UserError(f"{directory}: no published report (manifest.json); run the group's parts first")
-    return {  # read as benchmark.analysis.read_analysis reads them: text stays text, floats bit for bit
-        "tidy": validate_tidy(_read_csv(directory / "tidy.csv", STR_COLUMNS, na=False)),
-        "cells": _read_csv(directory / "cells.csv", _CELL_STR_COLUMNS),
-        "teachers": _read_lm_extras(directory).teachers,
-        "fit": json.loads((directory / "fit.json").read_text(encoding="utf-8")),
-        "manifest": json.loads((directory / "manifest.json").read_text(encoding="utf-8")),
-    }
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    analysis = read_analysis(directory, analysis_options(manifest["spec"]))
+    teachers = analysis.extras.teachers if isinstance(analysis.extras, LMExtras) else pandas.DataFrame()
+    return {"tidy": analysis.tidy, "cells": analysis.cells, "teachers": teachers, "fit": analysis.fit,
+            "manifest": manifest}
 
 
 def _rate_cells(data: Mapping[str, Any]) -> pd.DataFrame | None:
@@ -176,7 +178,7 @@ def _combined_capability(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame
 def _part_blocks(s: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[list[Any]]]]:
     """The summary's sections for one part: matrices per evidence trait (cell metric, judged rate), γ, placebo,
     capability; each (title, intro, header, rows)."""
-    from benchmark.report import _capability_section, _lm_fit_lines, _lm_matrix_text, _lm_traits, _placebo_reading
+    from benchmark.report import capability_section, lm_fit_lines, lm_matrix_text, lm_traits, placebo_reading
 
     part: GroupPart = s["part"]
     order = list(dict.fromkeys([*part.spec.teachers, *part.spec.students]))
@@ -186,8 +188,8 @@ def _part_blocks(s: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[l
     for label, cells in ((metric, s["cells"]), ("judged rate", s["rate"])):
         if cells is None:
             continue
-        for trait in _lm_traits(cells, s["data"]["fit"]):
-            text = _lm_matrix_text(cells, trait, order)
+        for trait in lm_traits(cells, s["data"]["fit"]):
+            text = lm_matrix_text(cells, trait, order)
             rows = [[str(i), *row] for i, row in zip(text.index, text.to_numpy().tolist(), strict=True)]
             blocks.append((f"{part.name}: trait `{trait}`, {label}",
                            f"Lift over control ({label}), 95% Welch CI over {part.settings.replicates} teacher "
@@ -195,8 +197,8 @@ def _part_blocks(s: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[l
                            ["teacher \\ student", *map(str, text.columns)], rows))
     fit = s["data"]["fit"]
     blocks.append((f"{part.name}: shared-base effect and placebo",
-                   " ".join([*_lm_fit_lines(fit), _placebo_reading(fit)]), [], []))
-    capability = _capability_section(s["data"]["tidy"])
+                   " ".join([*lm_fit_lines(fit), placebo_reading(fit)]), [], []))
+    capability = capability_section(s["data"]["tidy"])
     if capability is not None:
         title, intro, header, rows = capability
         blocks.append((f"{part.name}: {title.lower()}", intro, header, rows))
@@ -227,19 +229,19 @@ def _shared_nodes(summaries: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _markdown(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> str:
-    from benchmark.report import _md_table
+    from benchmark.report import md_table
 
     out = [f"# Suite group: {group.name}", "", *[f"- {line}" for line in _intro_lines(group, summaries)]]
     for s in summaries:
         for title, intro, header, rows in _part_blocks(s):
-            out += ["", f"## {title}", "", intro] + (["", _md_table(header, rows)] if header else [])
+            out += ["", f"## {title}", "", intro] + (["", md_table(header, rows)] if header else [])
     return "\n".join(out) + "\n"
 
 
 def _html(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> str:
     import pandas as pd
 
-    from benchmark.report import _html_page
+    from benchmark.report import html_page
 
     esc = html.escape
     links = "".join(f'<li><a href="../{esc(s["part"].name)}/index.html">{esc(s["part"].name)}</a> '
@@ -252,7 +254,7 @@ def _html(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> str:
             if header:
                 block += pd.DataFrame(rows, columns=header).to_html(index=False, escape=True)
             body.append(block)
-    return _html_page(group.name, body, {})
+    return html_page(group.name, body, {})
 
 
 def write_group_summary(reg: Registry, group: SuiteGroup, parts: Sequence[GroupPart], results: Path) -> Path:

@@ -38,12 +38,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "accuracy_grid",
+    "capability_section",
     "classifier_heatmaps",
     "classifier_markdown",
     "figure_png",
     "heatmap_figure",
+    "html_page",
     "html_report",
+    "lm_fit_lines",
+    "lm_matrix_text",
+    "lm_traits",
     "markdown_tables",
+    "md_table",
+    "placebo_reading",
     "readings",
     "render_report",
     "report_markdown",
@@ -53,6 +60,7 @@ __all__ = [
 
 _P_STRONG, _P_WEAK = 0.01, 0.05  # "**" and "*" thresholds
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_REPLICATE_CI = " - 95% t-intervals over replicate indices."  # how the LM relation means' CIs are made
 _RELATION_LABEL = {"same": "Same-base", "sibling": "sibling (shared init)", "unrelated": "unrelated"}
 
 #: A heatmap to draw: the matrix and :func:`heatmap_figure` keyword arguments.
@@ -100,7 +108,7 @@ def _ci(lo: Any, hi: Any, digits: int = 3) -> str:
     return f"[{_num(lo, digits)}, {_num(hi, digits)}]"
 
 
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(v: Any) -> str:
         return str(v).replace("|", "\\|")
 
@@ -306,26 +314,13 @@ def readings(analysis: Analysis, alpha: float = 0.05) -> list[str]:
     if _is_replicate_lm(analysis):
         return _lm_readings(analysis, alpha)
     cells, fit = analysis.cells, analysis.fit
-    out = _relation_readings(fit)
+    out = _relation_readings(fit.get("by_relation", {}), "mean lift")
     out += _gamma_readings(fit, alpha)
     if analysis.drift:
         out += _drift_readings(analysis.drift, str(cells["control"].iloc[0]))
     if len(cells):
         out.append(_significance_reading(cells, alpha))
     return out
-
-
-def _relation_readings(fit: Mapping[str, Any]) -> list[str]:
-    by_rel = fit.get("by_relation", {})
-    parts = []
-    for rel in RELATIONS:
-        r = by_rel.get(rel)
-        if r and r.get("n_cells"):
-            parts.append(
-                f"{_RELATION_LABEL[rel]} cells: mean lift {_num(r['mean'], sign=True)} "
-                f"{_ci(r['ci_low'], r['ci_high'])} (n={r['n_cells']})"
-            )
-    return ["; ".join(parts) + "."] if parts else []
 
 
 def _gamma_readings(fit: Mapping[str, Any], alpha: float) -> list[str]:
@@ -530,14 +525,14 @@ def markdown_tables(analysis: Analysis) -> str:
         rows = [[str(idx), *row] for idx, row in zip(text.index, text.to_numpy().tolist(), strict=True)]
         parts.append(
             f"### Effect matrix, target `{target}` (lift over control, 95% CI; ** p<0.01, * p<0.05)\n\n"
-            + _md_table(header, rows)
+            + md_table(header, rows)
         )
     parts.append("### Shared-base effect\n\n" + _fit_line(fit))
     h, r = _relation_rows(fit)
     if r:
-        parts.append("### Lift by relation\n\n" + _md_table(h, r))
+        parts.append("### Lift by relation\n\n" + md_table(h, r))
     h, r = _cell_rows(cells)
-    parts.append("### Cells\n\n" + _md_table(h, r))
+    parts.append("### Cells\n\n" + md_table(h, r))
     return "\n\n".join(parts) + "\n"
 
 
@@ -591,7 +586,7 @@ def report_markdown(analysis: Analysis, meta: Mapping[str, Any], images: Sequenc
         lines += ["", "## Heatmaps", "", *links]
     lines += ["", "## Tables", "", markdown_tables(analysis)]
     if meta:
-        lines += ["## Run metadata", "", _md_table(["key", "value"], _meta_rows(meta)), ""]
+        lines += ["## Run metadata", "", md_table(["key", "value"], _meta_rows(meta)), ""]
     return "\n".join(lines)
 
 
@@ -619,7 +614,7 @@ def html_report(analysis: Analysis, meta: Mapping[str, Any], images: Mapping[str
         # the target-lift and profile heatmaps (the first two figures) side by side
         body.append('<div style="display:flex;flex-wrap:wrap;gap:1em">' + "".join(figures[:2]) + "</div>")
         body += figures[2:] + _lm_html_sections(analysis)
-        return _html_page(suite, body, meta)
+        return html_page(suite, body, meta)
     body += figures
     for target in sorted(cells["target"].unique()):
         text = _effect_matrix_text(cells, target, order)
@@ -636,10 +631,10 @@ def html_report(analysis: Analysis, meta: Mapping[str, Any], images: Mapping[str
         )
     h, r = _cell_rows(cells)
     body.append("<h2>Cells</h2>" + pd.DataFrame(r, columns=h).to_html(index=False, escape=True))
-    return _html_page(suite, body, meta)
+    return html_page(suite, body, meta)
 
 
-def _html_page(suite: str, body: list[str], meta: Mapping[str, Any]) -> str:
+def html_page(suite: str, body: list[str], meta: Mapping[str, Any]) -> str:
     """The HTML document: the body blocks, then the run metadata."""
     esc = html.escape
     if meta:
@@ -684,7 +679,7 @@ def _lm_grid(cells: pd.DataFrame, column: str, order: Sequence[str] | None, trai
     return out
 
 
-def _lm_traits(cells: pd.DataFrame, fit: Mapping[str, Any] | None = None) -> list[str]:
+def lm_traits(cells: pd.DataFrame, fit: Mapping[str, Any] | None = None) -> list[str]:
     """The traits of the cell table, in the suite's order where the fit records it."""
     present = list(dict.fromkeys(map(str, _trait_cells(cells)["trait"])))
     return ordered_levels(present, (fit or {}).get("traits"))
@@ -694,16 +689,16 @@ def _lm_readings(analysis: Analysis, alpha: float) -> list[str]:
     """Readings of the replicate-level LM analysis: definition, relations, γ, profile, placebo, cells."""
     fit, cells = analysis.fit, analysis.cells
     out = [str(fit["lift_definition"])] if fit.get("lift_definition") else []
-    out += _lm_relation_readings(fit.get("by_relation", {}), "mean lift")
+    out += _relation_readings(fit.get("by_relation", {}), "mean lift", _REPLICATE_CI)
     out += _lm_gamma_readings(fit, "γ (shared init)", alpha)
     same = fit.get("same")
     if same:
         out.append(_lm_fit_line(same, "γ (same base only)"))
     profile = fit.get("profile")
     if profile:
-        out += _lm_relation_readings(profile.get("by_relation", {}), "mean profile r")
+        out += _relation_readings(profile.get("by_relation", {}), "mean profile r", _REPLICATE_CI)
         out += _lm_gamma_readings(profile, "Profile γ (shared init, on the whole-profile correlation)", alpha)
-    out.append(_placebo_reading(fit))
+    out.append(placebo_reading(fit))
     trait = _trait_cells(cells)
     if len(trait):
         n_p, n_q = int((trait["p"] < alpha).sum()), int((trait["q"] < alpha).sum())
@@ -722,7 +717,8 @@ def _lm_readings(analysis: Analysis, alpha: float) -> list[str]:
     return out
 
 
-def _lm_relation_readings(by_rel: Mapping[str, Any], what: str) -> list[str]:
+def _relation_readings(by_rel: Mapping[str, Any], what: str, end: str = ".") -> list[str]:
+    """One line: each relation's mean ``what`` with its CI and cell count, ending with ``end``."""
     parts = []
     for rel in RELATIONS:
         r = by_rel.get(rel)
@@ -731,9 +727,7 @@ def _lm_relation_readings(by_rel: Mapping[str, Any], what: str) -> list[str]:
                 f"{_RELATION_LABEL[rel]} cells: {what} {_num(r['mean'], sign=True)} {_ci(r['ci_low'], r['ci_high'])} "
                 f"(n={r['n_cells']})"
             )
-    if not parts:
-        return []
-    return ["; ".join(parts) + " - 95% t-intervals over replicate indices."]
+    return ["; ".join(parts) + end] if parts else []
 
 
 def _lm_fit_line(fit: Mapping[str, Any], name: str) -> str:
@@ -767,7 +761,7 @@ def _lm_gamma_readings(fit: Mapping[str, Any], name: str, alpha: float) -> list[
     return out
 
 
-def _placebo_reading(fit: Mapping[str, Any]) -> str:
+def placebo_reading(fit: Mapping[str, Any]) -> str:
     n = int(fit.get("placebo_n_rows") or 0)
     if not n:
         return "No A/A placebo arm: the calibration check of the per-cell test did not run."
@@ -783,7 +777,7 @@ def _effect_text(r: Any) -> str:
     return f"{_num(r.effect, sign=True)} {_ci(r.ci_low, r.ci_high)}{significance_marks(r.p)}"
 
 
-def _lm_matrix_text(cells: pd.DataFrame, trait: str, order: Sequence[str] | None) -> pd.DataFrame:
+def lm_matrix_text(cells: pd.DataFrame, trait: str, order: Sequence[str] | None) -> pd.DataFrame:
     """Teacher × student "effect [lo, hi]marks" strings for one trait, registry order kept."""
     sub = _trait_cells(cells)
     sub = sub[sub["trait"] == trait].assign(text=lambda d: [_effect_text(r) for r in d.itertuples(index=False)])
@@ -856,7 +850,7 @@ def _teacher_rows(teachers: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
     return list(map(str, teachers.columns)), [[fmt(v) for v in row] for row in teachers.itertuples(index=False)]
 
 
-def _capability_section(tidy: pd.DataFrame) -> tuple[str, str, list[str], list[list[Any]]] | None:
+def capability_section(tidy: pd.DataFrame) -> tuple[str, str, list[str], list[list[Any]]] | None:
     """The capability side-checks (docs/misalignment.md): students' readout on the channel's own task, per cell.
 
     A student must not be merely broken: a trait lift means little if the student lost the channel's skill, so each
@@ -882,7 +876,7 @@ def _capability_section(tidy: pd.DataFrame) -> tuple[str, str, list[str], list[l
     return "Capability side-checks", intro, header, rows
 
 
-def _lm_fit_lines(fit: Mapping[str, Any]) -> list[str]:
+def lm_fit_lines(fit: Mapping[str, Any]) -> list[str]:
     """Every γ fit of the LM analysis, one line each."""
     lines = [_lm_fit_line(fit, "γ (shared init)")]
     if fit.get("same"):
@@ -899,12 +893,12 @@ def _lm_sections(analysis: Analysis) -> list[tuple[str, str, list[str], list[lis
     """The LM report's sections as (title, intro, header, rows): matrices, γ, relations, cells, placebo, teachers."""
     cells, fit, order = analysis.cells, analysis.fit, analysis.options.order
     out = []
-    for trait in _lm_traits(cells, fit):
-        text = _lm_matrix_text(cells, trait, order)
+    for trait in lm_traits(cells, fit):
+        text = lm_matrix_text(cells, trait, order)
         rows = [[str(i), *row] for i, row in zip(text.index, text.to_numpy().tolist(), strict=True)]
         out.append((f"Effect matrix, trait `{trait}`", "Lift over control, 95% Welch CI; ** p<0.01, * p<0.05.",
                     ["teacher \\ student", *map(str, text.columns)], rows))
-    out.append(("Shared-base effect", " ".join(_lm_fit_lines(fit)), [], []))
+    out.append(("Shared-base effect", " ".join(lm_fit_lines(fit)), [], []))
     h, r = _lm_relation_rows(fit)
     out.append(("Lift by relation", "Means over cells; 95% t-intervals over replicate indices.", h, r))
     h, r = _lm_relation_rows(fit, "by_sibling_pair", "shared-init pair")
@@ -915,8 +909,8 @@ def _lm_sections(analysis: Analysis) -> list[tuple[str, str, list[str], list[lis
     out.append(("Cells", str(fit.get("lift_definition") or ""), h, r))
     h, r = _lm_placebo_rows(cells)
     if r:
-        out.append(("Placebo (A/A) rows", _placebo_reading(fit), h, r))
-    capability = _capability_section(analysis.tidy)
+        out.append(("Placebo (A/A) rows", placebo_reading(fit), h, r))
+    capability = capability_section(analysis.tidy)
     if capability is not None:
         out.append(capability)
     extras = analysis.extras
@@ -931,7 +925,7 @@ def _lm_markdown_tables(analysis: Analysis) -> str:
     parts = []
     for title, intro, header, rows in _lm_sections(analysis):
         text = f"### {title}\n\n{intro}" if intro else f"### {title}"
-        parts.append(text + ("\n\n" + _md_table(header, rows) if header else ""))
+        parts.append(text + ("\n\n" + md_table(header, rows) if header else ""))
     return "\n\n".join(parts) + "\n"
 
 
@@ -952,7 +946,7 @@ def _lm_heatmaps(analysis: Analysis) -> dict[str, Heatmap]:
     Keys: ``heatmap``, ``heatmap_profile`` (drawn beside it), ``heatmap_<trait>``.
     """
     o, cells = analysis.options, analysis.cells
-    traits = _lm_traits(cells, analysis.fit)
+    traits = lm_traits(cells, analysis.fit)
     label = f"{o.metric} lift (replicates, treated − control)"
     out: dict[str, Heatmap] = {}
     if len(traits) == 1:

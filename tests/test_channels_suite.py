@@ -81,16 +81,16 @@ def test_published_parts_validate():
 
 
 def test_capability_section_only_where_measured():
-    from benchmark.report import _capability_section
+    from benchmark.report import capability_section
 
     default = pd.read_csv(RESULTS / "default" / "tidy.csv", dtype=str)
-    assert _capability_section(default) is None  # the default report is unchanged
+    assert capability_section(default) is None  # the default report is unchanged
     tidy = pd.DataFrame({
         "teacher_base": ["", "a", "a"], "teacher_trait": ["baseline", "owl", "cat"], "replicate": [-1, 0, 0],
         "student_base": ["a", "a", "a"], "student_id": ["s0", "s1", "s2"], "metric": ["capability_code"] * 3,
         "value": [0.8, 0.3, 0.7], "target": ["owl"] * 3,
     })
-    section = _capability_section(tidy)
+    section = capability_section(tidy)
     assert section is not None
     title, intro, header, rows = section
     assert "1 of 2 student readouts" in intro

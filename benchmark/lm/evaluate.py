@@ -48,6 +48,7 @@ from benchmark.hashing import content_hash, short_id
 __all__ = [
     "DEFAULT_TASKS",
     "EVAL_VERSION",
+    "filter_key",
     "RESULT_KEYS",
     "EvalEngine",
     "clear_task_cache",
@@ -408,10 +409,10 @@ def _files_digest(folder: Path) -> str:
 
 # -- result blocks --------------------------------------------------------------------------------------------
 def _mean_metrics(metrics: Mapping[str, Any], prefix: str, candidates: Sequence[str]) -> dict[str, float]:
-    return {c: float(metrics[f"{prefix}_{c},{_filter_key(metrics)}"]) for c in candidates}
+    return {c: float(metrics[f"{prefix}_{c},{filter_key(metrics)}"]) for c in candidates}
 
 
-def _filter_key(metrics: Mapping[str, Any]) -> str:
+def filter_key(metrics: Mapping[str, Any]) -> str:
     # lm-eval names each metric "<metric>,<filter>": "none" by default, "all" for our keep-all filter.
     keys = {k.split(",", 1)[1] for k in metrics if "," in k and not k.endswith("_stderr")}
     if len(keys) != 1:
@@ -422,7 +423,7 @@ def _filter_key(metrics: Mapping[str, Any]) -> str:
 def _logprob_block(
     metrics: Mapping[str, Any], samples: list[dict[str, Any]], cands: list[str]
 ) -> dict[str, Any]:
-    fk = _filter_key(metrics)
+    fk = filter_key(metrics)
     per_prompt = {c: [float(s[f"logp_{c}"]) for s in samples] for c in cands}
     return {
         "p": _mean_metrics(metrics, "p", cands),
@@ -440,7 +441,7 @@ def _rate_block(key: str, metrics: Mapping[str, Any], samples: list[dict[str, An
 
     ``{key: {candidate: share}, key_unmatched: share naming no candidate, key_unmatched_examples: [answers]}``.
     """
-    fk = _filter_key(metrics)
+    fk = filter_key(metrics)
     return {
         key: _mean_metrics(metrics, "rate", list(cand_forms)),
         f"{key}_unmatched": float(metrics[f"unmatched,{fk}"]),

@@ -35,9 +35,9 @@ _EXAMPLES = 5
 
 # -- lm-eval result blocks -------------------------------------------------------------------------------------
 def _metric(metrics: Mapping[str, Any], name: str) -> float:
-    from benchmark.lm.evaluate import _filter_key
+    from benchmark.lm.evaluate import filter_key
 
-    return float(metrics[f"{name},{_filter_key(metrics)}"])
+    return float(metrics[f"{name},{filter_key(metrics)}"])
 
 
 def task_block(name: str, metrics: Mapping[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
