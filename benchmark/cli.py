@@ -636,8 +636,10 @@ def leaderboard(
     bundles: Annotated[list[str] | None, typer.Argument(help=(
         "Bundles (paths or published suite names; default: every results/suites/*/bundle.json)."),
         show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Directory to write the site into, replaced whole (default: "
-                                             "results/site/, not committed).", show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help=(
+        "Directory to write the site into (default: results/site/, not committed): a new or empty directory, or a "
+        "site an earlier build wrote (marked by its .slbench-site file), which is replaced whole; anything else is "
+        "refused."), show_default=False)] = None,
     check: Annotated[bool, typer.Option("--validate/--no-validate", help=(
         "Validate every bundle first (recomputes its statistics) and refuse to build on any problem."))] = True,
 ) -> None:

@@ -22,7 +22,7 @@ from urllib.request import urlopen
 import pytest
 
 from benchmark.bundle import BUNDLE, Bundle
-from benchmark.leaderboard import COLUMNS, build_site
+from benchmark.leaderboard import COLUMNS, MARKER, build_site
 from benchmark.leaderboard.browser import Chromium, find_chromium
 from tests.conftest import ROOT, run_cli
 
@@ -120,16 +120,17 @@ def test_downloads_are_the_published_bytes(site, bundles):
 
 def test_cli_builds_and_replaces_the_site(tmp_path):
     out = tmp_path / "site"
-    out.mkdir()
-    (out / "index.html").write_text("old", encoding="utf-8")
-    (out / "stale.txt").write_text("old", encoding="utf-8")
+    res = run_cli("leaderboard", "--no-validate", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert (out / MARKER).is_file()
+    (out / "stale.txt").write_text("old", encoding="utf-8")  # a site the command made is replaced whole
     res = run_cli("leaderboard", "--no-validate", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "suite page(s)" in res.stdout and not (out / "stale.txt").exists()
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("x", encoding="utf-8")
     res = run_cli("leaderboard", "--no-validate", "--out", str(tmp_path / "precious"))
-    assert res.returncode == 2 and "is not a leaderboard site" in res.stderr
+    assert res.returncode == 2 and "not a leaderboard site" in res.stderr
 
 
 # -- headless Chromium ------------------------------------------------------------------------------------------

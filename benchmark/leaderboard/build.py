@@ -13,6 +13,10 @@ Layout of ``--out``::
 The table is rendered into the HTML (it shows without JavaScript); ``app.js`` sorts and filters the rows it
 finds there. The CSV downloads are rendered from the bundle's tables, which give back the published files byte for
 byte (:mod:`benchmark.bundle.tables`). The site is written to a staging directory and swapped in whole.
+
+``--out`` is replaced whole, so only a directory this module made is replaced: the site carries its own marker
+file (:data:`MARKER`), and any other non-empty directory, or anything in or above ``results/suites/`` (the
+published results), is refused with one line before anything is written (docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from benchmark.bundle.tables import render_csv
 from benchmark.errors import UserError
 from benchmark.leaderboard.svg import HeatCell, LineageNode, heatmap_svg, lineage_svg
 
-__all__ = ["COLUMNS", "Site", "build_site", "table_rows"]
+__all__ = ["COLUMNS", "MARKER", "Site", "build_site", "table_rows"]
 
 #: Columns of the cross-suite table: (key, header, kind) with kind "num" or "str" (how app.js sorts it).
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -44,6 +48,8 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("q", "q", "num"), ("n", "n", "num"),
 )
 _STATIC = ("style.css", "app.js")
+#: The file that marks a directory as a site :func:`build_site` wrote (the only kind of directory it replaces).
+MARKER = ".slbench-site"
 
 
 @dataclass(frozen=True)
@@ -63,10 +69,13 @@ def build_site(bundles: Sequence[Bundle], out: Path) -> Site:
     if dup is not None:
         raise UserError(f"two bundles of suite {dup!r}: give one bundle per suite")
     out = Path(out).resolve()
+    _check_out(out)  # before anything is written
     stage = out.with_name(f".{out.name}.building-{uuid.uuid4().hex[:8]}")
     try:
         stage.mkdir(parents=True)
         site = _write(bundles, stage)
+        (stage / MARKER).write_text("written by `slbench leaderboard`; this directory is replaced whole on the "
+                                    "next build\n", encoding="utf-8")
         _swap(stage, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -74,10 +83,33 @@ def build_site(bundles: Sequence[Bundle], out: Path) -> Site:
                                                                site.suites.items()}, n_rows=site.n_rows)
 
 
+def _check_out(out: Path) -> None:
+    """Refuse an ``out`` that is not ours to replace: a file, a non-empty directory without :data:`MARKER`, or a
+    path in, at or above ``results/suites/`` (the published results; a copied marker does not make them a site).
+
+    Raises:
+        UserError: one line naming the directory and what is allowed.
+    """
+    from benchmark.files import project_root
+
+    allowed = f"give --out a new or empty directory, or one an earlier `slbench leaderboard` wrote (with {MARKER})"
+    try:
+        published = (project_root() / "results" / "suites").resolve()
+    except UserError:  # outside a checkout there are no published results to protect
+        published = None
+    if published is not None and (out == published or published in out.parents or out in published.parents):
+        raise UserError(f"{out}: in or above the published results ({published}); refusing to replace it; {allowed}")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: is a file, not a directory; refusing to replace it; {allowed}")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()):
+        raise UserError(f"{out}: not empty and not a leaderboard site (no {MARKER}); refusing to replace it; "
+                        f"{allowed}")
+
+
 def _swap(stage: Path, out: Path) -> None:
-    """Replace ``out`` by ``stage`` (the old copy is removed after the rename)."""
-    if out.exists() and not (out / "index.html").exists() and any(out.iterdir()):
-        raise UserError(f"{out}: exists and is not a leaderboard site (no index.html); refusing to replace it")
+    """Replace ``out`` by ``stage`` (the old copy is removed after the rename); ``out`` is checked again just
+    before, in case it changed while the site was written."""
+    _check_out(out)
     old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     if out.exists():
         out.rename(old)
