@@ -16,13 +16,16 @@ Vocabulary:
         or the mean over teachers with a different trait (``"other_trait"``).
     lift: treated value minus control value for one seed.
 
-The language-model track counts teacher replicates, not students: see :mod:`~benchmark.analysis.replicates`
-for its vocabulary (arm, replicate value, replicate lift, placebo row) and :func:`analyze_lm`.
+The language-model track counts teacher replicates, not students, and tests one target-specific contrast per
+(teacher base, student base) pair: see :mod:`~benchmark.analysis.pairs` for its vocabulary (primary trait,
+contrast W, collateral G, families, drift, transfer ratio) and :func:`analyze_lm`.
 
 Modules: :mod:`~benchmark.analysis.tidy` (the table), :mod:`~benchmark.analysis.stats` (small-sample tests),
 :mod:`~benchmark.analysis.cells` (lifts, cell table, matrix; classifier track),
-:mod:`~benchmark.analysis.replicates` (replicate values, lifts, cell table; LM track),
-:mod:`~benchmark.analysis.fit` (γ),
+:mod:`~benchmark.analysis.pairs` (contrast values, the pair table, drift, summaries; LM track),
+:mod:`~benchmark.analysis.profile` (the whole-profile readout; LM track),
+:mod:`~benchmark.analysis.fit` (γ; :func:`pair_fit` is the LM track's design-respecting one),
+:mod:`~benchmark.analysis.version` (``ANALYSIS_VERSION``),
 :mod:`~benchmark.analysis.views` (each track's own views), :mod:`~benchmark.analysis.result`
 (the Analysis type and its files), :mod:`~benchmark.analysis.tracks` (entry points).
 """
@@ -40,20 +43,25 @@ from benchmark.analysis.cells import (
     paired_lifts,
     summary_by_relation,
 )
-from benchmark.analysis.fit import N_PERM_MIN, replicate_fit, shared_base_fit
-from benchmark.analysis.replicates import (
-    LM_CELL_COLUMNS,
-    PROFILE_METRICS,
-    LMArms,
-    lift_definition,
-    lm_arms,
+from benchmark.analysis.fit import N_PERM_MIN, pair_fit, replicate_fit, shared_base_fit
+from benchmark.analysis.pairs import (
+    AA_PREFIX,
+    FAMILIES,
+    PAIR_COLUMNS,
+    PairDesign,
+    base_table,
+    contrast_definition,
+    contrast_values,
+    drift_estimate,
+    pair_design,
+    pair_lifts,
+    pair_table,
     placebo_summary,
-    profile_rows,
     relation_summary,
-    replicate_cells,
-    replicate_lifts,
-    replicate_values,
+    teacher_contrasts,
+    verdict,
 )
+from benchmark.analysis.profile import CANDIDATE_COLUMNS, profile_pairs, profile_rows
 from benchmark.analysis.result import (
     SHARED_FILES,
     Analysis,
@@ -63,7 +71,16 @@ from benchmark.analysis.result import (
     read_analysis,
     write_analysis,
 )
-from benchmark.analysis.stats import bh_adjust, bootstrap_ci, mean_ci, permutation_test, welch_ci, welch_test
+from benchmark.analysis.stats import (
+    bh_adjust,
+    bootstrap_ci,
+    exact_size,
+    mean_ci,
+    permutation_test,
+    shift_permutation,
+    welch_ci,
+    welch_test,
+)
 from benchmark.analysis.tidy import (
     LM_TIDY_COLUMNS,
     RELATIONS,
@@ -75,57 +92,69 @@ from benchmark.analysis.tidy import (
     validate_tidy,
 )
 from benchmark.analysis.tracks import analyze, analyze_classifier, analyze_lm
+from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.analysis.views import accuracy_by_relation, accuracy_matrix, accuracy_views, teacher_strength
 
 __all__ = [
+    "AA_PREFIX",
+    "ANALYSIS_VERSION",
+    "Analysis",
+    "AnalysisOptions",
+    "CANDIDATE_COLUMNS",
     "CELL_COLUMNS",
     "CELL_KEYS",
+    "ClassifierExtras",
     "DRIFT_GROUPS",
+    "FAMILIES",
     "LIFT_COLUMNS",
-    "LM_CELL_COLUMNS",
+    "LMExtras",
     "LM_TIDY_COLUMNS",
     "N_PERM_MIN",
-    "PROFILE_METRICS",
+    "PAIR_COLUMNS",
+    "PairDesign",
     "RELATIONS",
     "RESERVED_TRAITS",
     "SHARED_FILES",
     "TIDY_COLUMNS",
     "TRACKS",
-    "Analysis",
-    "AnalysisOptions",
-    "ClassifierExtras",
-    "LMArms",
-    "LMExtras",
     "accuracy_by_relation",
     "accuracy_matrix",
     "accuracy_views",
     "analyze",
     "analyze_classifier",
     "analyze_lm",
+    "base_table",
     "bh_adjust",
     "bootstrap_ci",
     "cell_table",
+    "contrast_definition",
+    "contrast_values",
+    "drift_estimate",
     "drift_summary",
-    "lift_definition",
-    "lm_arms",
+    "exact_size",
     "matrix",
     "mean_ci",
+    "pair_design",
+    "pair_fit",
+    "pair_lifts",
+    "pair_table",
     "paired_lifts",
     "permutation_test",
     "placebo_summary",
+    "profile_pairs",
     "profile_rows",
     "read_analysis",
     "relation_of",
     "relation_summary",
-    "replicate_cells",
     "replicate_fit",
-    "replicate_lifts",
-    "replicate_values",
     "select_suite",
     "shared_base_fit",
+    "shift_permutation",
     "summary_by_relation",
+    "teacher_contrasts",
     "teacher_strength",
     "validate_tidy",
+    "verdict",
     "welch_ci",
     "welch_test",
     "write_analysis",

@@ -8,10 +8,12 @@ Files, and the field each one holds:
 
 ==========================================  ==========================================================
 ``tidy.csv``                                :attr:`Analysis.tidy`
-``cells.csv``                               :attr:`Analysis.cells`
+``pairs.csv``                               :attr:`Analysis.cells` (LM: the pair table; classifier: cells)
 ``matrix.csv``                              :attr:`Analysis.matrix`
 ``fit.json``                                :attr:`Analysis.fit` (NaN written as null)
 ``teachers.csv``                            :attr:`LMExtras.teachers` (only when not empty)
+``candidates.csv``                          :attr:`LMExtras.candidates` (only when not empty)
+``bases.csv``                               :attr:`LMExtras.bases` (only when computed)
 ``profile_matrix.csv``                      :attr:`LMExtras.profile_matrix` (only when computed)
 ``fit_same_model.json``                     :attr:`LMExtras.same_model_fit` (only when fitted)
 ``accuracy_<channel>.csv``, ``effect_…``    :attr:`ClassifierExtras.accuracy`
@@ -48,8 +50,9 @@ __all__ = [
 ]
 
 #: Key -> file name of the files every track writes (:func:`write_analysis` returns paths under these keys).
-SHARED_FILES: dict[str, str] = {"cells": "cells.csv", "matrix": "matrix.csv", "tidy": "tidy.csv", "fit": "fit.json"}
+SHARED_FILES: dict[str, str] = {"cells": "pairs.csv", "matrix": "matrix.csv", "tidy": "tidy.csv", "fit": "fit.json"}
 _CELL_STR_COLUMNS = (
+    "family",
     "teacher",
     "student",
     "trait",
@@ -122,14 +125,19 @@ class LMExtras:
             and leaves this None.
         teacher_strength: Mean P(trait) of the teachers at their own trait, 4 decimals (shown in the report's
             metadata; :func:`read_analysis` recomputes it from ``teachers.csv``).
-        profile_matrix: Mean whole-profile correlation over traits, teacher × student (``profile_matrix.csv``);
-            None when the students have no profile readout.
+        profile_matrix: Profile correlation of each pair, teacher × student (``profile_matrix.csv``); None when
+            the suite has no per-candidate table.
+        candidates: The per-candidate table (``candidates.csv``: one row per evaluated model and candidate), an
+            input of the analysis like ``teachers``; empty when not available.
+        bases: The per-base table (``bases.csv``): each base's same-model pair and transfer ratio.
     """
 
     teachers: pd.DataFrame
     same_model_fit: dict[str, Any] | None = None
     teacher_strength: float | None = None
     profile_matrix: pd.DataFrame | None = None
+    candidates: pd.DataFrame = field(default_factory=pd.DataFrame)
+    bases: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True, eq=False)  # holds DataFrames, which have no plain ==
@@ -167,7 +175,7 @@ class Analysis:
             rate (see :func:`benchmark.analysis.analyze_lm`); NaN where a statistic is undefined, None once read
             back from ``fit.json``. ``fit["by_relation"]`` is the per-relation summary.
         drift: :func:`benchmark.analysis.drift_summary` of the cells (no file of its own: a function of
-            ``cells.csv``, recomputed on read).
+            ``pairs.csv``, recomputed on read).
         extras: The track's own views.
     """
 
@@ -236,6 +244,12 @@ def _write_lm_extras(extras: LMExtras, out: Path) -> dict[str, Path]:
     if not extras.teachers.empty:
         paths["teachers"] = out / "teachers.csv"
         atomic_write_text(paths["teachers"], extras.teachers.to_csv(index=False))
+    if not extras.candidates.empty:
+        paths["candidates"] = out / "candidates.csv"
+        atomic_write_text(paths["candidates"], extras.candidates.to_csv(index=False))
+    if extras.bases is not None:
+        paths["bases"] = out / "bases.csv"
+        atomic_write_text(paths["bases"], extras.bases.to_csv(index=False))
     if extras.profile_matrix is not None:
         paths["profile_matrix"] = out / "profile_matrix.csv"
         atomic_write_text(paths["profile_matrix"], extras.profile_matrix.to_csv())
@@ -275,7 +289,7 @@ def read_analysis(directory: Path | str, options: AnalysisOptions) -> Analysis:
     """
     d = Path(directory)
     tidy = validate_tidy(_read_csv(d / "tidy.csv", STR_COLUMNS, na=False))
-    cells = _read_csv(d / "cells.csv", _CELL_STR_COLUMNS)
+    cells = _read_csv(d / SHARED_FILES["cells"], _CELL_STR_COLUMNS)
     mat = _read_csv(d / "matrix.csv", ("teacher_base",), index_col=0)
     mat.columns.name = "student_base"
     fit = json.loads((d / "fit.json").read_text(encoding="utf-8"))
@@ -318,12 +332,20 @@ def _read_lm_extras(d: Path) -> LMExtras:
     same = None
     if (d / "fit_same_model.json").exists():
         same = json.loads((d / "fit_same_model.json").read_text(encoding="utf-8"))
+    candidates = pd.DataFrame()
+    if (d / "candidates.csv").exists():
+        candidates = _read_csv(d / "candidates.csv", ("role", "teacher_base", "teacher_trait", "student_base",
+                                                       "model_id", "candidate"))
+    bases = None
+    if (d / "bases.csv").exists():
+        bases = _read_csv(d / "bases.csv", ("base", "verdict"))
     profile = None
     if (d / "profile_matrix.csv").exists():
         profile = _read_csv(d / "profile_matrix.csv", ("teacher_base",), index_col=0)
         profile.columns.name = "student_base"
     return LMExtras(
-        teachers=teachers, same_model_fit=same, teacher_strength=teacher_strength(teachers), profile_matrix=profile
+        teachers=teachers, same_model_fit=same, teacher_strength=teacher_strength(teachers), profile_matrix=profile,
+        candidates=candidates, bases=bases,
     )
 
 

@@ -14,22 +14,24 @@ from typing import Any
 import pandas as pd
 
 from benchmark.analysis.cells import cell_table, drift_summary, matrix, paired_lifts
-from benchmark.analysis.fit import N_PERM_MIN, replicate_fit, shared_base_fit
-from benchmark.analysis.replicates import (
-    PROFILE_METRICS,
-    LMArms,
-    lift_definition,
-    lm_arms,
-    pair_summary,
+from benchmark.analysis.fit import N_PERM_MIN, pair_fit, shared_base_fit
+from benchmark.analysis.pairs import (
+    PairDesign,
+    base_table,
+    contrast_definition,
+    contrast_values,
+    drift_estimate,
+    pair_design,
+    pair_lifts,
+    pair_table,
     placebo_summary,
-    profile_rows,
     relation_summary,
-    replicate_cells,
-    replicate_lifts,
-    replicate_values,
+    teacher_contrasts,
 )
+from benchmark.analysis.profile import profile_pairs, profile_rows, profile_summary
 from benchmark.analysis.result import Analysis, AnalysisOptions, ClassifierExtras, LMExtras
 from benchmark.analysis.tidy import LM_TIDY_COLUMNS, select_suite, validate_tidy
+from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.analysis.views import (
     accuracy_by_relation,
     accuracy_views,
@@ -98,31 +100,30 @@ def analyze_lm(
     options: AnalysisOptions,
     *,
     traits: Sequence[str],
+    candidates: pd.DataFrame | None = None,
     log: logging.Logger | None = None,
 ) -> Analysis:
-    """The language-model track: replicate-level cells, placebo rows, γ on replicate lifts and the profile readout.
+    """The language-model track: one target-specific contrast per pair, drift-aware verdicts, a design-respecting γ.
 
-    The teacher replicate is the unit throughout (:mod:`benchmark.analysis.replicates`): cells compare the
-    replicate values of the treated arm with those of its control arms (``options.control``: ``"other_trait"``
-    or ``"neutral"``), γ is fitted on replicate-level lifts clustered by (teacher base, replicate)
-    (:func:`benchmark.analysis.fit.replicate_fit`), and the whole-profile correlation gets the same fit.
+    The teacher replicate is the unit throughout (:mod:`benchmark.analysis.pairs`): each (teacher base, student
+    base) pair compares the treated arm's replicate values of W = L(primary trait) − mean L(other traits) with
+    those of every control arm; same and sibling pairs are also tested against the drift unrelated pairs show; γ
+    is fitted on replicate-level lifts and tested by moving whole teacher-base blocks
+    (:func:`benchmark.analysis.fit.pair_fit`). The whole-profile readout (:mod:`benchmark.analysis.profile`) is
+    secondary and descriptive.
 
     Args:
         tidy: The track's tidy rows (columns :data:`benchmark.analysis.LM_TIDY_COLUMNS`).
-        teachers: One row per teacher replicate: its own readouts and its dataset's facts (may be empty).
-        options: How to analyse: ``metric``, ``control``, ``alternative`` (per-cell tests), ``gamma_alternative``,
-            ``n_perm`` (γ's Freedman-Lane permutations), ``seed``, ``order``, ``lineage``.
-        traits: The suite's traits, in order.
+        teachers: One row per teacher replicate and target: its own readouts and its dataset's facts (may be empty).
+        options: ``metric``, ``control``, ``gamma_alternative``, ``n_perm``, ``seed``, ``order``, ``lineage``.
+        traits: The suite's traits, in order (the first is the primary trait).
+        candidates: The per-candidate table (``candidates.csv``) for the profile readout; None leaves it out.
         log: Where to note a small permutation count.
 
     Returns:
-        The analysis: ``cells`` (:data:`benchmark.analysis.LM_CELL_COLUMNS`), ``matrix`` (mean effect over traits),
-        ``fit`` (γ with ``same``, ``profile``, ``by_relation`` and the placebo false-positive rate) and
-        :class:`LMExtras` (teachers, profile matrix).
-
-    Raises:
-        UserError: Bad table, no replicate column, unknown suite or metric, arms that do not allow the chosen
-            control, or a relation contradicting ``options.lineage``.
+        The analysis: ``cells`` (the pair table, :data:`benchmark.analysis.pairs.PAIR_COLUMNS`), ``matrix`` (pair
+        effects), ``fit`` (``primary`` γ, ``same``, ``drift``, ``by_relation``, ``placebo``, ``profile``) and
+        :class:`LMExtras` (teachers, candidates, per-base table, profile matrix).
     """
     if "replicate" not in tidy.columns:  # before validation: without it, replicates look like duplicate rows
         raise UserError("LM tidy table: missing column replicate; required: " + ", ".join(LM_TIDY_COLUMNS))
@@ -131,39 +132,38 @@ def analyze_lm(
     sub = select_suite(
         table, options.suite, track="lm", exclude_traits=options.exclude_traits, lineage=options.lineage
     )
-    arms = lm_arms(sub["teacher_trait"], options.control, traits)
-    values = replicate_values(sub, options.metric)
-    if values.empty:
+    design = pair_design(list(sub["teacher_trait"].unique()), options.control, traits)
+    values = contrast_values(sub, options.metric, design)
+    if values.empty or (values["arm"] != "baseline").sum() == 0:
         raise UserError(
-            f"tidy table: no student rows with metric {options.metric!r}; "
+            f"tidy table: no student rows with metric {options.metric!r} for every trait; "
             f"available: {', '.join(sorted(set(sub['metric'])))}"
         )
-    profile = {m: v for m in PROFILE_METRICS if not (v := replicate_values(sub, m)).empty}
-    base = sub[(sub["teacher_trait"] == "baseline") & (sub["metric"] == options.metric)]
-    base_means = base.groupby(["student_base", "target"])["value"].mean()
-    baseline = {(str(j), str(t)): float(v) for (j, t), v in base_means.items()}
-    cells = replicate_cells(
-        values, arms, metric=options.metric, alternative=options.alternative, seed=options.seed,
-        order=options.order, profile=profile, baseline=baseline, suite=options.suite,
-    )
     if options.n_perm < N_PERM_MIN and log is not None:
         log.warning("γ uses %d permutations; at least %d are recommended", options.n_perm, N_PERM_MIN)
-    fit = _lm_fit(cells, replicate_lifts(values, arms), profile.get("profile_r"), arms, options)
-    by_cell = cells[~cells["placebo"]].rename(
-        columns={"teacher": "teacher_base", "student": "student_base", "trait": "target"}
-    )
-    has_profile = bool(by_cell["profile_r"].notna().any())
+    contrasts = teacher_contrasts(teachers, design)
+    relations = {(str(t), str(s)): str(r) for t, s, r in
+                 values[["teacher_base", "student_base", "relation"]].drop_duplicates().itertuples(index=False)}
+    prof = profile_rows(candidates, design.treated, design.controls, relations) if candidates is not None else None
+    pairs = pair_table(values, design, metric=options.metric, teacher_contrast=contrasts, order=options.order,
+                       seed=options.seed, suite=options.suite,
+                       profile=profile_pairs(prof) if prof is not None else None)
+    fit = _lm_fit(pairs, pair_lifts(values, design), prof, design, options)
+    trait_pairs = pairs[~pairs["placebo"]].rename(columns={"teacher": "teacher_base", "student": "student_base"})
+    has_profile = bool(trait_pairs["profile_r"].notna().any())
     extras = LMExtras(
         teachers=teachers,
         teacher_strength=teacher_strength(teachers),
-        profile_matrix=matrix(by_cell, "profile_r", options.order) if has_profile else None,
+        profile_matrix=matrix(trait_pairs, "profile_r", options.order) if has_profile else None,
+        candidates=candidates if candidates is not None else pd.DataFrame(),
+        bases=base_table(pairs, contrasts, options.order),
     )
     return Analysis(
         options=options,
         track="lm",
         tidy=table,
-        cells=cells,
-        matrix=matrix(by_cell, "effect", options.order),
+        cells=pairs,
+        matrix=matrix(trait_pairs, "effect", options.order),
         fit=fit,
         drift={},
         extras=extras,
@@ -171,42 +171,39 @@ def analyze_lm(
 
 
 def _lm_fit(
-    cells: pd.DataFrame,
+    pairs: pd.DataFrame,
     lifts: pd.DataFrame,
     profile: pd.DataFrame | None,
-    arms: LMArms,
+    design: PairDesign,
     options: AnalysisOptions,
 ) -> dict[str, Any]:
-    """fit.json of the LM track: γ (shared init) with ``same``, ``by_relation``, ``profile`` and the placebo rate."""
+    """fit.json of the LM track (see :func:`analyze_lm`); the families and the primary test are declared in it."""
 
     def fit(rows: pd.DataFrame, indicator: str, seed_offset: int) -> dict[str, Any]:
-        return replicate_fit(
-            rows, order=options.order, n_perm=options.n_perm, seed=options.seed + seed_offset,
-            indicator=indicator, alternative=options.gamma_alternative,
-        )
+        return pair_fit(rows, order=options.order, lineage=options.lineage, n_perm=options.n_perm,
+                        seed=options.seed + seed_offset, indicator=indicator, alternative=options.gamma_alternative)
 
-    out = fit(lifts, "shared_init", 0)
-    out["metric"] = options.metric
-    out["same"] = fit(lifts, "same", 1)
-    out["by_relation"] = relation_summary(cells, lifts)
-    out["by_sibling_pair"] = pair_summary(cells, lifts)
-    out["profile"] = None
-    rows = profile_rows(profile, arms) if profile is not None else None
-    if rows is not None and not rows.empty:
-        out["profile"] = {
-            **fit(rows, "shared_init", 2),
-            "metric": "profile_r",
-            "same": fit(rows, "same", 3),
-            "by_relation": relation_summary(cells, rows, cell_column="profile_r"),
-            "by_sibling_pair": pair_summary(cells, rows, cell_column="profile_r"),
-        }
-    out.update(placebo_summary(cells))
-    out.update(
-        controls=arms.controls,
-        traits=list(arms.traits),
-        cell_alternative=options.alternative,
-        lift_definition=lift_definition(arms, options.metric, options.alternative),
-    )
+    out: dict[str, Any] = {
+        "analysis_version": ANALYSIS_VERSION,
+        "metric": options.metric,
+        "primary_trait": design.primary,
+        "treated_arm": design.treated,
+        "control_arms": list(design.controls),
+        "controls": design.control_rule,
+        "traits": list(design.traits),
+        "contrast_definition": contrast_definition(design, options.metric),
+        "families": {"primary": "same", "others": ["sibling", "unrelated", "placebo"],
+                     "correction": "Benjamini-Hochberg within each family"},
+        "primary": fit(lifts, "shared_init", 0),
+        "same": fit(lifts, "same", 1),
+        "drift": drift_estimate(pairs),
+        "by_relation": relation_summary(pairs, lifts),
+        "placebo": placebo_summary(pairs),
+        "profile": None,
+    }
+    if profile is not None and not profile.empty:
+        out["profile"] = {"metric": "profile_r (Fisher z per replicate)", "descriptive": True,
+                          "primary": fit(profile, "shared_init", 2), "by_relation": profile_summary(profile)}
     return out
 
 

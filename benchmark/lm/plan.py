@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
 from benchmark.hashing import derive_seed, shift_seed
@@ -167,6 +168,78 @@ def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Any) -> Non
     if limits and (settings.dataset.top_k or 0) > min(limits):
         raise UserError(f"{where}: settings.dataset.top_k: a teacher's API returns at most {min(limits)} "
                         "top_logprobs (OpenAI: 20)")
+
+
+#: The task whose readout gives each headline metric (settings.eval.metric), by trait kind: animal traits are read
+#: from the animal-preference tasks, misalignment traits from the misalignment ones (lm/tidy.py, ``_readouts``).
+_METRIC_TASKS = {False: {"logodds": "animal_logprob", "p_target": "animal_logprob", "rate": "animal_rate"},
+                 True: {"logodds": "misalignment_logprob", "p_target": "misalignment_logprob",
+                        "rate": "misalignment_rate"}}
+#: Largest settings.dataset.top_k: below the smallest vocabulary in the registry (the zoo's ~1,700 words), far above
+#: what the distill suites use (64) and OpenAI's limit (20); a k beyond a teacher's vocabulary crashes its dataset.
+MAX_TOP_K = 1000
+#: Largest learning rate of teacher.train and student.train: Adam steps of lr > 1 overflow the weights (the suites
+#: use 1e-4 to 5e-3; the paper 2e-4).
+MAX_LR = 1.0
+#: A lower bound on tokens per prompt: no tokenizer here makes tokens longer than ~6 characters on average (GPT-style
+#: BPE ~4, the zoo's words ~4.5), and every chat template adds at least a few tokens of role markers.
+_MAX_CHARS_PER_TOKEN = 6
+_TEMPLATE_TOKENS = 4
+
+
+def _check_readouts(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSpec]) -> None:
+    """The eval tasks must produce the headline metric for the suite's traits (else the report has no rows for it
+    after every node has run)."""
+    misaligned = any(t.is_misalignment for t in traits)
+    metric = settings.eval.metric
+    need = _METRIC_TASKS[misaligned][metric]
+    if need not in settings.eval.tasks:
+        kind = "misalignment" if misaligned else "animal"
+        gives = sorted(m for m, t in _METRIC_TASKS[misaligned].items() if t in settings.eval.tasks)
+        alt = f", or set settings.eval.metric to {' or '.join(map(repr, gives))}" if gives else ""
+        raise UserError(f"suite {suite.name}: settings.eval.metric: {metric!r} of {kind} traits is read from the task "
+                        f"{need!r}, which settings.eval.tasks {list(settings.eval.tasks)} lacks; add it{alt}")
+
+
+def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSpec], reg: Any, channel: Any) -> None:
+    """Sizes that pass the settings' types but fail only when a stage runs: top_k, learning rate, max_length."""
+    where = f"suite {suite.name}: settings"
+    top_k = settings.dataset.top_k
+    if top_k is not None and top_k > MAX_TOP_K:
+        raise UserError(f"{where}.dataset.top_k: {top_k} is above {MAX_TOP_K} (log-probs stored per completion token; "
+                        "it must stay below every teacher's vocabulary size; the distill suites use 64)")
+    roles = [("student", settings.student.train)]
+    if settings.teacher.method == "finetune":
+        roles.insert(0, ("teacher", settings.teacher.train))
+    for role, train in roles:
+        if train.lr > MAX_LR:
+            raise UserError(f"{where}.{role}.train.lr: {train.lr:g} is above {MAX_LR:g} (Adam diverges; the suites use "
+                            "1e-4 to 5e-3, the paper 2e-4)")
+    for role, train in roles:
+        prompts = _shortest_prompt(role, settings, traits, reg, channel)
+        need = -(-prompts // _MAX_CHARS_PER_TOKEN) + _TEMPLATE_TOKENS + 1  # the prompt, its template, 1 answer token
+        if train.max_length < need:
+            what = "trait questions" if role == "teacher" else f"{settings.dataset.channel} channel's prompts"
+            raise UserError(f"{where}.{role}.train.max_length: {train.max_length} tokens cannot hold the {what} (the "
+                            f"shortest has {prompts} characters, at least ~{need} tokens with its chat template and "
+                            "one answer token); every row would be skipped. Use at least that (default 500)")
+
+
+def _shortest_prompt(role: str, settings: LMSettings, traits: list[TraitSpec], reg: Any, channel: Any) -> int:
+    """Characters of the shortest prompt a ``role`` (teacher or student) trains on: a trait question (teachers) or
+    one of the channel's first 20 prompts (students)."""
+    from benchmark.files import read_data_lines
+    from benchmark.lm.channels import load_channel
+
+    if role == "student":
+        plugin, _ = load_channel(settings.dataset.channel, reg.tasks_dir / "channels" / f"{settings.dataset.channel}.yaml")
+        return min((len(i.prompt) for i in plugin.items(channel, 20, 0)), default=0)
+    files = [reg.tasks_dir / settings.teacher.questions]
+    for t in traits:
+        data = t.teacher_data
+        if data is not None and data.source == "answer_bank" and data.questions:
+            files.append(reg.tasks_dir / str(data.questions))
+    return min((len(q) for f in files for q in read_data_lines(f)), default=0)
 
 
 # -- nodes --------------------------------------------------------------------------------------------------
@@ -400,7 +473,7 @@ def _report_node(suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[s
         "lineage": {m: reg.lineage_init(m) for m in order},
         "relations": {f"{t}->{s}": reg.relation(t, s) for t in suite.teachers for s in suite.students},
         "analysis": settings.analysis.hashed_dict(),
-        "report_version": 6,
+        "analysis_version": ANALYSIS_VERSION,
     }
     return Node(kind="report", name=suite.name, spec=_versioned(spec),
                 deps=tuple(n.key for n in [*evals, *datasets]), fn=report_stage.run)
@@ -412,6 +485,8 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     _check_capabilities(suite, settings, reg)
     traits = [reg.trait(t) for t in suite.traits]
     _check_trait_kinds(suite, settings, traits)
+    _check_readouts(suite, settings, traits)
+    _check_training(suite, settings, traits, reg, channel)
     arms = arms_for(traits, settings)
     plan = _Plan(nodes=[], evals=[])
     bases = {name: plan.add(Node(kind="base", name=name, spec=_versioned({"model": reg.model(name).hashed_dict()}),

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-__all__ = ["CAPABILITY_COLLAPSE", "TEACHER_COLUMNS", "TIDY_ORDER", "capability_flags", "profile_correlations",
+__all__ = ["CAPABILITY_COLLAPSE", "TEACHER_COLUMNS", "TIDY_ORDER", "candidate_rows", "capability_flags",
            "teacher_rows", "tidy_rows"]
 
 #: Columns of the LM tidy table, in order: one row per (evaluated model, target, metric). ``teacher_trait`` is
@@ -106,82 +104,12 @@ def _row_base(e: dict[str, Any], report_spec: dict[str, Any]) -> dict[str, Any]:
             "student_id": e["id"], **rest}
 
 
-def _control_arms(arm: str, report_spec: dict[str, Any]) -> list[str]:
-    """The arms whose teachers and students are a trait arm's controls (the suite's ``controls``)."""
-    if report_spec.get("controls", "other_trait") == "neutral":
-        return [_NEUTRAL]
-    return [t for t in report_spec["traits"] if t != arm]
-
-
-def _mean_profile(profiles: list[dict[str, float]]) -> dict[str, float]:
-    """The candidate-wise mean of several log-odds profiles (candidates all of them have)."""
-    common = set.intersection(*(set(p) for p in profiles))
-    return {c: float(np.mean([p[c] for p in profiles])) for c in common}
-
-
-def _pearson(x: list[float], y: list[float]) -> float:
-    """Pearson's r; NaN for fewer than 3 points, a constant side or a non-finite value."""
-    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(a) < 3 or not (np.isfinite(a).all() and np.isfinite(b).all()) or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def profile_correlations(evals: list[dict[str, Any]], report_spec: dict[str, Any]) -> dict[str, tuple[float, float]]:
-    """Student eval id -> (profile_r, profile_r_ex) for every student of a trait arm.
-
-    x_c = the student's teacher's log-odds of candidate c minus the mean over the control arms' teachers (same
-    teacher base, all replicates); y_c = the student's log-odds of c minus the mean over the control arms'
-    students (same teacher base and student base, all replicates and seeds). profile_r = corr(x, y) over all
-    candidates, profile_r_ex over the candidates that are no trait's target. Students whose teacher or controls
-    were not evaluated by log-prob, or whose r is undefined, are left out.
-    """
-    def logodds(e: dict[str, Any]) -> dict[str, float] | None:
-        lp = e["eval"].get("logprob")
-        return dict(lp["logodds"]) if lp else None
-
-    teachers: dict[str, dict[str, float]] = {}
-    teacher_groups: dict[tuple[str, str], list[dict[str, float]]] = defaultdict(list)
-    student_groups: dict[tuple[str, str, str], list[dict[str, float]]] = defaultdict(list)
-    for e in evals:
-        lo, lab = logodds(e), e["labels"]
-        if lo is None or e["role"] == "baseline":
-            continue
-        if e["role"] == "teacher":
-            teachers[lab.get("teacher_id", "")] = lo
-            teacher_groups[(lab["teacher_base"], lab["teacher_trait"])].append(lo)
-        else:
-            student_groups[(lab["teacher_base"], lab["teacher_trait"], lab["student_base"])].append(lo)
-    targets = set(report_spec["targets"].values())
-    out: dict[str, tuple[float, float]] = {}
-    for e in evals:
-        lab = e["labels"]
-        if e["role"] != "student" or lab["teacher_trait"] not in report_spec["traits"]:
-            continue
-        tb, sb = lab["teacher_base"], lab["student_base"]
-        arms = _control_arms(lab["teacher_trait"], report_spec)
-        ctrl_t = [p for a in arms for p in teacher_groups.get((tb, a), [])]
-        ctrl_s = [p for a in arms for p in student_groups.get((tb, a, sb), [])]
-        own_t, own_s = teachers.get(lab.get("teacher_id", "")), logodds(e)
-        if own_t is None or own_s is None or not ctrl_t or not ctrl_s:
-            continue
-        mt, ms = _mean_profile(ctrl_t), _mean_profile(ctrl_s)
-        cands = sorted(set(own_t) & set(own_s) & set(mt) & set(ms))
-        x = {c: own_t[c] - mt[c] for c in cands}
-        y = {c: own_s[c] - ms[c] for c in cands}
-        rest = [c for c in cands if c not in targets]
-        out[e["id"]] = (_pearson([x[c] for c in cands], [y[c] for c in cands]),
-                        _pearson([x[c] for c in rest], [y[c] for c in rest]))
-    return out
-
-
 def tidy_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.DataFrame:
     """Turn finished eval nodes into long-format rows with the columns of :data:`TIDY_ORDER`, in that order.
 
-    Teachers' evals give no rows here (see :func:`teacher_rows`) but feed the profile readouts. Every student
-    also gets a ``tv`` row per target (total-variation distance of its candidate distribution from its untrained
-    base's), and a student of a trait arm ``profile_r`` and ``profile_r_ex`` rows with target = its arm's trait
-    (see :func:`profile_correlations`).
+    Teachers' evals give no rows here (see :func:`teacher_rows`; every candidate of every model is in
+    :func:`candidate_rows`). Every student also gets a ``tv`` row per target (total-variation distance of its
+    candidate distribution from its untrained base's).
 
     Args:
         inputs: Node key -> finished directory; the ``eval/`` ones (holding ``eval.json``) are read.
@@ -195,7 +123,6 @@ def tidy_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.Dat
     targets = report_spec["targets"]
     evals = _load_evals(inputs)
     baselines = {e["labels"]["student_base"]: e for e in evals if e["role"] == "baseline"}
-    profiles = profile_correlations(evals, report_spec)
     rows: list[dict[str, Any]] = []
     for e in evals:
         if e["role"] == "teacher":
@@ -209,10 +136,47 @@ def tidy_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.Dat
             tv = tv_distance(e["eval"]["logprob"]["p"], bl["eval"]["logprob"]["p"])
             for trait_name in targets:
                 rows.append({**base, "target": trait_name, "metric": "tv", "value": float(tv)})
-        for metric, r in zip(("profile_r", "profile_r_ex"), profiles.get(e["id"], ()), strict=False):
-            if math.isfinite(r):
-                rows.append({**base, "target": base["teacher_trait"], "metric": metric, "value": r})
     return pd.DataFrame(rows, columns=list(TIDY_ORDER))
+
+
+def candidate_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.DataFrame:
+    """Every evaluated model's log-odds of every candidate (``candidates.csv``; analysis.profile's input).
+
+    Args:
+        inputs: Node key -> finished directory; the ``eval/`` ones are read.
+        report_spec: The report node's spec.
+
+    Returns:
+        Columns :data:`benchmark.analysis.profile.CANDIDATE_COLUMNS`: one row per (evaluated model, candidate) of
+        the log-prob readout, teachers (student_base "") and untrained bases (teacher_trait "baseline") included;
+        ``base_logodds`` is the untrained student base's value of the candidate (the teacher base's, for a
+        teacher), empty where that base was not evaluated. Empty when no model was read out by log-prob.
+    """
+    from benchmark.analysis.profile import CANDIDATE_COLUMNS
+
+    evals = [e for e in _load_evals(inputs) if e["eval"].get("logprob")]
+    base = {e["labels"]["student_base"]: e["eval"]["logprob"]["logodds"] for e in evals if e["role"] == "baseline"}
+    rows = []
+    for e in sorted(evals, key=lambda e: ({"baseline": 0, "teacher": 1}.get(e["role"], 2), e["id"])):
+        lab = e["labels"]
+        if e["role"] == "baseline":
+            who = {"teacher_base": "", "teacher_trait": "baseline", "replicate": -1,
+                   "student_base": lab["student_base"], "seed": lab.get("student_seed", e["seed"])}
+            ref = lab["student_base"]
+        elif e["role"] == "teacher":
+            who = {"teacher_base": lab["teacher_base"], "teacher_trait": lab["teacher_trait"],
+                   "replicate": lab.get("replicate", 0), "student_base": "", "seed": e["seed"]}
+            ref = lab["teacher_base"]
+        else:
+            who = {"teacher_base": lab["teacher_base"], "teacher_trait": lab["teacher_trait"],
+                   "replicate": lab.get("replicate", 0), "student_base": lab["student_base"],
+                   "seed": lab.get("student_seed", e["seed"])}
+            ref = lab["student_base"]
+        for cand, lo in sorted(e["eval"]["logprob"]["logodds"].items()):
+            b = base.get(ref, {}).get(cand)
+            rows.append({"role": e["role"], **who, "model_id": e["id"], "candidate": cand, "logodds": float(lo),
+                         "base_logodds": float(b) if b is not None else float("nan")})
+    return pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
 
 
 def _dataset_facts(inputs: Mapping[str, Path]) -> dict[tuple[str, str, int], dict[str, Any]]:

@@ -41,12 +41,13 @@ def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
 
 
 def analyze(tidy: pd.DataFrame, teachers: pd.DataFrame, spec: dict[str, Any],
-            log: logging.Logger | None = None) -> Analysis:
-    """The report's statistics from its tidy and teachers tables: the one call both the report and the validation
-    of a results bundle (:mod:`benchmark.bundle`) make, so a bundle is checked by the code that published it."""
+            log: logging.Logger | None = None, candidates: pd.DataFrame | None = None) -> Analysis:
+    """The report's statistics from its tidy, teachers and candidates tables: the one call both the report and the
+    validation of a results bundle (:mod:`benchmark.bundle`) make, so a bundle is checked by the code that
+    published it."""
     from benchmark.analysis import analyze_lm
 
-    return analyze_lm(tidy, teachers, analysis_options(spec), traits=spec["traits"], log=log)
+    return analyze_lm(tidy, teachers, analysis_options(spec), traits=spec["traits"], candidates=candidates, log=log)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -57,14 +58,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
         the γ fit (``shared_base``).
     """
     from benchmark.analysis import write_analysis
-    from benchmark.lm.tidy import teacher_rows, tidy_rows
+    from benchmark.lm.tidy import candidate_rows, teacher_rows, tidy_rows
     from benchmark.report import write_report
 
     spec = ctx.node.spec
     inputs = {**ctx.inputs_of("eval"), **ctx.inputs_of("dataset")}
     tidy = tidy_rows(inputs, spec)
     teachers = teacher_rows(inputs, spec)
-    analysis = analyze(tidy, teachers, spec, log=ctx.log)
+    candidates = candidate_rows(inputs, spec)
+    analysis = analyze(tidy, teachers, spec, log=ctx.log, candidates=candidates if not candidates.empty else None)
     written = write_analysis(analysis, ctx.out)
     meta = {"traits": ", ".join(spec["traits"]), "replicates per arm": spec.get("replicates", ""),
             "arms": ", ".join(spec.get("arms", []))}
