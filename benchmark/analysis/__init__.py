@@ -16,12 +16,17 @@ Vocabulary:
         or the mean over teachers with a different trait (``"other_trait"``).
     lift: treated value minus control value for one seed.
 
+The classifier track counts seeds (each its own inits, teachers and students) and tests one pair per (teacher base,
+student base) with the LM pair table's column names: see :mod:`~benchmark.analysis.cells` and
+:func:`analyze_classifier`.
+
 The language-model track counts teacher replicates, not students, and tests one target-specific contrast per
 (teacher base, student base) pair: see :mod:`~benchmark.analysis.pairs` for its vocabulary (primary trait,
 contrast W, collateral G, families, drift, transfer ratio) and :func:`analyze_lm`.
 
 Modules: :mod:`~benchmark.analysis.tidy` (the table), :mod:`~benchmark.analysis.stats` (small-sample tests),
-:mod:`~benchmark.analysis.cells` (lifts, cell table, matrix; classifier track),
+:mod:`~benchmark.analysis.cells` (the classifier track's seed-level pair table and sign-flip test, the matrix;
+the legacy cell table),
 :mod:`~benchmark.analysis.pairs` (contrast values, the pair table, drift, summaries; LM track),
 :mod:`~benchmark.analysis.profile` (the whole-profile readout; LM track),
 :mod:`~benchmark.analysis.fit` (γ; :func:`pair_fit` is the LM track's design-respecting one),
@@ -37,13 +42,19 @@ from benchmark.analysis.cells import (
     CELL_KEYS,
     DRIFT_GROUPS,
     LIFT_COLUMNS,
+    SEED_PAIR_COLUMNS,
+    SEED_PAIR_DEFINITION,
     cell_table,
     drift_summary,
     matrix,
     paired_lifts,
+    seed_differences,
+    seed_pair_table,
+    sign_flip,
+    sign_flip_size,
     summary_by_relation,
 )
-from benchmark.analysis.fit import N_PERM_MIN, pair_fit, replicate_fit, shared_base_fit
+from benchmark.analysis.fit import N_PERM_MIN, PAIR_CLUSTERS, pair_fit, shared_base_fit
 from benchmark.analysis.pairs import (
     AA_PREFIX,
     FAMILIES,
@@ -110,10 +121,13 @@ __all__ = [
     "LMExtras",
     "LM_TIDY_COLUMNS",
     "N_PERM_MIN",
+    "PAIR_CLUSTERS",
     "PAIR_COLUMNS",
     "PairDesign",
     "RELATIONS",
     "RESERVED_TRAITS",
+    "SEED_PAIR_COLUMNS",
+    "SEED_PAIR_DEFINITION",
     "SHARED_FILES",
     "TIDY_COLUMNS",
     "TRACKS",
@@ -146,10 +160,13 @@ __all__ = [
     "read_analysis",
     "relation_of",
     "relation_summary",
-    "replicate_fit",
+    "seed_differences",
+    "seed_pair_table",
     "select_suite",
     "shared_base_fit",
     "shift_permutation",
+    "sign_flip",
+    "sign_flip_size",
     "summary_by_relation",
     "teacher_contrasts",
     "teacher_strength",

@@ -3,9 +3,8 @@
 The model follows the replication notes (docs/research/replications.md, "Measurement lessons"):
 ``lift = μ + α_teacher + β_student + γ·1[shared] + ε``. Two fits:
 
-* :func:`replicate_fit` (LM track): one row per teacher replicate and cell, clustered by (teacher base,
-  replicate) - the independent experiment - with a CR2 interval and a Freedman-Lane permutation test
-  (docs/research/statistics.md).
+* :func:`pair_fit` (LM track): one row per teacher replicate and pair; p by moving whole teacher-base blocks,
+  a CR2 interval clustered by pair, leave-one-base-out (docs/research/statistics.md, "Second audit").
 * :func:`shared_base_fit` (classifier track): one row per trained run, clustered by cell or base pair.
 """
 
@@ -25,7 +24,7 @@ from benchmark.analysis.stats import bootstrap_ci
 from benchmark.analysis.tidy import RELATIONS, relation_of
 from benchmark.errors import UserError
 
-__all__ = ["N_PERM_MIN", "pair_fit", "replicate_fit", "shared_base_fit"]
+__all__ = ["N_PERM_MIN", "PAIR_CLUSTERS", "pair_fit", "shared_base_fit"]
 
 #: The statistics of a fit whose γ is not identifiable.
 _NAN_STATS: dict[str, Any] = {
@@ -284,11 +283,10 @@ def _gammas(z: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     Regress x on the nuisance design z; γ = <resid_x, y> / <resid_x, resid_x>. NaN where the
     indicator is (numerically) in the span of z, i.e. γ is not identifiable. Works for a
-    rank-deficient z (lstsq gives the projection regardless).
+    rank-deficient z (the pseudo-inverse gives the projection regardless) and many columns at once.
     """
     x2 = x.reshape(len(x), -1)
-    coef = np.linalg.lstsq(z, x2, rcond=None)[0]
-    r = x2 - z @ coef
+    r = x2 - z @ (np.linalg.pinv(z) @ x2)
     rr = np.einsum("ij,ij->j", r, r)
     scale = np.maximum(1.0, np.einsum("ij,ij->j", x2, x2))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -470,219 +468,9 @@ def _by_relation(
 
 #: Fewest permutations the LM report should run for γ (docs/research/statistics.md: "Run ≥ 10,000 permutations").
 N_PERM_MIN = 10_000
-_PERM_CHUNK = 1000  # permutations per vectorised block (memory: clusters² × chunk floats)
-
-#: The statistics of a replicate fit whose γ is not identifiable.
-_NAN_REPLICATE_STATS: dict[str, Any] = {
-    "ci_low": np.nan,
-    "ci_high": np.nan,
-    "se": np.nan,
-    "df": np.nan,
-    "p_perm": np.nan,
-    "n_perm_used": 0,
-    "loo_min": np.nan,
-    "loo_max": np.nan,
-    "loo_min_cell": "",
-    "loo_max_cell": "",
-}
-
-
-def replicate_fit(
-    rows: pd.DataFrame,
-    order: Sequence[str] | None = None,
-    n_perm: int = N_PERM_MIN,
-    seed: int = 0,
-    indicator: str = "shared_init",
-    *,
-    alternative: str = "greater",
-    value: str = "lift",
-) -> dict[str, Any]:
-    """Fit ``L = μ + α_teacher + β_student + δ_target + γ·1[shared] + ε`` over replicate-level rows.
-
-    The unit is the teacher replicate: the rows of one (teacher base, replicate) share that replicate's teachers
-    and controls, so they form a cluster; different clusters are independent experiments.
-
-    * Point estimate: OLS (treatment coding, first base of ``order`` as reference) by Frisch-Waugh-Lovell.
-    * CI: γ ± t(df, 0.975)·SE with the CR2 cluster-robust SE and Bell-McCaffrey df.
-    * p: Freedman-Lane. Fit the reduced model (no indicator), permute whole residual blocks between clusters of
-      identical structure (the same (student, target) rows), add back the reduced fit and recompute the
-      CR2-studentized t; p = (1 + #{t* as extreme as t}) / (1 + n_perm). The design is fixed, so γ* and every
-      cluster's CR2 term are linear in the permuted residuals: each is a sum over clusters of precomputed
-      block-by-block dot products, indexed by the permutation.
-    * Leave-one-cell-out: γ refitted without all rows of one (teacher, student, target) cell.
-
-    The CI and p are conditional on the cells of the matrix: an effect of one cell that recurs in every
-    replicate (drift of random sign) is a fixed part of that cell, not noise; the leave-one-cell-out range shows
-    how much a single cell moves γ.
-
-    Args:
-        rows: Columns ``teacher_base``, ``student_base``, ``target``, ``relation``, ``replicate`` and ``value``
-            (e.g. :func:`benchmark.analysis.replicates.replicate_lifts`).
-        order: Registry order of bases.
-        n_perm: Freedman-Lane permutations.
-        seed: Seed of the permutations.
-        indicator: ``"shared_init"`` (relation same or sibling) or ``"same"``.
-        alternative: Direction of the permutation test.
-        value: The outcome column.
-
-    Returns:
-        Dict with ``gamma``, ``ci_low``, ``ci_high``, ``se``, ``df``, ``p_perm``, ``n_perm_used``, ``loo_min``,
-        ``loo_max``, ``loo_min_cell``, ``loo_max_cell`` (cells as "teacher→student/target"), ``identifiable``,
-        ``indicator``, ``alternative``, ``value``, ``ci_method`` ("cr2"), ``perm`` ("freedman_lane"),
-        ``cluster`` ("teacher_replicate"), ``n_rows``, ``n_cells``, ``n_shared_cells``, ``n_clusters``,
-        ``n_teachers``, ``n_replicates``. NaN statistics (``identifiable`` False) when γ is confounded with the
-        base effects or there are no shared cells.
-
-    Raises:
-        UserError: Missing columns, no fittable row, or bad option values.
-    """
-    check_choice("indicator", indicator, ("shared_init", "same"))
-    check_choice("alternative", alternative, ALTERNATIVES)
-    des = _replicate_design(_replicate_rows(rows, value), order, indicator, value)
-    data = des.data
-    result: dict[str, Any] = {
-        "indicator": indicator,
-        "alternative": alternative,
-        "value": value,
-        "ci_method": "cr2",
-        "perm": "freedman_lane",
-        "cluster": "teacher_replicate",
-        "n_rows": len(data),
-        "n_cells": len(des.cell_labels),
-        "n_shared_cells": int(sum(des.x[des.cell_codes == c][0] for c in range(len(des.cell_labels)))),
-        "n_clusters": len(des.members),
-        "n_teachers": int(data["teacher_base"].nunique()),
-        "n_replicates": int(data["replicate"].nunique()),
-    }
-    gamma = float(_gammas(des.z, des.x, des.y)[0])
-    if not np.isfinite(gamma):
-        return {**result, "gamma": float("nan"), "identifiable": False, **_NAN_REPLICATE_STATS}
-    lo, hi, se, df = _cr2_ci(des.z, des.x, des.y, des.members)
-    result.update(gamma=gamma, identifiable=True, ci_low=lo, ci_high=hi, se=se, df=df)
-    result.update(_freedman_lane(des, alternative, n_perm, np.random.default_rng([seed, 5])))
-    result.update(_leave_one_cell_out(des))
-    return result
-
-
-def _replicate_rows(rows: pd.DataFrame, value: str) -> pd.DataFrame:
-    need = ("teacher_base", "student_base", "target", "relation", "replicate", value)
-    missing = [c for c in need if c not in rows.columns]
-    if missing:
-        raise UserError(f"replicate rows: missing column(s) {', '.join(missing)}")
-    data = rows[rows["relation"].isin(RELATIONS) & np.isfinite(rows[value].to_numpy(dtype=float))]
-    if data.empty:
-        raise UserError("replicate rows: no rows with relation same/sibling/unrelated and a finite value to fit")
-    return data.reset_index(drop=True)
-
-
-@dataclass(frozen=True)
-class _ReplicateDesign:
-    """One replicate fit's arrays; clusters are (teacher base, replicate), cells are (teacher, student, target)."""
-
-    data: pd.DataFrame
-    z: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
-    members: list[np.ndarray]  # row indices of each cluster, sorted by (student, target)
-    signatures: list[tuple]  # each cluster's (student, target) rows, in that order
-    cell_codes: np.ndarray
-    cell_labels: list[str]
-
-
-def _replicate_design(
-    data: pd.DataFrame, order: Sequence[str] | None, indicator: str, value: str
-) -> _ReplicateDesign:
-    n = len(data)
-    y = data[value].to_numpy(dtype=float)
-    shared_rel = ("same", "sibling") if indicator == "shared_init" else ("same",)
-    x = data["relation"].isin(shared_rel).to_numpy(dtype=float)
-    tb, sb, tg = (data[c].to_numpy(dtype=object) for c in ("teacher_base", "student_base", "target"))
-    parts = [np.ones((n, 1)), _dummies(tb, ordered_levels(tb, order)), _dummies(sb, ordered_levels(sb, order))]
-    parts.append(_dummies(tg, sorted(set(tg))))
-    codes, uniques = pd.factorize(pd.MultiIndex.from_frame(data[["teacher_base", "replicate"]]))
-    members, signatures = [], []
-    for c in range(len(uniques)):
-        idx = np.flatnonzero(codes == c)
-        keys = list(zip(sb[idx], tg[idx], strict=True))
-        sort = sorted(range(len(idx)), key=lambda k: (str(keys[k][0]), str(keys[k][1])))
-        members.append(idx[sort])
-        signatures.append(tuple(keys[k] for k in sort))
-    cell_codes, cells = pd.factorize(pd.MultiIndex.from_frame(data[["teacher_base", "student_base", "target"]]))
-    labels = [f"{t}→{s}/{g}" for t, s, g in cells]
-    return _ReplicateDesign(data, np.hstack(parts), x, y, members, signatures, cell_codes, labels)
-
-
-def _freedman_lane(
-    des: _ReplicateDesign, alternative: str, n_perm: int, rng: np.random.Generator
-) -> dict[str, Any]:
-    """Freedman-Lane p of the CR2-studentized γ (see :func:`replicate_fit`), vectorised over permutations."""
-    if len(des.members) < 2 or n_perm < 1:
-        return {"p_perm": float("nan"), "n_perm_used": 0}
-    cr2 = _cr2_parts(des.z, des.x, des.members)
-    e0 = des.y - des.z @ np.linalg.lstsq(des.z, des.y, rcond=None)[0]  # reduced-model residuals
-    # γ* = w·e* and SE*² = Σ_g (gm_g·e*)²: the reduced fit lies in the span of z, which w and gm annihilate.
-    groups: dict[tuple, list[int]] = {}
-    for c, sig in enumerate(des.signatures):
-        groups.setdefault(sig, []).append(c)
-    gamma_const, s_const = 0.0, np.zeros(len(des.members))
-    blocks = []  # per exchangeable group: M[c, d] = w_c·e_d and N[g, c, d] = gm_g,c·e_d
-    for clusters in groups.values():
-        idx = np.array([des.members[c] for c in clusters])  # (G, m) row indices, rows aligned by (student, target)
-        if len(clusters) == 1:
-            gamma_const += float(cr2.w[idx[0]] @ e0[idx[0]])
-            s_const += cr2.gm[idx[0]].T @ e0[idx[0]]
-            continue
-        e_blocks = e0[idx]
-        blocks.append((cr2.w[idx] @ e_blocks.T, np.einsum("ckg,dk->gcd", cr2.gm[idx], e_blocks)))
-
-    def t_stats(perms: list[np.ndarray]) -> np.ndarray:
-        gam = np.full(len(perms[0]) if perms else 1, gamma_const)
-        s = np.repeat(s_const[:, None], len(gam), axis=1)
-        for (m_blk, n_blk), pm in zip(blocks, perms, strict=True):
-            ar = np.arange(pm.shape[1])
-            gam = gam + m_blk[ar, pm].sum(axis=1)
-            s = s + n_blk[:, ar, pm].sum(axis=2)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return gam / np.sqrt(np.sum(s**2, axis=0))
-
-    t_obs = float(t_stats([np.arange(m.shape[0])[None, :] for m, _ in blocks])[0])
-    if not blocks or not np.isfinite(t_obs):
-        return {"p_perm": float("nan"), "n_perm_used": 0}
-    tol = 1e-9 * max(1.0, abs(t_obs))
-    hits, used = 0, 0
-    for start in range(0, n_perm, _PERM_CHUNK):
-        size = min(_PERM_CHUNK, n_perm - start)
-        perms = [rng.permuted(np.tile(np.arange(m.shape[0]), (size, 1)), axis=1) for m, _ in blocks]
-        t = t_stats(perms)
-        t = t[np.isfinite(t)]
-        used += len(t)
-        if alternative == "greater":
-            hits += int(np.sum(t >= t_obs - tol))
-        elif alternative == "less":
-            hits += int(np.sum(t <= t_obs + tol))
-        else:
-            hits += int(np.sum(np.abs(t) >= abs(t_obs) - tol))
-    return {"p_perm": (1 + hits) / (1 + used), "n_perm_used": used}
-
-
-def _leave_one_cell_out(des: _ReplicateDesign) -> dict[str, Any]:
-    """γ refitted without all rows of each cell: the smallest and largest, and which cell was left out."""
-    loo = np.array(
-        [_gammas(des.z[des.cell_codes != c], des.x[des.cell_codes != c], des.y[des.cell_codes != c])[0]
-         for c in range(len(des.cell_labels))],
-        dtype=float,
-    )
-    if not np.isfinite(loo).any():
-        return {"loo_min": np.nan, "loo_max": np.nan, "loo_min_cell": "", "loo_max_cell": ""}
-    i_min, i_max = int(np.nanargmin(loo)), int(np.nanargmax(loo))
-    return {
-        "loo_min": float(loo[i_min]),
-        "loo_max": float(loo[i_max]),
-        "loo_min_cell": des.cell_labels[i_min],
-        "loo_max_cell": des.cell_labels[i_max],
-    }
-
-
+#: Clusters of :func:`pair_fit`'s CR2 interval: the pair (published), or the previous (teacher base, replicate)
+#: clusters, which ignore the drift a base's replicates share (kept to show that failure in the calibration test).
+PAIR_CLUSTERS = ("pair", "teacher_replicate")
 # --------------------------------------------------------------------------------------------
 # pair-level fit (LM track): the design-respecting γ
 # --------------------------------------------------------------------------------------------
@@ -698,6 +486,7 @@ def pair_fit(
     *,
     alternative: str = "greater",
     value: str = "lift",
+    cluster: str = "pair",
 ) -> dict[str, Any]:
     """γ of ``L = μ + α_teacher + β_student + γ·1[shared] + ε`` with inference that respects the cell drift.
 
@@ -725,6 +514,7 @@ def pair_fit(
         indicator: ``"shared_init"`` (same or sibling) or ``"same"``.
         alternative: Direction of the permutation p.
         value: The outcome column.
+        cluster: CR2 clusters, :data:`PAIR_CLUSTERS` (``"pair"`` is published).
 
     Returns:
         ``estimate``, ``ci_low``, ``ci_high``, ``se``, ``df``, ``p`` (teacher-block permutation), ``p_cr2``,
@@ -735,19 +525,22 @@ def pair_fit(
     """
     check_choice("indicator", indicator, ("shared_init", "same"))
     check_choice("alternative", alternative, ALTERNATIVES)
-    data = _replicate_rows(rows.assign(target="w") if "target" not in rows.columns else rows, value)
+    check_choice("cluster", cluster, PAIR_CLUSTERS)
+    data = _pair_rows(rows, value)
     shared = ("same", "sibling") if indicator == "shared_init" else ("same",)
     y = data[value].to_numpy(dtype=float)
     tb, sb = data["teacher_base"].to_numpy(dtype=object), data["student_base"].to_numpy(dtype=object)
     x = data["relation"].isin(shared).to_numpy(dtype=float)
     t_levels, s_levels = ordered_levels(tb, order), ordered_levels(sb, order)
     z = np.hstack([np.ones((len(y), 1)), _dummies(tb, t_levels), _dummies(sb, s_levels)])
-    codes, pairs = pd.factorize(pd.MultiIndex.from_frame(data[["teacher_base", "student_base"]]))
-    members = [np.flatnonzero(codes == c) for c in range(len(pairs))]
+    pair_codes, pairs = pd.factorize(pd.MultiIndex.from_frame(data[["teacher_base", "student_base"]]))
+    ckeys = ["teacher_base", "student_base"] if cluster == "pair" else ["teacher_base", "replicate"]
+    codes, clusters = pd.factorize(pd.MultiIndex.from_frame(data[ckeys]))
+    members = [np.flatnonzero(codes == c) for c in range(len(clusters))]
     result: dict[str, Any] = {
-        "method": "teacher-block permutation (p); CR2 clustered by pair (CI)",
+        "method": f"teacher-block permutation (p); CR2 clustered by {cluster.replace('_', ' × ')} (CI)",
         "indicator": indicator, "alternative": alternative, "value": value, "n_rows": len(y),
-        "n_pairs": len(pairs), "n_shared_pairs": int(sum(x[m[0]] for m in members)),
+        "n_pairs": len(pairs), "n_shared_pairs": int(sum(x[pair_codes == c][0] for c in range(len(pairs)))),
         "n_teachers": len(t_levels),
     }
     gamma = float(_gammas(z, x, y)[0])
@@ -771,6 +564,17 @@ def pair_fit(
                                    np.random.default_rng([seed, 7])))
     result.update(_leave_one_base_out(z, x, y, tb, sb, order))
     return result
+
+
+def _pair_rows(rows: pd.DataFrame, value: str) -> pd.DataFrame:
+    need = ("teacher_base", "student_base", "relation", "replicate", value)
+    missing = [c for c in need if c not in rows.columns]
+    if missing:
+        raise UserError(f"replicate rows: missing column(s) {', '.join(missing)}")
+    data = rows[rows["relation"].isin(RELATIONS) & np.isfinite(rows[value].to_numpy(dtype=float))]
+    if data.empty:
+        raise UserError("replicate rows: no rows with relation same/sibling/unrelated and a finite value to fit")
+    return data.reset_index(drop=True)
 
 
 def _teacher_block_p(z: np.ndarray, y: np.ndarray, tb: np.ndarray, sb: np.ndarray, lineage: Mapping[str, str],

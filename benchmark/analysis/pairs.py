@@ -26,8 +26,9 @@ Vocabulary (declared before the data; docs/statistics.md has the same words):
     drift: unrelated pairs carry systematic effects of random sign that recur in every replicate. τ² (their
         variance beyond replicate noise) is estimated from the unrelated family: τ² = max(0, mean(e²) − mean(se²)),
         centred at 0 (no transfer between unrelated bases). A same or sibling pair's drift-aware statistic is
-        e / √(τ² + se²), referred to Student's t with as many degrees of freedom as unrelated pairs; p_drift is
-        two-sided and q_drift Benjamini-Hochberg within the family. The report's per-pair verdict uses it.
+        e / √(τ² + se²), referred to Student's t with Satterthwaite's df for the sum (τ̂² carries the variance of a
+        mean of n_unrelated squares, se² the pair's Welch df: both are estimated); p_drift is two-sided and q_drift
+        Benjamini-Hochberg within the family. The report's per-pair verdict uses it.
     teacher contrast: the same contrast on the teachers' own readouts (treated teachers minus control teachers of
         that teacher base); transfer ratio = pair effect ÷ teacher contrast, its CI the pair's CI divided by the
         teacher contrast (treated as known; its own CI is in the per-base table).
@@ -66,6 +67,7 @@ __all__ = [
     "contrast_definition",
     "contrast_values",
     "drift_estimate",
+    "drift_tests",
     "pair_design",
     "pair_lifts",
     "pair_table",
@@ -104,6 +106,7 @@ PAIR_COLUMNS: tuple[str, ...] = (
     "ratio_ci_high",
     "teacher_contrast",
     "se",  # Welch standard error of the effect
+    "se_df",  # its Welch-Satterthwaite degrees of freedom
     "n_treated",  # replicates
     "n_control",
     "p_min",  # smallest attainable p
@@ -353,7 +356,7 @@ def pair_table(
     for fam in FAMILIES:
         sel = out["family"] == fam
         out.loc[sel, "q"] = bh_adjust(out.loc[sel, "p"].to_numpy(dtype=float))
-    out = _drift_tests(out)
+    out = drift_tests(out)
     return _sort(out, order)
 
 
@@ -363,14 +366,14 @@ def _row(i: str, j: str, rel: str, target: str, x: _Arm, ys: list[_Arm], ctrl: l
     xs, ys_ = x.s, np.concatenate([y.s for y in ys])
     p, lo, hi = shift_permutation(xv, yv, "two-sided", rng=key_rng(seed, (i, j, treated, target)))
     g_lo, g_hi = welch_ci(xs, ys_)
-    se = _welch_se(xv, yv)
+    se, se_df = _welch_se(xv, yv)
     return {
         "teacher": i, "student": j, "relation": rel, "family": rel, "target": target, "placebo": False,
         "effect": float(xv.mean() - yv.mean()), "ci_low": lo, "ci_high": hi, "p": p, "q": np.nan,
         "p_drift": np.nan, "q_drift": np.nan,
         "collateral": float(xs.mean() - ys_.mean()), "collateral_ci_low": g_lo, "collateral_ci_high": g_hi,
         "transfer_ratio": np.nan, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan, "teacher_contrast": np.nan,
-        "se": se, "n_treated": len(xv), "n_control": len(yv), "p_min": _p_min(len(xv), len(yv)),
+        "se": se, "se_df": se_df, "n_treated": len(xv), "n_control": len(yv), "p_min": _p_min(len(xv), len(yv)),
         "exact_size": exact_size(len(xv), len(yv), "two-sided", ALPHA),
         "mean_treated": float(xv.mean()), "mean_control": float(yv.mean()),
         "sd_treated": float(np.std(xv, ddof=1)) if len(xv) > 1 else np.nan,
@@ -380,10 +383,14 @@ def _row(i: str, j: str, rel: str, target: str, x: _Arm, ys: list[_Arm], ctrl: l
     }
 
 
-def _welch_se(x: np.ndarray, y: np.ndarray) -> float:
+def _welch_se(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Welch's standard error of mean(x) − mean(y) and its Welch-Satterthwaite df (NaN without spread)."""
     if len(x) < 2 or len(y) < 2:
-        return float("nan")
-    return float(math.sqrt(x.var(ddof=1) / len(x) + y.var(ddof=1) / len(y)))
+        return float("nan"), float("nan")
+    vx, vy = x.var(ddof=1) / len(x), y.var(ddof=1) / len(y)
+    if vx + vy <= 0:
+        return 0.0, float("nan")
+    return float(math.sqrt(vx + vy)), float((vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)))
 
 
 def _p_min(k: int, m: int) -> float:
@@ -421,21 +428,32 @@ def drift_estimate(pairs: pd.DataFrame) -> dict[str, Any]:
             "rms_unrelated": float(np.sqrt(np.mean(e**2))), "mean_se2": float(np.mean(se**2))}
 
 
-def _drift_tests(pairs: pd.DataFrame) -> pd.DataFrame:
-    """p_drift and q_drift for the same and sibling families: e / √(τ² + se²) against t with n_unrelated df."""
+def drift_tests(pairs: pd.DataFrame) -> pd.DataFrame:
+    """p_drift and q_drift for the same and sibling families: e / √(τ² + se²) against t with Satterthwaite's df.
+
+    ``pairs`` needs ``family``, ``effect``, ``se`` and ``se_df`` (the pair's Welch df; where absent, it is treated
+    as known)."""
     from scipy.special import stdtr
 
     drift = drift_estimate(pairs)
     out = pairs.copy()
     if not math.isfinite(drift["tau2"]):
         return out
-    df = drift["n_unrelated"]
+    # Var(τ̂²) ≈ 2(τ² + mean se²)² / n_unrelated (the variance of a mean of squares), so in Satterthwaite's sum
+    # the τ² term counts τ⁴/df_τ = (τ² + mean se²)² / n_unrelated: few or noisy unrelated pairs lower the df.
+    tau2, n_u, se2_u = drift["tau2"], drift["n_unrelated"], drift["mean_se2"]
     for fam in ("same", "sibling"):
         sel = (out["family"] == fam) & out["se"].notna()
         if not sel.any():
             continue
-        z = out.loc[sel, "effect"].to_numpy(dtype=float) / np.sqrt(drift["tau2"] + out.loc[sel, "se"].to_numpy(
-            dtype=float) ** 2)
+        se2 = out.loc[sel, "se"].to_numpy(dtype=float) ** 2
+        df_se = out.loc[sel, "se_df"].to_numpy(dtype=float) if "se_df" in out.columns else np.full(len(se2), np.inf)
+        df_se = np.where(np.isfinite(df_se), df_se, np.inf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = (tau2 + se2) ** 2 / ((tau2 + se2_u) ** 2 / n_u + se2**2 / df_se)
+        df = np.where(np.isfinite(df) & (df > 0), df, n_u)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            z = out.loc[sel, "effect"].to_numpy(dtype=float) / np.sqrt(tau2 + se2)
         out.loc[sel, "p_drift"] = np.minimum(1.0, 2 * stdtr(df, -np.abs(z)))
         out.loc[sel, "q_drift"] = bh_adjust(out.loc[sel, "p_drift"].to_numpy(dtype=float))
     return out

@@ -171,7 +171,7 @@ class Analysis:
             :func:`benchmark.analysis.replicate_cells`, trait cells then placebo rows).
         matrix: Mean effect over targets, teacher × student in registry order.
         fit: :func:`benchmark.analysis.shared_base_fit` (classifier) or, on the LM track,
-            :func:`benchmark.analysis.replicate_fit` with ``same``, ``profile``, ``by_relation`` and the placebo
+            :func:`benchmark.analysis.pair_fit` as ``primary`` with ``same``, ``drift``, ``by_relation``, the placebo
             rate (see :func:`benchmark.analysis.analyze_lm`); NaN where a statistic is undefined, None once read
             back from ``fit.json``. ``fit["by_relation"]`` is the per-relation summary.
         drift: :func:`benchmark.analysis.drift_summary` of the cells (no file of its own: a function of

@@ -1,19 +1,27 @@
 """Entry points: a tidy table (plus a track's extra inputs) -> :class:`~benchmark.analysis.result.Analysis`.
 
-:func:`analyze` computes the statistics both tracks share; :func:`analyze_lm` and :func:`analyze_classifier`
-add each track's own views. Nothing here reads or writes files.
+:func:`analyze_lm` and :func:`analyze_classifier` are the tracks' analyses: one pair table with the same column
+names, γ by :func:`benchmark.analysis.pair_fit`, each track's own views. :func:`analyze` is the legacy per-cell
+analysis. Nothing here reads or writes files.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from benchmark.analysis.cells import cell_table, drift_summary, matrix, paired_lifts
+from benchmark.analysis.cells import (
+    SEED_PAIR_DEFINITION,
+    cell_table,
+    drift_summary,
+    matrix,
+    paired_lifts,
+    seed_differences,
+    seed_pair_table,
+)
 from benchmark.analysis.fit import N_PERM_MIN, pair_fit, shared_base_fit
 from benchmark.analysis.pairs import (
     PairDesign,
@@ -45,7 +53,8 @@ __all__ = ["analyze", "analyze_classifier", "analyze_lm"]
 
 
 def analyze(tidy: pd.DataFrame, options: AnalysisOptions) -> Analysis:
-    """The shared statistics of one suite: cell table, γ fit and effect matrix.
+    """The legacy per-cell statistics (cell table, γ by :func:`shared_base_fit`, effect matrix); no track's report
+    uses them any more (:func:`analyze_lm`, :func:`analyze_classifier`), the report's renderer tests still do.
 
     Args:
         tidy: Tidy table (see :data:`benchmark.analysis.TIDY_COLUMNS`); may hold other suites, which are kept
@@ -213,17 +222,39 @@ def analyze_classifier(
     *,
     teacher_accuracy: Mapping[str, Sequence[float]],
 ) -> Analysis:
-    """The classifier track: the shared statistics plus raw-accuracy views of both channels.
+    """The classifier track: one pair per (teacher base, student base) with seeds as the unit, a design-respecting γ.
+
+    Each seed has its own inits, teachers and students, so the seed is the independent unit
+    (:mod:`benchmark.analysis.cells`): a pair's effect is the mean over seeds of (aux-only student accuracy minus the
+    same seed's untrained reference), tested by a two-sided sign-flip test with the interval that inverts it, BH
+    within each family (same, sibling, unrelated) and a drift-aware test of same and sibling pairs against the
+    unrelated family's spread. γ is :func:`benchmark.analysis.pair_fit` on the seed-level differences, exactly as on
+    the LM track (teacher-block permutation p, CR2 clustered by pair, leave-one-base-out). The all-logit positive
+    control is shown in the accuracy views, not tested.
 
     Args:
         tidy: The track's tidy rows (aux-only, all-logit and baseline students).
-        options: How to analyse; ``options.order`` orders the accuracy tables too.
+        options: ``metric``, ``treated`` (``aux``), ``control`` (``baseline``), ``gamma_alternative``, ``n_perm``,
+            ``seed``, ``order``, ``lineage``, ``exclude_traits``.
         teacher_accuracy: Teacher name -> test accuracy per seed (the untrained references are the tidy
             table's baseline rows).
 
     Returns:
-        The analysis with :class:`ClassifierExtras`.
+        The analysis: ``cells`` (the pair table, :data:`benchmark.analysis.SEED_PAIR_COLUMNS`), ``matrix`` (pair
+        effects), ``fit`` (``primary`` γ, ``same``, ``drift``, ``by_relation``) and :class:`ClassifierExtras`.
+
+    Raises:
+        UserError: Bad table, unknown suite or metric, a control other than ``baseline``, or no aux-only student
+            with a reference at its seed.
     """
+    table = validate_tidy(tidy)
+    sub = select_suite(
+        table, options.suite, track="classifier", exclude_traits=options.exclude_traits, lineage=options.lineage
+    )
+    diffs = seed_differences(sub, options.metric, treated=options.treated, control=options.control)
+    baselines = sub[(sub["metric"] == options.metric) & (sub["teacher_trait"] == "baseline")]
+    pairs = seed_pair_table(diffs, metric=options.metric, suite=options.suite, order=options.order,
+                            seed=options.seed, treated=options.treated, baselines=baselines)
     views = accuracy_views(tidy, options.order)
     aux = views["accuracy_aux"]
     summary = {"rows": len(tidy), "accuracy_by_relation": accuracy_by_relation(tidy, aux),
@@ -234,4 +265,39 @@ def analyze_classifier(
         teacher_accuracy=seed_means(teacher_accuracy),
         reference_accuracy=reference_means(tidy),
     )
-    return dataclasses.replace(analyze(tidy, options), extras=extras)
+    return Analysis(
+        options=options,
+        track="classifier",
+        tidy=table,
+        cells=pairs,
+        matrix=matrix(pairs, "effect", options.order, rows="teacher", cols="student"),
+        fit=_classifier_fit(pairs, diffs, options),
+        drift={},
+        extras=extras,
+    )
+
+
+def _classifier_fit(pairs: pd.DataFrame, diffs: pd.DataFrame, options: AnalysisOptions) -> dict[str, Any]:
+    """fit.json of the classifier track (see :func:`analyze_classifier`); the same keys as the LM track's where
+    they mean the same thing, the families and the primary test declared in it."""
+
+    def fit(indicator: str, seed_offset: int) -> dict[str, Any]:
+        return pair_fit(diffs, order=options.order, lineage=options.lineage, n_perm=options.n_perm,
+                        seed=options.seed + seed_offset, indicator=indicator, alternative=options.gamma_alternative)
+
+    return {
+        "analysis_version": ANALYSIS_VERSION,
+        "metric": options.metric,
+        "unit": "seed (its own inits, teachers and students)",
+        "treated_arm": options.treated,
+        "control_arms": [options.control],
+        "controls": "the untrained student base at the same seed",
+        "contrast_definition": SEED_PAIR_DEFINITION.format(treated=options.treated, metric=options.metric),
+        "families": {"primary": "same", "others": ["sibling", "unrelated"],
+                     "correction": "Benjamini-Hochberg within each family"},
+        "primary": fit("shared_init", 0),
+        "same": fit("same", 1),
+        "drift": drift_estimate(pairs),
+        "by_relation": relation_summary(pairs, diffs),
+        "placebo": None,
+    }
