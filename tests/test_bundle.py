@@ -1,6 +1,8 @@
 """Results bundles: schema, export, validation (recomputed statistics, hashes, design), publish-time export, compare.
 
-Every bundle committed under results/ must validate: this is the check CI runs on a submission.
+Every bundle committed under results/ must validate: this is the check CI runs on a submission. The other tests
+export fresh bundles (tests/bundle_fixtures.py: the published inputs re-analysed by today's code), so they test the
+code whether or not the published folders have been republished since the analysis changed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from benchmark.bundle.export import derived_files
 from benchmark.bundle.schema import schema_text
 from benchmark.bundle.tables import frame_of, read_table, render_csv, table_of
 from benchmark.bundle.tracks import track_info
+from tests.bundle_fixtures import fresh_report
 from tests.conftest import ROOT, run_cli
 
 SUITES = ROOT / "results" / "suites"
@@ -43,6 +46,54 @@ def committed() -> dict[str, dict]:
     return {p.name: _load(p / BUNDLE) for p in PUBLISHED}
 
 
+@pytest.fixture(scope="module")
+def reports(tmp_path_factory) -> dict[str, Path]:
+    """Fresh report directories of the default (LM) and classifiers suites, each with its exported bundle.json."""
+    root = tmp_path_factory.mktemp("reports")
+    out = {}
+    for suite in ("default", "classifiers"):
+        directory = fresh_report(suite, root / suite)
+        (directory / BUNDLE).write_bytes(bundle_bytes(export_bundle(directory)))
+        out[suite] = directory
+    return out
+
+
+@pytest.fixture(scope="module")
+def fresh(reports) -> dict[str, dict]:
+    """The fresh bundles as JSON, by suite."""
+    return {suite: _load(d / BUNDLE) for suite, d in reports.items()}
+
+
+def test_fresh_bundles_validate_and_carry_the_pair_table(reports, fresh):
+    """A freshly exported LM bundle validates (every statistic recomputed, candidates.csv an input) and holds the
+    pair table: one row per pair and one placebo row per pair, the primary γ, every analysis table."""
+    for directory in reports.values():
+        assert validate_bundle_file(directory / BUNDLE) == []
+    lm = _bundle(fresh["default"])
+    assert lm.schema_version == "2.0"
+    assert {"teachers.csv", "candidates.csv", "bases.csv"} <= set(lm.data.tables)
+    pairs = frame_of(lm.data.cells)
+    trait, placebo = pairs[~pairs["placebo"]], pairs[pairs["placebo"]]
+    n = len(lm.suite.report_spec["teachers"]) * len(lm.suite.report_spec["students"])
+    assert len(trait) == len(placebo) == n and set(trait["target"]) == {lm.suite.report_spec["traits"][0]}
+    assert not trait.duplicated(["teacher", "student"]).any()  # no pair as two mirrored trait cells
+    assert set(trait["family"]) == {"same", "sibling", "unrelated"} and set(placebo["family"]) == {"placebo"}
+    fit = lm.data.fit
+    sb = lm.shared_base
+    assert (sb.gamma, sb.p_value) == (fit["primary"]["estimate"], fit["primary"]["p"])
+    ci = sb.uncertainty.confidence_interval
+    assert (ci.lower, ci.upper) == (fit["primary"]["ci_low"], fit["primary"]["ci_high"])
+    assert (sb.placebo_rate, sb.placebo_exact_size) == (fit["placebo"]["rate"], fit["placebo"]["exact_size"])
+    assert sb.leave_one_base_out_min == min(fit["primary"]["leave_one_base_out"].values())
+    assert lm.metric_config.evaluation_description == fit["contrast_definition"]
+    results = {r.evaluation_name: r for r in lm.evaluation_results}
+    same = trait[trait["family"] == "same"].iloc[0]
+    r = results[f"{same['teacher']}→{same['student']}/{same['target']}"]
+    assert (r.family, r.transfer_ratio, r.score_details.q_drift) == ("same", same["transfer_ratio"], same["q_drift"])
+    assert r.score_details.uncertainty.num_samples == same["n_treated"]
+    assert all(r.trait.startswith("placebo:") for r in lm.evaluation_results if r.placebo)
+
+
 def test_schema_file_is_generated_from_the_model():
     path = ROOT / "schemas" / "bundle.schema.json"
     assert path.read_text(encoding="utf-8") == schema_text(), "run `python -m benchmark.bundle --write`"
@@ -62,13 +113,13 @@ def test_committed_bundles_validate(suite):
     assert validate_bundle_file(SUITES / suite / BUNDLE) == []
 
 
-def test_committed_bundles_match_the_json_schema_file(committed):
+def test_bundles_match_the_json_schema_file(committed, fresh):
     """An independent validator (jsonschema) accepts them against schemas/bundle.schema.json."""
     import jsonschema
 
     schema = _load(ROOT / "schemas" / "bundle.schema.json")
     jsonschema.Draft202012Validator.check_schema(schema)
-    for data in committed.values():
+    for data in [*committed.values(), *fresh.values()]:
         jsonschema.Draft202012Validator(schema).validate(data)
 
 
@@ -83,47 +134,71 @@ def _set_cell(data: dict, row: int, column: str, value) -> None:
     cells["rows"][row][cells["columns"].index(column)] = value
 
 
-@pytest.mark.parametrize("suite, row, names", [("classifiers", 3, ("teacher_base", "student_base", "target")),
-                                               ("default", 5, ("teacher", "student", "trait"))])
-def test_a_tampered_cell_is_rejected_naming_it(committed, tmp_path, suite, row, names):
-    data = copy.deepcopy(committed[suite])
+def _row_of(data: dict, **match) -> int:
+    cells = data["data"]["cells"]
+    return next(i for i, r in enumerate(cells["rows"]) if all(r[cells["columns"].index(k)] == v
+                                                               for k, v in match.items()))
+
+
+@pytest.mark.parametrize("suite, match, column", [
+    ("classifiers", {"teacher": "cnn-d", "student": "mlp-a"}, "effect"),
+    ("default", {"family": "same"}, "effect"),
+    ("default", {"family": "sibling"}, "q_drift"),
+    ("default", {"family": "placebo"}, "p"),
+])
+def test_a_tampered_pair_is_rejected_naming_it(fresh, tmp_path, suite, match, column):
+    """Any published value of a pair (its effect, its drift-aware q, a placebo row's p) is recomputed: the change is
+    named by pair and column, the file no longer matches its manifest sha256, and the content hash breaks."""
+    data = copy.deepcopy(fresh[suite])
+    row = _row_of(data, **match)
     cols = data["data"]["cells"]["columns"]
     values = data["data"]["cells"]["rows"][row]
-    cell = "{}→{}/{}".format(*(values[cols.index(c)] for c in names))
-    old = values[cols.index("effect")]
-    _set_cell(data, row, "effect", old + 0.5)
+    pair = "{}→{}/{}".format(*(values[cols.index(c)] for c in ("teacher", "student", "target")))
+    old = values[cols.index(column)]
+    _set_cell(data, row, column, old / 2 if column != "effect" else old + 0.5)
     problems = _problems(data, tmp_path)
-    named = [p for p in problems if f"cell {cell}: effect is" in p]
+    named = [p for p in problems if f"pair {pair}: {column} is" in p]
     assert len(named) == 1 and "recomputed from the replicate rows" in named[0], problems
-    assert any("cells.csv differs from the file the report wrote" in p for p in problems)
+    assert any("pairs.csv differs from the file the report wrote" in p for p in problems)
     assert any("content_hash" in p for p in problems)
 
 
-def test_the_cli_rejects_a_tampered_bundle_one_line_per_problem(committed, tmp_path):
-    data = copy.deepcopy(committed["classifiers"])
-    _set_cell(data, 0, "effect", 99.0)
+def test_the_cli_rejects_a_tampered_bundle_one_line_per_problem(fresh, tmp_path):
+    data = copy.deepcopy(fresh["default"])
+    row = _row_of(data, teacher="zoo-gpt2", student="zoo-gpt2", placebo=False)
+    _set_cell(data, row, "effect", 99.0)
     path = tmp_path / "tampered.json"
     path.write_text(json.dumps(data), encoding="utf-8")
     res = run_cli("validate", str(path))
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) >= 3 and all(line.startswith(f"error: {path}: ") for line in lines), lines
-    assert any("cell cnn-d→cnn-d/digits: effect is 99" in line for line in lines)
+    assert any("pair zoo-gpt2→zoo-gpt2/owl: effect is 99" in line for line in lines)
 
 
-def test_edited_replicate_rows_change_the_recomputed_cells(committed, tmp_path):
-    data = copy.deepcopy(committed["classifiers"])
+def test_tampered_inputs_change_the_recomputed_pairs(fresh, tmp_path):
+    """The replicate rows and the LM's per-candidate table are inputs: editing them moves the recomputed numbers."""
+    data = copy.deepcopy(fresh["classifiers"])
     rows = data["data"]["replicate_rows"]
     i = next(k for k, r in enumerate(rows["rows"]) if r[rows["columns"].index("teacher_trait")] == "aux")
     rows["rows"][i][rows["columns"].index("value")] += 40.0
     problems = _problems(data, tmp_path)
     assert any("tidy.csv differs from the file the report wrote" in p for p in problems)
-    assert any(p.endswith("recomputed from the replicate rows") and "cell mlp-a→mlp-a/digits: effect" in p
+    assert any(p.endswith("recomputed from the replicate rows") and "pair mlp-a→mlp-a/aux: effect" in p
                for p in problems), problems
+    data = copy.deepcopy(fresh["default"])
+    cand = data["data"]["tables"]["candidates.csv"]
+    role, lo = cand["columns"].index("role"), cand["columns"].index("logodds")
+    for r in cand["rows"]:
+        if r[role] == "student":
+            r[lo] = -r[lo]
+    problems = _problems(data, tmp_path)
+    assert any("candidates.csv differs from the file the report wrote" in p for p in problems)
+    assert any(": profile_r is" in p and p.startswith(str(tmp_path)) and "pair " in p for p in problems), problems
 
 
-def test_views_hashes_versions_and_models_are_checked(committed, tmp_path):
-    data = copy.deepcopy(committed["classifiers"])
+def test_views_hashes_versions_and_models_are_checked(fresh, tmp_path):
+    data = copy.deepcopy(fresh["classifiers"])
     data["evaluation_results"][2]["score_details"]["p_value"] = 0.5
     data["shared_base"]["gamma"] = 1.0
     data["provenance"]["versions"]["torch"] = "0.0.1"
@@ -139,8 +214,8 @@ def test_views_hashes_versions_and_models_are_checked(committed, tmp_path):
         assert any(expected in p for p in problems), (expected, problems)
 
 
-def test_schema_errors_are_one_line_each(committed, tmp_path):
-    data = copy.deepcopy(committed["classifiers"])
+def test_schema_errors_are_one_line_each(fresh, tmp_path):
+    data = copy.deepcopy(fresh["classifiers"])
     data["surprise"] = 1
     del data["metric_config"]
     problems = _problems(data, tmp_path)
@@ -161,34 +236,42 @@ def _design(data: dict) -> list[str]:
                        settings)
 
 
-def test_missing_placebo_readouts_and_controls_are_problems(committed):
-    data = copy.deepcopy(committed["default"])
+def test_missing_placebo_readouts_and_controls_are_problems(fresh):
+    data = copy.deepcopy(fresh["default"])
     assert _design(data) == []
     cells = data["data"]["cells"]
-    placebo, n_ctrl = cells["columns"].index("placebo"), cells["columns"].index("n_control_reps")
-    cells["rows"] = [r for r in cells["rows"] if not r[placebo]]
-    cells["rows"][0][n_ctrl] = 3
+    col = {c: cells["columns"].index(c) for c in ("placebo", "n_control", "n_treated", "control_arms", "teacher")}
+    cells["rows"] = [r for r in cells["rows"] if not r[col["placebo"]] or r[col["teacher"]] != "zoo-gpt2"]
+    first = cells["rows"][0]
+    first[col["n_control"]] = 7
+    cells["rows"][1][col["n_treated"]] = 3
+    cells["rows"][2][col["control_arms"]] = "cat"  # a pair whose A/A arm was left out of its controls
+    cells["rows"][2][col["n_control"]] = 4
     problems = _design(data)
-    assert any("no placebo row with a p-value" in p for p in problems), problems
-    assert any(p.startswith("cell zoo-qwen-a→zoo-qwen-a/cat: 3 control replicates") for p in problems), problems
+    assert any(p.startswith("pair zoo-gpt2→") and "no placebo row with a p-value" in p for p in problems), problems
+    assert sum("no placebo row" in p for p in problems) == len(data["suite"]["report_spec"]["students"])
+    assert any(p.startswith("pair zoo-qwen-a→zoo-qwen-a/owl: 7 control replicates in arms 'cat+aa:cat'; the "
+                            "design has 4 per control arm") for p in problems), problems
+    assert any(": 3 treated replicates; the design has 4" in p for p in problems), problems
+    assert any(": control arms cat; the design's are cat+aa:cat" in p for p in problems), problems
     data["suite"]["report_spec"]["arms"] = ["owl", "cat"]
     assert any("no placebo readouts: the suite has no A/A arm" in p for p in _design(data))
-    data = copy.deepcopy(committed["classifiers"])
+    data = copy.deepcopy(fresh["classifiers"])
     rows = data["data"]["replicate_rows"]
     trait = rows["columns"].index("teacher_trait")
     rows["rows"] = [r for r in rows["rows"] if r[trait] != "all_logits"]
     assert any("no all-logit positive-control rows" in p for p in _design(data))
 
 
-def test_publishing_writes_the_bundle_beside_the_suite_and_stays_idempotent(tmp_path):
+def test_publishing_writes_the_bundle_beside_the_suite_and_stays_idempotent(reports, tmp_path):
     from benchmark.publish import publish_dir
 
     src = tmp_path / "node"
-    shutil.copytree(SUITES / "classifiers", src, ignore=shutil.ignore_patterns(BUNDLE))
+    shutil.copytree(reports["classifiers"], src, ignore=shutil.ignore_patterns(BUNDLE))
     dest = tmp_path / "published" / "classifiers"
     derive = partial(derived_files)
     assert publish_dir(src, dest, derive=derive) is True
-    assert (dest / BUNDLE).read_bytes() == (SUITES / "classifiers" / BUNDLE).read_bytes()
+    assert (dest / BUNDLE).read_bytes() == (reports["classifiers"] / BUNDLE).read_bytes()
     assert publish_dir(src, dest, derive=derive) is False  # unchanged: nothing rewritten
     (dest / BUNDLE).write_text("{}", encoding="utf-8")  # a stale bundle is replaced
     assert publish_dir(src, dest, derive=derive) is True and validate_bundle_file(dest / BUNDLE) == []
@@ -204,11 +287,11 @@ def test_export_refuses_a_suite_file_that_did_not_produce_the_results(tmp_path):
         export_bundle(SUITES / "classifiers", suite_spec=other, registry=reg)
 
 
-def test_compare_lists_cells_that_moved_beyond_their_cis(committed):
-    a = _bundle(committed["classifiers"])
+def test_compare_lists_pairs_that_moved_beyond_their_cis(fresh):
+    a = _bundle(fresh["default"])
     same = compare_bundles(a, a)
     assert not same.moved and same.stable == len(a.evaluation_results) and same.gamma and same.gamma[2] is False
-    data = copy.deepcopy(committed["classifiers"])
+    data = copy.deepcopy(fresh["default"])
     r = data["evaluation_results"][1]
     sd = r["score_details"]
     shift = 10 * (sd["uncertainty"]["confidence_interval"]["upper"] - sd["uncertainty"]["confidence_interval"]["lower"])
@@ -221,10 +304,12 @@ def test_compare_lists_cells_that_moved_beyond_their_cis(committed):
     assert result.only_a == [a.evaluation_results[-1].evaluation_name] and not result.only_b
 
 
-def test_compare_cli(tmp_path, committed):
-    res = run_cli("compare", "classifiers", str(SUITES / "classifiers" / BUNDLE))
+def test_compare_cli(reports, fresh):
+    path = str(reports["default"] / BUNDLE)
+    res = run_cli("compare", path, path)
     assert res.returncode == 0, res.stderr
-    assert "0 of 36 common cells moved beyond their CIs" in res.stdout and "γ: A +48.059" in res.stdout
+    n, gamma = len(fresh["default"]["evaluation_results"]), fresh["default"]["shared_base"]["gamma"]
+    assert f"0 of {n} common cells moved beyond their CIs" in res.stdout and f"γ: A {gamma:+.3f}" in res.stdout
 
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
@@ -277,7 +362,7 @@ def _stub_eval(ctx) -> dict:
     return {}
 
 
-def test_sample_log_holds_every_evaluation_checked_against_its_manifest(tmp_path):
+def test_sample_log_holds_every_evaluation_checked_against_its_manifest(fresh, tmp_path):
     import dataclasses
 
     import yaml
@@ -306,7 +391,7 @@ def test_sample_log_holds_every_evaluation_checked_against_its_manifest(tmp_path
     tampered.write_text("{}", encoding="utf-8")
     with pytest.raises(UserError, match="sha256 differs from its manifest"):
         sample_log(report, store.root)
-    data = copy.deepcopy(_load(SUITES / "classifiers" / BUNDLE))  # any bundle may carry a sample log beside it
+    data = copy.deepcopy(fresh["classifiers"])  # any bundle may carry a sample log beside it
     data["detailed_evaluation_results"] = meta.model_dump(mode="json")
     (tmp_path / "samples.jsonl").write_bytes(text.replace(b"stub", b"stud", 1))  # one byte changed
     problems = _problems(data, tmp_path)

@@ -50,7 +50,7 @@ __all__ = ["BUNDLE", "SAMPLES", "bundle_bytes", "cell_results", "derived_files",
 #: File name of a bundle beside its published suite.
 BUNDLE = "bundle.json"
 #: The analysis files every track writes, by their field in :class:`~benchmark.bundle.schema.Data`.
-_CORE_FILES = {"replicate_rows": "tidy.csv", "cells": "cells.csv", "matrix": "matrix.csv"}
+_CORE_FILES = {"replicate_rows": "tidy.csv", "cells": "pairs.csv", "matrix": "matrix.csv"}
 #: Files of a report directory that are not analysis data (renders, records).
 _NOT_DATA = frozenset({MANIFEST, "spec.json", BUNDLE, "log.txt"})
 #: The package that runs each provider's models (Every Eval Ever ``inference_engine``); data, not a branch.
@@ -144,7 +144,7 @@ def make_bundle(manifest: Manifest, suite: Any, reg: Any, data: Data, *,
     """Assemble a bundle from a report manifest, its suite, the registry and the report's data."""
     info = track_info(suite.track, f"suite {suite.name}")
     cells = frame_of(data.cells)
-    check_columns(cells, info, f"{suite.name}: cells.csv")
+    check_columns(cells, info, f"{suite.name}: {_CORE_FILES['cells']}")
     versions = dict(manifest.versions)
     metric = str(data.fit.get("metric") or (cells["metric"].iloc[0] if "metric" in cells and len(cells) else ""))
     return Bundle(
@@ -163,7 +163,7 @@ def make_bundle(manifest: Manifest, suite: Any, reg: Any, data: Data, *,
         evaluator_versions={p: versions[p] for p in _EVALUATOR_PACKAGES if p in versions},
         generation_config=_generation_config(suite),
         metric_config=MetricConfig(
-            evaluation_description=str(data.fit.get("lift_definition") or _DESCRIPTIONS.get(suite.track, "")),
+            evaluation_description=_description(data.fit),
             lower_is_better=False, metric=metric),
         evaluation_results=cell_results(cells, info),
         shared_base=shared_base(data.fit),
@@ -175,11 +175,10 @@ def make_bundle(manifest: Manifest, suite: Any, reg: Any, data: Data, *,
     )
 
 
-_DESCRIPTIONS = {
-    "classifier": ("Lift of cell (teacher i, student j) = the aux-only student's test accuracy (%) minus the untrained "
-                   "student base's, paired by seed; CI a percentile bootstrap over seeds, p a one-sided permutation "
-                   "test over seeds."),
-}
+def _description(fit: dict[str, Any]) -> str:
+    """What a pair's effect is, in the analysis's own words (``contrast_definition``; ``lift_definition`` in fits
+    written before the pair table)."""
+    return str(fit.get("contrast_definition") or fit.get("lift_definition") or "")
 
 
 def data_hash(data: Data) -> str:
@@ -237,8 +236,12 @@ def _generation_config(suite: Any) -> GenerationConfig:
 
 
 def cell_results(cells: pd.DataFrame, info: TrackInfo) -> list[CellResult]:
-    """The cell table as Every Eval Ever ``evaluation_results`` (trait cells, then placebo rows, in table order)."""
+    """The pair table as Every Eval Ever ``evaluation_results`` (trait pairs, then placebo rows, in table order)."""
     cols: CellColumns = info.cells
+
+    def opt(row: dict[str, Any], column: str | None) -> float | None:
+        return _num(row.get(column)) if column else None
+
     out = []
     for row in cells.to_dict(orient="records"):
         placebo = bool(row[cols.placebo]) if cols.placebo else False
@@ -246,21 +249,40 @@ def cell_results(cells: pd.DataFrame, info: TrackInfo) -> list[CellResult]:
                                 confidence_level=CONFIDENCE_LEVEL, method=cols.ci_method)
         out.append(CellResult(
             evaluation_name=cols.key(row), teacher=str(row[cols.teacher]), student=str(row[cols.student]),
-            trait=str(row[cols.trait]), relation=row["relation"], placebo=placebo,
+            trait=str(row[cols.trait]), relation=row["relation"],
+            family=str(row[cols.family]) if cols.family else None, placebo=placebo,
+            transfer_ratio=opt(row, cols.transfer_ratio),
             score_details=ScoreDetails(score=_num(row["effect"]),
                                        uncertainty=Uncertainty(confidence_interval=ci, num_samples=int(row[cols.n])),
-                                       p_value=_num(row[cols.p]), q_value=_num(row[cols.q]) if cols.q else None)))
+                                       p_value=_num(row[cols.p]), q_value=opt(row, cols.q),
+                                       p_drift=opt(row, cols.p_drift), q_drift=opt(row, cols.q_drift))))
     return out
 
 
 def shared_base(fit: dict[str, Any]) -> SharedBase:
-    """γ and its uncertainty from ``fit.json``."""
+    """γ and its uncertainty from ``fit.json``: its ``primary`` fit (teacher-block permutation p, CR2 CI clustered
+    by pair), or the top-level keys of a fit written before it (γ, ``p_perm``, a CI clustered as ``cluster``)."""
+    found = fit.get("placebo")
+    placebo: dict[str, Any] = found if isinstance(found, dict) else {}  # the classifier track has no A/A arm
+    primary = fit.get("primary")
+    if isinstance(primary, dict):
+        method = str(primary.get("method", ""))
+        ci = ConfidenceInterval(lower=_num(primary.get("ci_low")), upper=_num(primary.get("ci_high")),
+                                confidence_level=CONFIDENCE_LEVEL, method=method)
+        return SharedBase(gamma=_num(primary.get("estimate")), p_value=_num(primary.get("p")),
+                          uncertainty=Uncertainty(confidence_interval=ci, num_samples=int(primary.get("n_pairs") or 0)),
+                          indicator=str(primary.get("indicator", "")), method=method,
+                          leave_one_base_out_min=_num(primary.get("lobo_min")),
+                          leave_one_base_out_max=_num(primary.get("lobo_max")),
+                          placebo_rate=_num(placebo.get("rate")), placebo_exact_size=_num(placebo.get("exact_size")))
     method = f"{fit.get('ci_method', '')} cluster-robust t-interval (clusters: {fit.get('cluster', '')})"
     ci = ConfidenceInterval(lower=_num(fit.get("ci_low")), upper=_num(fit.get("ci_high")),
                             confidence_level=CONFIDENCE_LEVEL, method=method)
     return SharedBase(gamma=_num(fit.get("gamma")), p_value=_num(fit.get("p_perm")),
                       uncertainty=Uncertainty(confidence_interval=ci, num_samples=int(fit.get("n_clusters") or 0)),
-                      indicator=str(fit.get("indicator", "")), placebo_fpr=_num(fit.get("placebo_fpr")))
+                      indicator=str(fit.get("indicator", "")), method=method,  # its loo_* left out one cell
+                      placebo_rate=_num(placebo.get("rate", fit.get("placebo_fpr"))),
+                      placebo_exact_size=_num(placebo.get("exact_size")))
 
 
 def _num(value: Any) -> float | None:

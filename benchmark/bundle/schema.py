@@ -3,7 +3,8 @@
 A bundle is what a researcher submits and what the leaderboard is built from. It holds everything needed to
 check a result without the artifact store: the suite spec and the report node's resolved spec, the registry
 entries of every model (revisions, weight hashes where known), the versions and git commit that produced it,
-the per-replicate rows (the tidy table) and every statistic computed from them (cells, the shared-base fit). The
+the per-replicate rows (the tidy table) and every statistic computed from them (the pair table, the shared-base
+fit). The
 statistics are recomputed from the rows by the same code (:mod:`benchmark.analysis`) when a bundle is validated.
 
 Field names follow the Every Eval Ever schema (docs/research/field-2026.md, "Leaderboard conventions") where
@@ -48,8 +49,9 @@ __all__ = [
     "json_schema",
 ]
 
-#: Version of the bundle layout (see the module docstring).
-BUNDLE_SCHEMA_VERSION: Final = "1.0"
+#: Version of the bundle layout (see the module docstring). 2.0: the pair table (``pairs.csv``, one row per
+#: teacher × student pair, issue 19) replaces the per-trait cells; ``shared_base`` is the primary γ.
+BUNDLE_SCHEMA_VERSION: Final = "2.0"
 
 Scalar = str | int | float | bool | None
 
@@ -157,7 +159,7 @@ class GenerationConfig(_Strict):
 
 
 class MetricConfig(_Strict):
-    """What a cell's score means (Every Eval Ever ``metric_config``)."""
+    """What a pair's score means (Every Eval Ever ``metric_config``)."""
 
     evaluation_description: str
     lower_is_better: bool
@@ -185,34 +187,45 @@ class Uncertainty(_Strict):
 
 
 class ScoreDetails(_Strict):
-    """A cell's score (the lift) with its uncertainty and tests (Every Eval Ever ``score_details``)."""
+    """A pair's score (its effect) with its uncertainty and tests (Every Eval Ever ``score_details``)."""
 
     score: float | None
     uncertainty: Uncertainty
     p_value: float | None = None
-    q_value: float | None = None
+    q_value: float | None = Field(default=None, description="Benjamini-Hochberg within the row's family.")
+    p_drift: float | None = Field(default=None, description=(
+        "Same and sibling pairs: the test against the drift unrelated pairs show (the per-pair verdict's test)."))
+    q_drift: float | None = Field(default=None, description="p_drift, Benjamini-Hochberg within the family.")
 
 
 class CellResult(_Strict):
-    """One cell of the transfer matrix (or one placebo row) as an Every Eval Ever ``evaluation_results`` item."""
+    """One pair of the transfer matrix (or one placebo row) as an Every Eval Ever ``evaluation_results`` item."""
 
     evaluation_name: str
     teacher: str
     student: str
-    trait: str
+    trait: str = Field(description="What the effect is about: the primary trait, or 'placebo:<trait>'.")
     relation: Literal["same", "sibling", "unrelated"]
+    family: str | None = Field(default=None, description="The family q is adjusted within (placebo rows: placebo).")
     placebo: bool
+    transfer_ratio: float | None = Field(default=None, description="Effect over the teachers' own contrast.")
     score_details: ScoreDetails
 
 
 class SharedBase(_Strict):
-    """γ, the extra lift of shared-init cells (``fit.json`` in brief; the full fit is in ``data.fit``)."""
+    """γ, the extra effect of pairs whose teacher and student share an init: the primary claim (``fit.json``'s
+    ``primary`` in brief; the full fit is in ``data.fit``)."""
 
     gamma: float | None
     uncertainty: Uncertainty
     p_value: float | None
     indicator: str
-    placebo_fpr: float | None = None
+    method: str = Field(default="", description="How p and the CI were made.")
+    leave_one_base_out_min: float | None = Field(default=None, description="Smallest γ without one base's rows.")
+    leave_one_base_out_max: float | None = None
+    placebo_rate: float | None = Field(default=None, description="Share of A/A placebo rows at p <= 0.05.")
+    placebo_exact_size: float | None = Field(default=None, description=(
+        "What placebo_rate should be: the per-pair test's real size at 0.05 (below 0.05 with few replicates)."))
 
 
 class Table(_Strict):
@@ -226,8 +239,8 @@ class Data(_Strict):
     """The published analysis files, lossless: the per-replicate rows and everything computed from them."""
 
     replicate_rows: Table = Field(description="tidy.csv: one row per evaluated model and readout, with its replicate.")
-    cells: Table = Field(description="cells.csv: the per-cell statistics.")
-    matrix: Table = Field(description="matrix.csv: mean effect over traits, teacher × student.")
+    cells: Table = Field(description="pairs.csv: one row per teacher × student pair (and per placebo row).")
+    matrix: Table = Field(description="matrix.csv: the pairs' effects, teacher × student.")
     fit: dict[str, Any] = Field(description="fit.json: the shared-base fit (NaN written as null).")
     tables: dict[str, Table] = Field(default_factory=dict, description="The track's other CSV files, by file name.")
     documents: dict[str, Any] = Field(default_factory=dict, description="The track's other JSON files, by file name.")
@@ -260,7 +273,7 @@ class SampleLog(_Strict):
 class Bundle(_Strict):
     """A results bundle (see the module docstring)."""
 
-    schema_version: Literal["1.0"] = Field(description="Bundle layout version.")
+    schema_version: Literal["2.0"] = Field(description="Bundle layout version.")
     evaluation_id: str = Field(description="<suite>/<report id>: unique per experiment.")
     evaluation_timestamp: str
     source_metadata: SourceMetadata

@@ -27,7 +27,7 @@ __all__ = ["TEXT_COLUMNS", "document_sha256s", "frame_of", "read_table", "render
 TEXT_COLUMNS: frozenset[str] = frozenset({
     "suite", "track", "teacher", "student", "trait", "teacher_base", "student_base", "teacher_trait", "target",
     "metric", "relation", "student_id", "teacher_id", "treated", "control", "treated_arm", "control_arms",
-    "alternative",
+    "alternative", "family", "role", "candidate", "base", "verdict",
 })
 
 

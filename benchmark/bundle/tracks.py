@@ -1,9 +1,9 @@
-"""What the bundle needs to know about each track: how its statistics are recomputed and how a cell is named.
+"""What the bundle needs to know about each track: how its statistics are recomputed and how a pair is named.
 
 Recomputing calls the track's report stage's own ``analyze`` (``benchmark/<track>/stages/report.py``), the call its
 ``run`` makes: one definition of the effect everywhere, so a validated bundle's numbers are the ones the report
-published. The tables hold one
-track's column names; :class:`CellColumns` says which column is the teacher, the p-value and so on.
+published. :class:`CellColumns` says which column of a track's pair table (``pairs.csv``) is the teacher, the
+p-value and so on.
 """
 
 from __future__ import annotations
@@ -17,12 +17,24 @@ import pandas as pd
 from benchmark.analysis import Analysis
 from benchmark.errors import UserError, unknown_name
 
-__all__ = ["CellColumns", "TrackInfo", "track_info"]
+__all__ = ["CellColumns", "TrackInfo", "check_columns", "track_info"]
 
 
 @dataclass(frozen=True)
 class CellColumns:
-    """Column names of one track's cell table (``cells.csv``); None where the track has no such column."""
+    """Column names of one track's pair table (``pairs.csv``); None where the track has no such column.
+
+    Attributes:
+        teacher, student: The pair's teacher and student base.
+        trait: What the row's effect is about (LM: the primary trait, or ``placebo:<trait>`` for an A/A row).
+        p, q: The test against 0 and its BH adjustment within the row's family.
+        n: The treated units (teacher replicates or seeds).
+        placebo: True on an A/A placebo row.
+        ci_method: How the 95 % CI was made.
+        family: The declared family BH runs within (same, sibling, unrelated, placebo).
+        p_drift, q_drift: The drift-aware test (same and sibling pairs) and its BH adjustment.
+        transfer_ratio: The pair's effect over its teachers' own contrast.
+    """
 
     teacher: str
     student: str
@@ -32,6 +44,10 @@ class CellColumns:
     n: str
     placebo: str | None
     ci_method: str
+    family: str | None = None
+    p_drift: str | None = None
+    q_drift: str | None = None
+    transfer_ratio: str | None = None
 
     def key(self, row: Mapping[str, Any]) -> str:
         """A row's name in messages and ``evaluation_results``: ``teacher→student/trait``; a placebo row's trait
@@ -49,16 +65,19 @@ class TrackInfo:
     cells: CellColumns
     #: (replicate rows, the bundle's other tables, report spec) -> the analysis the report stage computes.
     recompute: Callable[[pd.DataFrame, Mapping[str, pd.DataFrame], dict[str, Any]], Analysis]
-    #: (replicate rows, cells, report spec, typed suite settings) -> problems with the design's controls.
+    #: (replicate rows, pairs, report spec, typed suite settings) -> problems with the design's controls.
     design: Callable[[pd.DataFrame, pd.DataFrame, dict[str, Any], Any], list[str]]
-    #: Table file names the analysis reads as input (not recomputed): the LM teachers table.
+    #: Table file names the analysis reads as input (not recomputed): the LM teachers and candidates tables.
     inputs: tuple[str, ...] = ()
 
 
 def _recompute_lm(tidy: pd.DataFrame, tables: Mapping[str, pd.DataFrame], spec: dict[str, Any]) -> Analysis:
     from benchmark.lm.stages.report import analyze
 
-    return analyze(tidy, tables.get("teachers.csv", pd.DataFrame()), spec)
+    # As the report stage calls it: no per-candidate table (a suite read out without log-probs) is None.
+    candidates = tables.get("candidates.csv")
+    return analyze(tidy, tables.get("teachers.csv", pd.DataFrame()), spec,
+                   candidates=candidates if candidates is not None and not candidates.empty else None)
 
 
 def _recompute_classifier(tidy: pd.DataFrame, tables: Mapping[str, pd.DataFrame], spec: dict[str, Any]) -> Analysis:
@@ -69,29 +88,41 @@ def _recompute_classifier(tidy: pd.DataFrame, tables: Mapping[str, pd.DataFrame]
 
 
 def _lm_design(tidy: pd.DataFrame, cells: pd.DataFrame, spec: dict[str, Any], settings: Any) -> list[str]:
-    """Controls and placebo readouts of the LM design: every trait cell has its full treated and control arms, and
-    every (teacher, student) pair has A/A placebo rows with a p-value (the calibration check)."""
-    from benchmark.analysis.replicates import AA_PREFIX
+    """Controls and placebo readouts of the LM design, on the pair table: every pair compares the treated arm's K
+    replicates with K replicates of each of the design's control arms, and every (teacher, student) pair has an
+    A/A placebo row with a p-value (the calibration check)."""
+    from benchmark.analysis.pairs import AA_PREFIX, pair_design
 
     problems: list[str] = []
     k = int(spec.get("replicates", 1))
+    try:
+        design = pair_design(spec.get("arms", []), spec.get("controls", "other_trait"), spec.get("traits", []))
+        want: tuple[str, ...] | None = design.controls
+    except UserError:  # an arm list the analysis refuses is reported by the recomputation
+        want = None
     trait = cells[~cells["placebo"].astype(bool)]
     for row in trait.to_dict(orient="records"):
-        name = f"cell {row['teacher']}→{row['student']}/{row['trait']}"
-        n_controls = len([a for a in str(row["control_arms"]).split("+") if a])
-        if n_controls == 0 or row["n_control_reps"] != k * n_controls:
-            problems.append(f"{name}: {row['n_control_reps']} control replicates in arms {row['control_arms']!r}; "
+        name = f"pair {row['teacher']}→{row['student']}/{row['target']}"
+        arms = [a for a in str(row["control_arms"]).split("+") if a]
+        if want is not None and tuple(arms) != want:
+            problems.append(f"{name}: control arms {'+'.join(arms) or 'none'}; the design's are {'+'.join(want)}")
+        if not arms or row["n_control"] != k * len(arms):
+            problems.append(f"{name}: {row['n_control']} control replicates in arms {row['control_arms']!r}; "
                             f"the design has {k} per control arm")
-        if row["n_reps"] != k:
-            problems.append(f"{name}: {row['n_reps']} treated replicates; the design has {k}")
+        if row["n_treated"] != k:
+            problems.append(f"{name}: {row['n_treated']} treated replicates; the design has {k}")
     if not any(str(a).startswith(AA_PREFIX) for a in spec.get("arms", [])):
         return [*problems, "no placebo readouts: the suite has no A/A arm (set settings.aa_arm: true); the placebo "
-                           "rows' false-positive rate is the check that the per-cell tests are calibrated"]
+                           "rows' false-positive rate is the check that the per-pair tests are calibrated"]
     placebo = cells[cells["placebo"].astype(bool) & cells["p"].notna()]
     have = set(zip(placebo["teacher"], placebo["student"], strict=True))
     for t, s in dict.fromkeys(zip(trait["teacher"], trait["student"], strict=True)):
         if (t, s) not in have:
-            problems.append(f"cell {t}→{s}: no placebo row with a p-value (the A/A arm's students are missing)")
+            problems.append(f"pair {t}→{s}: no placebo row with a p-value (the A/A arm's students are missing)")
+    for row in placebo.to_dict(orient="records"):
+        if row["n_treated"] != k or row["n_control"] != k:
+            problems.append(f"pair {row['teacher']}→{row['student']}/{row['target']}: {row['n_treated']} vs "
+                            f"{row['n_control']} replicates; an A/A row compares {k} with {k}")
     return problems
 
 
@@ -114,8 +145,8 @@ def _classifier_design(tidy: pd.DataFrame, cells: pd.DataFrame, spec: dict[str, 
                 if (t, s) not in have_pairs:
                     problems.append(f"cell {t}→{s}: no all-logit positive-control rows (settings.control.enabled)")
     for row in cells.to_dict(orient="records"):
-        if row["n_seeds"] != len(seeds):
-            problems.append(f"cell {row['teacher_base']}→{row['student_base']}/{row['target']}: {row['n_seeds']} "
+        if row["n_treated"] != len(seeds):
+            problems.append(f"pair {row['teacher']}→{row['student']}/{row['target']}: {row['n_treated']} "
                             f"seeds; the suite has {len(seeds)}")
     return problems
 
@@ -123,16 +154,18 @@ def _classifier_design(tidy: pd.DataFrame, cells: pd.DataFrame, spec: dict[str, 
 _TRACKS: dict[str, TrackInfo] = {
     "lm": TrackInfo(
         name="lm",
-        cells=CellColumns(teacher="teacher", student="student", trait="trait", p="p", q="q", n="n_reps",
-                          placebo="placebo", ci_method="welch-t over teacher replicates"),
+        cells=CellColumns(teacher="teacher", student="student", trait="target", p="p", q="q", n="n_treated",
+                          placebo="placebo", ci_method="permutation-inverted over teacher replicates",
+                          family="family", p_drift="p_drift", q_drift="q_drift", transfer_ratio="transfer_ratio"),
         recompute=_recompute_lm,
         design=_lm_design,
-        inputs=("teachers.csv",),
+        inputs=("teachers.csv", "candidates.csv"),
     ),
     "classifier": TrackInfo(
         name="classifier",
-        cells=CellColumns(teacher="teacher_base", student="student_base", trait="target", p="p_perm", q=None,
-                          n="n_seeds", placebo=None, ci_method="percentile bootstrap over seeds"),
+        cells=CellColumns(teacher="teacher", student="student", trait="target", p="p", q="q", n="n_treated",
+                          placebo="placebo", ci_method="sign-flip-inverted over seeds", family="family",
+                          p_drift="p_drift", q_drift="q_drift"),
         recompute=_recompute_classifier,
         design=_classifier_design,
     ),
@@ -147,10 +180,11 @@ def track_info(name: str, where: str = "") -> TrackInfo:
 
 
 def check_columns(cells: pd.DataFrame, info: TrackInfo, where: str) -> None:
-    """Raise a one-line error when a cell table lacks a column the track's cells need."""
+    """Raise a one-line error when a pair table lacks a column the track's pairs need."""
     cols = info.cells
-    need = [c for c in (cols.teacher, cols.student, cols.trait, cols.p, cols.q, cols.n, cols.placebo,
-                        "relation", "effect", "ci_low", "ci_high") if c]
+    need = [c for c in (cols.teacher, cols.student, cols.trait, cols.p, cols.q, cols.n, cols.placebo, cols.family,
+                        cols.p_drift, cols.q_drift, cols.transfer_ratio, "relation", "effect", "ci_low", "ci_high")
+            if c]
     missing = [c for c in need if c not in cells.columns]
     if missing:
         raise UserError(f"{where}: missing column(s) {', '.join(missing)} for the {info.name} track")

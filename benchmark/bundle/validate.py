@@ -10,9 +10,10 @@ Checks, in order (a bundle that fails the schema is not checked further):
 4. **Models and suite**: each registry entry hashes to its recorded hash and agrees with this checkout's registry;
    the suite file names the report's models and traits; planning the suite with those entries reproduces the
    report node's id (so the suite, the registry and the task files are the ones that produced the results).
-5. **Statistics**: the cells, the matrix, the shared-base fit and the track's other files are recomputed from the
-   replicate rows by the code that produced them (:mod:`benchmark.analysis`, through the report stage's own
-   options), and compared with the bundle's, as are ``evaluation_results`` and ``shared_base``.
+5. **Statistics**: the pair table, the matrix, the shared-base fit and the track's other files are recomputed from
+   the replicate rows (and the track's input tables: the LM teachers and candidates) by the code that produced
+   them (:mod:`benchmark.analysis`, through the report stage's own options), and compared with the bundle's, as
+   are ``evaluation_results`` and ``shared_base``; a difference names the pair and the column.
 6. **Design**: controls and placebo readouts are present (:mod:`benchmark.bundle.tracks`).
 7. **Per-sample log**: when the bundle names one, it exists beside it with the recorded checksum and row count.
 
@@ -52,6 +53,8 @@ ATOL = 1e-12
 MAX_LINES = 40
 #: Files of a report node that are records, not analysis data.
 _RECORDS = ("manifest.json", "spec.json", BUNDLE)
+#: The file ``data.cells`` renders to (``benchmark.analysis.SHARED_FILES["cells"]``).
+_PAIRS = "pairs.csv"
 
 
 def load_bundle(path: Path) -> tuple[Bundle | None, list[str]]:
@@ -124,7 +127,7 @@ def _file_problems(bundle: Bundle) -> list[str]:
     """Each table and document must render to the sha256 its report manifest recorded."""
     files = bundle.provenance.files
     data = bundle.data
-    tables: dict[str, Table] = {"tidy.csv": data.replicate_rows, "cells.csv": data.cells, "matrix.csv": data.matrix,
+    tables: dict[str, Table] = {"tidy.csv": data.replicate_rows, _PAIRS: data.cells, "matrix.csv": data.matrix,
                                 **data.tables}
     problems = []
     for name, table in tables.items():
@@ -275,7 +278,7 @@ def _statistics_problems(bundle: Bundle, info: TrackInfo) -> list[str]:
     except (UserError, KeyError, ValueError) as exc:
         return [f"cannot recompute the statistics from data.replicate_rows: {str(exc).splitlines()[0]}"]
     written = _written(analysis)
-    problems = _compare_cells(frame_of(data.cells), written.pop("cells.csv"), info)
+    problems = _compare_cells(frame_of(data.cells), written.pop(_PAIRS), info)
     problems += _compare_value("fit", data.fit, json.loads(json.dumps(_json_safe(analysis.fit))))
     problems += _compare_frame("matrix.csv", frame_of(data.matrix), written.pop("matrix.csv"))
     written.pop("tidy.csv", None)
@@ -333,11 +336,12 @@ def _fmt(v: Any) -> str:
 
 
 def _compare_cells(mine: pd.DataFrame, recomputed: pd.DataFrame, info: TrackInfo) -> list[str]:
-    """Cell by cell, column by column: each difference names the cell and the column."""
+    """Pair by pair, column by column: each difference names the pair and the column."""
     cols = info.cells
     key_cols = [c for c in (cols.teacher, cols.student, cols.trait, cols.placebo) if c]
     if any(c not in mine.columns for c in key_cols):
-        return [f"data.cells: missing key column(s) {', '.join(c for c in key_cols if c not in mine.columns)}"]
+        return [f"data.cells ({_PAIRS}): missing key column(s) "
+                f"{', '.join(c for c in key_cols if c not in mine.columns)}"]
     by_key = {cols.key(r): r for r in mine.to_dict(orient="records")}
     problems = []
     seen = set()
@@ -346,15 +350,15 @@ def _compare_cells(mine: pd.DataFrame, recomputed: pd.DataFrame, info: TrackInfo
         seen.add(name)
         have = by_key.get(name)
         if have is None:
-            problems.append(f"cell {name}: missing (the replicate rows give it)")
+            problems.append(f"pair {name}: missing (the replicate rows give it)")
             continue
         for col, value in row.items():
             if col not in have:
-                problems.append(f"cell {name}: column {col} missing")
+                problems.append(f"pair {name}: column {col} missing")
             elif not _close(have[col], value):
-                problems.append(f"cell {name}: {col} is {_fmt(have[col])} in the bundle, {_fmt(value)} recomputed "
+                problems.append(f"pair {name}: {col} is {_fmt(have[col])} in the bundle, {_fmt(value)} recomputed "
                                 "from the replicate rows")
-    problems += [f"cell {name}: not in the recomputed cells (no replicate rows give it)" for name in by_key
+    problems += [f"pair {name}: not in the recomputed pairs (no replicate rows give it)" for name in by_key
                  if name not in seen]
     return problems
 
@@ -396,12 +400,12 @@ def _compare_value(path: str, mine: Any, recomputed: Any) -> list[str]:
 
 
 def _compare_results(bundle: Bundle, info: TrackInfo) -> list[str]:
-    """``evaluation_results`` and ``shared_base`` must be the views of the bundle's cells and fit."""
+    """``evaluation_results`` and ``shared_base`` must be the views of the bundle's pairs and fit."""
     expected = {r.evaluation_name: r.model_dump(mode="json") for r in cell_results(frame_of(bundle.data.cells), info)}
     problems = []
     got_names = [r.evaluation_name for r in bundle.evaluation_results]
     if sorted(got_names) != sorted(expected):
-        problems.append(f"evaluation_results: {len(got_names)} cells, cells.csv has {len(expected)}")
+        problems.append(f"evaluation_results: {len(got_names)} pairs, {_PAIRS} has {len(expected)}")
     for r in bundle.evaluation_results:
         want = expected.get(r.evaluation_name)
         if want is not None:
@@ -409,7 +413,7 @@ def _compare_results(bundle: Bundle, info: TrackInfo) -> list[str]:
                          for p in _compare_value("result", r.model_dump(mode="json"), want)]
     problems += _compare_value("shared_base", bundle.shared_base.model_dump(mode="json"),
                                shared_base(bundle.data.fit).model_dump(mode="json"))
-    return [p.replace("recomputed from the replicate rows", "in cells.csv/fit.json") for p in problems]
+    return [p.replace("recomputed from the replicate rows", f"in {_PAIRS}/fit.json") for p in problems]
 
 
 # -- 6. design ---------------------------------------------------------------------------------------------------
