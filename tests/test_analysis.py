@@ -215,14 +215,6 @@ def test_paired_lifts_controls():
         A.paired_lifts(df[df.teacher_trait != "neutral"], "m")
 
 
-def test_paired_lifts_label_treated_for_classifier_track():
-    df = tiny({("aux", 0): 0.4, ("aux", 1): 0.5, ("baseline", 0): 0.1}, target="digits").assign(
-        track="classifier"
-    )
-    lifts = A.paired_lifts(df, "m", treated="aux", control="baseline")
-    assert lifts["lift"].round(6).tolist() == [0.3, 0.4]
-
-
 # ---------------------------------------------------------------- cell table
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmark.analysis import SEED_PAIR_COLUMNS
 from benchmark.classifier.data import load_digits_split, load_idx_dataset, read_idx
 from benchmark.classifier.model import Net, perturb_params
 from benchmark.classifier.plan import build_plan, estimate
@@ -347,7 +348,7 @@ def test_tiny_matrix_end_to_end(tmp_path):
     out = store.path(nodes[-1])
     for name in (
         "tidy.csv",
-        "cells.csv",
+        "pairs.csv",
         "matrix.csv",
         "heatmap.png",
         "heatmap_accuracy.png",
@@ -365,6 +366,12 @@ def test_tiny_matrix_end_to_end(tmp_path):
     assert aux["same"] > 30 and abs(aux["unrelated"] - 10) < 6, aux
     control = tidy[(tidy["teacher_trait"] == "all_logits") & (tidy["relation"] == "unrelated")]["value"]
     assert control.mean() > 50, control
+    # The pair table speaks the LM track's vocabulary; 3 seeds: sign-flip p ≥ 2/8 and no interval
+    pairs = pd.read_csv(out / "pairs.csv")
+    assert list(pairs.columns) == list(SEED_PAIR_COLUMNS) and len(pairs) == 4
+    assert (pairs["n_seeds"] == 3).all() and (pairs["p"] >= 0.25).all() and pairs["ci_low"].isna().all()
+    fit = json.loads((out / "fit.json").read_text())
+    assert fit["primary"]["method"].startswith("teacher-block") and fit["families"]["primary"] == "same"
     # Resume: a second run builds nothing.
     manifests = sorted(p.stat().st_mtime_ns for p in store.root.glob("*/*/manifest.json"))
     run_nodes(nodes, store)

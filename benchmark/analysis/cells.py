@@ -143,6 +143,7 @@ SEED_PAIR_COLUMNS: tuple[str, ...] = (
     "p_drift",  # against the drift unrelated pairs show (same and sibling families)
     "q_drift",
     "se",  # SD of the seed differences / √n
+    "se_df",  # its degrees of freedom, n − 1 (the drift test's Satterthwaite df)
     "n_treated",  # seeds with an aux-only student and a reference
     "n_control",
     "p_min",
@@ -249,7 +250,7 @@ def seed_pair_table(
             "teacher": str(i), "student": str(j), "relation": str(rel), "family": str(rel), "target": str(treated),
             "placebo": False, "effect": float(d.mean()), "ci_low": lo, "ci_high": hi, "p": p, "q": np.nan,
             "p_drift": np.nan, "q_drift": np.nan,
-            "se": float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else np.nan,
+            "se": float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else np.nan, "se_df": float(n - 1) if n > 1 else np.nan,
             "n_treated": n, "n_control": n, "p_min": min(1.0, 2 / 2**n) if 2**n <= MAX_EXACT else 1 / (1 + N_MC),
             "exact_size": sign_flip_size(n), "mean_treated": float(x.mean()), "mean_control": float(y.mean()),
             "sd_treated": float(x.std(ddof=1)) if n > 1 else np.nan,

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.classifier.data import data_fingerprint
 from benchmark.classifier.settings import ClassifierSettings
 from benchmark.classifier.spec import ClassifierBuildSpec
@@ -238,6 +239,8 @@ def build_plan(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) ->
     order = [n for n in reg.order() if n in builds]
     report_spec = {
         "version": STAGE_VERSION,
+        # The statistics' version: a changed analysis gets a new report id, every other node keeps its id.
+        "analysis_version": ANALYSIS_VERSION,
         "suite": suite.name,
         "teachers": list(suite.teachers),
         "students": list(suite.students),

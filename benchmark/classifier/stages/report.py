@@ -18,8 +18,10 @@ __all__ = ["analysis_options", "analyze", "run"]
 
 
 def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
-    """Aux-only students against the untrained reference: effect = accuracy − reference."""
-    from benchmark.analysis import AnalysisOptions
+    """Aux-only students against the same seed's untrained reference: effect = accuracy − reference, two-sided
+    per-pair tests, a one-sided γ (the shared-init hypothesis is directional) with at least N_PERM_MIN teacher
+    relabellings (all of them up to 7 teacher bases)."""
+    from benchmark.analysis import N_PERM_MIN, AnalysisOptions
     from benchmark.classifier.tidy import METRIC
 
     return AnalysisOptions(
@@ -30,6 +32,9 @@ def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
         lineage=spec["lineage"],
         treated="aux",
         control="baseline",
+        alternative="two-sided",
+        gamma_alternative="greater",
+        n_perm=N_PERM_MIN,
         # The shared analysis would count all-logit students as "other-trait" students of the cell, which they
         # are not; they are shown in their own heatmap and tables, and tidy.csv keeps every row.
         exclude_traits=("all_logits",),
