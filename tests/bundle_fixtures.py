@@ -23,7 +23,7 @@ import pandas as pd
 from benchmark.bundle.tables import frame_of, read_table
 from tests.conftest import ROOT
 
-__all__ = ["SUITES", "fresh_report"]
+__all__ = ["SUITES", "fresh_bundle", "fresh_report", "made_up_candidates"]
 
 SUITES = ROOT / "results" / "suites"
 #: Metrics of the tidy table before the profile readout moved into analysis/ (issue 19).
@@ -109,3 +109,12 @@ def fresh_report(suite: str, out: Path) -> Path:
                     result={"files": sorted(files)})
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     return out
+
+
+def fresh_bundle(suite: str, out: Path) -> Path:
+    """:func:`fresh_report` with its bundle exported beside it (as publishing writes it); returns ``bundle.json``."""
+    from benchmark.bundle import BUNDLE, bundle_bytes, export_bundle
+
+    directory = fresh_report(suite, out)
+    (directory / BUNDLE).write_bytes(bundle_bytes(export_bundle(directory)))
+    return directory / BUNDLE

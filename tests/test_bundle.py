@@ -24,7 +24,7 @@ from benchmark.bundle.export import derived_files
 from benchmark.bundle.schema import schema_text
 from benchmark.bundle.tables import frame_of, read_table, render_csv, table_of
 from benchmark.bundle.tracks import track_info
-from tests.bundle_fixtures import fresh_report
+from tests.bundle_fixtures import fresh_bundle
 from tests.conftest import ROOT, run_cli
 
 SUITES = ROOT / "results" / "suites"
@@ -50,12 +50,7 @@ def committed() -> dict[str, dict]:
 def reports(tmp_path_factory) -> dict[str, Path]:
     """Fresh report directories of the default (LM) and classifiers suites, each with its exported bundle.json."""
     root = tmp_path_factory.mktemp("reports")
-    out = {}
-    for suite in ("default", "classifiers"):
-        directory = fresh_report(suite, root / suite)
-        (directory / BUNDLE).write_bytes(bundle_bytes(export_bundle(directory)))
-        out[suite] = directory
-    return out
+    return {suite: fresh_bundle(suite, root / suite).parent for suite in ("default", "classifiers")}
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The static leaderboard site: built from the committed bundles, checked statically and in headless Chromium.
+"""The static leaderboard site: built from fresh bundles of the default (LM) and classifiers suites (the published
+inputs re-analysed by today's code, tests/bundle_fixtures.py), checked statically and in headless Chromium.
 
 The browser test runs the Debian ``chromium`` package (``.ci/run`` installs it): the page loads without script
 errors, a click on a header sorts the rows (read back from the DOM), the filters hide rows and every link
@@ -21,18 +22,23 @@ from urllib.request import urlopen
 
 import pytest
 
-from benchmark.bundle import BUNDLE, Bundle
+from benchmark.bundle import Bundle
 from benchmark.leaderboard import COLUMNS, MARKER, build_site
 from benchmark.leaderboard.browser import Chromium, find_chromium
-from tests.conftest import ROOT, run_cli
-
-SUITES = ROOT / "results" / "suites"
+from benchmark.leaderboard.svg import suite_scale
+from tests.bundle_fixtures import fresh_bundle
+from tests.conftest import run_cli
 
 
 @pytest.fixture(scope="module")
-def bundles() -> list[Bundle]:
-    return [Bundle.model_validate_json(p.read_bytes()) for p in sorted(SUITES.glob(f"*/{BUNDLE}"))
-            if not p.parent.name.startswith(".")]
+def bundle_paths(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("bundles")
+    return [fresh_bundle(suite, root / suite) for suite in ("classifiers", "default")]
+
+
+@pytest.fixture(scope="module")
+def bundles(bundle_paths) -> list[Bundle]:
+    return [Bundle.model_validate_json(p.read_bytes()) for p in bundle_paths]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +85,7 @@ def test_site_has_every_page_and_the_links_resolve(site, bundles):
             assert (page.parent / target.path).resolve().is_file(), f"{page}: broken link {link}"
 
 
-def test_index_table_has_one_row_per_cell_with_sortable_values(site, bundles):
+def test_index_table_has_one_row_per_pair_with_sortable_values(site, bundles):
     parsed = _parse(site / "index.html")
     assert parsed.headers == [k for k, _, _ in COLUMNS]
     assert len(parsed.rows) == sum(len(b.evaluation_results) for b in bundles)
@@ -87,18 +93,27 @@ def test_index_table_has_one_row_per_cell_with_sortable_values(site, bundles):
     effects = re.findall(r'<td data-key="effect" data-sort="([^"]*)">', html)
     assert len(effects) == len(parsed.rows) and all(float(v) == float(v) for v in effects if v)
     assert {r["data-suite"] for r in parsed.rows} == {b.suite.name for b in bundles}
+    lm = next(b for b in bundles if b.suite.track == "lm")
+    same = next(r for r in lm.evaluation_results if r.family == "same" and r.score_details.q_drift is not None)
+    for key, value in (("q_drift", same.score_details.q_drift), ("ratio", same.transfer_ratio)):
+        assert f'<td data-key="{key}" data-sort="{value}">' in html, key
+    assert f"{lm.shared_base.gamma:+.3f} [" in html  # the headline: the primary γ with its CI
+
+
+def _svg_cells(path: Path) -> list[ET.Element]:
+    root = ET.parse(path).getroot()  # well-formed XML
+    return [g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "cell"]
 
 
 def test_suite_pages_have_heatmaps_with_cis_lineage_and_provenance(site, bundles):
     for b in bundles:
         d = site / "suites" / b.suite.name
         maps = sorted(d.glob("heatmap_*.svg"))
-        traits = {r.trait for r in b.evaluation_results}
-        assert len(maps) == len(traits)
+        kinds = {(r.placebo, r.trait) for r in b.evaluation_results}
+        assert len(maps) == len(kinds)
         cells = 0
         for path in maps:
-            root = ET.parse(path).getroot()  # well-formed XML
-            groups = [g for g in root.iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "cell"]
+            groups = _svg_cells(path)
             cells += len(groups)
             assert all("95% CI [" in "".join(g.itertext()) for g in groups)
         assert cells == len(b.evaluation_results)
@@ -109,27 +124,46 @@ def test_suite_pages_have_heatmaps_with_cis_lineage_and_provenance(site, bundles
         assert b.provenance.git_commit and b.provenance.git_commit in page and b.suite.report_id in page
 
 
-def test_downloads_are_the_published_bytes(site, bundles):
-    for b in bundles:
-        published = [p for p in (SUITES / b.suite.name).glob("*") if p.suffix in (".csv", ".json")]
-        for path in published:
-            if path.name != "manifest.json":
-                assert (site / "suites" / b.suite.name / path.name).read_bytes() == path.read_bytes(), path
-        assert len(published) >= 5
+def test_an_lm_suite_has_one_pair_heatmap_and_a_placebo_heatmap_on_one_colour_scale(site, bundles):
+    """One heatmap of the pairs (no mirrored trait maps) and one of the placebo rows; both use the suite's scale
+    (the largest |effect| of any row), so a null placebo row is pale where a transferring pair is saturated."""
+    lm = next(b for b in bundles if b.suite.track == "lm")
+    d = site / "suites" / lm.suite.name
+    assert sorted(p.name for p in d.glob("heatmap_*.svg")) == ["heatmap_pairs.svg", "heatmap_placebo.svg"]
+    scale = max(abs(r.score_details.score) for r in lm.evaluation_results if r.score_details.score is not None)
+    roots = {p.name: ET.parse(p).getroot() for p in d.glob("heatmap_*.svg")}
+    assert {float(r.get("data-scale")) for r in roots.values()} == {scale}
+    assert f"{scale:+.3f}" in "".join(roots["heatmap_placebo.svg"].itertext())  # the legend shows the shared end
+    placebo = [r for r in lm.evaluation_results if r.placebo]
+    assert suite_scale([]) == 0.0 and max(abs(r.score_details.score or 0) for r in placebo) < scale
+    n_pairs = len(_svg_cells(d / "heatmap_pairs.svg"))
+    assert n_pairs == len(lm.evaluation_results) - len(placebo) == len(placebo)
+    page = (d / "index.html").read_text(encoding="utf-8")
+    assert "Per base" in page and "exact size" in page and "Leaving out one base" in page
 
 
-def test_cli_builds_and_replaces_the_site(tmp_path):
+def test_downloads_are_the_published_bytes(site, bundles, bundle_paths):
+    for b, path in zip(bundles, bundle_paths, strict=True):
+        published = [p for p in path.parent.glob("*") if p.suffix in (".csv", ".json")]
+        for file in published:
+            if file.name != "manifest.json":
+                assert (site / "suites" / b.suite.name / file.name).read_bytes() == file.read_bytes(), file
+        assert len(published) >= 5 and (path.parent / "pairs.csv").is_file()
+
+
+def test_cli_builds_and_replaces_the_site(tmp_path, bundle_paths):
     out = tmp_path / "site"
-    res = run_cli("leaderboard", "--no-validate", "--out", str(out))
+    paths = [str(p) for p in bundle_paths]
+    res = run_cli("leaderboard", *paths, "--no-validate", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert (out / MARKER).is_file()
     (out / "stale.txt").write_text("old", encoding="utf-8")  # a site the command made is replaced whole
-    res = run_cli("leaderboard", "--no-validate", "--out", str(out))
+    res = run_cli("leaderboard", *paths, "--no-validate", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "suite page(s)" in res.stdout and not (out / "stale.txt").exists()
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "thesis.tex").write_text("x", encoding="utf-8")
-    res = run_cli("leaderboard", "--no-validate", "--out", str(tmp_path / "precious"))
+    res = run_cli("leaderboard", *paths, "--no-validate", "--out", str(tmp_path / "precious"))
     assert res.returncode == 2 and "not a leaderboard site" in res.stderr
 
 

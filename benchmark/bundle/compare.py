@@ -1,10 +1,10 @@
-"""Compare two bundles: which cells' estimates moved beyond their confidence intervals.
+"""Compare two bundles: which pairs' estimates moved beyond their confidence intervals.
 
-A cell *moved* when each run's estimate lies outside the other run's 95 % CI. Asking it both ways makes the rule
+A pair *moved* when each run's estimate lies outside the other run's 95 % CI. Asking it both ways makes the rule
 symmetric (it does not matter which bundle is "before") and conservative: a shift that only one of two
-intervals excludes is within the noise the two runs report. Cells are matched by (teacher, student, trait,
-placebo); cells without an interval in either run (a one-replicate suite) cannot be judged and are listed apart.
-γ is compared by the same rule.
+intervals excludes is within the noise the two runs report. Pairs (and placebo rows) are matched by their
+``evaluation_name`` (teacher→student/target); rows without an interval in either run (a one-replicate suite)
+cannot be judged and are listed apart. γ, the primary fit, is compared by the same rule.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ __all__ = ["Comparison", "Estimate", "compare_bundles", "moved"]
 
 @dataclass(frozen=True)
 class Estimate:
-    """One run's estimate of a cell: the score and its CI (None where undefined)."""
+    """One run's estimate of a pair: the score and its CI (None where undefined)."""
 
     score: float | None
     lower: float | None
@@ -50,10 +50,10 @@ class Comparison:
     """What differs between bundles A and B.
 
     Attributes:
-        moved: cell name -> (A's estimate, B's estimate), for cells that moved beyond both CIs.
-        stable: number of common cells that did not move.
-        undecided: common cells without a CI in one of the runs.
-        only_a, only_b: cells present in one bundle only.
+        moved: pair name -> (A's estimate, B's estimate), for pairs that moved beyond both CIs.
+        stable: number of common pairs that did not move.
+        undecided: common pairs without a CI in one of the runs.
+        only_a, only_b: pairs present in one bundle only.
         gamma: (A's γ, B's γ, whether it moved; None: no CI).
     """
 
@@ -71,7 +71,7 @@ def _cells(bundle: Bundle) -> dict[str, Estimate]:
 
 
 def compare_bundles(a: Bundle, b: Bundle) -> Comparison:
-    """Match the two bundles' cells by name and classify each (see the module docstring)."""
+    """Match the two bundles' pairs by name and classify each (see the module docstring)."""
     ca, cb = _cells(a), _cells(b)
     out = Comparison(only_a=[k for k in ca if k not in cb], only_b=[k for k in cb if k not in ca])
     for name, ea in ca.items():

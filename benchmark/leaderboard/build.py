@@ -2,13 +2,14 @@
 
 Layout of ``--out``::
 
-    index.html                 every cell of every suite in one sortable, filterable table, and the suites
+    index.html                 every pair of every suite in one sortable, filterable table, and the suites
     leaderboard.json           the table's rows (download)
     static/style.css, app.js   the only script: sorting and filtering the table in the browser
     schema/bundle.schema.json  the bundle's JSON Schema
-    suites/<name>/index.html   one page per suite: γ, heatmaps with CIs, lineage graph, models, provenance
-    suites/<name>/*.svg        the figures
-    suites/<name>/bundle.json, tidy.csv, cells.csv, matrix.csv, fit.json, ...  downloads (the published bytes)
+    suites/<name>/index.html   one page per suite: γ, per-base table, heatmaps with CIs, lineage graph, models,
+                               provenance
+    suites/<name>/*.svg        the figures: the pairs' heatmap and the placebo rows' (one colour scale per suite)
+    suites/<name>/bundle.json, tidy.csv, pairs.csv, matrix.csv, fit.json, ...  downloads (the published bytes)
 
 The table is rendered into the HTML (it shows without JavaScript); ``app.js`` sorts and filters the rows it
 finds there. The CSV downloads are rendered from the bundle's tables, which give back the published files byte for
@@ -32,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.bundle.export import bundle_bytes
-from benchmark.bundle.schema import Bundle, CellResult, schema_text
+from benchmark.bundle.schema import Bundle, schema_text
 from benchmark.bundle.tables import render_csv
 from benchmark.errors import UserError
-from benchmark.leaderboard.svg import HeatCell, LineageNode, heatmap_svg, lineage_svg
+from benchmark.leaderboard.svg import HeatCell, LineageNode, heatmap_svg, lineage_svg, suite_scale
 
 __all__ = ["COLUMNS", "MARKER", "Site", "build_site", "table_rows"]
 
@@ -43,9 +44,10 @@ __all__ = ["COLUMNS", "MARKER", "Site", "build_site", "table_rows"]
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("suite", "suite", "str"), ("track", "track", "str"), ("teacher", "teacher", "str"),
     ("teacher_family", "teacher family", "str"), ("student", "student", "str"),
-    ("student_family", "student family", "str"), ("relation", "relation", "str"), ("trait", "trait", "str"),
-    ("metric", "metric", "str"), ("effect", "lift", "num"), ("ci", "95% CI", "num"), ("p", "p", "num"),
-    ("q", "q", "num"), ("n", "n", "num"),
+    ("student_family", "student family", "str"), ("relation", "relation", "str"), ("trait", "target", "str"),
+    ("metric", "metric", "str"), ("effect", "effect", "num"), ("ci", "95% CI", "num"), ("p", "p", "num"),
+    ("q", "q", "num"), ("p_drift", "p (drift)", "num"), ("q_drift", "q (drift)", "num"),
+    ("ratio", "transfer ratio", "num"), ("n", "n", "num"),
 )
 _STATIC = ("style.css", "app.js")
 #: The file that marks a directory as a site :func:`build_site` wrote (the only kind of directory it replaces).
@@ -133,7 +135,7 @@ def _write(bundles: Sequence[Bundle], root: Path) -> Site:
 
 # -- the cross-suite table -------------------------------------------------------------------------------------
 def table_rows(bundle: Bundle) -> list[dict[str, Any]]:
-    """One row per cell and placebo row of a bundle, as the index table and ``leaderboard.json`` show it."""
+    """One row per pair and placebo row of a bundle, as the index table and ``leaderboard.json`` show it."""
     family = {m.name: m.family for m in bundle.models}
     metric = bundle.metric_config.metric
     rows = []
@@ -144,7 +146,8 @@ def table_rows(bundle: Bundle) -> list[dict[str, Any]]:
                      "teacher_family": family.get(r.teacher, ""), "student": r.student,
                      "student_family": family.get(r.student, ""), "relation": r.relation, "trait": r.trait,
                      "placebo": r.placebo, "metric": metric, "effect": d.score, "ci_low": ci.lower,
-                     "ci_high": ci.upper, "p": d.p_value, "q": d.q_value, "n": d.uncertainty.num_samples})
+                     "ci_high": ci.upper, "p": d.p_value, "q": d.q_value, "p_drift": d.p_drift, "q_drift": d.q_drift,
+                     "ratio": r.transfer_ratio, "n": d.uncertainty.num_samples})
     return rows
 
 
@@ -167,9 +170,11 @@ def _row_html(row: dict[str, Any]) -> str:
         "suite": f'<a href="suites/{escape(row["suite"])}/index.html">{escape(row["suite"])}</a>',
         "effect": _fmt(row["effect"], digits),
         "ci": f"[{_fmt(row['ci_low'], digits)}, {_fmt(row['ci_high'], digits)}]" if row["ci_low"] is not None else "",
-        "p": _fmt_p(row["p"]), "q": _fmt_p(row["q"]), "n": str(row["n"]),
+        "p": _fmt_p(row["p"]), "q": _fmt_p(row["q"]), "p_drift": _fmt_p(row["p_drift"]),
+        "q_drift": _fmt_p(row["q_drift"]), "ratio": _fmt(row["ratio"]), "n": str(row["n"]),
     }
-    sort = {"effect": row["effect"], "ci": row["ci_low"], "p": row["p"], "q": row["q"], "n": row["n"]}
+    sort = {"effect": row["effect"], "ci": row["ci_low"], "p": row["p"], "q": row["q"], "p_drift": row["p_drift"],
+            "q_drift": row["q_drift"], "ratio": row["ratio"], "n": row["n"]}
     tds = []
     for key, _, _ in COLUMNS:
         text = cells.get(key, escape(str(row.get(key, ""))))
@@ -204,12 +209,16 @@ def _index_page(bundles: Sequence[Bundle], rows: list[dict[str, Any]]) -> str:
     content = f"""
 <h1>subliminal-bench leaderboard</h1>
 <p class="lead">Transfer of a teacher's trait to students trained on its filtered, unrelated data, as a teacher ×
-student matrix per suite. A cell's <em>lift</em> is the students' readout of the trait minus the control's (each
-suite's method is on its page); the 95% CI and p treat the independent teacher replicate (or seed) as the unit.
-<strong>γ</strong> is the extra lift of cells whose teacher and student share an initialisation.</p>
+student matrix per suite: one row per (teacher, student) pair. A pair's <em>effect</em> is its students'
+target-specific readout under the treated teachers minus under the control teachers (each suite's definition is on
+its page); the 95% CI inverts the pair's test, with the independent teacher replicate (or seed) as the unit; q is
+Benjamini-Hochberg within the pair's family (same, sibling, unrelated); p/q (drift) test same and sibling pairs
+against the drift unrelated pairs show. The <em>transfer ratio</em> is the effect over the teachers' own contrast.
+<strong>γ</strong>, the primary claim, is the extra effect of pairs whose teacher and student share an
+initialisation.</p>
 <h2>Suites</h2>
 {_suites_table(bundles)}
-<h2>Cells</h2>
+<h2>Pairs</h2>
 <div class="filters">{filters}</div>
 <p class="count" id="row-count">{sum(not r["placebo"] for r in rows)} of {len(rows)} rows</p>
 <table id="cells" class="sortable">
@@ -219,29 +228,48 @@ suite's method is on its page); the 95% CI and p treat the independent teacher r
 </tbody>
 </table>
 <p class="foot">Downloads: <a href="leaderboard.json">leaderboard.json</a> (these rows),
-<a href="schema/bundle.schema.json">bundle.schema.json</a> (the results bundle's schema). Bold rows: the 95% CI
-excludes 0. Placebo rows (A/A arms) are hidden unless ticked.</p>
+<a href="schema/bundle.schema.json">bundle.schema.json</a> (the results bundle's schema). Bold effect: the 95% CI
+excludes 0 (p ≤ 0.05). Placebo rows (an A/A arm against its twin) are hidden unless ticked.</p>
 """
     return _page("subliminal-bench leaderboard", content, depth=0)
 
 
 def _suites_table(bundles: Sequence[Bundle]) -> str:
-    head = ("<tr><th>suite</th><th>track</th><th>models</th><th>families</th><th>cells</th><th>γ [95% CI]</th>"
-            "<th>p (γ)</th><th>placebo p&lt;0.05</th><th>commit</th><th>date</th></tr>")
+    head = ("<tr><th>suite</th><th>track</th><th>models</th><th>families</th><th>pairs</th><th>γ [95% CI]</th>"
+            "<th>p (γ)</th><th>placebo p≤0.05 (exact size)</th><th>commit</th><th>date</th></tr>")
     rows = []
     for b in bundles:
         sb = b.shared_base
-        ci = sb.uncertainty.confidence_interval
         name = escape(b.suite.name)
         commit = (b.provenance.git_commit or "unknown")[:10] + (" (dirty)" if b.provenance.git_dirty else "")
-        n_cells = sum(not r.placebo for r in b.evaluation_results)
-        fpr = "" if sb.placebo_fpr is None else f"{100 * sb.placebo_fpr:.1f}%"
+        n_pairs = sum(not r.placebo for r in b.evaluation_results)
         rows.append(f'<tr><td><a href="suites/{name}/index.html">{name}</a></td><td>{escape(b.suite.track)}</td>'
                     f"<td>{len(b.models)}</td><td>{escape(', '.join(sorted({m.family for m in b.models})))}</td>"
-                    f"<td>{n_cells}</td><td>{_fmt(sb.gamma)} [{_fmt(ci.lower)}, {_fmt(ci.upper)}]</td>"
-                    f"<td>{_fmt_p(sb.p_value)}</td><td>{fpr}</td><td><code>{escape(commit)}</code></td>"
+                    f"<td>{n_pairs}</td><td>{_gamma_ci(b)}</td><td>{_fmt_p(sb.p_value)}</td>"
+                    f"<td>{escape(_placebo_text(b))}</td><td><code>{escape(commit)}</code></td>"
                     f"<td>{escape(b.evaluation_timestamp[:10])}</td></tr>")
     return f'<table class="suites"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+def _gamma_ci(bundle: Bundle) -> str:
+    """``+0.325 [-0.069, +0.719]``, or why there is no estimate."""
+    sb = bundle.shared_base
+    ci = sb.uncertainty.confidence_interval
+    if sb.gamma is None:
+        return "not identifiable"
+    bounds = f" [{_fmt(ci.lower)}, {_fmt(ci.upper)}]" if ci.lower is not None and ci.upper is not None else " (no CI)"
+    return _fmt(sb.gamma) + bounds
+
+
+def _placebo_text(bundle: Bundle) -> str:
+    """The A/A calibration check: rows at p ≤ 0.05 of all, their share and what it should be (the exact size)."""
+    sb = bundle.shared_base
+    if sb.placebo_rate is None:
+        return ""
+    placebo = bundle.data.fit.get("placebo") or {}
+    count = f"{placebo['n_p05']} of {placebo['n_rows']}, " if {"n_p05", "n_rows"} <= set(placebo) else ""
+    size = f" (exact size {100 * sb.placebo_exact_size:.1f}%)" if sb.placebo_exact_size is not None else ""
+    return f"{count}{100 * sb.placebo_rate:.1f}%{size}"
 
 
 def _page(title: str, content: str, depth: int) -> str:
@@ -271,17 +299,18 @@ def _suite_page(bundle: Bundle, directory: Path) -> Path:
     fit = bundle.data.fit
     parts = [f"<h1>{escape(bundle.suite.name)} <small>({escape(bundle.suite.track)} track)</small></h1>",
              f'<p class="lead">{escape(bundle.suite.description)}</p>',
-             _gamma_block(bundle), _relations_table(fit),
+             _gamma_block(bundle), _bases_table(bundle), _relations_table(fit),
              f"<h2>Method</h2><p>{escape(bundle.metric_config.evaluation_description)}</p>",
-             "<h2>Heatmaps</h2><p>Each cell: the lift and its 95% CI; a thick outline marks a CI that excludes 0. "
-             "Hover a cell for its p-value.</p>"]
+             "<h2>Heatmaps</h2><p>Each cell: a pair's effect and its 95% CI; a thick outline marks a CI that excludes "
+             "0 (p ≤ 0.05). The pairs and the placebo rows share one colour scale. Hover a cell for p, q and the "
+             "drift-aware q.</p>"]
     for name, svg in figures["heatmaps"]:
         parts.append(f'<figure class="heatmap">{svg}<figcaption><a href="{escape(name)}">{escape(name)}</a>'
                      "</figcaption></figure>")
     parts += ["<h2>Init lineage</h2>", f'<figure class="lineage">{figures["lineage"]}<figcaption>'
               '<a href="lineage.svg">lineage.svg</a></figcaption></figure>',
               _models_table(bundle), _provenance(bundle), _downloads_list(downloads),
-              f'<p><a href="../../index.html?suite={escape(bundle.suite.name)}">this suite\'s cells in the '
+              f'<p><a href="../../index.html?suite={escape(bundle.suite.name)}">this suite\'s pairs in the '
               "leaderboard table</a></p>"]
     page = directory / "index.html"
     page.write_text(_page(f"{bundle.suite.name} — subliminal-bench", "\n".join(parts), depth=2), encoding="utf-8")
@@ -292,7 +321,7 @@ def _write_downloads(bundle: Bundle, directory: Path) -> list[str]:
     """The bundle and its data files, as published (CSV and JSON bytes rendered from the bundle)."""
     data = bundle.data
     files: dict[str, bytes] = {"bundle.json": bundle_bytes(bundle),
-                               "tidy.csv": render_csv(data.replicate_rows), "cells.csv": render_csv(data.cells),
+                               "tidy.csv": render_csv(data.replicate_rows), "pairs.csv": render_csv(data.cells),
                                "matrix.csv": render_csv(data.matrix),
                                "fit.json": json.dumps(data.fit, indent=2, sort_keys=True).encode("utf-8")}
     files.update({name: render_csv(t) for name, t in data.tables.items()})
@@ -304,20 +333,24 @@ def _write_downloads(bundle: Bundle, directory: Path) -> list[str]:
 
 
 def _write_figures(bundle: Bundle, directory: Path) -> dict[str, Any]:
-    """One heatmap per trait (and per placebo readout), and the lineage graph; each also as its own .svg file."""
+    """The pairs' heatmap and the placebo rows' (one per A/A arm), all on one colour scale, and the lineage graph;
+    each also as its own .svg file."""
     order = list(bundle.suite.report_spec.get("order") or [m.name for m in bundle.models])
-    by_trait: dict[str, list[CellResult]] = {}
+    groups: dict[tuple[bool, str], list[HeatCell]] = {}
     for r in bundle.evaluation_results:
-        by_trait.setdefault(r.trait, []).append(r)
+        d = r.score_details
+        ci = d.uncertainty.confidence_interval
+        groups.setdefault((r.placebo, r.trait), []).append(
+            HeatCell(r.teacher, r.student, d.score, ci.lower, ci.upper, d.p_value, r.relation, d.q_value, d.q_drift))
+    scale = suite_scale([c for cells in groups.values() for c in cells])
     heatmaps = []
-    for trait, results in sorted(by_trait.items(), key=lambda kv: (kv[0].startswith("placebo"), kv[0])):
-        cells = [HeatCell(r.teacher, r.student, r.score_details.score,
-                          r.score_details.uncertainty.confidence_interval.lower,
-                          r.score_details.uncertainty.confidence_interval.upper, r.score_details.p_value, r.relation)
-                 for r in results]
-        kind = "A/A placebo" if trait.startswith("placebo") else "trait"
-        svg = heatmap_svg(f"{bundle.suite.name}: {trait} ({kind})", cells, order, bundle.metric_config.metric)
-        name = "heatmap_" + "".join(c if c.isalnum() or c in "-_" else "-" for c in trait) + ".svg"
+    for (placebo, trait), cells in sorted(groups.items()):
+        kind = "placebo" if placebo else "pairs"
+        several = sum(p == placebo for p, _ in groups) > 1
+        title = (f"{bundle.suite.name}: A/A placebo ({trait.removeprefix('placebo:')} arm vs its twin)" if placebo
+                 else f"{bundle.suite.name}: pairs ({trait} contrast)")
+        svg = heatmap_svg(title, cells, order, bundle.metric_config.metric, scale=scale)
+        name = f"heatmap_{kind}" + (f"-{_slug(trait.removeprefix('placebo:'))}" if several else "") + ".svg"
         (directory / name).write_text(svg + "\n", encoding="utf-8")
         heatmaps.append((name, svg))
     nodes = [LineageNode(m.name, m.lineage_init, m.lineage_parent, f"{m.family} · {m.provider}")
@@ -327,27 +360,70 @@ def _write_figures(bundle: Bundle, directory: Path) -> dict[str, Any]:
     return {"heatmaps": heatmaps, "lineage": lineage}
 
 
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+
+
 def _gamma_block(bundle: Bundle) -> str:
+    """The headline: the primary γ with its CI and p, how they were made, the leave-one-base-out range and the
+    placebo check."""
     sb = bundle.shared_base
-    ci = sb.uncertainty.confidence_interval
-    fpr = ""
-    if sb.placebo_fpr is not None:
-        fit = bundle.data.fit
-        fpr = (f"<li>Calibration: {fit.get('placebo_n_p05', '?')} of {fit.get('placebo_n_rows', '?')} A/A placebo "
-               f"rows at p &lt; 0.05 ({100 * sb.placebo_fpr:.1f}%; nominal 5%).</li>")
-    return (f'<ul class="summary"><li><strong>γ ({escape(sb.indicator)}) = {_fmt(sb.gamma)} '
-            f"[{_fmt(ci.lower)}, {_fmt(ci.upper)}]</strong>, p = {_fmt_p(sb.p_value)} ({escape(ci.method)}, "
-            f"{sb.uncertainty.num_samples} clusters)</li>{fpr}</ul>")
+    primary = bundle.data.fit.get("primary") or {}
+    side = {"greater": "one-sided, ", "less": "one-sided, "}.get(str(primary.get("alternative")), "")
+    lines = [f"<li><strong>γ ({escape(sb.indicator)}) = {_gamma_ci(bundle)}</strong>, p = {_fmt_p(sb.p_value)} "
+             f"({side}{escape(sb.method or sb.uncertainty.confidence_interval.method)}; "
+             f"{sb.uncertainty.num_samples} pairs)</li>"]
+    if sb.leave_one_base_out_min is not None and sb.leave_one_base_out_max is not None:
+        lines.append(f"<li>Leaving out one base at a time (as teacher and as student): γ from "
+                     f"{_fmt(sb.leave_one_base_out_min)} to {_fmt(sb.leave_one_base_out_max)}.</li>")
+    placebo = _placebo_text(bundle)
+    if placebo:
+        lines.append(f"<li>Calibration: A/A placebo rows at p ≤ 0.05: {escape(placebo)}; the exact size is what "
+                     "a calibrated test gives (below 5% with few replicates).</li>")
+    return f'<ul class="summary">{"".join(lines)}</ul>'
+
+
+def _bases_table(bundle: Bundle) -> str:
+    """Per base (``bases.csv``): its same-model pair, transfer ratio and verdict — which bases transfer."""
+    table = bundle.data.tables.get("bases.csv")
+    if table is None or not table.rows:
+        return ""
+    body = "".join(_base_row(dict(zip(table.columns, values, strict=True))) for values in table.rows)
+    return ("<h2>Per base</h2><p>Each base's same-model pair (teacher and student the same base): its effect, the "
+            "drift-aware q of its verdict, and the transfer ratio (the effect over its teachers' own contrast).</p>"
+            "<table class=\"bases\"><thead><tr><th>base</th><th>effect [95% CI]</th><th>p</th><th>q (drift)</th>"
+            "<th>transfer ratio [95% CI]</th><th>teacher contrast</th><th>verdict</th></tr></thead>"
+            f"<tbody>{body}</tbody></table>")
+
+
+def _base_row(r: dict[str, Any]) -> str:
+    def n(key: str) -> str:
+        return _fmt(r.get(key))
+
+    def p(key: str) -> str:
+        return _fmt_p(r.get(key))
+
+    return (f"<tr><td>{escape(str(r.get('base', '')))}</td><td>{n('effect')} [{n('ci_low')}, {n('ci_high')}]</td>"
+            f"<td>{p('p')}</td><td>{p('q_drift')}</td><td>{n('transfer_ratio')} [{n('ratio_ci_low')}, "
+            f"{n('ratio_ci_high')}]</td><td>{n('teacher_contrast')}</td><td>{escape(str(r.get('verdict', '')))}</td>"
+            "</tr>")
 
 
 def _relations_table(fit: dict[str, Any]) -> str:
+    """Mean effect per relation with both CIs where the fit has them: conditional on these pairs, and over bases."""
     rel = fit.get("by_relation") or {}
     if not rel:
         return ""
-    rows = "".join(f"<tr><td>{escape(k)}</td><td>{v.get('n_cells', '')}</td><td>{_fmt(v.get('mean'))}</td>"
-                   f"<td>[{_fmt(v.get('ci_low'))}, {_fmt(v.get('ci_high'))}]</td></tr>" for k, v in rel.items())
-    return ("<h2>By relation</h2><table><thead><tr><th>relation</th><th>cells</th><th>mean lift</th>"
-            f"<th>95% CI</th></tr></thead><tbody>{rows}</tbody></table>")
+
+    def ci(v: dict[str, Any], lo: str, hi: str) -> str:
+        return f"[{_fmt(v.get(lo))}, {_fmt(v.get(hi))}]" if v.get(lo) is not None else ""
+
+    rows = "".join(f"<tr><td>{escape(k)}</td><td>{v.get('n_pairs', v.get('n_cells', ''))}</td>"
+                   f"<td>{_fmt(v.get('mean'))}</td><td>{ci(v, 'ci_low', 'ci_high')}</td>"
+                   f"<td>{ci(v, 'base_ci_low', 'base_ci_high')}</td></tr>" for k, v in rel.items())
+    return ("<h2>By relation</h2><table><thead><tr><th>relation</th><th>pairs</th><th>mean effect</th>"
+            "<th>95% CI, these pairs</th><th>95% CI, bases as units</th></tr></thead>"
+            f"<tbody>{rows}</tbody></table>")
 
 
 def _models_table(bundle: Bundle) -> str:

@@ -2,8 +2,11 @@
 
 SVG rather than PNG: the figures scale, their text is searchable and selectable, every cell carries a tooltip
 (``<title>``) with its full numbers, and building them needs no plotting library. Colours: a diverging
-blue-white-red scale symmetric around 0 (the scale's end is the largest |effect| of the figure), readable by
-colour-blind viewers because the sign is also printed; a thick outline marks a cell whose 95 % CI excludes 0.
+blue-white-red scale symmetric around 0, readable by colour-blind viewers because the sign is also printed. The
+scale is the caller's: the site gives every heatmap of a suite the same one (the largest |effect| of any of its
+pairs and placebo rows, :func:`suite_scale`), so a null placebo cell is pale wherever an effect is saturated; it is
+written on the figure (``data-scale`` and the legend). One significance convention, stated in the legend: a thick
+outline marks a pair whose 95 % CI excludes 0 (the CIs invert the pair tests, so p ≤ 0.05 there too).
 """
 
 from __future__ import annotations
@@ -12,15 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-__all__ = ["HeatCell", "LineageNode", "colour", "heatmap_svg", "lineage_svg"]
+__all__ = ["HeatCell", "LineageNode", "colour", "heatmap_svg", "lineage_svg", "suite_scale"]
 
 _CELL_W, _CELL_H = 104, 58
 _LABEL_W, _HEAD_H = 150, 92
+_LEGEND_W = 560  # the legend's two lines of text fit in this width at font-size 10
 
 
 @dataclass(frozen=True)
 class HeatCell:
-    """One cell of a heatmap: its estimate, CI, p-value and relation."""
+    """One pair of a heatmap: its estimate, CI, tests and relation (q: BH within its family; q_drift: the
+    drift-aware test's, for same and sibling pairs)."""
 
     teacher: str
     student: str
@@ -29,6 +34,13 @@ class HeatCell:
     upper: float | None
     p: float | None
     relation: str
+    q: float | None = None
+    q_drift: float | None = None
+
+
+def suite_scale(cells: Sequence[HeatCell]) -> float:
+    """The colour scale of a suite's heatmaps: the largest |estimate| of any of its cells (0 when none has one)."""
+    return max((abs(c.score) for c in cells if c.score is not None), default=0.0)
 
 
 def colour(value: float | None, scale: float) -> str:
@@ -50,17 +62,26 @@ def _excludes_zero(c: HeatCell) -> bool:
     return c.lower is not None and c.upper is not None and (c.lower > 0 or c.upper < 0)
 
 
-def heatmap_svg(title: str, cells: Sequence[HeatCell], order: Sequence[str], metric: str) -> str:
-    """A teacher × student heatmap: each cell prints its estimate and [CI]; rows are teachers, columns students."""
+def heatmap_svg(title: str, cells: Sequence[HeatCell], order: Sequence[str], metric: str,
+                scale: float | None = None) -> str:
+    """A teacher × student heatmap: each cell prints its estimate and [CI]; rows are teachers, columns students.
+
+    Args:
+        title: The figure's title.
+        cells: Its pairs.
+        order: Registry order of the models (rows and columns).
+        metric: The readout, for the legend and tooltips.
+        scale: |estimate| at the ends of the colour scale (default: this figure's largest, :func:`suite_scale`).
+    """
     teachers = [m for m in order if any(c.teacher == m for c in cells)]
     students = [m for m in order if any(c.student == m for c in cells)]
     by = {(c.teacher, c.student): c for c in cells}
-    scale = max((abs(c.score) for c in cells if c.score is not None), default=0.0)
+    scale = suite_scale(cells) if scale is None else scale
     digits = 1 if scale >= 10 else 3
-    width = _LABEL_W + _CELL_W * len(students) + 20
-    height = _HEAD_H + _CELL_H * len(teachers) + 70
+    width = max(_LABEL_W + _CELL_W * len(students) + 20, _LEGEND_W)
+    height = _HEAD_H + _CELL_H * len(teachers) + 84
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" class="heatmap" role="img" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif">',
+           f'viewBox="0 0 {width} {height}" font-family="Helvetica, Arial, sans-serif" data-scale="{scale!r}">',
            f"<title>{escape(title)}</title>",
            f'<text x="4" y="18" font-size="15" font-weight="bold">{escape(title)}</text>',
            f'<text x="4" y="{_HEAD_H - 8}" font-size="11" fill="#555">teacher ↓ / student →</text>']
@@ -76,7 +97,7 @@ def heatmap_svg(title: str, cells: Sequence[HeatCell], order: Sequence[str], met
             c = by.get((t, s))
             if c is not None:
                 out.append(_cell(c, _LABEL_W + j * _CELL_W, y, scale, digits, metric))
-    out.append(_legend(height - 40, scale, digits, metric))
+    out.append(_legend(height - 54, scale, digits, metric))
     out.append("</svg>")
     return "\n".join(out)
 
@@ -85,8 +106,9 @@ def _cell(c: HeatCell, x: float, y: float, scale: float, digits: int, metric: st
     strong = _excludes_zero(c)
     stroke = 'stroke="#000" stroke-width="3"' if strong else 'stroke="#fff" stroke-width="1"'
     text = "#fff" if c.score is not None and scale > 0 and abs(c.score) / scale > 0.6 else "#111"
-    tip = (f"{c.teacher} → {c.student} ({c.relation}): {metric} lift {_num(c.score, 4)}, 95% CI "
-           f"[{_num(c.lower, 4)}, {_num(c.upper, 4)}], p = {'n/a' if c.p is None else f'{c.p:.3g}'}")
+    tests = [f"{k} = {v:.3g}" for k, v in (("p", c.p), ("q", c.q), ("q_drift", c.q_drift)) if v is not None]
+    tip = (f"{c.teacher} → {c.student} ({c.relation}): {metric} effect {_num(c.score, 4)}, 95% CI "
+           f"[{_num(c.lower, 4)}, {_num(c.upper, 4)}]" + (f", {', '.join(tests)}" if tests else ""))
     mark = {"same": "●", "sibling": "◐"}.get(c.relation, "")
     parts = [f'<g class="cell" data-teacher="{escape(c.teacher)}" data-student="{escape(c.student)}">',
              f"<title>{escape(tip)}</title>",
@@ -108,8 +130,10 @@ def _legend(y: float, scale: float, digits: int, metric: str) -> str:
     for k, t in enumerate(stops):
         parts.append(f'<rect x="{4 + k * 38}" y="{y:.0f}" width="38" height="12" fill="{colour(t * scale, scale)}"/>')
         parts.append(f'<text x="{23 + k * 38}" y="{y + 24:.0f}" text-anchor="middle">{_num(t * scale, digits)}</text>')
-    parts.append(f'<text x="{204}" y="{y + 10:.0f}">{escape(metric)} lift; bold outline: 95% CI excludes 0; '
-                 "● same model, ◐ shared init</text>")
+    parts.append(f'<text x="{204}" y="{y + 10:.0f}">{escape(metric)} effect; one colour scale for every heatmap '
+                 "of the suite</text>")
+    parts.append(f'<text x="{204}" y="{y + 24:.0f}">thick outline: 95% CI excludes 0 (p ≤ 0.05); ● same model, '
+                 "◐ shared init</text>")
     parts.append("</g>")
     return "".join(parts)
 
