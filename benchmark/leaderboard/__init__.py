@@ -7,6 +7,6 @@ headless Chromium for the site's browser test and screenshots.
 
 from __future__ import annotations
 
-from benchmark.leaderboard.build import COLUMNS, MARKER, Site, build_site, table_rows
+from benchmark.leaderboard.build import COLUMNS, MARKER, Site, build_site, check_site_dir, table_rows
 
-__all__ = ["COLUMNS", "MARKER", "Site", "build_site", "table_rows"]
+__all__ = ["COLUMNS", "MARKER", "Site", "build_site", "check_site_dir", "table_rows"]

@@ -38,7 +38,7 @@ from benchmark.bundle.tables import render_csv
 from benchmark.errors import UserError
 from benchmark.leaderboard.svg import HeatCell, LineageNode, heatmap_svg, lineage_svg, suite_scale
 
-__all__ = ["COLUMNS", "MARKER", "Site", "build_site", "table_rows"]
+__all__ = ["COLUMNS", "MARKER", "Site", "build_site", "check_site_dir", "table_rows"]
 
 #: Columns of the cross-suite table: (key, header, kind) with kind "num" or "str" (how app.js sorts it).
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -71,7 +71,7 @@ def build_site(bundles: Sequence[Bundle], out: Path) -> Site:
     if dup is not None:
         raise UserError(f"two bundles of suite {dup!r}: give one bundle per suite")
     out = Path(out).resolve()
-    _check_out(out)  # before anything is written
+    check_site_dir(out)  # before anything is written
     stage = out.with_name(f".{out.name}.building-{uuid.uuid4().hex[:8]}")
     try:
         stage.mkdir(parents=True)
@@ -85,7 +85,7 @@ def build_site(bundles: Sequence[Bundle], out: Path) -> Site:
                                                                site.suites.items()}, n_rows=site.n_rows)
 
 
-def _check_out(out: Path) -> None:
+def check_site_dir(out: Path) -> None:
     """Refuse an ``out`` that is not ours to replace: a file, a non-empty directory without :data:`MARKER`, or a
     path in, at or above ``results/suites/`` (the published results; a copied marker does not make them a site).
 
@@ -94,6 +94,7 @@ def _check_out(out: Path) -> None:
     """
     from benchmark.files import project_root
 
+    out = Path(out).resolve()
     allowed = f"give --out a new or empty directory, or one an earlier `slbench leaderboard` wrote (with {MARKER})"
     try:
         published = (project_root() / "results" / "suites").resolve()
@@ -111,7 +112,7 @@ def _check_out(out: Path) -> None:
 def _swap(stage: Path, out: Path) -> None:
     """Replace ``out`` by ``stage`` (the old copy is removed after the rename); ``out`` is checked again just
     before, in case it changed while the site was written."""
-    _check_out(out)
+    check_site_dir(out)
     old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
     if out.exists():
         out.rename(old)
