@@ -433,8 +433,13 @@ def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bas
     """Every student base on every replicate's dataset, once per student seed, each with its evaluation.
 
     A student seed s trains with the same seed on every dataset, so students of different arms and replicates
-    differ by their data only.
+    differ by their data only. ``settings.student.engine`` enters the spec only when it is not "hf" (older ids stay).
     """
+    engine = settings.student.engine
+    if engine != "hf" and (settings.student.train.lora is not None
+                           or not all(_caps(reg, m).local for m in suite.students)):
+        raise UserError(f"suite {suite.name}: settings.student.engine: {engine!r} trains full-parameter local (zoo, hf) "
+                        "students only; set settings.student.train.lora: null or use engine 'hf'")
     for t in teachers:
         for sname in suite.students:
             base = bases[sname]
@@ -442,7 +447,7 @@ def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bas
                 seed = shift_seed(s, suite.seed)
                 sspec = {"base": base.id, "model": sname, "dataset": t.dataset.id,
                          "objective": settings.student.objective, "train": settings.student.train.hashed_dict(),
-                         "seed": seed}
+                         "seed": seed, **({"engine": engine} if engine != "hf" else {})}
                 name = f"{t.slug}.to.{sname}.s{s}"
                 student = plan.add(Node(kind="student", name=name, spec=_versioned(sspec),
                                         deps=(base.key, t.dataset.key), fn=student_stage.run,

@@ -96,6 +96,13 @@ class StudentSettings(Frozen):
     #: sft: cross-entropy on the teacher's completions (the paper); distill: KL to its stored top-k log-probs.
     objective: Literal["sft", "distill"] = "sft"
     train: TrainConfig = TrainConfig()
+    #: The training loop of local (zoo, hf) students. hf: one fine-tune per node as teachers train
+    #: (providers/hf_train.py). lean: full-parameter students only; logits at the completion positions only and
+    #: the base, rows and micro-batches prepared once per process (providers/hf_lean.py; ~2-3x the hf engine's
+    #: tokens/s on the zoo, benchmarks/bench_students.py). Hashed: lean students are other artifacts (their
+    #: floats differ in the last digits); the student spec names the engine only when it is not hf, so every
+    #: existing suite keeps its ids.
+    engine: Literal["hf", "lean"] = "hf"
 
 
 class EvalSettings(Frozen):

@@ -108,11 +108,17 @@ class HFBackend:
 
     def finetune(self, model: ModelSpec, base_dir: Path, rows: Sequence[Mapping[str, Any]], *, out: Path,
                  train: TrainConfig, objective: Objective, seed: int, suffix: str, log: logging.Logger,
-                 progress: Progress | None = None, threads: int = 1) -> FineTuned:
-        """LoRA (or full) fine-tuning into ``out/adapter`` (or ``out/model``); ``suffix`` names API jobs only."""
-        from benchmark.providers.hf_train import train as train_model
+                 progress: Progress | None = None, threads: int = 1, engine: str = "hf") -> FineTuned:
+        """LoRA (or full) fine-tuning into ``out/adapter`` (or ``out/model``); ``suffix`` names API jobs only.
+
+        ``engine`` "lean" trains full-parameter students with :mod:`benchmark.providers.hf_lean` (per-process
+        caches, logits at the completion positions only); "hf" is :func:`benchmark.providers.hf_train.train`.
+        """
+        from benchmark.providers.hf_lean import train_lean
+        from benchmark.providers.hf_train import train as train_hf
 
         _set_threads(threads)
+        train_model: Any = train_lean if engine == "lean" else train_hf
         result = train_model(weights_path(base_dir), rows, spec=model, objective=objective, seed=seed,
                              out_dir=out, log=log, progress=progress, **train.train_kwargs())
         return FineTuned(result=result, adapter="adapter" if (out / "adapter").exists() else "model")

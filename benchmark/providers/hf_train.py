@@ -40,7 +40,8 @@ from benchmark.providers.base import Progress
 from benchmark.providers.hf_model import load_model, model_device, quiet_peft
 from benchmark.specs import ModelSpec
 
-__all__ = ["Example", "collate", "encode_rows", "lora_config", "micro_batch_loss", "train"]
+__all__ = ["Example", "check_choices", "collate", "encode_rows", "lora_config", "lr_factor", "micro_batch_loss",
+           "micro_batches", "token_losses", "total_steps", "train", "training_examples"]
 
 
 @dataclass
@@ -142,7 +143,7 @@ def collate(batch: list[Example], pad_id: int, device: torch.device) -> dict[str
     return out
 
 
-def _token_losses(
+def token_losses(
     student_logp: torch.Tensor, batch: dict[str, torch.Tensor], objective: str, topk_mode: str
 ) -> torch.Tensor:
     """Per-completion-token loss (N,): cross-entropy (sft) or KL(teacher top-k || student) (distill)."""
@@ -170,7 +171,7 @@ def micro_batch_loss(
     ).logits
     # Only the logits that predict completion tokens enter the loss (log_softmax in fp32 for bf16 models).
     student_logp = torch.log_softmax(logits[batch["rows"], batch["pos"]].float(), dim=-1)
-    return _token_losses(student_logp, batch, objective, topk_mode).sum()
+    return token_losses(student_logp, batch, objective, topk_mode).sum()
 
 
 def lora_config(lora: Mapping[str, Any] | LoraConfig, model: Any, spec: ModelSpec | None) -> Any:
@@ -203,7 +204,7 @@ def lora_config(lora: Mapping[str, Any] | LoraConfig, model: Any, spec: ModelSpe
     )
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warmup over ``warmup`` steps (from 1/(warmup+1), never 0), then linear decay towards 0."""
     if step < warmup:
         return (step + 1) / (warmup + 1)
@@ -281,13 +282,13 @@ def train(
         fine-tuning), ``weights_sha256`` (of whatever was saved), ``saved_to``, ``examples``, ``truncated``,
         ``skipped``, ``trainable_params``, ``device``, ``dtype``.
     """
-    _check_choices(objective, schedule, topk_mode)
+    check_choices(objective, schedule, topk_mode)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     # Always a fresh base: get_peft_model wraps (and mutates) the modules of the model it is given.
     model, tok = load_model(model_dir, spec=spec, device=device, for_training=True)
     dev = model_device(model)
-    examples, counts = _examples(model, tok, rows, spec=spec, system=system, objective=objective,
+    examples, counts = training_examples(model, tok, rows, spec=spec, system=system, objective=objective,
                                  max_length=max_length)
     if lora is not None:
         model = _with_lora(model, lora, spec, seed)
@@ -295,8 +296,8 @@ def train(
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     params, opt = _adamw(model, lr, weight_decay)
-    total = _total_steps(len(examples), batch_size, grad_accum, epochs, max_steps)
-    stream = _micro_batches(len(examples), batch_size, grad_accum, torch.Generator().manual_seed(seed))
+    total = total_steps(len(examples), batch_size, grad_accum, epochs, max_steps)
+    stream = micro_batches(len(examples), batch_size, grad_accum, torch.Generator().manual_seed(seed))
     losses, tokens, final_loss = _fit(
         model, opt, params, examples, stream, total=total, lr=lr, warmup=warmup, pad_id=tok.pad_token_id,
         device=dev, objective=objective, topk_mode=topk_mode, max_grad_norm=max_grad_norm, log=log,
@@ -320,7 +321,7 @@ def train(
     }
 
 
-def _check_choices(objective: str, schedule: str, topk_mode: str) -> None:
+def check_choices(objective: str, schedule: str, topk_mode: str) -> None:
     if objective not in ("sft", "distill"):
         raise UserError(f"unknown training objective {objective!r}; allowed: sft, distill")
     if schedule != "linear":
@@ -329,7 +330,7 @@ def _check_choices(objective: str, schedule: str, topk_mode: str) -> None:
         raise UserError(f"unknown topk_mode {topk_mode!r}; allowed: rest, renorm")
 
 
-def _examples(model: Any, tok: Any, rows: Sequence[Mapping[str, Any]], *, spec: ModelSpec | None,
+def training_examples(model: Any, tok: Any, rows: Sequence[Mapping[str, Any]], *, spec: ModelSpec | None,
               system: str | None, objective: str, max_length: int) -> tuple[list[Example], dict[str, int]]:
     """The rows as examples, ending each plain completion with the template's end-of-turn tokens."""
     end_of_turn = end_of_turn_ids(tok, stop_ids(model, tok))
@@ -365,7 +366,7 @@ def _adamw(model: Any, lr: float, weight_decay: float) -> tuple[list[torch.nn.Pa
     return params, torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
 
 
-def _total_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None) -> int:
+def total_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None) -> int:
     """Optimizer steps of ``epochs`` passes (at least one), capped at ``max_steps``."""
     micro_per_epoch = math.ceil(n_examples / batch_size)
     steps_per_epoch = math.ceil(micro_per_epoch / grad_accum)
@@ -373,7 +374,7 @@ def _total_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: floa
     return min(total, max_steps) if max_steps is not None else total
 
 
-def _micro_batches(n_examples: int, batch_size: int, grad_accum: int,
+def micro_batches(n_examples: int, batch_size: int, grad_accum: int,
                    gen: torch.Generator) -> Iterator[list[list[int]]]:
     """An endless stream of optimizer steps, each a list of micro-batches of example indices, epoch after epoch."""
     while True:
@@ -395,7 +396,7 @@ def _fit(model: Any, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter
     for step in range(total):
         step_batches = [[examples[i] for i in mb] for mb in next(stream)]
         for g in opt.param_groups:
-            g["lr"] = lr * _lr_factor(step, total, warmup)
+            g["lr"] = lr * lr_factor(step, total, warmup)
         step_loss, n_tok = _optimizer_step(model, opt, params, step_batches, pad_id=pad_id, device=device,
                                            objective=objective, topk_mode=topk_mode, max_grad_norm=max_grad_norm)
         tokens += n_tok

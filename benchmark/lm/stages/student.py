@@ -1,8 +1,16 @@
-"""Student stage of the LM track: a student base trained on one teacher's filtered rows."""
+"""Student stage of the LM track: a student base trained on one teacher's filtered rows.
+
+``spec["engine"]`` (``settings.student.engine``; absent means "hf") picks the training loop: "lean" trains
+full-parameter students with per-process caches (:mod:`benchmark.providers.hf_lean`), so this stage also keeps the
+last datasets' parsed rows and the student bases' tokenizers: consecutive students of one dataset (plan order)
+read its rows.jsonl once per process. Both caches are keyed by store paths, whose contents never change.
+"""
 
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 from benchmark.dag import StageContext
@@ -12,7 +20,12 @@ from benchmark.lm.chat import template_hash
 from benchmark.lm.stages.common import model_spec_of, tokenizer_sha, train_config
 from benchmark.providers.base import backend_for
 
-__all__ = ["run"]
+__all__ = ["run", "clear_caches"]
+
+#: Parsed rows of the last few datasets and tokenizers of the student bases (engine "lean" only), by store path.
+_ROWS: OrderedDict[Path, list[dict[str, Any]]] = OrderedDict()
+_TOKENIZERS: dict[Path, Any] = {}
+_ROWS_KEPT = 4
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -25,7 +38,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     base_dir = ctx.input("base")
     ds_dir = ctx.input("dataset")
     model = model_spec_of(base_dir)
-    rows = read_jsonl(ds_dir / "rows.jsonl")
+    engine = spec.get("engine", "hf")
+    rows = _rows(ds_dir) if engine != "hf" else read_jsonl(ds_dir / "rows.jsonl")
     if not rows:
         raise UserError(f"{ds_dir}: the teacher produced no valid rows; raise settings.dataset.n_prompts or check "
                         f"the teacher's output in {ds_dir / 'log.txt'}")
@@ -33,7 +47,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if spec["objective"] == "distill" and not backend.caps.distill:
         raise UserError(f"student {model.name}: objective 'distill' needs log-prob training, which the fine-tuning "
                         "API does not offer; use settings.student.objective: sft for openai students")
-    tok = backend.load(model, base_dir, threads=ctx.threads, tokenizer_only=True).tokenizer
+    if engine != "hf" and base_dir in _TOKENIZERS:
+        tok = _TOKENIZERS[base_dir]
+    else:
+        tok = backend.load(model, base_dir, threads=ctx.threads, tokenizer_only=True).tokenizer
+        if engine != "hf":
+            _TOKENIZERS[base_dir] = tok
     extra: dict[str, Any] = {}
     if tok is not None:  # API models expose no tokenizer: they train on the completion text
         teacher_tok = json.loads((ds_dir / "manifest.json").read_text())["result"].get("tokenizer_sha")
@@ -44,9 +63,29 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                 "log-probs), but the tokenizers differ; use objective 'sft' for cross-family cells")
             rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
         extra = {"same_vocab_as_teacher": same_vocab, "template_hash": template_hash(tok)}
+    lean = {"engine": engine} if engine != "hf" else {}  # only local backends know engines (checked at plan)
     tuned = backend.finetune(model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]),
                              objective=spec["objective"], seed=spec["seed"], suffix="student", log=ctx.log,
-                             progress=ctx.progress, threads=ctx.threads)
+                             progress=ctx.progress, threads=ctx.threads, **lean)
     # Equal doses: every dataset holds n_keep rows, so every student of a suite takes the same number of steps
     # (None where the fine-tuning API does not report them).
     return {**tuned.result, **extra, "n_rows": len(rows), "optimizer_steps": tuned.result.get("steps")}
+
+
+def _rows(ds_dir: Path) -> list[dict[str, Any]]:
+    """A dataset's rows, parsed once per process for its last few datasets (the lean engine's data cache)."""
+    if ds_dir not in _ROWS:
+        _ROWS[ds_dir] = read_jsonl(ds_dir / "rows.jsonl")
+        while len(_ROWS) > _ROWS_KEPT:
+            _ROWS.popitem(last=False)
+    _ROWS.move_to_end(ds_dir)
+    return _ROWS[ds_dir]
+
+
+def clear_caches() -> None:
+    """Forget every cached dataset, tokenizer and (lean engine) base of this process: the next student starts cold."""
+    from benchmark.providers.hf_lean import clear_caches as clear_lean
+
+    _ROWS.clear()
+    _TOKENIZERS.clear()
+    clear_lean()
