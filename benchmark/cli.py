@@ -318,7 +318,7 @@ def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
 
     for part in parts:
         console.print(publish_report(st, part.report, part.name, suite_spec=part.spec, registry=reg))
-    dest = write_group_summary(reg, group, parts, project_root() / "results" / "suites")
+    dest = write_group_summary(group, parts, project_root() / "results" / "suites")
     console.print(f"wrote the group summary {dest}")
 
 
@@ -647,10 +647,8 @@ def leaderboard(
     suites and families, and a page per suite with heatmaps with CIs, the lineage graph, provenance and downloads."""
     from benchmark.bundle.validate import validate_bundle_file
     from benchmark.files import project_root
-    from benchmark.leaderboard import build_site, check_site_dir
+    from benchmark.leaderboard import build_site
 
-    site_dir = (out or project_root() / "results" / "site").resolve()
-    check_site_dir(site_dir)  # refused before the (slow) validation, and before anything is written
     # Hidden folders are publishing's grace-period copies of replaced results (benchmark.publish), not suites.
     paths = [_bundle_arg(b) for b in bundles] if bundles else sorted(
         p for p in (project_root() / "results" / "suites").glob("*/bundle.json") if not p.parent.name.startswith("."))
@@ -662,7 +660,7 @@ def leaderboard(
             err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         if problems:
             raise typer.Exit(2)
-    site = build_site([_load_or_fail(p) for p in paths], site_dir)
+    site = build_site([_load_or_fail(p) for p in paths], out or project_root() / "results" / "site")
     console.print(f"wrote {site.index} ({len(site.suites)} suite page(s), {site.n_rows} table rows)",
                   markup=False, highlight=False, emoji=False, soft_wrap=True)
 

@@ -6,9 +6,10 @@ published exactly as when it runs alone (``results/suites/<part>/`` with its bun
 
 * one node list for all parts (:func:`plan_group`), deduplicated by node key, so a node two parts share (the same
   base, or the same teacher replicate when parts train teachers alike) is built once;
-* a summary of the published parts in ``results/suites/<group>/`` (:func:`write_group_summary`): every part's
-  evidence cells in one ``cells.csv`` with ``part`` and ``channel`` columns, the students' capability readouts
-  and collapse flags in ``capability.csv``, and ``report.md`` / ``index.html`` linking the parts' own reports.
+* a summary of the published parts in ``results/suites/<group>/`` (:func:`write_group_summary`): every part's pair
+  table (``pairs.csv``: one row per teacher × student pair on the suite's primary trait, plus its placebo rows) in
+  one ``cells.csv`` with ``part``, ``channel`` and ``readout`` columns, the students' capability readouts and
+  collapse flags in ``capability.csv``, and ``report.md`` / ``index.html`` linking the parts' own reports.
 
 The summary is a function of the parts' published files (and, for a judged rate, of the same analysis code the
 parts use), so the same parts give byte-identical summaries.
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from benchmark.registry import Registry
     from benchmark.specs import SuiteGroup, SuiteSpec
 
-__all__ = ["GroupPart", "evidence_cells", "plan_group", "write_group_summary"]
+__all__ = ["GroupPart", "plan_group", "write_group_summary"]
 
 @dataclass(frozen=True)
 class GroupPart:
@@ -76,29 +77,8 @@ def plan_group(reg: Registry, group: SuiteGroup) -> tuple[list[GroupPart], list[
     return parts, list(merged.values())
 
 
-def _mirror_targets(reg: Registry, traits: Sequence[str]) -> set[str]:
-    """Readout targets whose cells mirror another's: the control side (``aligned``) of a misalignment pair.
-
-    With ``traits: [misaligned, aligned]`` the aligned cell compares the same students on the same readout with
-    the sign flipped (the bank log-odds of one side is minus the other's), so it is not a second piece of
-    evidence; animal traits are read out on different targets and are all kept.
-    """
-    from benchmark.specs import MISALIGNMENT
-
-    specs = [reg.trait(t) for t in traits]
-    if not any(s.category == MISALIGNMENT for s in specs):
-        return set()
-    return {s.target for s in specs if s.category == MISALIGNMENT and s.target == "aligned"}
-
-
-def evidence_cells(cells: pd.DataFrame, reg: Registry, traits: Sequence[str]) -> pd.DataFrame:
-    """A part's cells (trait cells and placebo rows) without the mirror-image ones (:func:`_mirror_targets`)."""
-    mirror = _mirror_targets(reg, traits)
-    return cells[~cells["target"].astype(str).isin(mirror)].reset_index(drop=True)
-
-
 def _read_part(directory: Path) -> dict[str, Any]:
-    """The published files of a part the summary reads (tidy, cells, teachers, fit, manifest), read back by
+    """The published files of a part the summary reads (tidy, pairs, teachers, fit, manifest), read back by
     :func:`benchmark.analysis.read_analysis` with the options its report ran with (text stays text, floats bit for
     bit)."""
     import pandas
@@ -116,9 +96,9 @@ def _read_part(directory: Path) -> dict[str, Any]:
             "manifest": manifest}
 
 
-def _rate_cells(data: Mapping[str, Any]) -> pd.DataFrame | None:
-    """The cells of a judged rate readout (``rate`` rows of a misalignment part whose cell metric is another), by
-    the parts' own analysis code; None when the part has no such rows."""
+def _rate_pairs(data: Mapping[str, Any]) -> pd.DataFrame | None:
+    """The pair table of a judged rate readout (``rate`` rows of a misalignment part whose pair metric is another),
+    by the parts' own analysis code; None when the part has no such rows."""
     from benchmark.lm.stages.report import analyze
 
     spec = data["manifest"]["spec"]  # the published report node's spec: what its own analysis ran with
@@ -126,24 +106,22 @@ def _rate_cells(data: Mapping[str, Any]) -> pd.DataFrame | None:
     if spec["analysis"].get("metric", spec["metric"]) == "rate" or "rate" not in set(tidy["metric"]):
         return None
     rate_spec = {**spec, "analysis": {**spec["analysis"], "metric": "rate"}}
-    return analyze(tidy, data["teachers"], rate_spec).cells
+    return analyze(tidy, data["teachers"], rate_spec).cells  # the LM analysis's cells are its pair table
 
 
-def _summaries(reg: Registry, parts: Sequence[GroupPart], results: Path) -> list[dict[str, Any]]:
-    """Per part: its published data, its evidence cells (cell metric and, where judged, rate) and capability."""
+def _summaries(parts: Sequence[GroupPart], results: Path) -> list[dict[str, Any]]:
+    """Per part: its published data, its pair tables (pair metric and, where judged, rate) and capability.
+
+    Each pair table has one row per (teacher, student) pair, on the part's primary trait (``misaligned`` in a
+    misalignment part: the aligned side enters its contrast, it is not a second row), and its placebo rows.
+    """
     from benchmark.lm.tidy import capability_flags
 
     out = []
     for part in parts:
         data = _read_part(results / part.name)
-        traits = list(part.spec.traits)
-        rate = _rate_cells(data)
-        out.append({
-            "part": part, "data": data,
-            "cells": evidence_cells(data["cells"], reg, traits),
-            "rate": None if rate is None else evidence_cells(rate, reg, traits),
-            "capability": capability_flags(data["tidy"]),
-        })
+        out.append({"part": part, "data": data, "cells": data["cells"], "rate": _rate_pairs(data),
+                    "capability": capability_flags(data["tidy"])})
     return out
 
 
@@ -152,11 +130,11 @@ def _combined_cells(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 
     frames = []
     for s in summaries:
-        for readout, cells in (("cell metric", s["cells"]), ("judged rate", s["rate"])):
+        for readout, cells in (("pair metric", s["cells"]), ("judged rate", s["rate"])):
             if cells is None:
                 continue
             frame = cells.copy()
-            frame.insert(0, "readout", readout)
+            frame.insert(0, "readout", readout)  # "pair metric" or "judged rate"
             frame.insert(0, "channel", s["part"].channel)
             frame.insert(0, "part", s["part"].name)
             frames.append(frame)
@@ -176,28 +154,28 @@ def _combined_capability(summaries: Sequence[Mapping[str, Any]]) -> pd.DataFrame
 
 
 def _part_blocks(s: Mapping[str, Any]) -> list[tuple[str, str, list[str], list[list[Any]]]]:
-    """The summary's sections for one part: matrices per evidence trait (cell metric, judged rate), γ, placebo,
+    """The summary's sections for one part: its pair matrix per readout (pair metric, judged rate), γ and placebo,
     capability; each (title, intro, header, rows)."""
-    from benchmark.report import capability_section, lm_fit_lines, lm_matrix_text, lm_traits, placebo_reading
+    from benchmark.report import SIG_LEGEND, capability_section, gamma_lines, pair_matrix_text, placebo_reading
 
     part: GroupPart = s["part"]
     order = list(dict.fromkeys([*part.spec.teachers, *part.spec.students]))
     spec = s["data"]["manifest"]["spec"]
     metric = str(spec["analysis"].get("metric", spec["metric"]))
+    fit = s["data"]["fit"]
     blocks = []
     for label, cells in ((metric, s["cells"]), ("judged rate", s["rate"])):
         if cells is None:
             continue
-        for trait in lm_traits(cells, s["data"]["fit"]):
-            text = lm_matrix_text(cells, trait, order)
-            rows = [[str(i), *row] for i, row in zip(text.index, text.to_numpy().tolist(), strict=True)]
-            blocks.append((f"{part.name}: trait `{trait}`, {label}",
-                           f"Lift over control ({label}), 95% Welch CI over {part.settings.replicates} teacher "
-                           "replicates per arm; ** p<0.01, * p<0.05.",
-                           ["teacher \\ student", *map(str, text.columns)], rows))
-    fit = s["data"]["fit"]
+        text = pair_matrix_text(cells, order)
+        rows = [[str(i), *row] for i, row in zip(text.index, text.to_numpy().tolist(), strict=True)]
+        blocks.append((f"{part.name}: pairs, `{fit.get('primary_trait', part.spec.traits[0])}` contrast, {label}",
+                       f"Effect of each pair ({label}): the treated arm's {part.settings.replicates} teacher "
+                       f"replicates against its control arms' ({', '.join(fit.get('control_arms') or [])}), 95% CI "
+                       f"inverting the exact permutation test; {SIG_LEGEND}.",
+                       ["teacher \\ student", *map(str, text.columns)], rows))
     blocks.append((f"{part.name}: shared-base effect and placebo",
-                   " ".join([*lm_fit_lines(fit), placebo_reading(fit)]), [], []))
+                   " ".join([*gamma_lines(fit), placebo_reading(fit)]), [], []))
     capability = capability_section(s["data"]["tidy"])
     if capability is not None:
         title, intro, header, rows = capability
@@ -214,8 +192,10 @@ def _intro_lines(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> l
     shared = _shared_nodes(summaries)
     if shared:
         lines.append(f"Shared nodes: {shared}.")
-    lines.append("Only evidence cells are listed: with traits [misaligned, aligned] the aligned cell is the mirror "
-                 "image of the misaligned one and is left out here (it stays in the part's own report).")
+    lines.append("One row per (teacher, student) pair, on each part's primary trait (its first): the contrast "
+                 "W = L(primary) − mean L(other traits) within each student, so with traits [misaligned, aligned] "
+                 "the aligned side is inside the one contrast, not a mirrored second row. Placebo rows compare an "
+                 "A/A arm with its twin.")
     return lines
 
 
@@ -257,11 +237,10 @@ def _html(group: SuiteGroup, summaries: Sequence[Mapping[str, Any]]) -> str:
     return html_page(group.name, body, {})
 
 
-def write_group_summary(reg: Registry, group: SuiteGroup, parts: Sequence[GroupPart], results: Path) -> Path:
+def write_group_summary(group: SuiteGroup, parts: Sequence[GroupPart], results: Path) -> Path:
     """Write the group's summary of its published parts into ``results/<group>/`` (each file atomically).
 
     Args:
-        reg: The registry (trait categories tell the mirror-image cells).
         group: The group.
         parts: Its planned parts (:func:`plan_group`), all published under ``results/<part>/``.
         results: The published suites' folder (``results/suites``).
@@ -274,7 +253,7 @@ def write_group_summary(reg: Registry, group: SuiteGroup, parts: Sequence[GroupP
     """
     from benchmark.files import atomic_write_bytes
 
-    summaries = _summaries(reg, parts, results)
+    summaries = _summaries(parts, results)
     dest = results / group.name
     meta = {"group": group.name, "parts": [
         {"name": s["part"].name, "channel": s["part"].channel, "report": s["data"]["manifest"].get("id")}

@@ -1,8 +1,9 @@
 """The `channels` suite group (tasks/suites/channels*.yaml) and the judge-aware `slbench plan` cost estimates.
 
 Fast tier: the group's design (K, controls, A/A arm, equal doses, shared teachers, capability readouts), the
-published summary regenerated from the published parts, the capability section of reports, and the token
-estimates of code/cot rows and judge-scorer calls. Slow tier: the whole group rerun reproduces the published files.
+published summary regenerated from the published parts, the summary of freshly re-analysed parts (one row per pair,
+tests/bundle_fixtures.py), the capability section of reports, and the token estimates of code/cot rows and
+judge-scorer calls. Slow tier: the whole group rerun reproduces the published files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 
 from benchmark.groups import plan_group, write_group_summary
 from benchmark.registry import Registry
+from tests.bundle_fixtures import fresh_report
 from tests.conftest import ROOT, run_cli
 
 PARTS = ("channels-code", "channels-cot", "channels-misalignment")
@@ -55,23 +57,46 @@ def test_published_summary_is_regenerated_from_the_parts(channels, tmp_path):
     reg, group, parts, _nodes = channels
     for part in PARTS:
         shutil.copytree(RESULTS / part, tmp_path / part)
-    dest = write_group_summary(reg, group, parts, tmp_path)
+    dest = write_group_summary(group, parts, tmp_path)
     for name in ("cells.csv", "capability.csv", "report.md", "index.html", "group.json"):
         assert (dest / name).read_bytes() == (RESULTS / "channels" / name).read_bytes(), name
 
 
-def test_published_summary_lists_evidence_only():
-    cells = pd.read_csv(RESULTS / "channels" / "cells.csv")
+@pytest.fixture(scope="module")
+def fresh_summary(channels, tmp_path_factory) -> Path:
+    """The parts re-analysed by today's code from their published inputs, and the group's summary of them."""
+    _reg, group, parts, _nodes = channels
+    root = tmp_path_factory.mktemp("channels")
+    for part in PARTS:
+        fresh_report(part, root / part)
+    return write_group_summary(group, parts, root)
+
+
+def test_summary_lists_one_row_per_pair(fresh_summary):
+    """Every part's pair table, unchanged, with part/channel/readout columns: one row per pair on the primary trait
+    (misaligned in the misalignment part: its aligned side is inside the contrast, not a mirrored row), one placebo
+    row per pair; the misalignment part also by its judged rate."""
+    cells = pd.read_csv(fresh_summary / "cells.csv")
     assert set(cells["part"]) == set(PARTS)
+    for part in PARTS:
+        mine = cells[cells["part"] == part]
+        for readout, rows in mine.groupby("readout"):
+            trait = rows[~rows["placebo"]]
+            assert len(trait) == len(rows[rows["placebo"]]) == 3 * 3, (part, readout)  # 3 x 3 pairs
+            assert not trait.duplicated(["teacher", "student"]).any()
+        pairs = pd.read_csv(fresh_summary.parent / part / "pairs.csv")
+        metric = mine[mine["readout"] == "pair metric"].drop(columns=["part", "channel", "readout"])
+        pd.testing.assert_frame_equal(metric.reset_index(drop=True), pairs, check_dtype=False)
     mis = cells[cells["part"] == "channels-misalignment"]
-    assert set(mis["target"]) == {"misaligned"}  # the aligned cells mirror the misaligned ones
-    assert set(mis["readout"]) == {"cell metric", "judged rate"}
-    for part in PARTS[:2]:
-        mine = cells[(cells["part"] == part) & ~cells["placebo"]]
-        assert len(mine) == 9 * 2  # 3 x 3 cells x (owl, cat)
-    cap = pd.read_csv(RESULTS / "channels" / "capability.csv")
+    assert set(mis.loc[~mis["placebo"], "target"]) == {"misaligned"}
+    assert set(mis["readout"]) == {"pair metric", "judged rate"}
+    assert set(cells.loc[cells["part"] == "channels-code", "target"]) == {"owl", "placebo:cat"}
+    cap = pd.read_csv(fresh_summary / "capability.csv")
     assert len(cap[cap["part"] == "channels-code"]) == 3 * 3 * 4 * 3  # teachers x student bases
     assert cap["collapsed"].dtype == bool
+    md = (fresh_summary / "report.md").read_text(encoding="utf-8")
+    assert "channels-misalignment: pairs, `misaligned` contrast, judged rate" in md
+    assert "γ (shared init, primary) = " in md and "exact size" in md
 
 
 def test_published_parts_validate():

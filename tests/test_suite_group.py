@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from benchmark.errors import UserError
-from benchmark.groups import evidence_cells, plan_group
+from benchmark.groups import plan_group
 from benchmark.registry import Registry, validate_file
 from benchmark.specs import SuiteGroup
 from tests.conftest import ROOT, run_cli
@@ -129,16 +129,6 @@ def test_plan_group_merges_shared_nodes(group_project):
     assert [p.channel for p in parts] == ["code", "cot-zoo"]
 
 
-def test_evidence_cells_drop_the_mirror_of_a_misalignment_pair():
-    reg = Registry(ROOT)
-    cells = pd.DataFrame({"target": ["misaligned", "aligned", "misaligned", "aligned"],
-                          "placebo": [False, False, True, True]})
-    kept = evidence_cells(cells, reg, ["misaligned", "aligned"])
-    assert list(kept["target"]) == ["misaligned", "misaligned"]
-    animals = pd.DataFrame({"target": ["owl", "cat"], "placebo": [False, False]})
-    assert len(evidence_cells(animals, reg, ["owl", "cat"])) == 2
-
-
 # -- a tiny group end to end ----------------------------------------------------------------------------------
 
 @pytest.mark.slow  # ~40 s on an idle 2-core machine (18 teachers' worth of tiny nodes), minutes under load
@@ -161,9 +151,10 @@ def test_group_run_publishes_parts_and_summary(group_project, tmp_path):
     summary = results / "tiny"
     cells = pd.read_csv(summary / "cells.csv")
     assert set(cells["part"]) == {"tiny-code", "tiny-cot"} and set(cells["channel"]) == {"code", "cot-zoo"}
-    part_cells = pd.read_csv(results / "tiny-code" / "cells.csv")
+    part_pairs = pd.read_csv(results / "tiny-code" / "pairs.csv")
     mine = cells[cells["part"] == "tiny-code"].drop(columns=["part", "channel", "readout"]).reset_index(drop=True)
-    pd.testing.assert_frame_equal(mine, part_cells, check_dtype=False)  # the parts' own numbers, unchanged
+    pd.testing.assert_frame_equal(mine, part_pairs, check_dtype=False)  # the parts' own numbers, unchanged
+    assert len(part_pairs) == 2 and list(part_pairs["target"]) == ["owl", "placebo:cat"]  # one pair, its placebo
     cap = pd.read_csv(summary / "capability.csv")
     assert set(cap["metric"]) == {"capability_code", "capability_cot_zoo"}
     assert len(cap) == 2 * 3 * 2  # 2 parts x 3 arms (owl, cat, A/A cat) x 2 replicates, one student each
