@@ -647,8 +647,10 @@ def leaderboard(
     suites and families, and a page per suite with heatmaps with CIs, the lineage graph, provenance and downloads."""
     from benchmark.bundle.validate import validate_bundle_file
     from benchmark.files import project_root
-    from benchmark.leaderboard import build_site
+    from benchmark.leaderboard import build_site, check_site_dir
 
+    site_dir = (out or project_root() / "results" / "site").resolve()
+    check_site_dir(site_dir)  # refused before the (slow) validation, and before anything is written
     # Hidden folders are publishing's grace-period copies of replaced results (benchmark.publish), not suites.
     paths = [_bundle_arg(b) for b in bundles] if bundles else sorted(
         p for p in (project_root() / "results" / "suites").glob("*/bundle.json") if not p.parent.name.startswith("."))
@@ -660,7 +662,7 @@ def leaderboard(
             err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         if problems:
             raise typer.Exit(2)
-    site = build_site([_load_or_fail(p) for p in paths], out or project_root() / "results" / "site")
+    site = build_site([_load_or_fail(p) for p in paths], site_dir)
     console.print(f"wrote {site.index} ({len(site.suites)} suite page(s), {site.n_rows} table rows)",
                   markup=False, highlight=False, emoji=False, soft_wrap=True)
 
