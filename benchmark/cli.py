@@ -7,7 +7,9 @@ stay well under a second).
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,6 +62,19 @@ def _store_root(store: Path | None) -> Path:
         what = "--store" if store is not None else "$SLBENCH_STORE" if env else "the default store"
         raise UserError(f"{what}: {root} is a file; the store must be a directory (it is created if missing)")
     return root
+
+
+def _check_store_writable(root: Path, option: Path | None, kinds: set[str]) -> None:
+    """The store and every stage folder of it that exists can be written (a read-only stage folder would fail
+    only when its first node is renamed into place, after that node's compute)."""
+    from benchmark.files import check_writable
+
+    what = "--store" if option is not None else "$SLBENCH_STORE" if os.environ.get("SLBENCH_STORE") else "the store"
+    check_writable(root, what)
+    for sub in sorted({"logs", *kinds, *(f"{k}/{d}" for k in kinds for d in (".staging", ".locks")),
+                       *(f"logs/{k}" for k in kinds)}):
+        if (root / sub).is_dir():
+            check_writable(root / sub, what)
 
 
 def _check_owner(reg: Any, suite: str, name: str, force: bool) -> None:
@@ -293,6 +308,7 @@ def run(
         for name in [p.name for p in parts] or [suite]:
             _check_owner(reg, name, name if parts else spec.name, force)
     st = Store(_store_root(store))
+    _check_store_writable(st.root, store, {n.kind for n in nodes})  # not after the first stage's compute
     t0 = time.time()
     options = {"address": address} if address is not None else {}
     if executor == "local" and workers is None:
@@ -517,7 +533,10 @@ def _validate_bundle(path: Path) -> bool:
     """Validate one bundle, printing its problems (one line each) or a one-line summary; True when it failed."""
     from benchmark.bundle.validate import load_bundle, validate_bundle_file
 
-    problems = validate_bundle_file(path)
+    try:
+        problems = validate_bundle_file(path)
+    except RecursionError:
+        problems = [_too_deep(path)]
     for line in problems:
         err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
     if not problems:
@@ -589,10 +608,19 @@ def _bundle_arg(arg: str) -> Path:
 def _load_or_fail(path: Path) -> Any:
     from benchmark.bundle.validate import load_bundle
 
-    bundle, problems = load_bundle(path)
+    try:
+        bundle, problems = load_bundle(path)
+    except RecursionError:
+        raise UserError(_too_deep(path)) from None
     if bundle is None:
         raise UserError(problems[0])
     return bundle
+
+
+def _too_deep(path: Path) -> str:
+    """The one line for a JSON file nested beyond what the parser can follow (Python's recursion limit)."""
+    return (f"{path}: JSON nested more than {sys.getrecursionlimit():,} levels deep; not a results bundle "
+            "(schemas/bundle.schema.json)")
 
 
 @app.command()
@@ -734,11 +762,63 @@ class _Progress:
             console.print(f"done {node.key} ({info.get('wall_s', 0):.1f}s)")
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, schedulers and `kill` send), raised where Ctrl-C's KeyboardInterrupt would be."""
+
+
+#: Signals that interrupted this command (typer turns the KeyboardInterrupt into a silent exit code 130).
+_INTERRUPTS: list[int] = []
+
+
+def _on_interrupt(signum: int, frame: Any) -> None:
+    _INTERRUPTS.append(signum)
+    raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+#: errno values of OS errors a user fixes (permissions, a read-only or full disk, a path through a file): one line.
+_USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOTDIR, errno.EISDIR,
+                errno.ENOENT, errno.ELOOP, errno.ENAMETOOLONG}
+
+
+def os_error_line(exc: OSError) -> str | None:
+    """One line for an OS error the user can act on (naming the path and the fix); None for any other."""
+    import shutil
+
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        src, dst, why = exc.args[0][0]  # copytree gathers its per-file errors; the first says what went wrong
+        if "No space left" in str(why) or "Disk quota" in str(why):
+            return f"{dst}: no space left on the device; free some space and rerun the same command"
+        return f"{dst}: cannot copy ({why}) and {len(exc.args[0]) - 1} more file(s)"
+    if exc.errno not in _USER_ERRNOS:
+        return None
+    where = exc.filename if exc.filename is not None else "a file"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}: no space left on the device; free some space and rerun the same command (it resumes)"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return (f"{where}: permission denied for uid {os.getuid()}; fix its permissions (chmod/chown) or choose "
+                "another directory (--store, $SLBENCH_STORE, $SLBENCH_CACHE)")
+    if exc.errno == errno.EROFS:
+        return f"{where}: read-only file system; choose a writable directory (--store, $SLBENCH_STORE)"
+    return f"{where}: {exc.strerror}"
+
+
+def _interrupted() -> None:
+    """Ctrl-C or SIGTERM: say how to resume and exit 130 or 143 (128 + the signal, as shells report)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the line short
+        signal.signal(sig, signal.SIG_IGN)
+    err_console.print("interrupted; rerun the same command to resume", markup=False)
+    sys.exit(128 + (_INTERRUPTS[0] if _INTERRUPTS else signal.SIGINT))
+
+
 def main() -> None:
-    """Entry point: user errors print one line and exit 2."""
+    """Entry point: user errors print one line and exit 2; Ctrl-C and SIGTERM print how to resume."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _on_interrupt)
     try:
         # Without standalone mode click returns a `typer.Exit` code instead of exiting with it.
         code = app(standalone_mode=False)
+        if _INTERRUPTS:  # typer caught the KeyboardInterrupt and returned 130
+            _interrupted()
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as exc:
@@ -750,10 +830,19 @@ def main() -> None:
                           markup=False, highlight=False, emoji=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        err_console.print("interrupted; rerun the same command to resume", markup=False)
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except RecursionError:
+        err_console.print("error: input nested too deeply to read (a JSON or YAML file with thousands of nested "
+                          "levels); check the file", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        sys.exit(2)
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         usage, abort = _click_exception_types()
         if isinstance(exc, usage):

@@ -22,6 +22,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "atomic_write_json",
+    "check_writable",
     "json_safe",
     "read_data_lines",
     "read_jsonl",
@@ -159,3 +160,28 @@ def project_root() -> Path:
 def tasks_dir() -> Path:
     """``tasks/`` of the project root (the only way the package finds it; honours ``$SLBENCH_ROOT``)."""
     return project_root() / "tasks"
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Create the directory ``path`` if needed and prove a file can be made in it (before any compute).
+
+    Raises:
+        UserError: one line naming ``what`` (e.g. ``--store``), the directory and why it cannot be written.
+    """
+    import errno
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+            reason = "a part of the path is a file"
+        elif exc.errno in (errno.EACCES, errno.EPERM):
+            reason = f"permission denied for uid {os.getuid()}"
+        else:
+            reason = exc.strerror or type(exc).__name__
+        raise UserError(f"{what}: cannot write in {path} ({reason}); choose a writable directory or fix its "
+                        "permissions") from None

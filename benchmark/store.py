@@ -221,9 +221,15 @@ class Store:
         except BaseException as exc:
             logger.error("failed: %s\n%s", exc, traceback.format_exc())
             _close(logger, handler)
+            full = _no_space_left(staging, exc)  # measured before the cleanup frees the partial files
             shutil.rmtree(staging, ignore_errors=True)
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
+            if full:  # a full disk surfaces as a library's own error (torch: "unexpected pos"): say what it is
+                first = (str(exc).strip().splitlines() or [""])[0][:200]
+                raise StageFailed(node.key, f"no space left on the device of {self.root} ({type(exc).__name__}: "
+                                  f"{first}); free some space and rerun the same command to resume", log_path,
+                                  user_error=True) from exc
             raise StageFailed(node.key, f"{type(exc).__name__}: {exc}", log_path) from exc
         _close(logger, handler)
         shutil.copyfile(log_path, staging / "log.txt")
@@ -275,6 +281,28 @@ def check_payload(path: Path, manifest: Manifest, full: bool) -> None:
             raise UserError(f"{f}: {f.stat().st_size} bytes, the manifest recorded {size} (truncated or edited; {how})")
         if full and sha256_file(f) != digest:
             raise UserError(f"{f}: sha256 differs from the manifest's (damaged or edited; {how})")
+
+
+#: A stage that fails with less free space than this on its staging device failed because the disk is full.
+FULL_DISK_BYTES = 1 << 20
+
+
+def _no_space_left(path: Path, exc: BaseException) -> bool:
+    """Whether a stage's failure is a full disk: an ENOSPC/EDQUOT OS error in its chain, or (libraries such as
+    torch report a failed write in their own words) under :data:`FULL_DISK_BYTES` free where it was writing."""
+    import errno
+
+    seen: BaseException | None = exc
+    for _ in range(20):  # a bounded walk: exception chains can loop
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    try:
+        return shutil.disk_usage(path).free < FULL_DISK_BYTES
+    except OSError:
+        return False
 
 
 def _pid_alive(pid: int) -> bool:

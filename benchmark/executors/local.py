@@ -2,10 +2,20 @@
 
 Two 1-thread workers use a 2-core machine better than one 2-thread process (docs/research/prototypes.md).
 Finished nodes are skipped, so any rerun resumes where the last one stopped.
+
+Workers die with the run: each asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG`` on Linux)
+and also watches its parent pid (other systems, or a parent that died before the request), so a run killed
+with ``kill -9`` leaves no worker blocked forever on the task pipe. An interrupted run (Ctrl-C, SIGTERM) kills
+its workers before it returns: their half-built nodes are staging debris that the next run removes.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -19,9 +29,38 @@ __all__ = ["run_plan", "STAGE_THREADS"]
 
 #: Torch threads of every stage (see ``run_plan``): fixed, so ``--workers`` never changes a result.
 STAGE_THREADS = 1
+#: Seconds between a worker's checks that its parent is still alive (the fallback to ``PR_SET_PDEATHSIG``).
+PARENT_POLL_S = 1.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _worker_init(threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Make this worker process end when ``parent`` does (it would otherwise wait on the task pipe forever).
+
+    On Linux the kernel sends SIGKILL at the parent's death (``prctl(PR_SET_PDEATHSIG)``); everywhere a daemon
+    thread also polls the parent pid, which covers systems without prctl and a parent that died before the call.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request: no signal will come
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="slbench-parent-watch", daemon=True).start()
+
+
+def _worker_init(threads: int, parent: int) -> None:
+    _die_with_parent(parent)
+    # Forked workers inherit the CLI's SIGTERM handler; a worker only ever stops by the parent's decision.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     set_threads(threads)
     import torch  # noqa: F401  (import once per worker so every stage starts warm)
 
@@ -85,7 +124,8 @@ def run_plan(
     else:
         pending = list(todo)
         running: dict[Future[tuple[str, float]], Node] = {}
-        with ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(threads,)) as pool:
+        pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(threads, os.getpid()))
+        try:
             while pending or running:
                 ready = [n for n in pending if all(d in done for d in n.deps)]
                 for node in ready[: max(0, workers * 2 - len(running))]:
@@ -109,5 +149,18 @@ def run_plan(
                     summary.built.append(node.key)
                     summary.wall_by_kind[node.kind] += wall
                     emit("done", node, {"wall_s": wall})
+        except (KeyboardInterrupt, SystemExit):
+            _kill_workers(pool)  # an interrupt must not wait for the running stages to finish
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     summary.wall_s = time.time() - t_start
     return summary
+
+
+def _kill_workers(pool: ProcessPoolExecutor) -> None:
+    """SIGKILL every worker process of ``pool`` (their staging directories are debris the next run removes)."""
+    processes = getattr(pool, "_processes", None) or {}  # the executor exposes no public handle on its workers
+    for proc in list(processes.values()):
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            proc.kill()
