@@ -194,6 +194,11 @@ class Registry:
         if isinstance(data, dict) and "parts" in data:
             raise UserError(f"{path}: a suite group (parts: {', '.join(map(str, data['parts'] or []))}), not a suite; "
                             "`slbench run`, `plan`, `status` and `report` take it, other commands take one of its parts")
+        spec, settings = self._checked_suite(data, path)
+        return spec, settings, path
+
+    def _checked_suite(self, data: Any, path: Path) -> tuple[SuiteSpec, Any]:
+        """A suite file's spec and typed settings, with every model and trait it names checked to exist."""
         spec = parse_spec(SuiteSpec, data, str(path))
         settings = settings_cls(spec.track, spec.settings, f"{path}: settings")
         for key in ("teachers", "students"):
@@ -201,7 +206,15 @@ class Registry:
                 self.model(name, where=f"{path}: {key}[{i}]")
         for i, name in enumerate(spec.traits):
             self.trait(name, where=f"{path}: traits[{i}]")
-        return spec, settings, path
+        return spec, settings
+
+    def check_suite(self, path: Path, data: Any) -> tuple[SuiteSpec, int]:
+        """Every check ``slbench plan`` runs on a suite file that needs no weights or cache (its spec, the models
+        and traits it names, and its track's plan-time checks); returns the spec and its number of nodes."""
+        from benchmark.tracks import track_for
+
+        spec, settings = self._checked_suite(data, path)
+        return spec, len(track_for(spec.track).build_plan(spec, settings, self))
 
     def check_local(self, spec: SuiteSpec) -> None:
         """Every model a suite runs is on this machine where it has to be fetched first (``slbench models fetch``).
@@ -294,9 +307,11 @@ def validate_file(path: Path) -> str:
         assert group is not None
         return f"{path}: ok — suite group {group.name!r}: parts {', '.join(group.parts)}"
     if "track" in data:
-        suite = load_suite_file(path)
+        # The checks `plan` runs (models and traits exist, settings the providers can serve, eval tasks that give
+        # the headline metric), so a suite that validates does not fail after compute; no weights are read.
+        suite, n_nodes = Registry().check_suite(path, data)
         return (f"{path}: ok — {suite.track} suite {suite.name!r}: {len(suite.teachers)} teachers × "
-                f"{len(suite.students)} students")
+                f"{len(suite.students)} students, {n_nodes} nodes")
     if "system_prompt" in data or "target" in data:
         trait = load_trait_file(path)
         return f"{path}: ok — trait {trait.name!r} (target {trait.target!r})"
