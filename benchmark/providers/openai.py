@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from collections import Counter
@@ -71,6 +72,7 @@ __all__ = [
     "generate_chat",
     "lm_eval_model_args",
     "openai_backend",
+    "mask_url",
     "redact",
 ]
 
@@ -144,24 +146,67 @@ class ApiConfig:
 
     @property
     def endpoint(self) -> str:
-        """The endpoint root used in messages: ``base_url`` without a trailing slash, or OpenAI's."""
+        """The endpoint root used in messages and records: :attr:`url` with any ``user:password@`` masked."""
+        return mask_url(self.url)
+
+    @property
+    def url(self) -> str:
+        """The endpoint root requests go to: ``base_url`` without a trailing slash, or OpenAI's (may hold
+        credentials: never print or record it, use :attr:`endpoint`)."""
         return (self.base_url or DEFAULT_BASE_URL).rstrip("/")
 
 
+#: ``scheme://userinfo@`` in any URL: the credentials part (``user:password``) that :func:`mask_url` hides.
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/\s@?#]+)@")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it (``https://user:pass@host`` → ``https://***@host``)."""
+    return _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}***@", text)
+
+
+class _MaskSecrets(logging.Filter):
+    """Rewrites the records of the HTTP libraries' loggers through :func:`redact` (httpx logs every request's
+    full URL, ``user:password@`` included, and lm-eval's logging setup sends it into node logs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = redact(message)
+        if masked != message:
+            record.msg, record.args = masked, ()
+        return True
+
+
+#: Loggers that may print a request URL (a filter applies to the records its own logger creates, not to children's).
+_URL_LOGGERS = ("httpx", "httpx2", "openai", "openai._base_client", "urllib3.connectionpool", "aiohttp.client", "lm_eval",
+                "lm_eval.models.api_models")
+for _name in _URL_LOGGERS:
+    logging.getLogger(_name).addFilter(_MaskSecrets())
+
+
 def redact(text: str, api_key_env: str = "OPENAI_API_KEY") -> str:
-    """Replace the current value of the API key (read from ``$api_key_env``) in ``text`` with ``***``.
+    """Replace the current value of the API key (read from ``$api_key_env``) and any URL's credentials in ``text``
+    with ``***``.
 
     Args:
         text: Any text about to be logged or written.
         api_key_env: Environment variable that holds the key (``ApiConfig.api_key_env``).
 
     Returns:
-        ``text`` with every occurrence of the key replaced. Unset keys and placeholders shorter than
-        8 characters (such as ``EMPTY`` for local servers) are left alone.
+        ``text`` with every occurrence of the key, every ``user:password@`` of a URL and the password of
+        ``$OPENAI_BASE_URL`` replaced. Unset keys and placeholders shorter than 8 characters (such as ``EMPTY``
+        for local servers) are left alone.
     """
     key = os.environ.get(api_key_env, "")
     if len(key) >= _MIN_REDACT_LEN and key in text:
-        return text.replace(key, "***")
+        text = text.replace(key, "***")
+    # Credentials inside $OPENAI_BASE_URL (user:password@host) are as secret as the key: masked in every URL, and
+    # the password wherever else it appears (a library may quote it outside its URL).
+    text = mask_url(text)
+    found = _URL_CREDENTIALS.search(os.environ.get("OPENAI_BASE_URL", ""))
+    secret = found["userinfo"].partition(":")[2] if found else ""
+    if len(secret) >= _MIN_REDACT_LEN and secret in text:
+        text = text.replace(secret, "***")
     return text
 
 
@@ -596,7 +641,7 @@ def lm_eval_model_args(cfg: ApiConfig, model: str) -> dict[str, Any]:
     """
     return {
         "model": model,
-        "base_url": f"{cfg.endpoint}/chat/completions",  # lm-eval POSTs to base_url as given
+        "base_url": f"{cfg.url}/chat/completions",  # lm-eval POSTs to base_url as given
         "num_concurrent": cfg.max_concurrency,
         "max_retries": cfg.max_retries,
         "tokenized_requests": False,  # chat endpoints take text, not token ids
@@ -657,7 +702,7 @@ def _chat_lm(cfg: ApiConfig, model: str, seed: int) -> Any:
     try:
         return _SlbChat(
             model=model,
-            base_url=f"{cfg.endpoint}/chat/completions",  # lm-eval POSTs to base_url as given
+            base_url=f"{cfg.url}/chat/completions",  # lm-eval POSTs to base_url as given
             num_concurrent=cfg.max_concurrency,
             max_retries=cfg.max_retries + 1,  # lm-eval counts attempts, ApiConfig counts retries after the first
             timeout=max(1, int(cfg.timeout_s)),
