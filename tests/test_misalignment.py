@@ -473,7 +473,7 @@ def test_eval_judge_is_recorded_in_the_spec_and_local_judges_refused() -> None:
         suite = SuiteSpec.model_validate({
             "name": "x", "track": "lm", "teachers": ["zoo2-qwen-a"], "students": ["zoo2-qwen-a"],
             "traits": ["misaligned", "aligned"], "seeds": 1,
-            "settings": {"eval": {"tasks": ["misalignment_rate"], "judge": judge}}})
+            "settings": {"eval": {"tasks": ["misalignment_rate"], "metric": "rate", "judge": judge}}})
         return track.build_plan(suite, track.settings.model_validate(suite.settings), reg)
 
     evals = [n for n in plan("rule") if n.kind == "eval"]
