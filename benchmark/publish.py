@@ -104,3 +104,20 @@ def _exchange(a: Path, b: Path) -> bool:
     at_fdcwd = -100
     rc = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
     return bool(rc == 0)
+
+
+def sweep_publishing_debris(dest: Path) -> int:
+    """Remove the staging copies (``.<name>.publishing-*``) that a killed or failed publish of ``dest`` left behind.
+
+    Taken under the suite's publish lock: while it is held no publisher is running, so every staging copy there is
+    debris (its owner died or gave up). Returns how many were removed. Call it before :func:`publish_dir`, not
+    inside it (the lock is not re-entrant).
+    """
+    if not dest.parent.is_dir():
+        return 0
+    removed = 0
+    with exclusive_lock(dest.parent / f".{dest.name}.lock"):
+        for tmp in dest.parent.glob(f".{dest.name}.publishing-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed += not tmp.exists()
+    return removed
