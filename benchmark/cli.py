@@ -372,7 +372,8 @@ def report(
 
 def publish_report(store: Any, node: Any, suite: str, suite_spec: Any = None, registry: Any = None) -> str:
     """Verify a finished report node and its inputs (sha256), then publish it into results/suites/<suite>/ with its
-    results bundle (bundle.json, exported from the node and ``suite_spec``).
+    results bundle (bundle.json, exported from the node and ``suite_spec``) and, where the published copy has one
+    (``slbench export --samples``), its sample log regenerated from the store.
 
     Returns the line to print: where it was published, or that the published copy was already identical.
     """
@@ -380,14 +381,16 @@ def publish_report(store: Any, node: Any, suite: str, suite_spec: Any = None, re
 
     from benchmark.bundle.export import derived_files
     from benchmark.files import project_root
-    from benchmark.publish import publish_dir
+    from benchmark.publish import publish_dir, sweep_publishing_debris
 
     for dep in node.deps:
         store.verify(store.root / dep, full=True)
     src = store.path(node)
     store.verify(src, full=True)
     dest = project_root() / "results" / "suites" / suite
-    if publish_dir(src, dest, derive=partial(derived_files, suite_spec=suite_spec, registry=registry)):
+    derive = partial(derived_files, suite_spec=suite_spec, registry=registry, store=store.root)
+    sweep_publishing_debris(dest)  # staging copies that a killed or disk-full publish left behind
+    if publish_dir(src, dest, derive=derive):
         return f"published {dest}"
     return f"{dest} already holds these results (unchanged)"
 
@@ -565,31 +568,63 @@ def export(
     store: StoreOpt = None,
 ) -> None:
     """Write the results bundle of a published suite: one schema-versioned JSON (schemas/bundle.schema.json) with
-    the suite spec, registry entries, versions, git commit, per-replicate rows, per-cell statistics and the fit."""
-    from benchmark.bundle.export import BUNDLE, bundle_bytes, export_bundle, sample_log
-    from benchmark.files import atomic_write_bytes, project_root
+    the suite spec, registry entries, versions, git commit, per-replicate rows, per-cell statistics and the fit.
+    Into the published folder it writes under the suite's publish lock, replacing the folder atomically; a
+    samples.jsonl already beside the bundle is regenerated with it."""
+    from benchmark.bundle.export import BUNDLE, SAMPLES, derived_files
+    from benchmark.files import project_root
+    from benchmark.publish import publish_lock, update_published
     from benchmark.registry import Registry
 
     reg = Registry()
     spec = reg.suite(suite)[0]
-    directory = source if source is not None else project_root() / "results" / "suites" / spec.name
+    published = project_root() / "results" / "suites" / spec.name
+    directory = source if source is not None else published
     if not (directory / "manifest.json").is_file():
         raise UserError(f"{directory}: no published report (manifest.json); run `slbench run {suite}` first")
-    bundle = export_bundle(directory, suite_spec=spec, registry=reg, organization=organization)
     target = out if out is not None else directory / BUNDLE
-    if samples:
-        text, meta = sample_log(directory, _store_root(store))
-        atomic_write_bytes(target.parent / meta.file_path, text)
-        bundle = bundle.model_copy(update={"detailed_evaluation_results": meta})
-        console.print(f"wrote {target.parent / meta.file_path}: {meta.total_rows} rows", markup=False,
+    store_root = _store_root(store)
+    reads_live = directory.resolve() == published.resolve()
+    written: dict[str, bytes] = {}
+
+    def make(folder: Path) -> dict[str, bytes]:
+        files = derived_files(folder if reads_live else directory, target.parent, suite_spec=spec, registry=reg,
+                              store=store_root, samples=samples, organization=organization)
+        files[target.name] = files.pop(BUNDLE)
+        written.update(files)
+        return files
+
+    if target.parent.resolve() == published.resolve():  # the live folder: locked, replaced whole
+        changed = update_published(published, make)
+    elif reads_live:  # read under the lock, so a publish cannot swap the folder mid-read
+        with publish_lock(published):
+            changed = _write_unless_equal(target.parent, make(published))
+    else:
+        changed = _write_unless_equal(target.parent, make(directory))
+    if SAMPLES in written:
+        rows = written[SAMPLES].count(b"\n")
+        console.print(f"{'wrote' if changed else 'up to date:'} {target.parent / SAMPLES}: {rows} rows", markup=False,
                       highlight=False, emoji=False, soft_wrap=True)
-    data = bundle_bytes(bundle)
-    if target.is_file() and target.read_bytes() == data:
+    if not changed:
         console.print(f"{target} is up to date", markup=False, highlight=False, emoji=False, soft_wrap=True)
         return
-    atomic_write_bytes(target, data)
+    from benchmark.bundle import Bundle
+
+    bundle = Bundle.model_validate_json(written[target.name])
     console.print(f"wrote {target}: {len(bundle.evaluation_results)} cells, "
                   f"{len(bundle.data.replicate_rows.rows)} replicate rows", markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def _write_unless_equal(folder: Path, files: dict[str, bytes]) -> bool:
+    """Write each file into ``folder`` atomically unless it already holds those bytes; True if any was written."""
+    from benchmark.files import atomic_write_bytes
+
+    changed = False
+    for name, data in files.items():
+        if not ((folder / name).is_file() and (folder / name).read_bytes() == data):
+            atomic_write_bytes(folder / name, data)
+            changed = True
+    return changed
 
 
 def _bundle_arg(arg: str) -> Path:

@@ -1,19 +1,24 @@
 """Publishing a finished report node into ``results/suites/<suite>/``: locked, verified, atomic, idempotent.
 
-* One publisher at a time per suite (an ``flock`` on ``results/suites/.<suite>.lock``), each staging its copy
-  under a unique name, so concurrent publishers never collide.
+* One publisher at a time per suite (an ``flock`` on ``results/suites/.<suite>.lock``, :func:`publish_lock`), each
+  staging its copy under a unique name, so concurrent publishers never collide. ``slbench export`` takes the same
+  lock and replaces the folder the same way (:func:`update_published`) when it writes beside a published suite.
+* Exactly the files the report node's manifest lists are published (with the manifest itself, without the store's
+  records ``spec.json`` and ``log.txt``): a stray file in the node directory is not part of the results.
 * Readers never see a missing or partial directory: the new copy replaces the old one with one atomic exchange
   (``renameat2(RENAME_EXCHANGE)`` on Linux; where the kernel or libc lacks it, two renames leave a window of
   microseconds without the directory), and the old copy is deleted only ``grace_s`` seconds later (by a later
   publish), so a reader that opened it just before the swap still reads it whole.
 * Republishing identical results (every file but ``manifest.json`` byte-equal) changes nothing, so a rerun
   leaves the git tree clean.
-* Files derived from the node at publish time (the results bundle, ``bundle.json``) are written into the staging
-  copy before the exchange, so they appear atomically with the files they describe.
+* Files derived from the node at publish time (the results bundle ``bundle.json``, and ``samples.jsonl`` where
+  ``slbench export --samples`` added one) are computed under the lock from the node and the copy being replaced,
+  and written into the staging copy before the exchange, so they appear atomically with the files they describe.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import filecmp
@@ -21,13 +26,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from benchmark.errors import UserError
 from benchmark.files import exclusive_lock
-from benchmark.manifest import MANIFEST
+from benchmark.manifest import MANIFEST, read_manifest
 
-__all__ = ["GRACE_S", "publish_dir"]
+__all__ = ["GRACE_S", "publish_dir", "publish_lock", "update_published"]
 
 #: Node files that are not part of a published suite (the store's own records).
 _NOT_PUBLISHED = ("spec.json", "log.txt")
@@ -36,38 +42,100 @@ _RENAME_EXCHANGE = 2  # linux/fs.h
 GRACE_S = 60.0
 
 
-#: Files computed from a report node at publish time: ``derive(src) -> {file name: bytes}``.
-Derive = Callable[[Path], dict[str, bytes]]
+#: Files computed at publish time: ``derive(src, published) -> {file name: bytes}``, from the report node ``src``
+#: and the copy it replaces (``published``, which may not exist yet).
+Derive = Callable[[Path, Path], dict[str, bytes]]
+
+
+@contextlib.contextmanager
+def publish_lock(dest: Path) -> Iterator[None]:
+    """Hold the publish lock of the published folder ``dest`` (``.<name>.lock`` beside it)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(dest.parent / f".{dest.name}.lock"):
+        yield
 
 
 def publish_dir(src: Path, dest: Path, grace_s: float = GRACE_S, derive: Derive | None = None) -> bool:
     """Publish the report node directory ``src`` as ``dest``; returns False when ``dest`` already held it.
 
-    ``derive`` computes extra files from ``src`` (the results bundle); they are published with it and compared
-    like the node's own files.
+    Only the files listed in ``src``'s manifest are published (and the manifest). ``derive`` computes extra files
+    (the results bundle); they are published with it and compared like the node's own files.
+
+    Raises:
+        UserError: ``src``'s manifest is missing or corrupt, or a file it lists is missing.
     """
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    derived = derive(src) if derive is not None else {}
-    with exclusive_lock(dest.parent / f".{dest.name}.lock"):
+    listed = _listed(src)
+    with publish_lock(dest):
+        derived = derive(src, dest) if derive is not None else {}
         _remove_old_copies(dest, grace_s)
-        if dest.is_dir() and _same_results(src, dest, derived):
+        if dest.is_dir() and _same_results(src, dest, listed, derived):
             return False
-        tmp = dest.with_name(f".{dest.name}.publishing-{uuid.uuid4().hex[:12]}")
-        shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*_NOT_PUBLISHED))
-        for name, data in derived.items():
-            (tmp / name).write_bytes(data)
-        old = dest.with_name(f".{dest.name}.old-{time.time_ns()}-{uuid.uuid4().hex[:8]}")
+        tmp = _staging(dest)
         try:
-            if not dest.exists():
-                os.rename(tmp, dest)
-            elif _exchange(tmp, dest):
-                os.rename(tmp, old)  # tmp now holds the old copy: readers may still be in it
-            else:
-                os.rename(dest, old)
-                os.rename(tmp, dest)
+            tmp.mkdir()
+            for name in [*listed, MANIFEST]:
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src / name, tmp / name)
+            for name, data in derived.items():
+                (tmp / name).write_bytes(data)
+            _replace(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def update_published(dest: Path, make: Callable[[Path], dict[str, bytes]], grace_s: float = GRACE_S) -> bool:
+    """Add or replace files of the published folder ``dest`` (what ``slbench export`` writes beside a suite).
+
+    Under the suite's publish lock ``make(dest)`` computes the files from the copy it sees; a staged copy of ``dest``
+    with them replaces it in one exchange, like :func:`publish_dir`. Returns False when ``dest`` already held them.
+
+    Raises:
+        UserError: ``dest`` is not a directory.
+    """
+    with publish_lock(dest):
+        if not dest.is_dir():
+            raise UserError(f"{dest}: not a published suite folder")
+        files = make(dest)
+        if all((dest / n).is_file() and (dest / n).read_bytes() == data for n, data in files.items()):
+            return False
+        _remove_old_copies(dest, grace_s)
+        tmp = _staging(dest)
+        try:
+            shutil.copytree(dest, tmp)
+            for name, data in files.items():
+                (tmp / name).write_bytes(data)
+            _replace(tmp, dest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def _listed(src: Path) -> list[str]:
+    """The files of the report node ``src`` that are published: its manifest's, less the store's records."""
+    manifest = read_manifest(src)
+    names = sorted(n for n in manifest.files if n not in _NOT_PUBLISHED)
+    missing = [n for n in names if not (src / n).is_file()]
+    if missing:
+        raise UserError(f"{src / missing[0]}: listed in {src / MANIFEST} but missing; delete {src} and rerun to "
+                        "rebuild it")
+    return names
+
+
+def _staging(dest: Path) -> Path:
+    return dest.with_name(f".{dest.name}.publishing-{uuid.uuid4().hex[:12]}")
+
+
+def _replace(tmp: Path, dest: Path) -> None:
+    """Put the staged copy ``tmp`` in place of ``dest``; the old copy becomes ``.<name>.old-<ns>-<id>``."""
+    old = dest.with_name(f".{dest.name}.old-{time.time_ns()}-{uuid.uuid4().hex[:8]}")
+    if not dest.exists():
+        os.rename(tmp, dest)
+    elif _exchange(tmp, dest):
+        os.rename(tmp, old)  # tmp now holds the old copy: readers may still be in it
+    else:
+        os.rename(dest, old)
+        os.rename(tmp, dest)
 
 
 def _remove_old_copies(dest: Path, grace_s: float) -> None:
@@ -79,13 +147,13 @@ def _remove_old_copies(dest: Path, grace_s: float) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _same_results(src: Path, dest: Path, derived: dict[str, bytes] | None = None) -> bool:
-    """Whether ``dest`` already holds ``src``'s published files and the derived ones, byte for byte (the manifest
-    aside)."""
-    derived = derived or {}
-    mine = sorted(p.name for p in src.iterdir() if p.name not in (*_NOT_PUBLISHED, MANIFEST, *derived))
-    theirs = sorted(p.name for p in dest.iterdir() if p.name not in (MANIFEST, *derived))
-    if mine != theirs or (src / MANIFEST).exists() != (dest / MANIFEST).exists():
+def _same_results(src: Path, dest: Path, listed: list[str], derived: dict[str, bytes]) -> bool:
+    """Whether ``dest`` holds exactly ``src``'s ``listed`` files and the derived ones, byte for byte, and nothing
+    else (the manifest aside: a rerun's has new timestamps)."""
+    mine = sorted(n for n in listed if n not in derived)
+    present = (p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    theirs = sorted(n for n in present if n != MANIFEST and n not in derived)
+    if mine != theirs or not (dest / MANIFEST).is_file():
         return False
     if any(not (dest / name).is_file() or (dest / name).read_bytes() != data for name, data in derived.items()):
         return False

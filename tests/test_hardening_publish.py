@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
-
-SUITES = ROOT / "results" / "suites"
+from tests.bundle_fixtures import SUITES, fresh_bundle, fresh_report
+from tests.conftest import run_cli
 
 
 # -- 1. `slbench leaderboard --out DIR` replaces only a directory the site itself made ------------------------------
@@ -53,7 +52,7 @@ def test_leaderboard_replaces_its_own_site_and_fills_an_empty_directory(tmp_path
     from benchmark.errors import UserError
     from benchmark.leaderboard import MARKER, build_site
 
-    bundle = Bundle.model_validate_json((SUITES / "default" / "bundle.json").read_bytes())
+    bundle = Bundle.model_validate_json(fresh_bundle("classifiers", tmp_path / "bundle").read_bytes())
     empty = tmp_path / "empty"
     empty.mkdir()
     build_site([bundle], empty)
@@ -72,3 +71,130 @@ def test_leaderboard_replaces_its_own_site_and_fills_an_empty_directory(tmp_path
     a_file.write_text("x", encoding="utf-8")
     with pytest.raises(UserError, match="is a file"):
         build_site([bundle], a_file)
+
+
+# -- 5. publishing copies exactly the manifest's files and keeps what export added; export takes the lock ---------
+def _manifest_for(directory: Path, like: dict, **changes) -> None:
+    """Write ``directory``'s manifest: ``like`` with ``files``/``sizes`` of the files really there."""
+    import hashlib
+    import json
+
+    payload = sorted(p for p in directory.rglob("*") if p.is_file() and p.name not in ("manifest.json", "log.txt"))
+    doc = {**like, **changes,
+           "files": {p.relative_to(directory).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in payload},
+           "sizes": {p.relative_to(directory).as_posix(): p.stat().st_size for p in payload}}
+    (directory / "manifest.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
+@pytest.fixture()
+def store_with_report(project_copy, tmp_path):
+    """A store holding today's ``classifiers`` report (:func:`tests.bundle_fixtures.fresh_report`) as a finished
+    node, its inputs stand-ins holding a ``metrics.json`` each (what the sample log reads), and the node as
+    ``publish_report`` takes it."""
+    import json
+    from types import SimpleNamespace
+
+    from benchmark.manifest import read_manifest
+    from benchmark.store import Store
+
+    store = Store(tmp_path / "store")
+    staged = fresh_report("classifiers", tmp_path / "fresh")
+    manifest = read_manifest(staged)
+    report = store.root / manifest.key
+    shutil.copytree(staged, report)
+    like = manifest.to_json()
+    for i, key in enumerate(manifest.deps):
+        dep = store.root / key
+        dep.mkdir(parents=True)
+        (dep / "metrics.json").write_text(json.dumps({"accuracy": i}), encoding="utf-8")
+        kind, name_id = key.split("/")
+        name, node_id = name_id.rsplit("-", 1)
+        _manifest_for(dep, like, kind=kind, key=key, name=name, id=node_id, deps=[], result={})
+    return store, SimpleNamespace(key=manifest.key, kind="report", deps=list(manifest.deps))
+
+
+def test_a_stray_file_in_the_report_node_is_not_published(tmp_path):
+    from benchmark.bundle.export import derived_files
+    from benchmark.manifest import read_manifest
+    from benchmark.publish import publish_dir
+
+    src = fresh_report("classifiers", tmp_path / "node")
+    (src / "stray.csv").write_text("a,b\n1,2\n", encoding="utf-8")  # not in the manifest
+    dest = tmp_path / "published" / "classifiers"
+    assert publish_dir(src, dest, derive=derived_files) is True
+    listed = set(read_manifest(src).files) - {"spec.json"}
+    assert {p.name for p in dest.iterdir()} == listed | {"manifest.json", "bundle.json"}
+    (dest / "stray.csv").write_text("a,b\n1,2\n", encoding="utf-8")  # a published copy with an extra file is not
+    assert publish_dir(src, dest, derive=derived_files) is True      # "the same results": it is replaced
+    assert not (dest / "stray.csv").exists()
+
+
+def test_republishing_keeps_the_sample_log_export_added(project_copy, store_with_report):
+    """The issue's repro: `export --samples`, then a fully cached run republishes (publish_report, as `slbench run`
+    and `slbench report` call it): samples.jsonl and the bundle that records it stay, byte for byte."""
+    from benchmark.bundle import Bundle
+    from benchmark.cli import publish_report
+    from benchmark.registry import Registry
+
+    store, node = store_with_report
+    reg = Registry()
+    spec = reg.suite("classifiers")[0]
+    dest = project_copy / "results" / "suites" / "classifiers"
+    assert publish_report(store, node, "classifiers", suite_spec=spec, registry=reg).startswith("published")
+    assert not (dest / "samples.jsonl").exists()
+    res = run_cli("export", "classifiers", "--samples", "--store", str(store.root))
+    assert res.returncode == 0, res.stderr
+    before = _tree(dest)
+    meta = Bundle.model_validate_json(before["bundle.json"]).detailed_evaluation_results
+    assert meta is not None and meta.total_rows == len(node.deps) == before["samples.jsonl"].count(b"\n")
+    assert "unchanged" in publish_report(store, node, "classifiers", suite_spec=spec, registry=reg)
+    assert _tree(dest) == before
+    res = run_cli("export", "classifiers")  # no --samples and no store: the verified log is kept
+    assert res.returncode == 0, res.stderr
+    assert _tree(dest) == before
+    # A republish that has to rewrite the folder regenerates the log from the store.
+    (dest / "bundle.json").write_text("{}", encoding="utf-8")
+    assert publish_report(store, node, "classifiers", suite_spec=spec, registry=reg).startswith("published")
+    assert _tree(dest) == before
+
+
+def test_export_into_the_published_folder_holds_the_publish_lock(project_copy, store_with_report, monkeypatch):
+    """Everything export reads and writes in the live folder happens under the suite's publish lock, and the folder
+    is replaced whole (a staged copy swapped in), never written file by file."""
+    import contextlib
+
+    import benchmark.bundle.export as export_mod
+    import benchmark.publish as publish_mod
+    from benchmark import cli
+    from benchmark.registry import Registry
+
+    store, node = store_with_report
+    reg = Registry()
+    cli.publish_report(store, node, "classifiers", suite_spec=reg.suite("classifiers")[0], registry=reg)
+    dest = project_copy / "results" / "suites" / "classifiers"
+    held: list[Path] = []
+    calls: list[bool] = []
+    real_lock, real_derive = publish_mod.publish_lock, export_mod.derived_files
+
+    @contextlib.contextmanager
+    def lock(path):
+        with real_lock(path):
+            held.append(Path(path).resolve())
+            try:
+                yield
+            finally:
+                held.pop()
+
+    def derive(*args, **kwargs):
+        calls.append(held == [dest.resolve()])
+        return real_derive(*args, **kwargs)
+
+    monkeypatch.setattr(publish_mod, "publish_lock", lock)
+    monkeypatch.setattr(export_mod, "derived_files", derive)
+    (dest / "bundle.json").unlink()
+    inode = dest.stat().st_ino
+    monkeypatch.setattr("sys.argv", ["slbench", "export", "classifiers", "--samples", "--store", str(store.root)])
+    cli.main()  # returns on success (exits only on an error)
+    assert calls == [True]
+    assert (dest / "bundle.json").is_file() and (dest / "samples.jsonl").is_file()
+    assert dest.stat().st_ino != inode  # a new folder swapped in, not files written into the live one

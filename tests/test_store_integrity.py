@@ -76,6 +76,22 @@ def test_two_runs_on_one_store_build_every_node_once(project_copy: Path, tmp_pat
         assert len(starts) == 1, f"{log.name} was built {len(starts)} times"
 
 
+def _write_manifest(node: Path, started: str = "t0") -> None:
+    """A report manifest listing every file of ``node`` (publishing copies exactly the listed files)."""
+    import hashlib
+    import json
+
+    from benchmark.manifest import MANIFEST_SCHEMA
+
+    files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(node.iterdir())
+             if p.name != "manifest.json"}
+    doc = {"schema": MANIFEST_SCHEMA, "kind": "report", "name": "s", "id": "0" * 12, "key": "report/s-000000000000",
+           "spec_hash": "0" * 64, "spec": {}, "unhashed": {}, "resources": {}, "deps": [], "result": {},
+           "files": files, "sizes": {}, "started": started, "wall_s": 0.0, "threads": 1,
+           "git": {"commit": None, "dirty": None}, "python": "3", "platform": "p", "host": "h", "versions": {}}
+    (node / "manifest.json").write_text(json.dumps(doc), encoding="utf-8")
+
+
 def _publisher(src: str, dest: str, rounds: int) -> None:
     for _ in range(rounds):
         publish_dir(Path(src), Path(dest), grace_s=1.0)
@@ -89,7 +105,7 @@ def test_concurrent_publishers_never_expose_a_partial_directory(tmp_path: Path) 
         src.mkdir()
         for n in names:
             (src / n).write_text(f"{tag},{n}\n" * 200)
-        (src / "manifest.json").write_text("{}")
+        _write_manifest(src)
         sources.append(src)
     dest = tmp_path / "results" / "suites" / "s"
     publish_dir(sources[0], dest)
@@ -122,13 +138,15 @@ def test_republishing_identical_results_changes_nothing(tmp_path: Path) -> None:
     src = tmp_path / "node"
     src.mkdir()
     (src / "cells.csv").write_text("a,b\n1,2\n")
-    (src / "manifest.json").write_text('{"started": "t0"}')
     (src / "spec.json").write_text("{}")  # a store record: never published
+    _write_manifest(src, started="t0")
     dest = tmp_path / "suites" / "s"
     assert publish_dir(src, dest) is True
     assert sorted(p.name for p in dest.iterdir()) == ["cells.csv", "manifest.json"]
-    (src / "manifest.json").write_text('{"started": "t1"}')  # a rerun: new timestamps, same results
+    published = (dest / "manifest.json").read_text()
+    _write_manifest(src, started="t1")  # a rerun: new timestamps, same results
     assert publish_dir(src, dest) is False
-    assert (dest / "manifest.json").read_text() == '{"started": "t0"}'
+    assert (dest / "manifest.json").read_text() == published
     (src / "cells.csv").write_text("a,b\n1,3\n")
+    _write_manifest(src, started="t2")
     assert publish_dir(src, dest) is True and (dest / "cells.csv").read_text() == "a,b\n1,3\n"

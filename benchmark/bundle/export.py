@@ -316,9 +316,63 @@ def bundle_bytes(bundle: Bundle) -> bytes:
     return (dump_json(bundle.model_dump(mode="json")) + "\n").encode("utf-8")
 
 
-def derived_files(src: Path, suite_spec: Any = None, registry: Any = None) -> dict[str, bytes]:
-    """What publishing adds to a report node's files: ``{"bundle.json": ...}`` (see :func:`benchmark.publish.publish_dir`)."""
-    return {BUNDLE: bundle_bytes(export_bundle(src, suite_spec=suite_spec, registry=registry))}
+def derived_files(src: Path, published: Path | None = None, *, suite_spec: Any = None, registry: Any = None,
+                  store: Path | None = None, samples: bool = False,
+                  organization: str = "subliminal-bench") -> dict[str, bytes]:
+    """The files written beside a report's files: ``bundle.json``, and ``samples.jsonl`` when asked for or when the
+    copy being replaced holds one (what ``slbench export --samples`` added is regenerated, never dropped).
+
+    Used by publishing (:func:`benchmark.publish.publish_dir`, ``published`` the folder being replaced) and by
+    ``slbench export`` (``published`` the folder the bundle is written to).
+
+    Args:
+        src: The report's files (a finished report node, or a published suite folder).
+        published: Where the files go; a ``samples.jsonl`` already there is regenerated.
+        suite_spec: The suite that was run (default: ``tasks/suites/<name>.yaml``).
+        registry: The registry holding its models (default: the project's).
+        store: The store holding the report's inputs (needed for the sample log only).
+        samples: Write the sample log even if ``published`` holds none.
+        organization: ``source_metadata.source_organization_name``.
+
+    Raises:
+        UserError: the bundle cannot be exported, or the sample log cannot be read from ``store``.
+    """
+    bundle = export_bundle(src, suite_spec=suite_spec, registry=registry, organization=organization)
+    out: dict[str, bytes] = {}
+    kept = published is not None and (published / SAMPLES).is_file()
+    if samples or kept:
+        found = None if samples or published is None else _kept_samples(published, bundle.suite.report_id)
+        if found is not None:
+            text, meta = found
+        elif store is None:
+            raise UserError(f"{Path(published or src) / SAMPLES}: the sample log is regenerated from the store of the "
+                            "report's inputs, and none was given; pass --store, or delete the file")
+        else:
+            try:
+                text, meta = sample_log(src, store)
+            except UserError as exc:
+                if samples:
+                    raise
+                raise UserError(f"{Path(published or src) / SAMPLES}: kept beside the bundle, so it is regenerated, "
+                                f"but the store {store} cannot give it ({exc}); pass --store, or delete the file") from None
+        out[SAMPLES] = text
+        bundle = bundle.model_copy(update={"detailed_evaluation_results": meta})
+    out[BUNDLE] = bundle_bytes(bundle)
+    return out
+
+
+def _kept_samples(folder: Path, report_id: str) -> tuple[bytes, SampleLog] | None:
+    """The sample log beside the bundle in ``folder``, if that bundle is of the same report and records the log's
+    sha256 (then it is the log :func:`sample_log` would give); None otherwise (it must be regenerated)."""
+    try:
+        old = Bundle.model_validate_json((folder / BUNDLE).read_bytes())
+        text = (folder / SAMPLES).read_bytes()
+    except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+        return None
+    meta = old.detailed_evaluation_results
+    if old.suite.report_id != report_id or meta is None or meta.file_path != SAMPLES or meta.checksum != _sha(text):
+        return None
+    return text, meta
 
 
 #: File name of the optional per-sample log beside a bundle.
