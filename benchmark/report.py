@@ -367,6 +367,9 @@ def _gamma_verdict(g: Mapping[str, Any], alpha: float) -> str:
         head = f"Yes: transfer is larger when teacher and student share an init (p = {_pval(p)})"
         if not (math.isfinite(lo) and lo > 0):
             head += ", though the CR2 interval still reaches 0"
+    elif est > 0 and _fl(g.get("p_floor")) > alpha:
+        head = (f"Cannot be shown by this design: γ is positive, but with {g.get('n_teachers')} teacher bases the "
+                f"teacher-block test's smallest p is {_pval(g.get('p_floor'))} (> {alpha:g}); add teacher bases")
     elif est > 0:
         head = f"Not shown: γ is positive but the teacher-block test gives p = {_pval(p)} (> {alpha:g})"
     else:

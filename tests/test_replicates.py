@@ -317,37 +317,33 @@ def test_teacher_below_min_shift_fails_naming_teacher_and_numbers(tmp_path, monk
     assert not (tmp_path / "out" / "teacher.json").exists()
 
 
-# -- profile readouts ----------------------------------------------------------------------------------------
-def _eval(role: str, lo: dict[str, float], eid: str, **labels: Any) -> dict[str, Any]:
-    return {"role": role, "id": eid, "seed": 0, "labels": labels, "eval": {"logprob": {"logodds": lo}}}
+# -- the per-candidate table ---------------------------------------------------------------------------------------
+def _eval_dir(root: Path, key: str, role: str, lo: dict[str, float], **labels: Any) -> tuple[str, Path]:
+    d = root / key.replace("/", "_")
+    d.mkdir()
+    (d / "eval.json").write_text(json.dumps({"role": role, "seed": 0, "labels": labels,
+                                             "eval": {"logprob": {"logodds": lo, "p": {}}}}))
+    return key, d
 
 
-def test_profile_correlations_follow_the_definition():
-    from benchmark.lm.tidy import profile_correlations
+def test_candidate_rows_hold_every_candidate_of_every_model_with_its_base(tmp_path):
+    from benchmark.analysis import CANDIDATE_COLUMNS
+    from benchmark.lm.tidy import candidate_rows
 
-    cands = ["owl", "cat", "dog", "fox", "bee"]
-    spec = {"traits": ["owl", "cat"], "targets": {"owl": "owl", "cat": "cat"}, "controls": "other_trait"}
-    x = {"owl": 2.0, "cat": -1.0, "dog": 0.5, "fox": -0.3, "bee": 0.1}  # owl teacher's shift over cat teachers
-    y_ex = {"dog": 0.2, "fox": 0.4, "bee": -0.1}  # the student's, away from the targets (r_ex < 0 here)
-    evals = [
-        _eval("teacher", {c: x[c] for c in cands}, "t0", teacher_base="a", teacher_trait="owl", teacher_id="T0"),
-        # two cat replicates whose mean is 0 everywhere: x is the owl teacher's profile itself
-        _eval("teacher", dict.fromkeys(cands, 1.0), "t1", teacher_base="a", teacher_trait="cat", teacher_id="T1"),
-        _eval("teacher", dict.fromkeys(cands, -1.0), "t2", teacher_base="a", teacher_trait="cat", teacher_id="T2"),
-        _eval("student", {"owl": 1.0, "cat": -0.5, **y_ex}, "s0", teacher_base="a", teacher_trait="owl",
-              teacher_id="T0", student_base="b"),
-        _eval("student", dict.fromkeys(cands, 0.0), "s1", teacher_base="a", teacher_trait="cat", teacher_id="T1",
-              student_base="b"),
-        _eval("student", dict.fromkeys(cands, 3.0), "s2", teacher_base="a", teacher_trait="aa:cat",
-              teacher_id="T3", student_base="b"),  # the A/A arm is no control and gets no profile
-    ]
-    out = profile_correlations(evals, spec)
-    assert set(out) == {"s0", "s1"}  # students of trait arms only
-    import numpy as np
-
-    y = {"owl": 1.0, "cat": -0.5, **y_ex}
-    r = np.corrcoef([x[c] for c in cands], [y[c] for c in cands])[0, 1]
-    r_ex = np.corrcoef([x[c] for c in ("dog", "fox", "bee")], [y[c] for c in ("dog", "fox", "bee")])[0, 1]
-    assert out["s0"] == pytest.approx((r, r_ex))
-    # with neutral controls the cat arm is no control: no neutral arm, no profile
-    assert profile_correlations(evals, {**spec, "controls": "neutral"}) == {}
+    cands = {"owl": -1.0, "cat": -2.0, "dog": -3.0}
+    inputs = dict([
+        _eval_dir(tmp_path, "eval/baseline.b-000001", "baseline", {"owl": -2.5, "cat": -2.6, "dog": -2.7},
+                  student_base="b", student_seed=0),
+        _eval_dir(tmp_path, "eval/teacher.a-000002", "teacher", cands, teacher_base="a", teacher_trait="owl",
+                  replicate=1),
+        _eval_dir(tmp_path, "eval/student.a-000003", "student", {"owl": -2.0, "cat": -2.6, "dog": -2.5},
+                  teacher_base="a", teacher_trait="owl", replicate=1, student_base="b", student_seed=0),
+    ])
+    rows = candidate_rows(inputs, {})
+    assert list(rows.columns) == list(CANDIDATE_COLUMNS) and len(rows) == 9
+    assert list(rows["role"].drop_duplicates()) == ["baseline", "teacher", "student"]
+    st = rows[rows["role"] == "student"].set_index("candidate")
+    assert st.loc["owl", "logodds"] == -2.0 and st.loc["owl", "base_logodds"] == -2.5  # the student base's value
+    assert (st["model_id"] == "000003").all() and (st["replicate"] == 1).all()
+    te = rows[rows["role"] == "teacher"]
+    assert te["student_base"].eq("").all() and te["base_logodds"].isna().all()  # base a was not evaluated

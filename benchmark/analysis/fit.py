@@ -518,7 +518,8 @@ def pair_fit(
 
     Returns:
         ``estimate``, ``ci_low``, ``ci_high``, ``se``, ``df``, ``p`` (teacher-block permutation), ``p_cr2``,
-        ``n_perm_used``, ``exact``, ``leave_one_base_out`` (base -> γ), ``lobo_min``, ``lobo_max``,
+        ``n_perm_used``, ``exact``, ``p_floor`` (the smallest p the relabellings can give: a zoo of 4 teacher bases
+        with one sibling pair cannot go below 2/24), ``leave_one_base_out`` (base -> γ), ``lobo_min``, ``lobo_max``,
         ``lobo_min_base``, ``lobo_max_base``, ``identifiable``, ``method``, ``indicator``, ``alternative``,
         ``n_rows``, ``n_pairs``, ``n_shared_pairs``, ``n_teachers``. NaN statistics when γ is not identifiable or
         a fit has fewer than 3 pair clusters or a zero standard error.
@@ -547,6 +548,7 @@ def pair_fit(
     lin = dict(lineage) if lineage is not None else _infer_lineage(data)
     nan = {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "se": float("nan"),
            "df": float("nan"), "p": float("nan"), "p_cr2": float("nan"), "n_perm_used": 0, "exact": False,
+           "p_floor": float("nan"),
            "leave_one_base_out": {}, "lobo_min": float("nan"), "lobo_max": float("nan"), "lobo_min_base": "",
            "lobo_max_base": ""}
     if not np.isfinite(gamma) or len(members) < 3:
@@ -596,7 +598,11 @@ def _teacher_block_p(z: np.ndarray, y: np.ndarray, tb: np.ndarray, sb: np.ndarra
     # relation of (teacher label a, student b) for every label and student, once
     table = np.array([[relation_of(a, b, lineage) in shared for b in students] for a in bases], dtype=float)
     xs = np.column_stack([table[p[t_idx], s_idx] for p in perms])
+    x_obs = table[t_idx, s_idx]
     g = _gammas(z, xs, y)
+    # relabellings that leave the indicator as it is (e.g. swapping two bases of one lineage) always tie with the
+    # observed γ: their share is the smallest p this design can give
+    floor = float(np.mean(np.all(xs == x_obs[:, None], axis=0)[np.isfinite(g)])) if np.isfinite(g).any() else np.nan
     ok = np.isfinite(g)
     g = g[ok]
     tol = 1e-9 * max(1.0, abs(gamma))
@@ -608,7 +614,7 @@ def _teacher_block_p(z: np.ndarray, y: np.ndarray, tb: np.ndarray, sb: np.ndarra
         hits = int(np.sum(np.abs(g) >= abs(gamma) - tol))
     # exact: the identity is among the enumerated relabellings; Monte Carlo: it is the first column
     p = hits / len(g) if len(g) else float("nan")
-    return {"p": float(p), "n_perm_used": int(len(g)), "exact": exact}
+    return {"p": float(p), "n_perm_used": int(len(g)), "exact": exact, "p_floor": floor}
 
 
 def _leave_one_base_out(z: np.ndarray, x: np.ndarray, y: np.ndarray, tb: np.ndarray, sb: np.ndarray,
