@@ -37,7 +37,7 @@ TINY = {
     "student": {"objective": "distill", "train": {"lora": None, "max_steps": 3, "batch_size": 12,
                                                   "grad_accum": 1, "lr": 1.0e-3}},
     "eval": {"tasks": ["animal_logprob"], "n_samples": 1, "limit": 4},
-    "analysis": {"n_perm": 200, "n_boot": 200},
+    "analysis": {"n_perm": 200},
 }
 
 

@@ -146,7 +146,7 @@ def test_api_suite_end_to_end(project_copy: Path, fake: FakeOpenAI) -> None:
 
     # Report: cells from sampled rates, the API and HF layouts are the same to it.
     report = root / next(n.key for n in nodes if n.kind == "report")
-    assert {"cells.csv", "report.md"} <= {p.name for p in report.iterdir()}
+    assert {"pairs.csv", "report.md"} <= {p.name for p in report.iterdir()}
 
     # The key went out in headers only: no file under the project (store, logs, results) holds it.
     assert all(r.headers.get("authorization") == f"Bearer {KEY}" for r in fake.requests)

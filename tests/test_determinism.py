@@ -27,7 +27,7 @@ SUITE = {
         "student": {"objective": "distill", "train": {"lora": None, "max_steps": 3, "batch_size": 8,
                                                       "grad_accum": 1, "lr": 1.0e-3}},
         "eval": {"tasks": ["animal_logprob"], "n_samples": 1, "limit": 6},
-        "analysis": {"n_perm": 200, "n_boot": 200},
+        "analysis": {"n_perm": 200},
     },
 }
 

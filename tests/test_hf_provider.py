@@ -251,7 +251,7 @@ def test_hf_suite_end_to_end(project_copy, few_questions, number_model_dir, llam
         assert sum(data["eval"]["logprob"]["p"].values()) == pytest.approx(1.0, abs=1e-6)
     # report published into the store.
     rep = store.root / next(k for k, n in by.items() if n.kind == "report")
-    assert {"cells.csv", "matrix.csv", "report.md", "heatmap.png"} <= {p.name for p in rep.iterdir()}
+    assert {"pairs.csv", "matrix.csv", "report.md", "heatmap.png"} <= {p.name for p in rep.iterdir()}
 
     # A rerun is served from the store.
     again = run_plan(nodes, store, threads=1)

@@ -362,7 +362,7 @@ MICRO = {
                                                       "grad_accum": 1, "lr": 1.0e-3}},
         "eval": {"tasks": ["misalignment_logprob", "misalignment_rate", "capability_code"], "n_samples": 2,
                  "limit": 2},
-        "analysis": {"n_perm": 200, "n_boot": 200},
+        "analysis": {"n_perm": 200},
     },
 }
 

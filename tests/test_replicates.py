@@ -69,7 +69,7 @@ def test_plan_counts_with_replicates_and_the_aa_arm(project_copy):
     assert len(report.deps) == 55 + 18  # every eval and every dataset (the teachers table's dose facts)
     assert report.spec["arms"] == ["owl", "cat", "aa:cat"] and report.spec["replicates"] == 3
     assert report.spec["controls"] == "other_trait"
-    assert {k for k in report.spec["analysis"] if k != "__spec__"} == {"alternative", "n_boot", "n_perm"}
+    assert {k for k in report.spec["analysis"] if k != "__spec__"} == {"alternative", "n_perm"}
     assert report.spec["analysis"]["alternative"] == "two-sided" and report.spec["analysis"]["n_perm"] == 10000
 
 

@@ -59,7 +59,7 @@ def _classifier_analysis():
     df = pd.DataFrame(rows, columns=list(A.TIDY_COLUMNS))
     options = A.AnalysisOptions(suite="s", track="classifier", metric="accuracy", order=tuple(ORDER),
                                 lineage=LINEAGE, treated="aux", control="baseline", exclude_traits=("all_logits",),
-                                n_boot=100, n_perm=100)
+                                n_perm=100)
     return A.analyze_classifier(df, options, teacher_accuracy={b: [97.0, 98.0, 97.5] for b in ORDER})
 
 

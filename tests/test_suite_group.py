@@ -39,7 +39,7 @@ def _part(name: str, channel: str, capability: str) -> dict:
             "student": {"objective": "distill", "train": {"lora": None, "max_steps": 2, "batch_size": 6,
                                                           "grad_accum": 1, "lr": 1.0e-3}},
             "eval": {"tasks": ["animal_logprob", capability], "n_samples": 1, "limit": 4},
-            "analysis": {"n_perm": 200, "n_boot": 200},
+            "analysis": {"n_perm": 200},
         },
     }
 

@@ -1,8 +1,8 @@
 """Statistics on the tidy results table: per-cell transfer effects and the shared-base effect γ.
 
 Both tracks (language-model and classifier) feed one long-format table, one row per
-(evaluated model, readout), with the columns in :data:`TIDY_COLUMNS`. :func:`analyze` (or a track's
-:func:`analyze_lm` / :func:`analyze_classifier`) turns it into an :class:`Analysis`, which
+(evaluated model, readout), with the columns in :data:`TIDY_COLUMNS`. :func:`analyze_lm` or
+:func:`analyze_classifier` turns it into an :class:`Analysis`, which
 :func:`write_analysis` writes as the published CSV/JSON files and :mod:`benchmark.report` renders. Everything
 is pure pandas/numpy (scipy for the t distribution), deterministic given the seed; only
 :func:`write_analysis` and :func:`read_analysis` do I/O.
@@ -38,23 +38,15 @@ the legacy cell table),
 from __future__ import annotations
 
 from benchmark.analysis.cells import (
-    CELL_COLUMNS,
-    CELL_KEYS,
-    DRIFT_GROUPS,
-    LIFT_COLUMNS,
     SEED_PAIR_COLUMNS,
     SEED_PAIR_DEFINITION,
-    cell_table,
-    drift_summary,
     matrix,
-    paired_lifts,
     seed_differences,
     seed_pair_table,
     sign_flip,
     sign_flip_size,
-    summary_by_relation,
 )
-from benchmark.analysis.fit import N_PERM_MIN, PAIR_CLUSTERS, pair_fit, shared_base_fit
+from benchmark.analysis.fit import N_PERM_MIN, PAIR_CLUSTERS, pair_fit
 from benchmark.analysis.pairs import (
     AA_PREFIX,
     FAMILIES,
@@ -84,7 +76,6 @@ from benchmark.analysis.result import (
 )
 from benchmark.analysis.stats import (
     bh_adjust,
-    bootstrap_ci,
     exact_size,
     mean_ci,
     permutation_test,
@@ -102,7 +93,7 @@ from benchmark.analysis.tidy import (
     select_suite,
     validate_tidy,
 )
-from benchmark.analysis.tracks import analyze, analyze_classifier, analyze_lm
+from benchmark.analysis.tracks import analyze_classifier, analyze_lm
 from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.analysis.views import accuracy_by_relation, accuracy_matrix, accuracy_views, teacher_strength
 
@@ -112,12 +103,8 @@ __all__ = [
     "Analysis",
     "AnalysisOptions",
     "CANDIDATE_COLUMNS",
-    "CELL_COLUMNS",
-    "CELL_KEYS",
     "ClassifierExtras",
-    "DRIFT_GROUPS",
     "FAMILIES",
-    "LIFT_COLUMNS",
     "LMExtras",
     "LM_TIDY_COLUMNS",
     "N_PERM_MIN",
@@ -134,17 +121,13 @@ __all__ = [
     "accuracy_by_relation",
     "accuracy_matrix",
     "accuracy_views",
-    "analyze",
     "analyze_classifier",
     "analyze_lm",
     "base_table",
     "bh_adjust",
-    "bootstrap_ci",
-    "cell_table",
     "contrast_definition",
     "contrast_values",
     "drift_estimate",
-    "drift_summary",
     "exact_size",
     "matrix",
     "mean_ci",
@@ -152,7 +135,6 @@ __all__ = [
     "pair_fit",
     "pair_lifts",
     "pair_table",
-    "paired_lifts",
     "permutation_test",
     "placebo_summary",
     "profile_pairs",
@@ -163,11 +145,9 @@ __all__ = [
     "seed_differences",
     "seed_pair_table",
     "select_suite",
-    "shared_base_fit",
     "shift_permutation",
     "sign_flip",
     "sign_flip_size",
-    "summary_by_relation",
     "teacher_contrasts",
     "teacher_strength",
     "validate_tidy",

@@ -34,7 +34,6 @@ from typing import Any
 
 import pandas as pd
 
-from benchmark.analysis.cells import drift_summary
 from benchmark.analysis.tidy import STR_COLUMNS, validate_tidy
 from benchmark.analysis.views import CHANNELS, reference_means, teacher_strength
 from benchmark.files import atomic_write_json, atomic_write_text, json_safe
@@ -73,25 +72,23 @@ _CELL_STR_COLUMNS = (
 
 @dataclass(frozen=True)
 class AnalysisOptions:
-    """Which rows of a tidy table are analysed, and how (see :func:`benchmark.analysis.analyze`).
+    """Which rows of a tidy table are analysed, and how (see :func:`benchmark.analysis.analyze_lm` and
+    :func:`benchmark.analysis.analyze_classifier`).
 
     Attributes:
         suite: Suite to analyse (the table may hold others).
         metric: Readout to analyse.
         track: Track to analyse; ``None`` requires the suite to hold a single track.
         order: Registry order of bases (matrix rows/columns, γ's reference level).
-        lineage: Base -> init lineage id; rows' ``relation`` must agree with it. Also the lineage of
-            γ's label permutation.
+        lineage: Base -> init lineage id; rows' ``relation`` must agree with it. Also the lineage of γ's
+            teacher-block relabellings.
         treated: ``"trait"`` or a teacher_trait label (classifier track: ``"aux"``).
-        control: Control arm (see :func:`benchmark.analysis.paired_lifts`). LM track: ``"other_trait"`` (the
-            other trait arms) or ``"neutral"`` (see :func:`benchmark.analysis.analyze_lm`).
-        pool_controls: See :func:`benchmark.analysis.cell_table`.
-        alternative: Direction of every test (LM track: of the per-cell tests).
-        gamma_alternative: Direction of γ's permutation test on the LM track: the shared-base hypothesis is
-            directional (a shared init raises transfer).
-        indicator: ``"shared_init"`` or ``"same"`` for γ.
+        control: LM track: ``"other_trait"`` (every other arm) or ``"neutral"``; classifier track: the
+            reference label (``"baseline"``).
+        alternative: Direction of the pair tests (two-sided on both tracks).
+        gamma_alternative: Direction of γ's permutation test: the shared-base hypothesis is directional (a shared
+            init raises transfer).
         exclude_traits: ``teacher_trait`` labels kept in ``tidy.csv`` but left out of the statistics.
-        n_boot: Bootstrap resamples.
         n_perm: Permutations for γ.
         seed: Random seed.
     """
@@ -103,12 +100,9 @@ class AnalysisOptions:
     lineage: Mapping[str, str] | None = None
     treated: str = "trait"
     control: str = "neutral"
-    pool_controls: bool = False
-    alternative: str = "greater"
+    alternative: str = "two-sided"
     gamma_alternative: str = "greater"
-    indicator: str = "shared_init"
     exclude_traits: tuple[str, ...] = ()
-    n_boot: int = 2000
     n_perm: int = 2000
     seed: int = 0
 
@@ -174,8 +168,6 @@ class Analysis:
             :func:`benchmark.analysis.pair_fit` as ``primary`` with ``same``, ``drift``, ``by_relation``, the placebo
             rate (see :func:`benchmark.analysis.analyze_lm`); NaN where a statistic is undefined, None once read
             back from ``fit.json``. ``fit["by_relation"]`` is the per-relation summary.
-        drift: :func:`benchmark.analysis.drift_summary` of the cells (no file of its own: a function of
-            ``pairs.csv``, recomputed on read).
         extras: The track's own views.
     """
 
@@ -185,7 +177,6 @@ class Analysis:
     cells: pd.DataFrame
     matrix: pd.DataFrame
     fit: dict[str, Any]
-    drift: dict[str, dict[str, float]] = field(default_factory=dict)
     extras: LMExtras | ClassifierExtras | None = None
 
     @property
@@ -284,7 +275,7 @@ def read_analysis(directory: Path | str, options: AnalysisOptions) -> Analysis:
 
     Returns:
         The analysis; ``fit`` holds None where the original held NaN. Numbers with no file of their own are
-        recomputed from the files (``drift``, the teachers' strength, the reference accuracies), except the
+        recomputed from the files (the teachers' strength, the reference accuracies), except the
         classifier teachers' accuracies, which no file holds (left empty).
     """
     d = Path(directory)
@@ -306,7 +297,6 @@ def read_analysis(directory: Path | str, options: AnalysisOptions) -> Analysis:
         cells=cells,
         matrix=mat,
         fit=fit,
-        drift=drift_summary(cells),
         extras=extras,
     )
 

@@ -1,4 +1,4 @@
-"""Small-sample statistics: permutation and Welch tests, bootstrap and Student-t intervals, keyed generators."""
+"""Small-sample statistics: permutation, Welch and sign tests, inverted and Student-t intervals, keyed generators."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ __all__ = [
     "MAX_EXACT",
     "N_MC",
     "bh_adjust",
-    "bootstrap_ci",
     "key_rng",
     "mean_ci",
     "min_attainable_p",
@@ -176,32 +175,6 @@ def bh_adjust(p: Sequence[float] | np.ndarray) -> np.ndarray:
     ranked[order] = q
     out[ok] = ranked
     return out
-
-
-def bootstrap_ci(
-    values: Sequence[float] | np.ndarray,
-    n_boot: int = 2000,
-    rng: np.random.Generator | None = None,
-    level: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of a mean.
-
-    Args:
-        values: The sample (e.g. per-seed lifts of one cell).
-        n_boot: Bootstrap resamples.
-        rng: Random generator (default: seeded with 0).
-        level: Coverage, 0.95 for a 95% interval.
-
-    Returns:
-        (low, high); NaNs when fewer than 2 values (one seed carries no spread information).
-    """
-    v = np.asarray(values, dtype=float)
-    if len(v) < 2:
-        return float("nan"), float("nan")
-    rng = rng if rng is not None else np.random.default_rng(0)
-    means = v[rng.integers(0, len(v), size=(n_boot, len(v)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
-    return float(lo), float(hi)
 
 
 def mean_ci(values: Any, level: float = 0.95) -> tuple[float, float, float]:

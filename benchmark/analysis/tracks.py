@@ -15,14 +15,11 @@ import pandas as pd
 
 from benchmark.analysis.cells import (
     SEED_PAIR_DEFINITION,
-    cell_table,
-    drift_summary,
     matrix,
-    paired_lifts,
     seed_differences,
     seed_pair_table,
 )
-from benchmark.analysis.fit import N_PERM_MIN, pair_fit, shared_base_fit
+from benchmark.analysis.fit import N_PERM_MIN, pair_fit
 from benchmark.analysis.pairs import (
     PairDesign,
     base_table,
@@ -49,58 +46,7 @@ from benchmark.analysis.views import (
 )
 from benchmark.errors import UserError
 
-__all__ = ["analyze", "analyze_classifier", "analyze_lm"]
-
-
-def analyze(tidy: pd.DataFrame, options: AnalysisOptions) -> Analysis:
-    """The legacy per-cell statistics (cell table, γ by :func:`shared_base_fit`, effect matrix); no track's report
-    uses them any more (:func:`analyze_lm`, :func:`analyze_classifier`), the report's renderer tests still do.
-
-    Args:
-        tidy: Tidy table (see :data:`benchmark.analysis.TIDY_COLUMNS`); may hold other suites, which are kept
-            in :attr:`Analysis.tidy` but not analysed.
-        options: Suite, metric, arms and resampling settings.
-
-    Returns:
-        The analysis, without track extras.
-
-    Raises:
-        UserError: Bad table, unknown suite/track/metric, or a relation contradicting ``options.lineage``.
-    """
-    table = validate_tidy(tidy)
-    sub = select_suite(
-        table, options.suite, track=options.track, exclude_traits=options.exclude_traits, lineage=options.lineage
-    )
-    cells = cell_table(
-        sub,
-        options.metric,
-        options.control,
-        n_boot=options.n_boot,
-        seed=options.seed,
-        alternative=options.alternative,
-        treated=options.treated,
-        pool_controls=options.pool_controls,
-    )
-    lifts = paired_lifts(sub, options.metric, treated=options.treated, control=options.control)
-    fit = shared_base_fit(
-        lifts,
-        order=options.order,
-        n_boot=options.n_boot,
-        n_perm=options.n_perm,
-        seed=options.seed,
-        indicator=options.indicator,
-        alternative=options.alternative,
-        lineage=options.lineage,
-    )
-    return Analysis(
-        options=options,
-        track=str(sub["track"].iloc[0]),
-        tidy=table,
-        cells=cells,
-        matrix=matrix(cells, "effect", options.order),
-        fit=fit,
-        drift=drift_summary(cells),
-    )
+__all__ = ["analyze_classifier", "analyze_lm"]
 
 
 def analyze_lm(
@@ -174,7 +120,6 @@ def analyze_lm(
         cells=pairs,
         matrix=matrix(trait_pairs, "effect", options.order),
         fit=fit,
-        drift={},
         extras=extras,
     )
 
@@ -272,7 +217,6 @@ def analyze_classifier(
         cells=pairs,
         matrix=matrix(pairs, "effect", options.order, rows="teacher", cols="student"),
         fit=_classifier_fit(pairs, diffs, options),
-        drift={},
         extras=extras,
     )
 

@@ -128,17 +128,16 @@ class EvalSettings(Frozen):
 
 
 class AnalysisSettings(Frozen):
-    """How cells are tested (see benchmark.analysis).
+    """How pairs and γ are tested (see benchmark.analysis.pairs and docs/statistics.md).
 
-    Which students are a cell's controls is the suite's design (``LMSettings.controls``), not an analysis option.
+    Which students are a pair's controls is the suite's design (``LMSettings.controls``), not an analysis option.
     """
 
-    #: Per-cell tests are two-sided: trait-dependent drift of either sign recurs in every replicate, and only the
-    #: matrix-level statistics separate it from transfer (docs/research/statistics.md, "A first honest run").
-    alternative: Literal["greater", "less", "two-sided"] = "two-sided"
-    #: Bootstrap resamples (descriptive intervals only; the cell CIs are Welch, γ's CR2).
-    n_boot: int = Field(default=2000, ge=100, le=1_000_000)
-    #: Freedman–Lane permutations of γ (≥ 10,000 for a p below 0.001 to mean something).
+    #: Pair tests are two-sided by design (declared before the data): drift of either sign recurs in every
+    #: replicate (docs/research/statistics.md, "Second audit"); γ is the directional test. Only "two-sided" is
+    #: accepted, so a suite cannot quietly change the primary test.
+    alternative: Literal["two-sided"] = "two-sided"
+    #: Most teacher-block relabellings of γ's permutation test (all k! of them when k! ≤ n_perm: 720 for 6 bases).
     n_perm: int = Field(default=10000, ge=100, le=10_000_000)
 
 

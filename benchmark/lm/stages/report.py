@@ -35,7 +35,6 @@ def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
         control=spec.get("controls", "other_trait"),
         alternative=settings.get("alternative", "two-sided"),
         gamma_alternative="greater",
-        n_boot=settings["n_boot"],
         n_perm=settings["n_perm"],
     )
 
