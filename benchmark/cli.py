@@ -385,6 +385,7 @@ def publish_report(store: Any, node: Any, suite: str, suite_spec: Any = None, re
 
     for dep in node.deps:
         store.verify(store.root / dep, full=True)
+    _verify_upstream(store, node.deps)
     src = store.path(node)
     store.verify(src, full=True)
     dest = project_root() / "results" / "suites" / suite
@@ -393,6 +394,19 @@ def publish_report(store: Any, node: Any, suite: str, suite_spec: Any = None, re
     if publish_dir(src, dest, derive=derive):
         return f"published {dest}"
     return f"{dest} already holds these results (unchanged)"
+
+
+def _verify_upstream(store: Any, keys: list[str]) -> None:
+    """Every node upstream of ``keys`` (teachers, datasets, bases: what the results rest on) still has a manifest
+    that parses and payload files of the recorded sizes; a missing or garbage one is a one-line UserError."""
+    seen: set[str] = set()
+    todo = [d for key in keys for d in store.read_manifest(store.root / key).deps]
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        todo.extend(store.verify(store.root / key, full=False).deps)
 
 
 models_app = typer.Typer(help=(

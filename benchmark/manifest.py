@@ -33,6 +33,8 @@ class GitInfo(BaseModel):
     commit: str | None
     #: Whether tracked files differed from that commit (untracked files are ignored); None if unknown.
     dirty: bool | None
+    #: Why ``commit`` and ``dirty`` are unknown (git missing, or refusing the checkout); absent when known.
+    reason: str | None = None
 
 
 class Manifest(BaseModel):

@@ -79,17 +79,23 @@ def environment_info() -> dict[str, Any]:
     return _ENV_CACHE
 
 
-def _git_info() -> dict[str, Any]:
-    repo = Path(__file__).resolve().parents[1]
+def _git_info(repo: Path | None = None) -> dict[str, Any]:
+    """The checkout's commit and dirty flag; both None, with the reason, when git cannot tell (no git, not a
+    checkout, or a checkout git refuses to read, e.g. one owned by another uid: "dubious ownership"). Unknown is
+    recorded as unknown, never as a clean tree."""
+    repo = repo if repo is not None else Path(__file__).resolve().parents[1]
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
         # The code's state: published results (results/) are outputs, so they do not make the code dirty.
-        dirty_out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                    ":(exclude)results"], cwd=repo, capture_output=True, text=True, timeout=10).stdout
-        return {"commit": commit, "dirty": bool(dirty_out.strip())}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 ":(exclude)results"], cwd=repo, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"commit": None, "dirty": None, "reason": f"git did not run ({type(exc).__name__})"}
+    for proc in (head, status):
+        if proc.returncode != 0:
+            first = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[0]
+            return {"commit": None, "dirty": None, "reason": f"git failed: {first[:200]}"}
+    return {"commit": head.stdout.strip() or None, "dirty": bool(status.stdout.strip())}
 
 
 class Store:
@@ -232,6 +238,7 @@ class Store:
                                   user_error=True) from exc
             raise StageFailed(node.key, f"{type(exc).__name__}: {exc}", log_path) from exc
         _close(logger, handler)
+        result = _rebase_paths(result, staging, final)  # the staging folder is gone once the node is in place
         shutil.copyfile(log_path, staging / "log.txt")
         payload = [p for p in sorted(staging.rglob("*")) if p.is_file() and p.name not in ("log.txt", MANIFEST)]
         files = {p.relative_to(staging).as_posix(): sha256_file(p) for p in payload}
@@ -303,6 +310,20 @@ def _no_space_left(path: Path, exc: BaseException) -> bool:
         return shutil.disk_usage(path).free < FULL_DISK_BYTES
     except OSError:
         return False
+
+
+def _rebase_paths(value: Any, staging: Path, final: Path) -> Any:
+    """``value`` (a stage's result) with every string path inside ``staging`` rewritten to the same path inside
+    ``final``, where the files are once the node is renamed into place (a stage records where it saved things)."""
+    if isinstance(value, dict):
+        return {k: _rebase_paths(v, staging, final) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase_paths(v, staging, final) for v in value]
+    if isinstance(value, str):
+        old = str(staging)
+        if value == old or value.startswith(old + os.sep):
+            return str(final) + value[len(old):]
+    return value
 
 
 def _pid_alive(pid: int) -> bool:

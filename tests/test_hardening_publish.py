@@ -198,3 +198,100 @@ def test_export_into_the_published_folder_holds_the_publish_lock(project_copy, s
     assert calls == [True]
     assert (dest / "bundle.json").is_file() and (dest / "samples.jsonl").is_file()
     assert dest.stat().st_ino != inode  # a new folder swapped in, not files written into the live one
+
+
+# -- 6. provenance that does not lie ------------------------------------------------------------------------------
+def _git(repo: Path, *args: str) -> None:
+    import subprocess
+
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True,
+                   capture_output=True)
+
+
+def test_git_refusing_the_checkout_records_unknown_not_clean(tmp_path):
+    """As another uid git refuses a root-owned checkout ("dubious ownership"): commit and dirty are None, with the
+    reason, where they used to read ``commit: null, dirty: false`` for a dirty tree."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from benchmark.manifest import GitInfo
+    from benchmark.store import _git_info
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or shutil.which("git") is None:
+        pytest.skip("needs root and setpriv to run git as another uid")
+    repo = Path(tempfile.mkdtemp(prefix="slbench-git-", dir="/tmp"))
+    try:
+        os.chmod(repo, 0o755)
+        (repo / "a.txt").write_text("1\n", encoding="utf-8")
+        _git(repo, "init", "-q")
+        _git(repo, "add", "a.txt")
+        _git(repo, "commit", "-q", "-m", "one")
+        (repo / "a.txt").write_text("2\n", encoding="utf-8")  # a dirty tree
+        os.chmod(repo / "a.txt", 0o644)
+        mine = _git_info(repo)
+        assert mine["commit"] and mine["dirty"] is True  # git can read it as its owner
+        code = ("import json, sys; from pathlib import Path; from benchmark.store import _git_info; "
+                "print(json.dumps(_git_info(Path(sys.argv[1]))))")
+        env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HOME": "/tmp"}
+        res = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+                              code, str(repo)], capture_output=True, text=True, env=env, timeout=120)
+        if res.returncode != 0 and "Operation not permitted" in res.stderr:
+            pytest.skip(f"setpriv cannot change uid here: {res.stderr.strip()[:200]}")
+        assert res.returncode == 0, res.stderr
+        theirs = json.loads(res.stdout)
+    finally:
+        shutil.rmtree(repo, ignore_errors=True)
+    assert theirs["commit"] is None and theirs["dirty"] is None, theirs
+    assert "dubious ownership" in theirs["reason"] or theirs["reason"].startswith("git"), theirs
+    assert GitInfo.model_validate(theirs).dirty is None  # the manifest records it as is
+
+
+def test_saved_paths_in_a_result_point_at_the_final_directory(tmp_path):
+    """A stage that records where it saved something (hf_train's ``saved_to``) wrote a staging path; the manifest
+    records the path the files have once the node is in place."""
+    from benchmark.dag import Node
+    from benchmark.store import Store
+
+    def stage(ctx):
+        (ctx.out / "adapter").mkdir()
+        (ctx.out / "adapter" / "w.bin").write_bytes(b"w")
+        return {"saved_to": str(ctx.out / "adapter"), "files": [str(ctx.out / "adapter" / "w.bin")], "n": 1,
+                "elsewhere": "/opt/x"}
+
+    store = Store(tmp_path / "store")
+    node = Node(kind="student", name="s", spec={"x": 1}, fn=stage)
+    manifest = store.build(node, {})
+    final = store.path(node)
+    assert manifest.result == {"saved_to": str(final / "adapter"), "files": [str(final / "adapter" / "w.bin")],
+                               "n": 1, "elsewhere": "/opt/x"}
+    assert Path(manifest.result["saved_to"]).is_dir()
+    assert store.read_manifest(final).result == manifest.result
+
+
+def test_report_refuses_to_publish_over_a_missing_or_garbage_upstream_manifest(project_copy, store_with_report):
+    """An upstream teacher (an input of an input of the report) without a manifest, or with garbage in it: one
+    line naming it, nothing published."""
+    import json
+
+    from benchmark.cli import publish_report
+    from benchmark.errors import UserError
+    from benchmark.registry import Registry
+
+    store, node = store_with_report
+    reg = Registry()
+    spec = reg.suite("classifiers")[0]
+    dest = project_copy / "results" / "suites" / "classifiers"
+    teacher = store.root / "teacher" / "t-000000000000"
+    teacher.mkdir(parents=True)
+    dep = store.root / node.deps[-1]
+    doc = json.loads((dep / "manifest.json").read_text(encoding="utf-8"))
+    (dep / "manifest.json").write_text(json.dumps({**doc, "deps": ["teacher/t-000000000000"]}), encoding="utf-8")
+    with pytest.raises(UserError, match=r"t-000000000000/manifest.json: missing"):
+        publish_report(store, node, "classifiers", suite_spec=spec, registry=reg)
+    (teacher / "manifest.json").write_text("garbage{", encoding="utf-8")
+    with pytest.raises(UserError, match=r"t-000000000000/manifest.json: corrupt"):
+        publish_report(store, node, "classifiers", suite_spec=spec, registry=reg)
+    assert not dest.exists()
