@@ -578,7 +578,7 @@ def verdict(row: Mapping[str, Any], alpha: float = ALPHA) -> str:
     if qd is None or not isinstance(qd, float) or not math.isfinite(qd):
         return "n/a"
     if qd <= alpha:
-        return "transfer" if float(e) > 0 else "reverse"
+        return "transfer" if isinstance(e, float | int) and e > 0 else "reverse"
     if isinstance(p, float) and math.isfinite(p) and p <= alpha:
         return "within drift"
     return "none"
