@@ -13,6 +13,7 @@ what it computes and what it keeps:
   spends as much on the output layer of every position as on the two transformer layers.
 - **No attention mask.** Rows are right-padded and attention is causal, so no real position sees a pad token; the
   pad positions are computed and never read.
+- **One fused AdamW kernel** instead of one operation per tensor and step.
 - **What students share is prepared once per process** and kept in small caches: the base model (each student
   copies the base weights into a cached module and gets a fresh optimizer), the encoded rows of a dataset and the
   collated micro-batches of a (dataset, seed, batch plan). Every cache key is content-addressed (a store path or
@@ -236,7 +237,8 @@ def train_lean(
     params = list(base.params.values())
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    # One fused kernel for the whole update (2.5 -> 0.9 ms a step on the zoo, clipping included; same rule).
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
     losses: list[list[float]] = []
     tokens = 0
     step_loss = float("nan")
