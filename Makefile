@@ -10,20 +10,46 @@ export TRANSFORMERS_OFFLINE=1
 export MPLBACKEND=Agg
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup run test test-all lint clean-store chromium site screenshots fetch-smol
+.PHONY: setup lock run test test-all lint clean-store chromium site screenshots fetch-smol
 
-setup: $(VENV)/.installed
+# The lock (docs/install.md): the exact versions the published results were made with, sha256-checked. make setup
+# installs it by default; UNPINNED=1 resolves pyproject.toml's ranges instead (newest releases; results may move).
+LOCK     ?= requirements/lock-cpu-py311.txt
+UNPINNED ?=
+# One stamp per install mode: switching modes rebuilds the venv from scratch, so a locked venv holds only the lock.
+STAMP       := $(VENV)/.installed$(if $(UNPINNED),-unpinned,)
+OTHER_STAMP := $(VENV)/.installed$(if $(UNPINNED),,-unpinned)
 
-$(VENV)/.installed: pyproject.toml
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml $(if $(UNPINNED),,$(LOCK))
+	@if [ -e $(OTHER_STAMP) ]; then echo "$(VENV) was installed the other way; rebuilding it"; rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
+ifeq ($(UNPINNED),)
+	@# Every package pinned and hash-checked, nothing resolved (--no-deps): torch is the lock's CPU build. With CUDA,
+	@# the lock's other pins, then PyPI's torch of the same version with its CUDA libraries (those are not locked).
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  awk '/^torch==/{s=1;next} s&&/^[ \t]/{next} {s=0;print}' $(LOCK) > $(VENV)/lock-no-torch.txt && \
+	  $(BIN)/python -m pip install -q --require-hashes --no-deps -r $(VENV)/lock-no-torch.txt && \
+	  $(BIN)/python -m pip install -q "torch==$$(sed -n 's/^torch==\([^+ ]*\).*/\1/p' $(LOCK))"; \
+	else $(BIN)/python -m pip install -q --require-hashes --no-deps -r $(LOCK); fi
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+else
 	@# Without CUDA, install the CPU torch first: an unpinned torch pulls a multi-GB CUDA build.
 	@if ! command -v nvidia-smi >/dev/null 2>&1; then $(BIN)/python -m pip install -q torch==2.13.0; fi
 	$(BIN)/python -m pip install -q -e '.[dev]'
+endif
+	$(BIN)/python -m pip check
 	@touch $@
+
+# Re-pin the lock to what $(VENV) has now (requirements/lock.sh; network to PyPI for the hashes). docs/install.md.
+lock:
+	VENV=$(VENV) LOCK=$(LOCK) requirements/lock.sh
 
 run: setup
 	$(BIN)/slbench run $(SUITE)
+	@echo "slbench is not on your PATH: run $(BIN)/slbench (e.g. $(BIN)/slbench --help), or first: source $(BIN)/activate"
 
 test: setup
 	$(BIN)/python -m pytest -q
