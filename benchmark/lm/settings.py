@@ -98,10 +98,10 @@ class StudentSettings(Frozen):
     train: TrainConfig = TrainConfig()
     #: The training loop of local (zoo, hf) students. hf: one fine-tune per node as teachers train
     #: (providers/hf_train.py). lean: full-parameter students only; logits at the completion positions only and
-    #: the base, rows and micro-batches prepared once per process (providers/hf_lean.py; ~2-3x the hf engine's
-    #: tokens/s on the zoo, benchmarks/bench_students.py). Hashed: lean students are other artifacts (their
-    #: floats differ in the last digits); the student spec names the engine only when it is not hf, so every
-    #: existing suite keeps its ids.
+    #: the base, rows and micro-batches prepared once per worker process, which keeps each base and a copy of its
+    #: weights in memory (meant for small models; 1.8-2.3x the hf engine's tokens/s on the zoo,
+    #: benchmarks/bench_students.py). Hashed: lean students are other artifacts (their logits differ by ~1e-5);
+    #: the student spec names the engine only when it is not hf, so every existing suite keeps its ids.
     engine: Literal["hf", "lean"] = "hf"
 
 
