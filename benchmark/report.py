@@ -395,13 +395,18 @@ def _base_reading(extras: Any, alpha: float) -> str | None:
     return f"Same-model pairs, {len(bases)} bases - " + "; ".join(parts) + "."
 
 
-def _relation_line(by_rel: Mapping[str, Any], units: str) -> str | None:
+def _unit_word(fit: Mapping[str, Any]) -> str:
+    """What a track's independent unit is called in text (fit.json ``unit``: teacher replicates or seeds)."""
+    return "seeds" if str(fit.get("unit", "")).startswith("seed") else "replicates"
+
+
+def _relation_line(by_rel: Mapping[str, Any], units: str, unit_word: str = "replicates") -> str | None:
     parts = []
     for rel in RELATIONS:
         r = by_rel.get(rel)
         if r and r.get("n_pairs"):
             parts.append(f"{_RELATION_LABEL[rel]} {_num(r['mean'], sign=True)} {units} {_ci(r['ci_low'], r['ci_high'])} "
-                         f"over replicates, {_ci(r.get('base_ci_low'), r.get('base_ci_high'))} over "
+                         f"over {unit_word}, {_ci(r.get('base_ci_low'), r.get('base_ci_high'))} over "
                          f"{r.get('n_bases')} bases (n = {r['n_pairs']} pairs)")
     return ("Mean pair effect by relation: " + "; ".join(parts) + ". The first interval is conditional on these "
             "pairs; the second treats the bases as the sample.") if parts else None
@@ -416,8 +421,9 @@ def _drift_line(fit: Mapping[str, Any], cells: pd.DataFrame, alpha: float) -> st
     n_p = int((un["p"] <= alpha).sum())
     n_pos = int(((un["p"] <= alpha) & (un["effect"] > 0)).sum())
     return (f"Drift: {n_p} of {len(un)} unrelated pairs differ from 0 at p ≤ {alpha:g} ({n_pos} positive, "
-            f"{n_p - n_pos} negative): systematic effects of random sign, τ = {_num(d.get('tau'))} beyond replicate "
-            f"noise. A same or sibling pair is called transfer only when it beats that drift (p_drift).")
+            f"{n_p - n_pos} negative): systematic effects of random sign, τ = {_num(d.get('tau'))} beyond the noise "
+            f"between {_unit_word(fit)}. A same or sibling pair is called transfer only when it beats that drift "
+            f"(p_drift).")
 
 
 def placebo_reading(fit: Mapping[str, Any]) -> str:
@@ -442,7 +448,7 @@ def _pair_readings(analysis: Analysis, alpha: float) -> list[str]:
     base = _base_reading(analysis.extras, alpha)
     out += [base] if base else []
     out += gamma_lines(fit)[:1]
-    rel = _relation_line(fit.get("by_relation", {}), units)
+    rel = _relation_line(fit.get("by_relation", {}), units, _unit_word(fit))
     out += [rel] if rel else []
     drift = _drift_line(fit, cells, alpha)
     out += [drift] if drift else []
@@ -454,7 +460,7 @@ def _pair_readings(analysis: Analysis, alpha: float) -> list[str]:
 
 
 def _pair_rows(cells: pd.DataFrame, units: str) -> tuple[list[str], list[list[Any]]]:
-    header = ["teacher", "student", "family", "replicates (treated / control)", f"effect [95% CI] ({units})", "p",
+    header = ["teacher", "student", "family", "units (treated / control)", f"effect [95% CI] ({units})", "p",
               "q (family)", "p_drift", "q_drift", "collateral G [95% CI]", "transfer ratio [95% CI]",
               "profile r [95% CI]"]
     rows = [
@@ -480,7 +486,7 @@ def _placebo_rows(cells: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
 
 
 def _relation_rows(fit: Mapping[str, Any], units: str) -> tuple[list[str], list[list[Any]]]:
-    header = ["relation", "pairs", f"mean effect ({units})", "95% CI over replicates (conditional)",
+    header = ["relation", "pairs", f"mean effect ({units})", "95% CI over units (conditional)",
               "95% CI over bases", "p ≤ 0.05", "q ≤ 0.05", "q_drift ≤ 0.05", "mean profile r [95% CI]"]
     profile = ((fit.get("profile") or {}).get("by_relation") or {})
     rows = []

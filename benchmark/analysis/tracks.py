@@ -139,6 +139,7 @@ def _lm_fit(
 
     out: dict[str, Any] = {
         "analysis_version": ANALYSIS_VERSION,
+        "unit": "teacher replicate (its own teacher, dataset and students)",
         "metric": options.metric,
         "primary_trait": design.primary,
         "treated_arm": design.treated,
