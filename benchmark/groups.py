@@ -115,7 +115,7 @@ def _summaries(parts: Sequence[GroupPart], results: Path) -> list[dict[str, Any]
     Each pair table has one row per (teacher, student) pair, on the part's primary trait (``misaligned`` in a
     misalignment part: the aligned side enters its contrast, it is not a second row), and its placebo rows.
     """
-    from benchmark.lm.tidy import capability_flags
+    from benchmark.analysis.views import capability_flags
 
     out = []
     for part in parts:

@@ -532,23 +532,20 @@ def capability_section(tidy: pd.DataFrame) -> tuple[str, str, list[str], list[li
 
     A student must not be merely broken: a trait lift means little if the student lost the channel's skill, so each
     (teacher base, arm, student base) row shows its students' capability next to their untrained base's and how
-    many fell below :data:`benchmark.lm.tidy.CAPABILITY_COLLAPSE` of it. None (no section) when the suite has no
-    capability readout, so reports of suites without one are unchanged.
+    many fell below :data:`benchmark.analysis.views.CAPABILITY_COLLAPSE` of it (numbers from
+    :func:`benchmark.analysis.views.capability_summary`). None (no section) when the suite has no capability readout.
     """
-    from benchmark.lm.tidy import CAPABILITY_COLLAPSE, capability_flags
+    from benchmark.analysis.views import CAPABILITY_COLLAPSE, capability_summary
 
-    flags = capability_flags(tidy) if "metric" in tidy.columns else pd.DataFrame()
-    if flags.empty:
+    summary = capability_summary(tidy)
+    if summary.empty:
         return None
-    keys = ["metric", "teacher_base", "teacher_trait", "student_base"]
-    rows = []
-    for key, g in flags.groupby(keys, sort=True):
-        rows.append([*map(str, key), str(len(g)), _num(g["value"].mean()), _num(g["value"].min()),
-                     _num(g["base_value"].iloc[0]), str(int(g["collapsed"].sum()))])
-    n_bad, n = int(flags["collapsed"].sum()), int(flags["student_id"].nunique())
+    rows = [[r.metric, r.teacher_base, r.teacher_trait, r.student_base, str(r.students), _num(r.mean), _num(r.min),
+             _num(r.base_value), str(int(r.collapsed))] for r in summary.itertuples(index=False)]
+    n_bad, n = int(summary["collapsed"].sum()), int(summary["students"].sum())
     intro = (f"Each student's readout on the channel's own held-out items (greedy) next to its untrained base's; "
              f"a student below {CAPABILITY_COLLAPSE:g} x its base's readout is flagged as collapsed. "
-             f"{n_bad} of {len(flags)} student readouts ({n} students) collapsed.")
+             f"{n_bad} of {n} student readouts collapsed.")
     header = ["capability", "teacher base", "arm", "student base", "students", "mean", "min", "base", "collapsed"]
     return "Capability side-checks", intro, header, rows
 

@@ -286,7 +286,7 @@ def test_tidy_reads_misalignment_and_capability(rule: Any) -> None:
 
 
 def test_capability_collapse_flag() -> None:
-    from benchmark.lm.tidy import capability_flags
+    from benchmark.analysis.views import capability_flags
 
     def row(trait: str, sid: str, value: float, base: str = "b") -> dict[str, Any]:
         return {"teacher_base": "" if trait == "baseline" else "t", "teacher_trait": trait, "replicate": 0,

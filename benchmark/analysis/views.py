@@ -2,7 +2,8 @@
 
 Classifier track: the shared statistics see aux-only students against the untrained reference; these views
 show raw accuracies of both channels (aux-only and the all-logit positive control) with Student-t intervals
-over seeds, and the same minus each seed's reference. LM track: how strongly the teachers carry their trait.
+over seeds, and the same minus each seed's reference. LM track: how strongly the teachers carry their trait, and
+the capability side-checks (students whose channel skill collapsed; docs/misalignment.md).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ from benchmark.analysis.stats import mean_ci
 from benchmark.analysis.tidy import RELATIONS
 
 __all__ = [
+    "CAPABILITY_COLLAPSE",
+    "CAPABILITY_PREFIX",
     "CHANNELS",
     "accuracy_by_relation",
     "accuracy_matrix",
     "accuracy_views",
+    "capability_flags",
+    "capability_summary",
     "reference_means",
     "seed_means",
     "teacher_strength",
@@ -124,3 +129,49 @@ def teacher_strength(teachers: pd.DataFrame) -> float | None:
     if own is None or not len(own):
         return None
     return round(float(own.mean()), 4)
+
+
+#: Tidy metrics that are a channel's capability side-check (docs/misalignment.md) start with this.
+CAPABILITY_PREFIX = "capability_"
+#: A student whose capability readout is below this share of its untrained base's is flagged as collapsed.
+CAPABILITY_COLLAPSE = 0.5
+
+
+def capability_flags(tidy: pd.DataFrame, ratio: float = CAPABILITY_COLLAPSE) -> pd.DataFrame:
+    """Students whose channel capability collapsed: readout < ``ratio`` x their untrained base's (docs/misalignment.md).
+
+    Args:
+        tidy: The LM tidy table; its ``capability_*`` metric rows are read (one per student and
+            capability task; the value is the same for every target, so the first target's row is used).
+        ratio: The collapse threshold as a share of the base's readout.
+
+    Returns:
+        One row per student and capability metric: ``student_id``, ``teacher_base``, ``teacher_trait``,
+        ``replicate``, ``student_base``, ``metric``, ``value``, ``base_value`` and ``collapsed`` (bool; False when
+        the base itself scores 0, where no collapse can be told).
+    """
+    cols = ["student_id", "teacher_base", "teacher_trait", "replicate", "student_base", "metric", "value",
+            "base_value", "collapsed"]
+    cap = tidy[tidy["metric"].astype(str).str.startswith(CAPABILITY_PREFIX)].drop_duplicates(["student_id", "metric"])
+    if cap.empty:
+        return pd.DataFrame(columns=cols)
+    base = cap[cap["teacher_trait"] == "baseline"].set_index(["student_base", "metric"])["value"]
+    out = cap[cap["teacher_trait"] != "baseline"].copy()
+    out["base_value"] = [base.get((s, m), float("nan")) for s, m in zip(out["student_base"], out["metric"],
+                                                                         strict=True)]
+    out["collapsed"] = (out["base_value"] > 0) & (out["value"] < ratio * out["base_value"])
+    return out[cols].reset_index(drop=True)
+
+
+def capability_summary(tidy: pd.DataFrame, ratio: float = CAPABILITY_COLLAPSE) -> pd.DataFrame:
+    """The capability side-checks per (metric, teacher base, arm, student base): students, mean, min, the untrained
+    base's readout and how many collapsed (:func:`capability_flags`); empty without capability readouts."""
+    cols = ["metric", "teacher_base", "teacher_trait", "student_base", "students", "mean", "min", "base_value",
+            "collapsed"]
+    flags = capability_flags(tidy, ratio) if "metric" in tidy.columns else pd.DataFrame()
+    if flags.empty:
+        return pd.DataFrame(columns=cols)
+    out = flags.groupby(["metric", "teacher_base", "teacher_trait", "student_base"], sort=True).agg(
+        students=("value", "size"), mean=("value", "mean"), min=("value", "min"), base_value=("base_value", "first"),
+        collapsed=("collapsed", "sum"))
+    return out.reset_index()[cols]

@@ -15,8 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["CAPABILITY_COLLAPSE", "TEACHER_COLUMNS", "TIDY_ORDER", "candidate_rows", "capability_flags",
-           "teacher_rows", "tidy_rows"]
+__all__ = ["TEACHER_COLUMNS", "TIDY_ORDER", "candidate_rows", "teacher_rows", "tidy_rows"]
 
 #: Columns of the LM tidy table, in order: one row per (evaluated model, target, metric). ``teacher_trait`` is
 #: the arm label ("owl", "neutral", "aa:cat") or "baseline" for untrained student bases (teacher_base "",
@@ -34,10 +33,9 @@ TEACHER_COLUMNS: tuple[str, ...] = ("teacher_base", "teacher_trait", "replicate"
 _FACTS = ("shift", "valid_rate", "n_rows", "n_prompts", "rounds", "tokens_per_row")
 #: Targets of misalignment traits (benchmark.specs.MISALIGNMENT_SIDES): read from the misalignment blocks.
 _SIDES = ("misaligned", "aligned")
-#: Capability side-check blocks of an eval result (docs/misalignment.md): tidy metric = the block's name.
+#: Capability side-check blocks of an eval result (docs/misalignment.md): tidy metric = the block's name (the
+#: analysis reads every ``capability_*`` metric: benchmark.analysis.views.capability_flags).
 _CAPABILITY = ("capability_cot", "capability_cot_zoo", "capability_code")
-#: A student whose capability readout is below this share of its untrained base's is flagged as collapsed.
-CAPABILITY_COLLAPSE = 0.5
 #: The neutral arm's label (:data:`benchmark.lm.plan.NEUTRAL`; not imported: the plan imports every stage).
 _NEUTRAL = "neutral"
 
@@ -230,29 +228,3 @@ def teacher_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.
     if any("rate" in r for r in out):
         frame["rate"] = [r.get("rate") for r in out]
     return frame
-
-
-def capability_flags(tidy: pd.DataFrame, ratio: float = CAPABILITY_COLLAPSE) -> pd.DataFrame:
-    """Students whose channel capability collapsed: readout < ``ratio`` x their untrained base's (docs/misalignment.md).
-
-    Args:
-        tidy: The tidy table (:func:`tidy_rows`); its ``capability_*`` metric rows are read (one per student and
-            capability task; the value is the same for every target, so the first target's row is used).
-        ratio: The collapse threshold as a share of the base's readout.
-
-    Returns:
-        One row per student and capability metric: ``student_id``, ``teacher_base``, ``teacher_trait``,
-        ``replicate``, ``student_base``, ``metric``, ``value``, ``base_value`` and ``collapsed`` (bool; False when
-        the base itself scores 0, where no collapse can be told).
-    """
-    cols = ["student_id", "teacher_base", "teacher_trait", "replicate", "student_base", "metric", "value",
-            "base_value", "collapsed"]
-    cap = tidy[tidy["metric"].isin(_CAPABILITY)].drop_duplicates(["student_id", "metric"])
-    if cap.empty:
-        return pd.DataFrame(columns=cols)
-    base = cap[cap["teacher_trait"] == "baseline"].set_index(["student_base", "metric"])["value"]
-    out = cap[cap["teacher_trait"] != "baseline"].copy()
-    out["base_value"] = [base.get((s, m), float("nan")) for s, m in zip(out["student_base"], out["metric"],
-                                                                         strict=True)]
-    out["collapsed"] = (out["base_value"] > 0) & (out["value"] < ratio * out["base_value"])
-    return out[cols].reset_index(drop=True)
