@@ -45,6 +45,43 @@ app.add_typer(zoo_app, name="zoo")
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
+
+def version_line() -> str:
+    """``slbench --version``: the package version, Python, and whether the environment matches the checkout's
+    dependency lock (docs/install.md)."""
+    import platform
+    from importlib import metadata
+
+    from benchmark.store import lock_info
+
+    try:
+        version = metadata.version("subliminal-bench")
+    except metadata.PackageNotFoundError:
+        version = "unknown (not installed)"
+    lock = lock_info()
+    if lock is None:
+        pinned = "no lock in this checkout"
+    elif not lock["differs"]:
+        pinned = f"environment matches {lock['file']} (sha256 {lock['sha256'][:12]})"
+    else:
+        pinned = f"{len(lock['differs'])} packages differ from {lock['file']} (sha256 {lock['sha256'][:12]})"
+    return f"slbench (subliminal-bench) {version}, Python {platform.python_version()}; {pinned}"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version (and whether the environment matches the lock) "
+                                               "and exit.")] = False,
+) -> None:
+    """subliminal-bench: measure subliminal learning as a teacher × student transfer matrix."""
+
 StoreOpt = Annotated[
     Path | None,
     typer.Option("--store", help="Artifact store directory (default: $SLBENCH_STORE or results/store).",
@@ -173,6 +210,8 @@ def plan(
         console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
     for line in track_for(spec.track).estimate(spec, settings, reg, todo):
         console.print(line)
+    for line in track_for(spec.track).verdicts(spec, settings, reg):
+        console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 def _plan_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: Any, show: int, fmt: str) -> None:
@@ -894,6 +933,9 @@ def main() -> None:
         sys.exit(2)
     except Exception as exc:  # click usage errors arrive here with standalone_mode=False
         usage, abort = _click_exception_types()
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # `slbench` (or `slbench zoo`) with no command: the help was printed, which is what was asked for.
+            sys.exit(0)
         if isinstance(exc, usage):
             # One line, like every other user error; the usage text is one `--help` away.
             ctx = getattr(exc, "ctx", None)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.errors import UserError
 
-__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "GitInfo", "Manifest", "read_manifest"]
+__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "GitInfo", "LockInfo", "Manifest", "read_manifest"]
 
 #: File name of the manifest inside an artifact directory.
 MANIFEST = "manifest.json"
@@ -35,6 +35,20 @@ class GitInfo(BaseModel):
     dirty: bool | None
     #: Why ``commit`` and ``dirty`` are unknown (git missing, or refusing the checkout); absent when known.
     reason: str | None = None
+
+
+class LockInfo(BaseModel):
+    """The dependency lock of the checkout that produced an artifact (docs/install.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: Path of the lock relative to the checkout (``requirements/lock-cpu-py311.txt``).
+    file: str
+    #: sha256 of the lock file's bytes.
+    sha256: str
+    #: Pins the environment did not match, as ``"name: lock <v>, installed <v or none>"``; empty when every
+    #: package of the lock was installed at its locked version (``make setup``), not empty after an unpinned install.
+    differs: list[str] = Field(default_factory=list)
 
 
 class Manifest(BaseModel):
@@ -85,6 +99,9 @@ class Manifest(BaseModel):
     host: str
     #: Versions of the packages that can change results (read from metadata; absent ones omitted).
     versions: dict[str, str]
+    #: The checkout's dependency lock and how the environment differed from it; None when the checkout has no lock
+    #: (an installed package) and in manifests written before this field existed.
+    lock: LockInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to disk (``schema`` under its on-disk name)."""

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import hashlib
 import logging
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -56,6 +58,9 @@ class StageFailed(Exception):
         return (StageFailed, (self.key, str(self), self.log_path, self.user_error))
 
 
+#: The dependency lock, relative to the checkout (docs/install.md); manifests record its sha256.
+LOCK_FILE = "requirements/lock-cpu-py311.txt"
+
 _ENV_CACHE: dict[str, Any] | None = None
 
 
@@ -75,8 +80,33 @@ def environment_info() -> dict[str, Any]:
             "platform": platform.platform(),
             "host": socket.gethostname(),
             "versions": versions,
+            "lock": lock_info(),
         }
     return _ENV_CACHE
+
+
+def lock_info(repo: Path | None = None, lock: str = LOCK_FILE) -> dict[str, Any] | None:
+    """The checkout's lock file, its sha256 and the pins the running environment does not match (read from package
+    metadata: nothing is imported); None when the checkout has no lock."""
+    repo = repo if repo is not None else Path(__file__).resolve().parents[1]
+    path = repo / lock
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    differs = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line)
+        if not m:
+            continue
+        name, pinned = m.groups()
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            differs.append(f"{name}: lock {pinned}, installed {installed or 'none'}")
+    return {"file": lock, "sha256": hashlib.sha256(data).hexdigest(), "differs": differs}
 
 
 def _git_info(repo: Path | None = None) -> dict[str, Any]:
