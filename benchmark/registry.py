@@ -208,13 +208,15 @@ class Registry:
             self.trait(name, where=f"{path}: traits[{i}]")
         return spec, settings
 
-    def check_suite(self, path: Path, data: Any) -> tuple[SuiteSpec, int]:
+    def check_suite(self, path: Path, data: Any) -> tuple[SuiteSpec, int, list[str]]:
         """Every check ``slbench plan`` runs on a suite file that needs no weights or cache (its spec, the models
-        and traits it names, and its track's plan-time checks); returns the spec and its number of nodes."""
+        and traits it names, and its track's plan-time checks); returns the spec, its number of nodes and the
+        design's verdict lines (what its tests can reach; ``warning:`` lines stop a verdict or a submission)."""
         from benchmark.tracks import track_for
 
         spec, settings = self._checked_suite(data, path)
-        return spec, len(track_for(spec.track).build_plan(spec, settings, self))
+        track = track_for(spec.track)
+        return spec, len(track.build_plan(spec, settings, self)), track.verdicts(spec, settings, self)
 
     def check_local(self, spec: SuiteSpec) -> None:
         """Every model a suite runs is on this machine where it has to be fetched first (``slbench models fetch``).
@@ -309,9 +311,10 @@ def validate_file(path: Path) -> str:
     if "track" in data:
         # The checks `plan` runs (models and traits exist, settings the providers can serve, eval tasks that give
         # the headline metric), so a suite that validates does not fail after compute; no weights are read.
-        suite, n_nodes = Registry().check_suite(path, data)
+        suite, n_nodes, verdicts = Registry().check_suite(path, data)
+        notes = "".join(f"\n{line}" for line in verdicts if line.startswith("warning:"))
         return (f"{path}: ok — {suite.track} suite {suite.name!r}: {len(suite.teachers)} teachers × "
-                f"{len(suite.students)} students, {n_nodes} nodes")
+                f"{len(suite.students)} students, {n_nodes} nodes{notes}")
     if "system_prompt" in data or "target" in data:
         trait = load_trait_file(path)
         return f"{path}: ok — trait {trait.name!r} (target {trait.target!r})"

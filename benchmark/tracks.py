@@ -1,7 +1,7 @@
 """The Track interface: what a track (LM, classifier) supplies to the shared engine.
 
-A track owns its settings model (the ``settings:`` block of its suites), expands a suite into DAG nodes, and
-estimates the cost of the nodes still to run. Its stages live in ``<track>/stages/`` (one module per stage);
+A track owns its settings model (the ``settings:`` block of its suites), expands a suite into DAG nodes,
+estimates the cost of the nodes still to run, and says what its design's tests can reach. Its stages live in ``<track>/stages/`` (one module per stage);
 its report stage turns finished nodes into the shared tidy table, and everything after that table (analysis,
 report, publishing) is shared. Adding a track means writing one module with a ``TRACK`` object and listing it
 in :data:`TRACKS`.
@@ -39,6 +39,12 @@ class Track(Protocol):
         """Lines for ``slbench plan``: rough cost of the unfinished nodes (GPU-hours, API tokens, CPU time)."""
         ...
 
+    def verdicts(self, suite: SuiteSpec, settings: Any, reg: Registry) -> list[str]:
+        """Lines for ``slbench plan`` and ``validate``: what the design's tests can reach before any data
+        (:mod:`benchmark.analysis.design`); lines starting with ``warning:`` say what stops a verdict or a
+        submission."""
+        ...
+
 
 @dataclass(frozen=True)
 class TrackDef:
@@ -48,6 +54,7 @@ class TrackDef:
     settings: type[Frozen]
     plan_fn: Callable[[SuiteSpec, Any, Registry], list[Node]]
     estimate_fn: Callable[[SuiteSpec, Any, Registry, list[Node]], list[str]]
+    verdicts_fn: Callable[[SuiteSpec, Any, Registry], list[str]]
 
     def build_plan(self, suite: SuiteSpec, settings: Any, reg: Registry) -> list[Node]:
         """The track's ``build_plan``."""
@@ -56,6 +63,10 @@ class TrackDef:
     def estimate(self, suite: SuiteSpec, settings: Any, reg: Registry, todo: list[Node]) -> list[str]:
         """The track's ``estimate``."""
         return self.estimate_fn(suite, settings, reg, todo)
+
+    def verdicts(self, suite: SuiteSpec, settings: Any, reg: Registry) -> list[str]:
+        """The track's ``verdicts``."""
+        return self.verdicts_fn(suite, settings, reg)
 
 
 #: track name -> module defining ``TRACK`` (torch-free modules: planning must stay light).

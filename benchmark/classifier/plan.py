@@ -19,6 +19,7 @@ knobs (whether to keep student weights) are ``unhashed``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -300,4 +301,20 @@ def estimate(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry, todo
     ]
 
 
-TRACK = TrackDef("classifier", ClassifierSettings, build_plan, estimate)
+def verdicts(suite: SuiteSpec, settings: ClassifierSettings, reg: Registry) -> list[str]:
+    """What the design's tests can reach: the sign-flip test over seeds (2 / 2^n at n seeds) and γ over the
+    teacher bases (benchmark.analysis.design)."""
+    from benchmark.analysis.cells import sign_flip_size
+    from benchmark.analysis.design import design_floors, design_lines
+
+    n = len(suite.seeds)
+    lineage = {m: reg.lineage_init(m) for m in dict.fromkeys([*suite.teachers, *suite.students])}
+    floors = design_floors(suite.teachers, suite.students, lineage, n, n, placebo=False)
+    # the classifier's pair test is a sign flip over paired seeds, not a two-sample permutation
+    floors = dataclasses.replace(floors, pair_p_min=min(1.0, 2 / 2**n) if n else float("nan"),
+                                 pair_size=sign_flip_size(n) if n else float("nan"))
+    return [line.replace(f"pair test {n} vs {n} seeds", f"pair test (sign flip over {n} paired seeds)")
+            for line in design_lines(floors, "seeds")]
+
+
+TRACK = TrackDef("classifier", ClassifierSettings, build_plan, estimate, verdicts)

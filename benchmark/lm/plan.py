@@ -671,4 +671,21 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
     return lines
 
 
-TRACK = TrackDef("lm", LMSettings, build_plan, estimate)
+def verdicts(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[str]:
+    """What the design's pre-declared tests can reach (benchmark.analysis.design): replicates per arm against the
+    control arms' (every other arm but the primary trait's own A/A arm, or the neutral arm), the A/A comparison,
+    and γ over the teacher bases; warnings for what stops a verdict or a submission."""
+    from benchmark.analysis.design import design_floors, design_lines
+
+    k = settings.replicates
+    primary = suite.traits[0]
+    if settings.controls == "neutral":
+        n_ctrl_arms = 1
+    else:
+        n_ctrl_arms = len(suite.traits) - 1 + int(settings.aa_arm and suite.traits[-1] != primary)
+    lineage = {m: reg.lineage_init(m) for m in dict.fromkeys([*suite.teachers, *suite.students])}
+    floors = design_floors(suite.teachers, suite.students, lineage, k, k * n_ctrl_arms, settings.aa_arm)
+    return design_lines(floors, "replicates")
+
+
+TRACK = TrackDef("lm", LMSettings, build_plan, estimate, verdicts)
