@@ -50,10 +50,23 @@ def test_lines_warn_before_anything_is_spent():
 
 
 def test_validate_and_plan_print_them(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "benchmark.cli", "validate", str(ROOT / "tasks/suites/paper-gpt.yaml")],
+    import yaml
+
+    suite = yaml.safe_load((ROOT / "tasks/suites/default.yaml").read_text())
+    suite["name"] = "one-replicate"
+    suite["settings"].update(replicates=1, aa_arm=False)
+    path = tmp_path / "one-replicate.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    out = subprocess.run([sys.executable, "-m", "benchmark.cli", "validate", str(path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "warning: not submittable: 1 replicates per arm" in out.stdout.replace("\n", " ")
+    text = " ".join(out.stdout.split())
+    assert "warning: no pair can reach p ≤ 0.05 with 1 vs 1 replicates" in text
+    assert "warning: not submittable: 1 replicates per arm" in text and "no A/A arm" in text
+    # the paper suites are submittable by default: no "not submittable" line
+    out = subprocess.run([sys.executable, "-m", "benchmark.cli", "validate", str(ROOT / "tasks/suites/paper-gpt.yaml")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert out.returncode == 0 and "not submittable" not in out.stdout, out.stdout + out.stderr
     out = subprocess.run([sys.executable, "-m", "benchmark.cli", "plan", "default", "--store", str(tmp_path)],
                          capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, out.stderr

@@ -99,6 +99,9 @@ def design_lines(f: DesignFloors, unit: str = "replicates", alpha: float = 0.05)
     if f.units < MIN_SUBMIT_UNITS:
         warn.append(f"not submittable: {f.units} {unit} per arm; a results bundle needs ≥ {MIN_SUBMIT_UNITS} "
                     "(docs/submitting.md)")
+    if f.placebo_p_min is not None and f.placebo_p_min > alpha:
+        warn.append(f"the A/A check cannot reject at {alpha:g} with {f.units} vs {f.units} {unit} (smallest p "
+                    f"{f.placebo_p_min:.3g}): it calibrates nothing; use ≥ 4 {unit}")
     if f.placebo_p_min is None and unit == "replicates":
         warn.append("not submittable: no A/A arm, so no calibration check (set settings.aa_arm: true; "
                     "docs/submitting.md)")
