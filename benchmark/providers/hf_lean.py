@@ -193,8 +193,9 @@ def _batch_plan(examples: list[Example], *, seed: int, total: int, batch_size: i
 def _by_length(batch: list[Example]) -> list[list[Example]]:
     """A micro-batch as two halves of similar lengths (shorter rows first), each padded to its own longest row.
 
-    The step's loss and gradient are sums over its rows, so the split changes only the summation order; it pads
-    ~20% fewer positions (prompts are 40-60 tokens) and was ~10% faster a step on the zoo than one padded batch.
+    The step's loss and gradient are sums over its rows, so the split changes only the summation order. On the
+    default's datasets (prompts of 40-60 tokens) padding falls from 22% to 11% of the real positions, and a step
+    was ~10% faster than as one padded batch (attention grows with the square of the padded length).
     """
     if len(batch) < _SPLIT_FROM:
         return [batch]
