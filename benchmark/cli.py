@@ -611,19 +611,29 @@ def export(
     source: Annotated[Path | None, typer.Option("--from", help=(
         "Directory holding the report's manifest.json and files (default: results/suites/SUITE/)."),
         show_default=False)] = None,
-    out: Annotated[Path | None, typer.Option(help="Bundle file to write (default: <--from>/bundle.json).",
-                                             show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(help=(
+        "Bundle file to write (default: <--from>/bundle.json); with --format eee, the records' folder (default: "
+        "<--from>/eee)."), show_default=False)] = None,
     organization: Annotated[str, typer.Option(help="source_metadata.source_organization_name.")]
     = "subliminal-bench",
     samples: Annotated[bool, typer.Option("--samples", help=(
         "Also write samples.jsonl beside the bundle: every evaluation's per-sample results, read from the store "
         "(--store); the bundle records its sha256 and row count."))] = False,
     store: StoreOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help=(
+        "bundle: our bundle.json; eee: Every Eval Ever 0.3.0 records, one per student model, under eee/data/ beside "
+        "the bundle (docs/leaderboard.md)."))] = "bundle",
 ) -> None:
     """Write the results bundle of a published suite: one schema-versioned JSON (schemas/bundle.schema.json) with
     the suite spec, registry entries, versions, git commit, per-replicate rows, per-cell statistics and the fit.
     Into the published folder it writes under the suite's publish lock, replacing the folder atomically; a
-    samples.jsonl already beside the bundle is regenerated with it."""
+    samples.jsonl or eee/ folder already beside the bundle is regenerated with it. --format eee writes the Every
+    Eval Ever records only."""
+    if fmt not in ("bundle", "eee"):
+        raise UserError(f"--format {fmt!r}: unknown format; use bundle or eee")
+    if fmt == "eee" and samples:
+        raise UserError("--samples belongs to the bundle (samples.jsonl); export it without --format eee "
+                        "(Every Eval Ever instance-level records are not written)")
     from benchmark.bundle.export import BUNDLE, SAMPLES, derived_files
     from benchmark.files import project_root
     from benchmark.publish import publish_lock, update_published
@@ -635,6 +645,12 @@ def export(
     directory = source if source is not None else published
     if not (directory / "manifest.json").is_file():
         raise UserError(f"{directory}: no published report (manifest.json); run `slbench run {suite}` first")
+    if fmt == "eee":
+        from benchmark.bundle.eee import write_eee
+
+        console.print(write_eee(directory, published, out, suite_spec=spec, registry=reg, organization=organization),
+                      markup=False, highlight=False, emoji=False, soft_wrap=True)
+        return
     target = out if out is not None else directory / BUNDLE
     store_root = _store_root(store)
     reads_live = directory.resolve() == published.resolve()

@@ -11,8 +11,9 @@
   publish), so a reader that opened it just before the swap still reads it whole.
 * Republishing identical results (every file but ``manifest.json`` byte-equal) changes nothing, so a rerun
   leaves the git tree clean.
-* Files derived from the node at publish time (the results bundle ``bundle.json``, and ``samples.jsonl`` where
-  ``slbench export --samples`` added one) are computed under the lock from the node and the copy being replaced,
+* Files derived from the node at publish time (the results bundle ``bundle.json``, ``samples.jsonl`` where
+  ``slbench export --samples`` added one, the Every Eval Ever records under ``eee/`` where
+  ``slbench export --format eee`` added them) are computed under the lock from the node and the copy being replaced,
   and written into the staging copy before the exchange, so they appear atomically with the files they describe.
 """
 
@@ -77,6 +78,7 @@ def publish_dir(src: Path, dest: Path, grace_s: float = GRACE_S, derive: Derive 
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(src / name, tmp / name)
             for name, data in derived.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
             _replace(tmp, dest)
         finally:
@@ -89,6 +91,8 @@ def update_published(dest: Path, make: Callable[[Path], dict[str, bytes]], grace
 
     Under the suite's publish lock ``make(dest)`` computes the files from the copy it sees; a staged copy of ``dest``
     with them replaces it in one exchange, like :func:`publish_dir`. Returns False when ``dest`` already held them.
+    A file in a subfolder (``eee/data/...``) makes that top-level subfolder derived as a whole: the files ``make``
+    returned for it replace everything it held, so a record that is no longer made does not linger.
 
     Raises:
         UserError: ``dest`` is not a directory.
@@ -97,13 +101,19 @@ def update_published(dest: Path, make: Callable[[Path], dict[str, bytes]], grace
         if not dest.is_dir():
             raise UserError(f"{dest}: not a published suite folder")
         files = make(dest)
-        if all((dest / n).is_file() and (dest / n).read_bytes() == data for n, data in files.items()):
+        whole = sorted({n.split("/", 1)[0] for n in files if "/" in n})
+        held = {p.relative_to(dest).as_posix() for d in whole for p in (dest / d).rglob("*") if p.is_file()}
+        if held <= set(files) and all((dest / n).is_file() and (dest / n).read_bytes() == data
+                                      for n, data in files.items()):
             return False
         _remove_old_copies(dest, grace_s)
         tmp = _staging(dest)
         try:
             shutil.copytree(dest, tmp)
+            for folder in whole:
+                shutil.rmtree(tmp / folder, ignore_errors=True)
             for name, data in files.items():
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 (tmp / name).write_bytes(data)
             _replace(tmp, dest)
         finally:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.bundle.eee import EEE_DIR, eee_files
 from benchmark.bundle.schema import (
     BUNDLE_SCHEMA_VERSION,
     Bundle,
@@ -319,8 +320,10 @@ def bundle_bytes(bundle: Bundle) -> bytes:
 def derived_files(src: Path, published: Path | None = None, *, suite_spec: Any = None, registry: Any = None,
                   store: Path | None = None, samples: bool = False,
                   organization: str = "subliminal-bench") -> dict[str, bytes]:
-    """The files written beside a report's files: ``bundle.json``, and ``samples.jsonl`` when asked for or when the
-    copy being replaced holds one (what ``slbench export --samples`` added is regenerated, never dropped).
+    """The files written beside a report's files: ``bundle.json``, ``samples.jsonl`` when asked for or when the
+    copy being replaced holds one (what ``slbench export --samples`` added is regenerated, never dropped), and the
+    Every Eval Ever records (``eee/data/...``, :mod:`benchmark.bundle.eee`) when the copy being replaced holds an
+    ``eee/`` folder (what ``slbench export --format eee`` added is regenerated the same way).
 
     Used by publishing (:func:`benchmark.publish.publish_dir`, ``published`` the folder being replaced) and by
     ``slbench export`` (``published`` the folder the bundle is written to).
@@ -358,6 +361,8 @@ def derived_files(src: Path, published: Path | None = None, *, suite_spec: Any =
         out[SAMPLES] = text
         bundle = bundle.model_copy(update={"detailed_evaluation_results": meta})
     out[BUNDLE] = bundle_bytes(bundle)
+    if published is not None and (published / EEE_DIR).is_dir():
+        out.update(eee_files(bundle))
     return out
 
 
