@@ -22,10 +22,11 @@ published results), is refused with one line before anything is written (docs/re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from importlib import resources
@@ -64,8 +65,13 @@ class Site:
     n_rows: int
 
 
-def build_site(bundles: Sequence[Bundle], out: Path) -> Site:
-    """Write the site for ``bundles`` into ``out`` (replacing it); suite names must be unique."""
+def build_site(bundles: Sequence[Bundle], out: Path, samples: Mapping[str, Path] | None = None) -> Site:
+    """Write the site for ``bundles`` into ``out`` (replacing it); suite names must be unique.
+
+    ``samples`` maps a suite's name to the sample log beside its bundle (``samples.jsonl``, ``slbench export
+    --samples``): that suite's page links a per-sample page (``suites/<name>/samples.html``,
+    :mod:`benchmark.leaderboard.view`) and offers the log as a download.
+    """
     names = [b.suite.name for b in bundles]
     dup = next((n for i, n in enumerate(names) if n in names[:i]), None)
     if dup is not None:
@@ -75,7 +81,7 @@ def build_site(bundles: Sequence[Bundle], out: Path) -> Site:
     stage = out.with_name(f".{out.name}.building-{uuid.uuid4().hex[:8]}")
     try:
         stage.mkdir(parents=True)
-        site = _write(bundles, stage)
+        site = _write(bundles, stage, samples or {})
         (stage / MARKER).write_text("written by `slbench leaderboard`; this directory is replaced whole on the "
                                     "next build\n", encoding="utf-8")
         _swap(stage, out)
@@ -120,7 +126,7 @@ def _swap(stage: Path, out: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write(bundles: Sequence[Bundle], root: Path) -> Site:
+def _write(bundles: Sequence[Bundle], root: Path, samples: Mapping[str, Path]) -> Site:
     (root / "static").mkdir()
     for name in _STATIC:
         (root / "static" / name).write_text(resources.files("benchmark.leaderboard").joinpath(
@@ -129,7 +135,8 @@ def _write(bundles: Sequence[Bundle], root: Path) -> Site:
     (root / "schema" / "bundle.schema.json").write_text(schema_text(), encoding="utf-8")
     rows = [row for b in bundles for row in table_rows(b)]
     (root / "leaderboard.json").write_text(json.dumps(rows, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    suites = {b.suite.name: _suite_page(b, root / "suites" / b.suite.name) for b in bundles}
+    suites = {b.suite.name: _suite_page(b, root / "suites" / b.suite.name, samples.get(b.suite.name))
+              for b in bundles}
     (root / "index.html").write_text(_index_page(bundles, rows), encoding="utf-8")
     return Site(root=root, index=root / "index.html", suites=suites, n_rows=len(rows))
 
@@ -293,14 +300,15 @@ def _page(title: str, content: str, depth: int) -> str:
 
 
 # -- a suite's page --------------------------------------------------------------------------------------------
-def _suite_page(bundle: Bundle, directory: Path) -> Path:
+def _suite_page(bundle: Bundle, directory: Path, samples: Path | None = None) -> Path:
     directory.mkdir(parents=True)
     downloads = _write_downloads(bundle, directory)
+    samples_link = _samples_page(bundle, samples, directory, downloads) if samples is not None else ""
     figures = _write_figures(bundle, directory)
     fit = bundle.data.fit
     parts = [f"<h1>{escape(bundle.suite.name)} <small>({escape(bundle.suite.track)} track)</small></h1>",
              f'<p class="lead">{escape(bundle.suite.description)}</p>',
-             _gamma_block(bundle), _bases_table(bundle), _relations_table(fit),
+             _gamma_block(bundle), samples_link, _bases_table(bundle), _relations_table(fit),
              f"<h2>Method</h2><p>{escape(bundle.metric_config.evaluation_description)}</p>",
              "<h2>Heatmaps</h2><p>Each cell: a pair's effect and its 95% CI; a thick outline marks a CI that excludes "
              "0 (p ≤ 0.05). The pairs and the placebo rows share one colour scale. Hover a cell for p, q and the "
@@ -331,6 +339,24 @@ def _write_downloads(bundle: Bundle, directory: Path) -> list[str]:
     for name, content in files.items():
         (directory / name).write_bytes(content)
     return list(files)
+
+
+def _samples_page(bundle: Bundle, log: Path, directory: Path, downloads: list[str]) -> str:
+    """The per-sample page of a suite's sample log (checked against the bundle's record of it) and the link to it."""
+    from benchmark.bundle.export import SAMPLES
+    from benchmark.leaderboard.view import VIEW_FILE, from_samples_file, write_view
+
+    meta = bundle.detailed_evaluation_results
+    data = Path(log).read_bytes()
+    if meta is None or meta.checksum != hashlib.sha256(data).hexdigest():
+        raise UserError(f"{log}: not the sample log its bundle records (detailed_evaluation_results); regenerate both "
+                        f"with `slbench export {bundle.suite.name} --samples --store STORE`, or delete it")
+    (directory / SAMPLES).write_bytes(data)
+    downloads.append(SAMPLES)
+    found = from_samples_file(directory / SAMPLES, bundle.suite.name)
+    write_view(found, directory, back="index.html")
+    return (f'<p class="samples"><a href="{VIEW_FILE}">Browse the samples</a>: what each evaluated model answered '
+            f"({len(found.evals)} evaluations, from <a href=\"{SAMPLES}\">{SAMPLES}</a>).</p>")
 
 
 def _write_figures(bundle: Bundle, directory: Path) -> dict[str, Any]:
