@@ -794,9 +794,50 @@ def leaderboard(
             err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
         if problems:
             raise typer.Exit(2)
-    site = build_site([_load_or_fail(p) for p in paths], site_dir)
+    loaded = [_load_or_fail(p) for p in paths]
+    # A sample log beside a bundle (`slbench export --samples`) becomes the suite's per-sample page.
+    samples_logs = {b.suite.name: p.parent / "samples.jsonl" for b, p in zip(loaded, paths, strict=True)
+                    if (p.parent / "samples.jsonl").is_file()}
+    site = build_site(loaded, site_dir, samples=samples_logs)
     console.print(f"wrote {site.index} ({len(site.suites)} suite page(s), {site.n_rows} table rows)",
                   markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+@app.command()
+def view(
+    suite: SuiteArg,
+    store: StoreOpt = None,
+    out: Annotated[Path | None, typer.Option(help=(
+        "Directory to write samples.html into (default: results/view/SUITE/, not committed)."),
+        show_default=False)] = None,
+    samples: Annotated[Path | None, typer.Option("--samples", help=(
+        "Read this sample log (`slbench export --samples`) instead of the store."), show_default=False)] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown per table (the page notes each total).")] = 40,
+) -> None:
+    """Write a static, offline HTML page of a suite's samples: per teacher replicate its kept dataset rows, the rows
+    a judge rejected with the reason and every filter's reject counts; per evaluated model its readouts and answers.
+    Read from the store, or else from the published results/suites/SUITE/samples.jsonl."""
+    from benchmark.files import project_root
+    from benchmark.leaderboard.view import check_view_dir, from_samples_file, from_store, write_view
+
+    name = Path(suite).stem if suite.endswith((".yaml", ".yml")) else suite
+    target = (out or project_root() / "results" / "view" / name).resolve()
+    check_view_dir(target)
+    if samples is not None:
+        found = from_samples_file(samples, name)
+    else:
+        store_root = _store_root(store)
+        found = from_store(suite, store_root, limit=limit)
+        published = project_root() / "results" / "suites" / found.suite / "samples.jsonl"
+        if not (found.datasets or found.evals):
+            if not published.is_file():
+                raise UserError(f"suite {found.suite!r}: no samples: no finished dataset or eval node in {store_root} "
+                                f"and no {published}; `slbench run {suite}` builds them into the store, and `slbench "
+                                f"export {found.suite} --samples --store STORE` writes samples.jsonl from a store")
+            found = from_samples_file(published, found.suite)
+    page = write_view(found, target, limit=limit)
+    console.print(f"wrote {page} ({len(found.datasets)} teacher datasets, {len(found.evals)} evaluations; from "
+                  f"{found.source})", markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 @app.command()
