@@ -169,7 +169,7 @@ def _result(bundle: Bundle, cell: CellResult, by_name: dict[str, ModelInfo]) -> 
                                               "confidence_level": ci.confidence_level, "method": ci.method}
     teacher = by_name.get(cell.teacher)
     gen = bundle.generation_config.generation_args
-    data_details = {"suite": bundle.suite.name, "teacher": cell.teacher,
+    data_details: dict[str, Any] = {"suite": bundle.suite.name, "teacher": cell.teacher,
                     "teacher_model_id": teacher.id if teacher else None, "readout": metric}
     if gen is not None:
         data_details.update({"teacher_data_channel": gen.prompt_template, "teacher_data_temperature": gen.temperature,
