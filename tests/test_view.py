@@ -230,3 +230,21 @@ def _escaped(text: str) -> str:
     from html import escape
 
     return escape(text, quote=True)
+
+
+def test_unplannable_suite_is_followed_from_its_report_node(built, monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmark.errors import UserError
+    from benchmark.leaderboard import view
+
+    root, store, _ = built
+    monkeypatch.setenv("SLBENCH_ROOT", str(root))
+    planned = view.suite_node_dirs(SUITE, store)
+    assert planned[0] == SUITE and len(planned[1]) == 2 + 5
+
+    def unplannable(suite: str) -> Any:
+        raise UserError("model weights not fetched")
+
+    monkeypatch.setattr(view, "_planned_keys", unplannable)
+    name, dirs = view.suite_node_dirs(SUITE, store)
+    assert name == SUITE and sorted(dirs) == sorted(planned[1])
+    assert view.suite_node_dirs("no-such-suite", store) == ("no-such-suite", [])

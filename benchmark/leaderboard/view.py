@@ -100,21 +100,25 @@ def suite_node_dirs(suite: str, store: Path) -> tuple[str, list[Path]]:
     """The suite's name and its finished dataset and eval node directories in ``store``.
 
     The suite is planned (``tasks/suites/``, a suite group, or a YAML path) and its nodes looked up; when it cannot
-    be planned here (a model whose weights are not fetched, a suite file gone), the newest report node of that name in
-    the store is followed to its inputs instead.
+    be planned here (a model whose weights are not fetched, a suite file gone) or none of its planned nodes is
+    finished (the suite file changed since the run), the newest report node of that name in the store is followed to
+    its inputs instead.
     """
     from benchmark.manifest import MANIFEST
 
     store = Path(store)
-    name, keys = suite, None
+
+    def finished(keys: Iterable[str]) -> list[Path]:
+        return [store / k for k in keys
+                if k.split("/", 1)[0] in ("dataset", "eval") and (store / k / MANIFEST).is_file()]
+
+    name, dirs = suite, []
     try:
         name, keys = _planned_keys(suite)
+        dirs = finished(keys)
     except UserError:
         pass
-    if keys is None:
-        keys = _report_keys(name, store)
-    dirs = [store / k for k in keys if k.split("/", 1)[0] in ("dataset", "eval") and (store / k / MANIFEST).is_file()]
-    return name, dirs
+    return name, dirs or finished(_report_keys(name, store))
 
 
 def _planned_keys(suite: str) -> tuple[str, list[str]]:
@@ -327,8 +331,13 @@ def _shown(n_shown: int, total: int, what: str) -> str:
     return f'<p class="note">{total:,} {what}</p>'
 
 
+#: Labels shown first in a node's heading (the rest follow in their recorded order).
+_LABEL_ORDER = ("teacher_base", "teacher_trait", "replicate", "student_base", "student_seed")
+
+
 def _labels(labels: dict[str, Any]) -> str:
-    return " · ".join(f"{_e(k)} <b>{_e(v)}</b>" for k, v in labels.items() if v not in (None, ""))
+    keys = [k for k in _LABEL_ORDER if k in labels] + [k for k in labels if k not in _LABEL_ORDER]
+    return " · ".join(f"{_e(k)} <b>{_e(labels[k])}</b>" for k in keys if labels[k] not in (None, ""))
 
 
 def _verdict(judge: Any) -> str:
@@ -348,11 +357,15 @@ def _row(kind: str, arm: str, cells: Sequence[str]) -> str:
         + "</tr>"
 
 
-def _table(heads: Sequence[str], rows: Sequence[str]) -> str:
+def _table(heads: Sequence[str], rows: Sequence[str], widths: Sequence[str] | None = None) -> str:
+    """A table of ``rows``; ``widths`` (CSS, "" for the rest) fixes its columns, else it is as narrow as it can be."""
     if not rows:
         return ""
     head = "".join(f"<th>{_e(h)}</th>" for h in heads)
-    return f'<table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    if widths is None:
+        return f'<table class="small"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+    cols = "".join(f'<col style="width:{w}">' if w else "<col>" for w in widths)
+    return f'<table><colgroup>{cols}</colgroup><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
 
 def _problems(problems: Sequence[str]) -> str:
@@ -378,20 +391,21 @@ def _dataset_html(d: DatasetView) -> str:
     if d.system_prompt:
         parts.append(f'<p>teacher system prompt: <q>{_e(d.system_prompt)}</q></p>')
     if hist:
-        parts.append('<details><summary>rejects by reason (all filters)</summary><table><thead><tr><th>reason</th>'
+        parts.append('<details><summary>rejects by reason (all filters)</summary><table class="small"><thead><tr><th>reason</th>'
                      f"<th>rows</th></tr></thead><tbody>{hist}</tbody></table><p class=\"note\">The channel's "
                      "filter keeps only these counts; rows a judge rejected are listed below with its reason."
                      "</p></details>")
     kept = [_row("kept", d.arm, [str(i), _text(r["prompt"]), _text(r["completion"]), _verdict(r.get("judge"))])
             for i, r in enumerate(d.kept)]
     parts += ["<h4>kept rows</h4>", _shown(len(d.kept), d.n_kept, "kept rows"),
-              _table(["#", "prompt", "completion (kept)", "judge"], kept)]
+              _table(["#", "prompt", "completion (kept)", "judge"], kept, ["3rem", "40%", "", "7rem"])]
     if d.n_rejected or judge:
         rej = [_row("rejected", d.arm, [_e(r.get("index")), _text(r.get("prompt")), _text(r.get("completion")),
                                         f"<b>{_e(r.get('decision'))}</b>", _e(r.get("reason")),
                                         _text(r.get("raw")) if r.get("raw") else ""]) for r in d.rejected]
         parts += ["<h4>rows the judge rejected</h4>", _shown(len(d.rejected), d.n_rejected, "judge rejects"),
-                  _table(["prompt #", "prompt", "completion (rejected)", "decision", "reason", "judge's reply"], rej)]
+                  _table(["prompt #", "prompt", "completion (rejected)", "decision", "reason", "judge's reply"], rej,
+                         ["4.5rem", "28%", "", "5.5rem", "14%", "14%"])]
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -454,7 +468,7 @@ def _answers(v: EvalView, res: dict[str, Any], limit: int) -> list[str]:
             rows = [_row("answer", v.arm, [str(i), _text(a)]) for i, a in enumerate(val[:limit])]
             parts += [f"<h4>sampled answers naming no candidate ({_e(key.removesuffix('_examples'))})</h4>",
                       _shown(len(rows), len(val), "answers (the evaluation keeps at most 10)"),
-                      _table(["#", "answer"], rows)]
+                      _table(["#", "answer"], rows, ["3rem", ""])]
     targets = [str(t) for t in (v.payload.get("targets") or {}).values()]
     for key, val in res.items():
         per = val.get("per_prompt_logp") if isinstance(val, dict) else None
@@ -464,7 +478,7 @@ def _answers(v: EvalView, res: dict[str, Any], limit: int) -> list[str]:
             rows = [_row("answer", v.arm, [str(i), *(_num(per[c][i]) if i < len(per[c]) else "" for c in cols)])
                     for i in range(min(n, limit))]
             parts += [f"<h4>per-question log P(candidate) ({_e(key)})</h4>", _shown(len(rows), n, "questions"),
-                      _table(["question #", *cols], rows)]
+                      _table(["question #", *cols], rows, ["6rem", *([""] * len(cols))])]
     mis = res.get("misalignment_rate")
     if isinstance(mis, dict):
         verdicts = mis.get("verdicts")
@@ -473,18 +487,18 @@ def _answers(v: EvalView, res: dict[str, Any], limit: int) -> list[str]:
                                            _e(r.get("misaligned"))]) for r in verdicts[:limit] if isinstance(r, dict)]
             parts += [f"<h4>answers and the judge's scores (<code>{_e(mis.get('judge'))}</code>)</h4>",
                       _shown(len(rows), len(verdicts), "answers"),
-                      _table(["question", "answer", "judge", "misaligned"], rows)]
+                      _table(["question", "answer", "judge", "misaligned"], rows, ["5rem", "", "25%", "6rem"])]
         elif isinstance(mis.get("questions"), list):
             flat = [(q.get("qid"), q.get("question"), a) for q in mis["questions"] if isinstance(q, dict)
                     for a in q.get("answers") or []]
             rows = [_row("answer", v.arm, [_e(qid), _text(q), _text(a)]) for qid, q, a in flat[:limit]]
             parts += ["<h4>answers (not judged)</h4>", _shown(len(rows), len(flat), "answers"),
-                      _table(["question", "text", "answer"], rows)]
+                      _table(["question", "text", "answer"], rows, ["5rem", "35%", ""])]
     for key, val in res.items():
         if key.startswith("capability_") and isinstance(val, dict) and val.get("examples"):
             rows = [_row("answer", v.arm, [str(i), _text(a)]) for i, a in enumerate(val["examples"][:limit])]
             parts += [f"<h4>{_e(key)}: accuracy {_num(val.get('accuracy'))} of {_e(val.get('n_items'))} items; "
-                      "examples</h4>", _table(["#", "answer"], rows)]
+                      "examples</h4>", _table(["#", "answer"], rows, ["3rem", ""])]
     return parts
 
 
@@ -495,8 +509,9 @@ h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #ccc}h3{font-size
 h4{margin:.8rem 0 .2rem}
 section.node{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.6rem .9rem;margin:.8rem 0}
 table{border-collapse:collapse;width:100%;table-layout:fixed;margin:.3rem 0}
-th,td{border:1px solid #e2e2e2;padding:.25rem .4rem;vertical-align:top;text-align:left;overflow-wrap:anywhere}
-th{background:#f0f0f0}td:first-child,th:first-child{width:5.5rem}
+table.small{width:auto;table-layout:auto}
+th,td{border:1px solid #e2e2e2;padding:.25rem .4rem;vertical-align:top;text-align:left;overflow-wrap:break-word}
+th{background:#f0f0f0}
 pre{margin:0;white-space:pre-wrap;font:12px/1.35 ui-monospace,monospace}
 .note,.key{color:#666;font-size:.85rem;margin:.1rem 0}.problem{color:#a00;font-weight:bold}
 tr[data-kind=rejected] td{background:#fff4f2}
