@@ -812,7 +812,7 @@ def view(
         show_default=False)] = None,
     samples: Annotated[Path | None, typer.Option("--samples", help=(
         "Read this sample log (`slbench export --samples`) instead of the store."), show_default=False)] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Rows shown per table (the page notes each total).")] = 40,
+    limit: Annotated[int, typer.Option(min=1, help="Rows shown per table (the page notes each total).")] = 20,
 ) -> None:
     """Write a static, offline HTML page of a suite's samples: per teacher replicate its kept dataset rows, the rows
     a judge rejected with the reason and every filter's reject counts; per evaluated model its readouts and answers.

@@ -35,8 +35,12 @@ from benchmark.errors import UserError
 __all__ = ["MAX_ROWS", "VIEW_FILE", "EvalView", "DatasetView", "Samples", "check_view_dir", "from_samples_file",
            "from_store", "render_page", "suite_node_dirs", "write_view"]
 
-#: Rows rendered per table (kept rows of a replicate, its rejected rows, a model's answers or prompts).
-MAX_ROWS = 40
+#: Rows rendered per table (kept rows of a replicate, its rejected rows, a model's answers).
+MAX_ROWS = 20
+#: Questions whose per-question log-probs are rendered per evaluation (numbers; the means are in the readouts).
+MAX_QUESTIONS = 10
+#: Candidates shown beside the targets in an evaluation's readouts (those the model favours most).
+MAX_OTHER_CANDIDATES = 5
 #: File name of the page (in ``--out``, and beside a suite's page on the leaderboard site).
 VIEW_FILE = "samples.html"
 #: Characters of one text cell rendered (a completion longer than this is cut, with a note).
@@ -448,11 +452,19 @@ def _readouts(v: EvalView, res: dict[str, Any], targets: dict[str, Any]) -> list
                 cols.append((head, logprob[k]))
     if not cols:
         return []
+    # The targets, then the candidates the model favours most by the first readout.
+    first = cols[0][1]
+    top = sorted((c for c in wanted if c not in targets.values()),
+                 key=lambda c: -first[c] if isinstance(first.get(c), (int, float)) else 0.0)
+    shown = [c for c in wanted if c in targets.values()] + top[:MAX_OTHER_CANDIDATES]
     rows = [_row("readout", v.arm, [f"<b>{_e(c)}</b>" if c in targets.values() else _e(c),
-                                    *(_num(col.get(c)) for _, col in cols)]) for c in wanted]
+                                    *(_num(col.get(c)) for _, col in cols)]) for c in shown]
     extra = f"; unmatched answers {_num(res.get('rate_unmatched'))}" if res.get("rate_unmatched") is not None else ""
+    rest = len(wanted) - len(shown)
     return [f"<details><summary>readouts by candidate (targets in bold){extra}</summary>",
-            _table(["candidate", *(h for h, _ in cols)], rows), "</details>"]
+            _table(["candidate", *(h for h, _ in cols)], rows),
+            f'<p class="note">{rest} candidates with lower {cols[0][0]} not shown</p>' if rest > 0 else "",
+            "</details>"]
 
 
 def _num(v: Any) -> str:
@@ -476,9 +488,9 @@ def _answers(v: EvalView, res: dict[str, Any], limit: int) -> list[str]:
             cols = [c for c in targets if c in per] or list(per)[:3]
             n = max(len(x) for x in per.values() if isinstance(x, list))
             rows = [_row("answer", v.arm, [str(i), *(_num(per[c][i]) if i < len(per[c]) else "" for c in cols)])
-                    for i in range(min(n, limit))]
-            parts += [f"<h4>per-question log P(candidate) ({_e(key)})</h4>", _shown(len(rows), n, "questions"),
-                      _table(["question #", *cols], rows, ["6rem", *([""] * len(cols))])]
+                    for i in range(min(n, limit, MAX_QUESTIONS))]
+            parts += [f"<details><summary>per-question log P(candidate) of the targets ({_e(key)})</summary>",
+                      _shown(len(rows), n, "questions"), _table(["question #", *cols], rows), "</details>"]
     mis = res.get("misalignment_rate")
     if isinstance(mis, dict):
         verdicts = mis.get("verdicts")
