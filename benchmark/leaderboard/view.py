@@ -250,12 +250,14 @@ def _dataset(key: str, node: Path, limit: int) -> DatasetView:
     counts_raw = _checked(node, "counts.json", files, problems)
     counts = _json_doc(counts_raw, "counts.json", problems)
     rows = _checked(node, "rows.jsonl", files, problems)
-    kept, n_kept = [], 0
+    kept: list[dict[str, Any]] = []
+    n_kept = 0
     for row in _jsonl(rows):
         n_kept += 1
         if len(kept) < limit:
             kept.append({k: row.get(k) for k in ("prompt", "completion", "judge")})
-    rejected, n_rejected = [], 0
+    rejected: list[dict[str, Any]] = []
+    n_rejected = 0
     if "judged.jsonl" in files:
         for row in _jsonl(_checked(node, "judged.jsonl", files, problems)):
             if row.get("decision") == "keep":
@@ -416,8 +418,8 @@ def _dataset_html(d: DatasetView) -> str:
 
 def _eval_html(v: EvalView, limit: int) -> str:
     p = v.payload
-    res = p.get("eval") if isinstance(p.get("eval"), dict) else {}
-    targets = p.get("targets") if isinstance(p.get("targets"), dict) else {}
+    res = _dict(p.get("eval"))
+    targets = _dict(p.get("targets"))
     facts = [f"role <b>{_e(v.role or 'model')}</b>"]
     for k in ("api_model", "adapter_sha"):
         if p.get(k):
@@ -435,6 +437,10 @@ def _eval_html(v: EvalView, limit: int) -> str:
                      "</details>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _readouts(v: EvalView, res: dict[str, Any], targets: dict[str, Any]) -> list[str]:
