@@ -206,7 +206,8 @@ class Store:
         return removed
 
     def build(self, node: Node, inputs: dict[str, Path], *, threads: int = 1, progress: Any = None) -> Manifest:
-        """Run ``node``'s stage in a staging dir and publish it atomically. Returns the manifest.
+        """Run ``node``'s stage in a staging dir and publish it atomically. Returns the manifest (see
+        :meth:`build_counted`, which also says whether this call built it).
 
         One builder per node: the build holds the node's lock file, so a second run on the same store waits and
         then finds the node done. Every input's payload is checked against its manifest (sha256) first, so a
@@ -216,13 +217,19 @@ class Store:
             StageFailed: the stage raised (``user_error`` set when it was a :class:`UserError`).
             UserError: an input's payload is missing or differs from its manifest.
         """
+        return self.build_counted(node, inputs, threads=threads, progress=progress)[0]
+
+    def build_counted(self, node: Node, inputs: dict[str, Path], *, threads: int = 1,
+                      progress: Any = None) -> tuple[Manifest, bool]:
+        """:meth:`build`, and whether this call built the node (False: another run finished it while this one
+        waited for the node's lock), so that two concurrent runs do not both count it as built."""
         with exclusive_lock(self.root / node.kind / LOCKS / f"{node.name}-{node.id}.lock"):
             # Another run may have built it while we waited for the lock: use theirs (one builder per node).
             if self.is_done(node):
-                return self.read_manifest(self.path(node))
+                return self.read_manifest(self.path(node)), False
             for dep in inputs.values():  # a damaged input is named here, not as a failure of this stage
                 self.verify(dep, full=True)
-            return self._build_unlocked(node, inputs, threads=threads, progress=progress)
+            return self._build_unlocked(node, inputs, threads=threads, progress=progress), True
 
     def _build_unlocked(self, node: Node, inputs: dict[str, Path], *, threads: int, progress: Any) -> Manifest:
         final = self.path(node)

@@ -423,3 +423,32 @@ def test_suite_key_docs_are_in_sync_with_the_specs():
     for key in ("`seeds`", "`settings.replicates`", "`settings.aa_arm`", "`settings.dataset.max_prompts`",
                 "`settings.teacher.min_shift`", "`settings.student.loss`"):
         assert key in text
+
+
+def _stage_slow(ctx):
+    import time as _time
+
+    _time.sleep(1.0)  # long enough that the second builder is waiting on the node's lock
+    (ctx.out / "payload.txt").write_text("x")
+    return {"ok": True}
+
+
+def _build_counted_in_process(root: str, queue) -> None:
+    store = Store(Path(root))
+    node = Node(kind="base", name="slow", spec={"v": 3}, fn=_stage_slow)
+    queue.put(store.build_counted(node, {})[1])
+
+
+def test_two_concurrent_builders_count_one_build(tmp_path):
+    # issue 25 point 6: each node is built once, and only the run that built it says so
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_build_counted_in_process, args=(str(tmp_path / "store"), queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert all(p.exitcode == 0 for p in procs)
+    assert sorted(queue.get(timeout=5) for _ in procs) == [False, True]

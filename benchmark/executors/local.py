@@ -67,11 +67,11 @@ def _worker_init(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _build_in_worker(store_root: str, node: Node, inputs: dict[str, Path], threads: int) -> tuple[str, float]:
+def _build_in_worker(store_root: str, node: Node, inputs: dict[str, Path], threads: int) -> tuple[str, float, bool]:
     store = Store(Path(store_root))
     t0 = time.time()
-    store.build(node, inputs, threads=threads)
-    return node.key, time.time() - t0
+    _, built = store.build_counted(node, inputs, threads=threads)
+    return node.key, time.time() - t0, built
 
 
 def run_plan(
@@ -113,17 +113,16 @@ def run_plan(
             emit("start", node, {})
             t0 = time.time()
             try:
-                store.build(node, inputs_of(node), threads=threads)
+                _, built = store.build_counted(node, inputs_of(node), threads=threads)
             except StageFailed as exc:
                 emit("fail", node, {"error": str(exc)})
                 reraise(exc)
             wall = time.time() - t0
-            summary.built.append(node.key)
-            summary.wall_by_kind[node.kind] += wall
+            _count(summary, node, built, wall)
             emit("done", node, {"wall_s": wall})
     else:
         pending = list(todo)
-        running: dict[Future[tuple[str, float]], Node] = {}
+        running: dict[Future[tuple[str, float, bool]], Node] = {}
         pool = ProcessPoolExecutor(max_workers=workers, initializer=_worker_init, initargs=(threads, os.getpid()))
         try:
             while pending or running:
@@ -139,15 +138,14 @@ def run_plan(
                 for fut in finished:
                     node = running.pop(fut)
                     try:
-                        _, wall = fut.result()
+                        _, wall, built = fut.result()
                     except StageFailed as exc:
                         emit("fail", node, {"error": str(exc)})
                         for other in running:
                             other.cancel()
                         reraise(exc)
                     done.add(node.key)
-                    summary.built.append(node.key)
-                    summary.wall_by_kind[node.kind] += wall
+                    _count(summary, node, built, wall)
                     emit("done", node, {"wall_s": wall})
         except (KeyboardInterrupt, SystemExit):
             _kill_workers(pool)  # an interrupt must not wait for the running stages to finish
@@ -156,6 +154,15 @@ def run_plan(
             pool.shutdown(wait=True, cancel_futures=True)
     summary.wall_s = time.time() - t_start
     return summary
+
+
+def _count(summary: RunSummary, node: Node, built: bool, wall: float) -> None:
+    """A node this run built counts as built; one another run finished while this one waited counts as cached."""
+    if built:
+        summary.built.append(node.key)
+        summary.wall_by_kind[node.kind] += wall
+    else:
+        summary.skipped.append(node.key)
 
 
 def _kill_workers(pool: ProcessPoolExecutor) -> None:

@@ -91,7 +91,7 @@ def _build_task(root: str, node: Node, threads: int, transient: tuple[type[BaseE
         if store.is_done(node):
             # Finished by a concurrent run or an earlier attempt since the driver looked: nothing to do.
             return str(store.path(node)), {**info, "built": False, "wall_s": 0.0}
-        store.build(node, inputs, threads=threads)
+        _, built = store.build_counted(node, inputs, threads=threads)
     except UserError as exc:  # a corrupt manifest found by is_done
         raise RemoteStageError(node.key, str(exc), None, True) from None
     except StageFailed as exc:
@@ -100,7 +100,7 @@ def _build_task(root: str, node: Node, threads: int, transient: tuple[type[BaseE
         cls = TransientStageError if retry else RemoteStageError
         log = str(exc.log_path) if exc.log_path else None
         raise cls(exc.key, str(exc), log, exc.user_error) from None
-    return str(store.path(node)), {**info, "built": True, "wall_s": time.time() - t0}
+    return str(store.path(node)), {**info, "built": built, "wall_s": time.time() - t0}
 
 
 _REMOTE: dict[bool, Any] = {}
