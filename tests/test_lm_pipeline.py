@@ -89,8 +89,9 @@ def test_micro_suite_counts(micro_run):
     assert len(summary.built) == len(nodes) - 1
 
 
-def test_tidy_rows_carry_replicates_and_profiles(micro_run):
-    from benchmark.lm.tidy import TIDY_ORDER, tidy_rows
+def test_tidy_rows_carry_replicates_and_candidates(micro_run):
+    from benchmark.analysis import CANDIDATE_COLUMNS
+    from benchmark.lm.tidy import TIDY_ORDER, candidate_rows, tidy_rows
 
     root, nodes, store, _ = micro_run
     report = next(n for n in nodes if n.kind == "report")
@@ -104,12 +105,16 @@ def test_tidy_rows_carry_replicates_and_profiles(micro_run):
     students = tidy[tidy.teacher_trait != "baseline"]
     assert (students.teacher_id != "").all() and (tidy[tidy.teacher_trait == "baseline"].teacher_id == "").all()
     assert students.student_id.nunique() == 12 and set(students.seed) == {0}
-    # profile_r and profile_r_ex: one of each per student of a trait arm (2 arms × 2 replicates × 2 students),
-    # with the arm's trait as target; none for the A/A arm.
-    for metric in ("profile_r", "profile_r_ex"):
-        prof = tidy[tidy.metric == metric]
-        assert len(prof) == 8 and (prof.target == prof.teacher_trait).all(), prof
-        assert prof.value.between(-1, 1).all() and set(prof.teacher_trait) == {"owl", "cat"}
+    # the profile readout is the analysis's (from candidates.csv), not tidy rows
+    assert not tidy.metric.isin(["profile_r", "profile_r_ex"]).any()
+    # candidates: every evaluated model (2 baselines, 6 teachers, 12 students) × every candidate animal
+    cands = candidate_rows(_inputs(nodes, store, "eval"), report.spec)
+    assert tuple(cands.columns) == CANDIDATE_COLUMNS and cands.model_id.nunique() == 20
+    per_model = cands.groupby("model_id").candidate.nunique()
+    assert per_model.min() == per_model.max() >= 2 and {"owl", "cat"} <= set(cands.candidate)
+    own = cands[(cands.role == "student") & (cands.candidate == "owl")].set_index("model_id").logodds
+    logodds = students[(students.metric == "logodds") & (students.target == "owl")].set_index("student_id").value
+    assert own.sort_index().to_numpy() == pytest.approx(logodds.sort_index().to_numpy())
 
 
 def test_teachers_table_has_replicates_shift_and_doses(micro_run):
@@ -132,7 +137,7 @@ def test_report_node_builds_its_files(micro_run):
     summary = run_plan(nodes, store, workers=1)
     report = store.path(next(n for n in nodes if n.kind == "report"))
     assert [k.split("/", 1)[0] for k in summary.built] == ["report"]
-    for name in ("tidy.csv", "cells.csv", "report.md", "index.html"):
+    for name in ("tidy.csv", "pairs.csv", "candidates.csv", "bases.csv", "report.md", "index.html"):
         assert (report / name).stat().st_size > 0, name
 
 
