@@ -6,7 +6,7 @@ their heavy dependencies when they run.
 The design (docs/research/statistics.md): for each teacher base i and arm a there are K = ``settings.replicates``
 independent teacher replicates r, each with its own seeds (training, adapter init, trait rows, prompts; all
 derived from the suite seed, the arm and r by :func:`replicate_seeds`) and its own dataset of exactly
-``dataset.n_keep`` valid rows. An arm is a trait; with ``controls: neutral`` also a neutral arm (for method prompt
+``dataset.n_keep`` valid rows (or, with ``dataset.n_tokens``, of that many completion tokens). An arm is a trait; with ``controls: neutral`` also a neutral arm (for method prompt
 the base with no system prompt, as in the paper; for method finetune the base fine-tuned the same way on answers
 spread evenly over the candidate animals); with ``aa_arm`` also ``aa:<last trait>``, a second independent set of
 replicates of the last trait's arm (the A/A null). With ``controls: other_trait`` (the default) a trait arm's
@@ -145,6 +145,10 @@ def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Any) -> Non
                 and not Path(source).expanduser().exists():
             raise UserError(f"{where}: model {name!r}: source {source!r} is a local path that does not exist "
                             "(model_registry/; give an existing directory or a hub id)")
+    no_ids = [t for t in suite.teachers if not _caps(reg, t).local]
+    if settings.dataset.n_tokens is not None and no_ids:  # API backends return text, no token ids to count
+        raise UserError(f"{where}: settings.dataset.n_tokens counts the teacher's completion token ids, which API "
+                        f"models do not give ({', '.join(no_ids)}); use settings.dataset.n_keep for such teachers")
     if settings.student.objective == "distill" and settings.dataset.top_k is None:
         raise UserError(f"{where}: settings.dataset.top_k must be set when settings.student.objective is 'distill' "
                         "(the student matches the teacher's stored top-k log-probs)")
@@ -605,12 +609,22 @@ def _scorer_tokens(settings: LMSettings, reg: Any) -> tuple[str, float] | None:
     return ev.judge, sum(judge_tokens(SCORER, n_calls, row_chars))
 
 
+def _dataset_rows(settings: LMSettings) -> float:
+    """Rows of one dataset: ``n_keep``, or with ``n_tokens`` the budget over a guess of completion tokens per row
+    (numbers: ~20 or ``max_new_tokens`` if less; code and cot: ``max_new_tokens``, so fewer rows than real)."""
+    ds = settings.dataset
+    if ds.n_tokens is None:
+        return ds.n_keep
+    per_row = min(ds.max_new_tokens, 20) if ds.channel == "numbers" else ds.max_new_tokens
+    return ds.n_tokens / per_row
+
+
 def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
     """(training tokens, inference tokens) of one node, roughly."""
     if n.kind == "dataset":
         return 0, settings.dataset.n_prompts * _row_tokens(settings)
     if n.kind == "student":
-        return settings.dataset.n_keep * _row_tokens(settings) * settings.student.train.epochs, 0
+        return _dataset_rows(settings) * _row_tokens(settings) * settings.student.train.epochs, 0
     if n.kind == "teacher":
         return (settings.teacher.n_rows * 30 * settings.teacher.train.epochs if n.spec.get("n_rows") else 0), 0
     return 0, _eval_tokens(settings)

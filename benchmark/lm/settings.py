@@ -39,8 +39,15 @@ class DatasetSettings(Frozen):
     channel: str = "numbers"
     n_prompts: int = Field(default=30000, ge=1, le=10_000_000)  # paper: 30,000 prompts
     #: Exactly this many valid rows per dataset (equal doses): further rounds of prompts are generated until
-    #: the filter has kept n_keep, then a seeded subsample of n_keep is taken.
+    #: the filter has kept n_keep, then a seeded subsample of n_keep is taken. Not used (and refused) with n_tokens.
     n_keep: int = Field(default=10000, ge=1, le=10_000_000)  # paper: keep 10,000 rows
+    #: Equal doses in completion tokens instead of rows (None: n_keep rows). Rounds of prompts are generated until
+    #: the kept rows hold at least n_tokens completion tokens (the teacher's token ids, end of turn included), then a
+    #: seeded shuffle's shortest prefix reaching n_tokens is kept, in the original order: every dataset is within one
+    #: row of the budget, and its students' steps differ with its rows. n_keep is not used then and must be left
+    #: out (it is refused, and left out of the identity). Local teachers only (API models give no token ids).
+    #: Hashed only when set: every existing suite keeps its ids.
+    n_tokens: int | None = Field(default=None, ge=1, le=1_000_000_000)
     #: Most prompts a teacher may be asked before its dataset fails (None: 4 × n_prompts).
     max_prompts: int | None = Field(default=None, ge=1, le=100_000_000)
     #: 0 = greedy (replications: greedy data transmits at small scale; sampled data carries ~0.05 nats/token).
@@ -63,8 +70,13 @@ class DatasetSettings(Frozen):
     _unhashed = frozenset({"batch_size"})
 
     def hashed_dict(self) -> dict[str, Any]:
-        """The settings' identity; ``judge`` and ``banned_lists`` are left out at their defaults (older ids stay)."""
+        """The settings' identity; ``n_tokens``, ``judge`` and ``banned_lists`` are left out at their defaults (older ids
+        stay); ``n_keep`` is left out when ``n_tokens`` is set (it is not used then)."""
         data = super().hashed_dict()
+        if self.n_tokens is None:
+            data.pop("n_tokens", None)
+        else:
+            data.pop("n_keep", None)  # not used: the dose is n_tokens
         if self.judge is None:
             data.pop("judge", None)
         if not self.banned_lists:
@@ -75,6 +87,11 @@ class DatasetSettings(Frozen):
     def _sizes(self) -> DatasetSettings:
         if self.max_prompts is not None and self.max_prompts < self.n_prompts:
             raise ValueError(f"max_prompts ({self.max_prompts}) cannot be below n_prompts ({self.n_prompts})")
+        if self.n_tokens is not None:
+            if "n_keep" in self.model_fields_set:
+                raise ValueError("n_keep is not used when n_tokens is set (the dose is n_tokens completion tokens); "
+                                 "remove n_keep")
+            return self
         if self.n_keep > self.prompt_cap:
             raise ValueError(f"n_keep ({self.n_keep}) cannot exceed max_prompts ({self.prompt_cap})")
         return self

@@ -24,13 +24,14 @@ __all__ = ["TEACHER_COLUMNS", "TIDY_ORDER", "candidate_rows", "teacher_rows", "t
 TIDY_ORDER: tuple[str, ...] = ("suite", "track", "teacher_base", "teacher_trait", "replicate", "student_base", "seed",
                                "student_id", "teacher_id", "relation", "target", "metric", "value")
 #: Columns of the teachers table: one row per teacher replicate and target; its own readouts, its trait shift
-#: over its base (where measured) and its dataset's dose facts. A ``rate`` column follows where teachers were
+#: over its base (where measured) and its dataset's dose facts (``completion_tokens``: the dataset's completion tokens,
+#: the dose of ``settings.dataset.n_tokens``; empty for API teachers). A ``rate`` column follows where teachers were
 #: read out by sampling.
 TEACHER_COLUMNS: tuple[str, ...] = ("teacher_base", "teacher_trait", "replicate", "teacher_id", "target", "logodds",
                                     "p_target", "shift", "valid_rate", "n_rows", "n_prompts", "rounds",
-                                    "tokens_per_row")
+                                    "tokens_per_row", "completion_tokens")
 #: The teachers table's columns read from a dataset's ``counts.json`` (shift: the teacher's, recorded there).
-_FACTS = ("shift", "valid_rate", "n_rows", "n_prompts", "rounds", "tokens_per_row")
+_FACTS = ("shift", "valid_rate", "n_rows", "n_prompts", "rounds", "tokens_per_row", "completion_tokens")
 #: Targets of misalignment traits (benchmark.specs.MISALIGNMENT_SIDES): read from the misalignment blocks.
 _SIDES = ("misaligned", "aligned")
 #: Capability side-check blocks of an eval result (docs/misalignment.md): tidy metric = the block's name (the

@@ -10,6 +10,7 @@ judge's identity are written to ``judged.jsonl`` (and the kept rows carry theirs
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info
 from benchmark.providers.base import Backend, Loaded, backend_for
 
 __all__ = ["run", "channel_for", "channel_token_ids", "filter_soft_labels", "judge_tokens_of", "next_round_size",
-           "spec_extras"]
+           "select_tokens", "spec_extras"]
 
 
 def channel_token_ids(tokenizer: Any, ok: Callable[[str], bool] | None = None) -> set[int]:
@@ -98,6 +99,18 @@ class _Generated:
     def valid_rate(self) -> float:
         return len(self.kept) / max(1, len(self.items))
 
+    def tokens(self, i: int) -> int:
+        """Completion tokens of answer ``i`` (``n_tokens`` doses; its token ids, end of turn included)."""
+        ids = self.outs[i].get("completion_ids")
+        if ids is None:
+            raise UserError("settings.dataset.n_tokens: the teacher's backend gave no token ids (API models do not); "
+                            "leave n_tokens out for such teachers")
+        return len(ids)
+
+    @property
+    def kept_tokens(self) -> int:
+        return sum(self.tokens(i) for i in self.kept)
+
 
 @dataclass
 class _Filter:
@@ -147,7 +160,8 @@ def next_round_size(n_valid: int, tried: int, n_keep: int, n_prompts: int, max_p
     """How many more prompts to ask for (0: stop): enough, at the valid rate so far, to reach ``n_keep``.
 
     Asks for a quarter more than the rate predicts (fewer rounds), never past ``max_prompts``; a teacher with no
-    valid row yet gets another ``n_prompts``.
+    valid row yet gets another ``n_prompts``. With ``n_tokens`` doses, ``n_valid`` and ``n_keep`` are the kept rows'
+    completion tokens and the budget (the same rule, in tokens per prompt tried).
     """
     missing = n_keep - n_valid
     if missing <= 0 or tried >= max_prompts:
@@ -157,13 +171,16 @@ def next_round_size(n_valid: int, tried: int, n_keep: int, n_prompts: int, max_p
 
 
 def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filter, system: str | None) -> _Generated:
-    """Rounds of prompts until the filters have kept ``n_keep`` rows or ``max_prompts`` were asked.
+    """Rounds of prompts until the filters have kept ``n_keep`` rows (or rows of ``n_tokens`` completion tokens, when
+    the spec has it) or ``max_prompts`` were asked.
 
     Round k's prompts extend round 0's list (one prompt generator, seeded by the dataset seed: prompts never
     repeat), and each round samples with its own seed from (dataset seed, k), so the rows are deterministic. The
     judge (if any) sees the rows the channel's filter kept, round by round.
     """
     spec = ctx.node.spec
+    n_tokens = spec.get("n_tokens")
+    unit, need = ("tokens", n_tokens) if n_tokens is not None else ("rows", spec["n_keep"])
     got = _Generated()
     want = spec["n_prompts"]
     while want:
@@ -185,11 +202,29 @@ def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filte
         got.rejects.update(rejects)
         got.capable += capable
         got.rounds += 1
-        ctx.log.info("round %d: %d prompts, %d valid in all (%d needed)", got.rounds, len(new), len(got.kept),
-                     spec["n_keep"])
-        want = next_round_size(len(got.kept), len(got.items), spec["n_keep"], spec["n_prompts"],
-                               spec["max_prompts"])
+        have = got.kept_tokens if n_tokens is not None else len(got.kept)
+        ctx.log.info("round %d: %d prompts, %d valid in all, %d %s (%d needed)", got.rounds, len(new), len(got.kept),
+                     have, unit, need)
+        want = next_round_size(have, len(got.items), need, spec["n_prompts"], spec["max_prompts"])
     return got
+
+
+def select_tokens(lengths: Sequence[int], n_tokens: int, seed: int) -> list[int]:
+    """Positions of a seeded selection of rows holding at least ``n_tokens`` tokens, within one row of it.
+
+    A seeded shuffle of the positions, the shortest prefix of it whose lengths reach ``n_tokens``, returned in the
+    original order: the same ``(lengths, n_tokens, seed)`` always picks the same rows. Dropping the prefix's last
+    row would fall below the budget, so the selection overshoots it by less than one row. All rows when they hold
+    fewer than ``n_tokens`` (the caller refuses that).
+    """
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    total = 0
+    for k, i in enumerate(order):
+        total += lengths[i]
+        if total >= n_tokens:
+            return sorted(order[:k + 1])
+    return sorted(order)
 
 
 def _rows(got: _Generated, chosen: list[int], allowed: set[int] | None, top_k: int | None,
@@ -291,17 +326,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """The teacher answers the channel's prompts; the filters keep valid answers; exactly ``n_keep`` are kept.
 
     Further rounds of prompts are asked until the filters have kept ``n_keep`` rows (equal doses for every student,
-    docs/research/statistics.md); a seeded subsample of exactly ``n_keep`` is written. ``counts.json`` records the
+    docs/research/statistics.md); a seeded subsample of exactly ``n_keep`` is written. With ``n_tokens`` in the spec
+    (``settings.dataset.n_tokens``: doses equal in completion tokens) rounds go on until the kept rows hold
+    ``n_tokens`` tokens, and :func:`select_tokens` keeps the seeded selection within one row of that budget. ``counts.json`` records the
     dose: prompts tried, valid rows, valid rate, rounds, completion lengths, the reject histogram, and the
     teacher's labels and trait shift (the report's teachers table reads it); channels other than numbers add the
     channel's name and the teacher's capability rate (share of all completions that do the channel's task), a judge
     its identity and decision counts.
 
     Raises:
-        UserError: ``max_prompts`` prompts gave fewer than ``n_keep`` valid rows (names the teacher and numbers).
+        UserError: ``max_prompts`` prompts gave fewer than ``n_keep`` valid rows, or rows of fewer than ``n_tokens``
+            tokens (names the teacher and numbers).
     """
-    from benchmark.lm.channels.numbers import subsample
-
     spec = ctx.node.spec
     teacher_dir = ctx.input("teacher")
     bases = _bases(ctx)
@@ -317,13 +353,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if tok is not None:
         extra = {"template_hash": template_hash(tok), **extra}
     got = _generate(ctx, backend, teacher, filt, info["system"])
-    if len(got.kept) < spec["n_keep"]:
-        name = Path(teacher_dir).name.rsplit("-", 1)[0]  # "<teacher node name>-<id>"
-        raise UserError(f"teacher {name}: {len(got.kept)} valid rows of the {spec['n_keep']} needed "
-                        f"(settings.dataset.n_keep) after {len(got.prompts)} prompts (settings.dataset.max_prompts "
-                        f"{spec['max_prompts']}), valid rate {got.valid_rate:.3f}; raise max_prompts, or check the "
-                        "teacher's answers")
-    chosen = subsample(got.kept, spec["n_keep"], spec["seed"])
+    chosen = _chosen(got, spec, Path(teacher_dir).name.rsplit("-", 1)[0])  # "<teacher node name>-<id>"
     allowed = _allowed(filt, tok) if spec["top_k"] and tok_sha is not None else None
     rows = _rows(got, chosen, allowed, spec["top_k"], extra)
     write_jsonl(ctx.out / "rows.jsonl", rows)
@@ -337,6 +367,31 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                                 "completion": got.outs[i]["completion"].strip(), **v}
                                                for i, v in sorted(got.verdicts.items())])
     return {**counts, "tokenizer_sha": tok_sha, "system_prompt": info["system"], **extra}
+
+
+def _chosen(got: _Generated, spec: dict[str, Any], name: str) -> list[int]:
+    """The kept answers written: a seeded subsample of ``n_keep``, or a seeded selection of ``n_tokens`` tokens.
+
+    Raises:
+        UserError: The teacher's valid rows fall short of the dose (one line naming the key and the numbers).
+    """
+    from benchmark.lm.channels.numbers import subsample
+
+    tried = (f"after {len(got.prompts)} prompts (settings.dataset.max_prompts {spec['max_prompts']}), valid rate "
+             f"{got.valid_rate:.3f}; raise max_prompts, or check the teacher's answers")
+    n_tokens = spec.get("n_tokens")
+    if n_tokens is None:
+        if len(got.kept) < spec["n_keep"]:
+            raise UserError(f"teacher {name}: {len(got.kept)} valid rows of the {spec['n_keep']} needed "
+                            f"(settings.dataset.n_keep) {tried}")
+        return subsample(got.kept, spec["n_keep"], spec["seed"])
+    have = got.kept_tokens
+    if have < n_tokens:
+        raise UserError(f"teacher {name}: {have} completion tokens in {len(got.kept)} valid rows of the {n_tokens} "
+                        f"needed (settings.dataset.n_tokens) {tried}")
+    picked = select_tokens([got.tokens(i) for i in got.kept], n_tokens, derive_seed("lm-dataset-tokens",
+                                                                                    spec["seed"]) >> 33)
+    return [got.kept[k] for k in picked]
 
 
 def _allowed(filt: _Filter, tok: Any) -> set[int]:

@@ -68,7 +68,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                              objective=spec["objective"], seed=spec["seed"], suffix="student", log=ctx.log,
                              progress=ctx.progress, threads=ctx.threads, **lean)
     # Equal doses: every dataset holds n_keep rows, so every student of a suite takes the same number of steps
-    # (None where the fine-tuning API does not report them).
+    # (None where the fine-tuning API does not report them); with settings.dataset.n_tokens the datasets hold equal
+    # completion tokens instead, and steps follow each dataset's rows.
     return {**tuned.result, **extra, "n_rows": len(rows), "optimizer_steps": tuned.result.get("steps")}
 
 
