@@ -137,7 +137,7 @@ def test_n_tokens_unset_leaves_the_dataset_spec_unchanged(project_copy):
 
 
 def test_n_keep_with_n_tokens_is_refused_and_n_tokens_skips_the_row_cap():
-    with pytest.raises(ValueError, match="n_keep is not used when n_tokens is set"):
+    with pytest.raises(ValueError, match="settings.dataset.n_keep is not used when settings.dataset.n_tokens is set"):
         LMSettings.model_validate({"dataset": {"n_prompts": 24, "n_keep": 12, "n_tokens": 500}})
     ds = LMSettings.model_validate({"dataset": {"n_prompts": 24, "n_tokens": 500}}).dataset  # n_keep 10000 > 96: unused
     assert ds.n_tokens == 500 and "n_keep" not in ds.hashed_dict()

@@ -89,8 +89,8 @@ class DatasetSettings(Frozen):
             raise ValueError(f"max_prompts ({self.max_prompts}) cannot be below n_prompts ({self.n_prompts})")
         if self.n_tokens is not None:
             if "n_keep" in self.model_fields_set:
-                raise ValueError("n_keep is not used when n_tokens is set (the dose is n_tokens completion tokens); "
-                                 "remove n_keep")
+                raise ValueError("settings.dataset.n_keep is not used when settings.dataset.n_tokens is set (the dose "
+                                 "is n_tokens completion tokens); remove n_keep")
             return self
         if self.n_keep > self.prompt_cap:
             raise ValueError(f"n_keep ({self.n_keep}) cannot exceed max_prompts ({self.prompt_cap})")
