@@ -618,7 +618,7 @@ def _lm_sections(analysis: Analysis) -> list[Section]:
     if isinstance(extras, LMExtras) and not extras.teachers.empty:
         h, r = _teacher_rows(extras.teachers)
         out.append(("Teachers", "One row per teacher replicate and readout target: its own readout and its dataset "
-                    "(tokens_per_row: completion tokens per row, the dose).", h, r))
+                    "(completion_tokens: the dose in completion tokens; tokens_per_row: their mean per row).", h, r))
     return out
 
 
