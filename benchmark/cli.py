@@ -600,7 +600,8 @@ def _validate_bundle(path: Path) -> bool:
         assert bundle is not None
         n = len(bundle.evaluation_results)
         console.print(f"{path}: ok — {bundle.suite.track} suite {bundle.suite.name!r}, report {bundle.suite.report_id}: "
-                      f"{n} cells recomputed from {len(bundle.data.replicate_rows.rows)} replicate rows",
+                      f"{n} pairs (placebo rows included) recomputed from {len(bundle.data.replicate_rows.rows)} "
+                      "tidy rows",
                       markup=False, highlight=False, emoji=False, soft_wrap=True)
     return bool(problems)
 
