@@ -460,20 +460,21 @@ def _pair_readings(analysis: Analysis, alpha: float) -> list[str]:
 
 
 def _pair_rows(cells: pd.DataFrame, units: str) -> tuple[list[str], list[list[Any]]]:
+    """The pairs table: the columns every track has, then the LM's collateral, transfer ratio and profile where the
+    pair table has them (the classifier's has not)."""
+    optional = [("collateral G [95% CI]", "collateral", "collateral_ci_low", "collateral_ci_high", True),
+                ("transfer ratio [95% CI]", "transfer_ratio", "ratio_ci_low", "ratio_ci_high", False),
+                ("profile r [95% CI]", "profile_r", "profile_ci_low", "profile_ci_high", True)]
+    extra = [o for o in optional if o[1] in cells.columns]
     header = ["teacher", "student", "family", "units (treated / control)", f"effect [95% CI] ({units})", "p",
-              "q (family)", "p_drift", "q_drift", "collateral G [95% CI]", "transfer ratio [95% CI]",
-              "profile r [95% CI]"]
-    rows = [
-        [r.teacher, r.student, r.family, f"{r.n_treated} / {r.n_control}", _effect_text(r), _pval(r.p), _pval(r.q),
-         _pval(getattr(r, "p_drift", np.nan)), _pval(getattr(r, "q_drift", np.nan)),
-         f"{_num(getattr(r, 'collateral', np.nan), sign=True)} "
-         f"{_ci(getattr(r, 'collateral_ci_low', np.nan), getattr(r, 'collateral_ci_high', np.nan))}",
-         f"{_num(getattr(r, 'transfer_ratio', np.nan), 3)} "
-         f"{_ci(getattr(r, 'ratio_ci_low', np.nan), getattr(r, 'ratio_ci_high', np.nan))}",
-         f"{_num(getattr(r, 'profile_r', np.nan), sign=True)} "
-         f"{_ci(getattr(r, 'profile_ci_low', np.nan), getattr(r, 'profile_ci_high', np.nan))}"]
-        for r in _trait_pairs(cells).itertuples(index=False)
-    ]
+              "q (family)", "p_drift", "q_drift", *[o[0] for o in extra]]
+    rows = []
+    for r in _trait_pairs(cells).itertuples(index=False):
+        row = [r.teacher, r.student, r.family, f"{r.n_treated} / {r.n_control}", _effect_text(r), _pval(r.p),
+               _pval(r.q), _pval(getattr(r, "p_drift", np.nan)), _pval(getattr(r, "q_drift", np.nan))]
+        row += [f"{_num(getattr(r, v), 3, sign=signed)} {_ci(getattr(r, lo), getattr(r, hi))}"
+                for _, v, lo, hi, signed in extra]
+        rows.append(row)
     return header, rows
 
 
