@@ -332,7 +332,7 @@ def _gamma_line(fit: Mapping[str, Any] | None, name: str, units: str) -> str:
         return f"{name}: not fitted."
     if not fit.get("identifiable", False):
         return (f"{name}: n/a - not identifiable ({fit.get('n_pairs')} pairs): no shared pairs, fewer than 3 pair "
-                "clusters, or no spread to estimate an interval from.")
+                "clusters, or no spread to estimate an interval from")
     perm = "exact over" if fit.get("exact") else "Monte Carlo,"
     return (
         f"{name} = {_num(fit['estimate'], sign=True)} {units} {_ci(fit['ci_low'], fit['ci_high'])} (95% CI, CR2 "
