@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmark.analysis.common import ALTERNATIVES, check_choice, mean_or_nan, ordered_levels
+from benchmark.analysis.common import check_choice, mean_or_nan, ordered_levels
 from benchmark.analysis.stats import (
     bh_adjust,
     exact_size,
@@ -513,7 +513,7 @@ def relation_summary(pairs: pd.DataFrame, lifts: pd.DataFrame, column: str = "ef
         sub = trait[trait["relation"] == rel]
         if sub.empty:
             continue
-        rows = lifts[lifts["relation"] == rel] if column == "effect" else lifts[lifts["relation"] == rel]
+        rows = lifts[lifts["relation"] == rel]
         per_rep = rows.groupby("replicate")["lift"].mean() if len(rows) else pd.Series(dtype=float)
         _, lo, hi = mean_ci(per_rep)
         per_base = sub.groupby("teacher")[column].mean()
@@ -582,8 +582,3 @@ def verdict(row: Mapping[str, Any], alpha: float = ALPHA) -> str:
     if isinstance(p, float) and math.isfinite(p) and p <= alpha:
         return "within drift"
     return "none"
-
-
-def check_alternative(alternative: str) -> None:
-    """The pair tests are two-sided by design; other values are refused with the reason."""
-    check_choice("analysis.alternative", alternative, ALTERNATIVES)
