@@ -198,9 +198,14 @@ def plan(
         _print_plan_json(spec, nodes, cells)
         return
     replicates = getattr(settings, "replicates", None)  # the LM track's independent teachers per arm
-    reps = f", {replicates} teacher replicates per arm" if replicates else ""
+    reps = f", {replicates} teacher replicate{'s' * (replicates != 1)} per arm" if replicates else ""
+    aa = f" + an A/A arm (aa:{spec.traits[-1]})" if getattr(settings, "aa_arm", False) and spec.traits else ""
+    n_seeds = len(spec.seeds)
+    seeds = (f"{n_seeds} student seed{'s' * (n_seeds != 1)} per replicate" if replicates
+             else f"{n_seeds} seed{'s' * (n_seeds != 1)}")
+    traits = f", traits {', '.join(spec.traits)}{aa}" if spec.traits else ""
     console.print(f"suite {spec.name!r} ({spec.track} track): {len(spec.teachers)} teachers × "
-                  f"{len(spec.students)} students, {len(spec.traits)} traits{reps}, {len(spec.seeds)} seeds")
+                  f"{len(spec.students)} students{traits}{reps}, {seeds}")
     console.print(_status_table(status, "nodes"))
     for n in todo[:show]:
         console.print(f"  to do: {n.key}")

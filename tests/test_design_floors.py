@@ -72,3 +72,11 @@ def test_validate_and_plan_print_them(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "verdicts: pair test 4 vs 8 replicates, smallest p 0.00202" in out.stdout
     assert "verdicts: γ over 6 teacher bases, smallest teacher-block p 0.008333" in out.stdout
+
+
+def test_plan_header_names_traits_the_aa_arm_and_the_units(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "benchmark.cli", "plan", "default", "--store", str(tmp_path)],
+                         capture_output=True, text=True, cwd=ROOT, timeout=300)
+    head = " ".join(out.stdout.split())
+    assert "traits owl, cat + an A/A arm (aa:cat), 4 teacher replicates per arm, 1 student seed per replicate" in head
+    assert "1 seeds" not in head
