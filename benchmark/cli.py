@@ -738,14 +738,20 @@ def compare(
     a: Annotated[str, typer.Argument(help="Bundle A (a path, or a published suite's name).")],
     b: Annotated[str, typer.Argument(help="Bundle B.")],
 ) -> None:
-    """List the cells whose estimates moved beyond their CIs between two bundles (each estimate outside the other
-    run's 95% CI), the cells only one has, and γ."""
+    """List the pairs whose estimates moved beyond their CIs between two bundles (each estimate outside the other
+    run's 95% CI), the pairs only one has, and γ; says so when the two share no pair or no model."""
     from benchmark.bundle.compare import compare_bundles
 
     ba, bb = _load_or_fail(_bundle_arg(a)), _load_or_fail(_bundle_arg(b))
     result = compare_bundles(ba, bb)
     common = result.stable + len(result.moved) + len(result.undecided)
-    console.print(f"A = {ba.evaluation_id}, B = {bb.evaluation_id}: {len(result.moved)} of {common} common cells "
+    if common == 0:
+        shared = sorted({m.name for m in ba.models} & {m.name for m in bb.models})
+        console.print(f"A = {ba.evaluation_id}, B = {bb.evaluation_id}: no pair in common "
+                      + (f"(they share the model(s) {', '.join(shared)}, but no teacher→student pair)" if shared
+                         else "(the two suites have no model in common): nothing to compare"),
+                      markup=False, highlight=False, emoji=False, soft_wrap=True)
+    console.print(f"A = {ba.evaluation_id}, B = {bb.evaluation_id}: {len(result.moved)} of {common} common pairs "
                   f"moved beyond their CIs; {len(result.only_a)} only in A, {len(result.only_b)} only in B"
                   + (f", {len(result.undecided)} without a CI" if result.undecided else ""),
                   markup=False, highlight=False, emoji=False, soft_wrap=True)

@@ -304,7 +304,11 @@ def test_compare_cli(reports, fresh):
     res = run_cli("compare", path, path)
     assert res.returncode == 0, res.stderr
     n, gamma = len(fresh["default"]["evaluation_results"]), fresh["default"]["shared_base"]["gamma"]
-    assert f"0 of {n} common cells moved beyond their CIs" in res.stdout and f"γ: A {gamma:+.3f}" in res.stdout
+    assert f"0 of {n} common pairs moved beyond their CIs" in res.stdout and f"γ: A {gamma:+.3f}" in res.stdout
+    # two suites with no model in common say so (issue 24.9)
+    other = run_cli("compare", path, str(SUITES / "classifiers" / BUNDLE))
+    assert other.returncode == 0 and "no pair in common (the two suites have no model in common)" in " ".join(
+        other.stdout.split())
 
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
