@@ -45,12 +45,12 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis.common import check_choice, mean_or_nan, ordered_levels
+from benchmark.analysis.design import pair_floor
 from benchmark.analysis.stats import (
     bh_adjust,
     exact_size,
     key_rng,
     mean_ci,
-    min_attainable_p,
     shift_permutation,
     welch_ci,
 )
@@ -373,7 +373,7 @@ def _row(i: str, j: str, rel: str, target: str, x: _Arm, ys: list[_Arm], ctrl: l
         "p_drift": np.nan, "q_drift": np.nan,
         "collateral": float(xs.mean() - ys_.mean()), "collateral_ci_low": g_lo, "collateral_ci_high": g_hi,
         "transfer_ratio": np.nan, "ratio_ci_low": np.nan, "ratio_ci_high": np.nan, "teacher_contrast": np.nan,
-        "se": se, "se_df": se_df, "n_treated": len(xv), "n_control": len(yv), "p_min": _p_min(len(xv), len(yv)),
+        "se": se, "se_df": se_df, "n_treated": len(xv), "n_control": len(yv), "p_min": pair_floor(len(xv), len(yv)),
         "exact_size": exact_size(len(xv), len(yv), "two-sided", ALPHA),
         "mean_treated": float(xv.mean()), "mean_control": float(yv.mean()),
         "sd_treated": float(np.std(xv, ddof=1)) if len(xv) > 1 else np.nan,
@@ -391,12 +391,6 @@ def _welch_se(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     if vx + vy <= 0:
         return 0.0, float("nan")
     return float(math.sqrt(vx + vy)), float((vx + vy) ** 2 / (vx**2 / (len(x) - 1) + vy**2 / (len(y) - 1)))
-
-
-def _p_min(k: int, m: int) -> float:
-    """Smallest attainable two-sided p (doubled with equal groups, where the mirror split is as extreme)."""
-    p = min_attainable_p(k, m)
-    return min(1.0, 2 * p) if k == m and math.comb(k + m, k) <= 20_000 else p
 
 
 def _ratio(row: Mapping[str, Any], teacher: float) -> dict[str, float]:

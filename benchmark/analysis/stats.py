@@ -274,7 +274,7 @@ def shift_permutation(
         else:
             hits = d >= o - tol
         count = hits.sum(axis=1)
-        return count / len(d0) if exact else count / len(d0)  # Monte Carlo: the observed row is counted once
+        return count / len(d0)  # exact: every assignment; Monte Carlo: the observed row is among them once
 
     p = float(p_at(np.array([0.0]), alternative)[0])
     alpha = 1 - level
