@@ -19,7 +19,8 @@ import numpy as np
 from benchmark.analysis.stats import exact_size, min_attainable_p
 from benchmark.analysis.tidy import relation_of
 
-__all__ = ["MIN_SUBMIT_UNITS", "DesignFloors", "design_floors", "design_lines", "gamma_floor", "pair_floor"]
+__all__ = ["MIN_SUBMIT_UNITS", "DesignFloors", "design_floors", "design_lines", "gamma_floor", "pair_floor",
+           "shared_table", "teacher_relabellings"]
 
 #: Fewest independent units per arm (replicates, or seeds) a submitted bundle needs (docs/submitting.md).
 MIN_SUBMIT_UNITS = 3
@@ -31,21 +32,32 @@ def pair_floor(k: int, m: int) -> float:
     return min(1.0, 2 * p) if k == m and math.comb(k + m, k) <= 20_000 else p
 
 
+def teacher_relabellings(k: int, n_perm: int, rng: np.random.Generator | None = None) -> tuple[list[np.ndarray], bool]:
+    """The relabellings of ``k`` teacher-base blocks that γ's permutation test uses, and whether they are exact:
+    all k! when that is at most ``n_perm``, else the identity first and ``n_perm`` draws from ``rng`` (seed 0 when
+    none is given)."""
+    if math.factorial(k) <= n_perm:
+        return [np.array(p) for p in itertools.permutations(range(k))], True
+    rng = np.random.default_rng(0) if rng is None else rng
+    return [np.arange(k)] + [rng.permutation(k) for _ in range(n_perm)], False
+
+
+def shared_table(teachers: Sequence[str], students: Sequence[str], lineage: Mapping[str, str],
+                 shared: Sequence[str]) -> np.ndarray:
+    """1 where a (teacher, student) pair's relation is in ``shared``, else 0: rows are teachers, columns students."""
+    return np.array([[relation_of(t, s, lineage) in shared for s in students] for t in teachers], dtype=float)
+
+
 def gamma_floor(teachers: Sequence[str], students: Sequence[str], lineage: Mapping[str, str],
                 indicator: str = "shared_init", n_perm: int = 10_000) -> float:
     """Smallest p of γ's teacher-block permutation test: the share of teacher relabellings whose shared indicator
     over the teacher × student grid equals the observed one (they always tie with the observed γ). NaN when the
     indicator is constant (no shared pair, or every pair shared)."""
     shared = ("same", "sibling") if indicator == "shared_init" else ("same",)
-    grid = np.array([[relation_of(t, s, lineage) in shared for s in students] for t in teachers], dtype=bool)
+    grid = shared_table(teachers, students, lineage, shared).astype(bool)
     if grid.all() or not grid.any():
         return float("nan")
-    k = len(teachers)
-    if math.factorial(k) <= n_perm:
-        perms = [np.array(p) for p in itertools.permutations(range(k))]
-    else:
-        rng = np.random.default_rng(0)
-        perms = [np.arange(k)] + [rng.permutation(k) for _ in range(n_perm)]
+    perms, _ = teacher_relabellings(len(teachers), n_perm)
     # relabelling teacher i as teacher π(i): its rows are read against π(i)'s relations
     same = sum(bool((grid[p, :] == grid).all()) for p in perms)
     return same / len(perms)

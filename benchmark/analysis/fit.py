@@ -8,7 +8,6 @@ by pair, leave-one-base-out (docs/research/statistics.md, "Second audit").
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from benchmark.analysis.common import ALTERNATIVES, check_choice, ordered_levels
-from benchmark.analysis.tidy import RELATIONS, relation_of
+from benchmark.analysis.design import shared_table, teacher_relabellings
+from benchmark.analysis.tidy import RELATIONS
 from benchmark.errors import UserError
 
 __all__ = ["N_PERM_MIN", "PAIR_CLUSTERS", "pair_fit"]
@@ -253,19 +253,13 @@ def _teacher_block_p(z: np.ndarray, y: np.ndarray, tb: np.ndarray, sb: np.ndarra
                      rng: np.random.Generator) -> dict[str, Any]:
     """p of γ over relabellings of whole teacher-base blocks (see :func:`pair_fit`)."""
     bases = sorted(set(tb), key=str)
-    k = len(bases)
-    if math.factorial(k) <= n_perm:
-        perms = [np.array(p) for p in itertools.permutations(range(k))]
-        exact = True
-    else:
-        perms = [np.arange(k)] + [rng.permutation(k) for _ in range(n_perm)]
-        exact = False
+    perms, exact = teacher_relabellings(len(bases), n_perm, rng)
     pos = {b: i for i, b in enumerate(bases)}
     t_idx = np.array([pos[b] for b in tb])
     students = sorted(set(sb), key=str)
     s_idx = np.array([students.index(s) for s in sb])
     # relation of (teacher label a, student b) for every label and student, once
-    table = np.array([[relation_of(a, b, lineage) in shared for b in students] for a in bases], dtype=float)
+    table = shared_table(bases, students, lineage, shared)
     xs = np.column_stack([table[p[t_idx], s_idx] for p in perms])
     x_obs = table[t_idx, s_idx]
     g = _gammas(z, xs, y)
