@@ -63,14 +63,12 @@ def plan_group(reg: Registry, group: SuiteGroup) -> tuple[list[GroupPart], list[
     Returns:
         The parts (in the group's order) and the merged node list.
     """
-    from benchmark.tracks import track_for
-
     parts: list[GroupPart] = []
     merged: dict[str, Any] = {}
     for name in group.parts:
-        spec, settings, _ = reg.suite(name)
+        spec, settings, path = reg.suite(name)
         reg.check_local(spec)
-        nodes = track_for(spec.track).build_plan(spec, settings, reg)
+        nodes = reg.plan(spec, settings, path)
         parts.append(GroupPart(name, spec, settings, nodes))
         for node in nodes:
             merged.setdefault(node.key, node)

@@ -151,6 +151,11 @@ class Backend(Protocol):
         """Run the lm-eval trait tasks (:mod:`benchmark.lm.evaluate`) on a loaded model."""
         ...
 
+    def tokenizer_id(self, model: ModelSpec) -> str | None:
+        """Which vocabulary the model's token ids index, from registry facts alone (no weights or files read):
+        models with equal ids share token ids; None where the provider exposes no token ids (an API)."""
+        ...
+
 
 #: provider -> "module:factory" returning its Backend (imported on first use: light modules only).
 BACKENDS: dict[str, str] = {

@@ -55,6 +55,11 @@ class HFBackend:
     def __init__(self, caps: Capabilities) -> None:
         self.caps = caps
 
+    def tokenizer_id(self, model: ModelSpec) -> str | None:
+        """The entry's ``tokenizer``, else its source at its revision: without a declaration an entry is known to
+        share its vocabulary only with entries of the same source and revision."""
+        return model.tokenizer or (f"{model.source}@{model.revision}" if model.revision else model.source)
+
     def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
                      threads: int = 1) -> dict[str, Any]:
         """Resolve the source without copying weights and record revision and template hash.
@@ -178,6 +183,11 @@ def _prepare_gguf(model: ModelSpec, gguf_path: Path, out: Path, log: logging.Log
 
 class ZooBackend(HFBackend):
     """The hf backend whose base nodes build the embedded zoo model (or copy its committed weights)."""
+
+    def tokenizer_id(self, model: ModelSpec) -> str | None:
+        """The entry's ``tokenizer``, else its build's tokenizer version (``zoo/words-v1``): the zoo's word
+        vocabulary is fixed by that version (benchmark/zoo/tokenizer.py)."""
+        return model.tokenizer or f"zoo/{model.build_spec().tokenizer}"
 
     def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
                      threads: int = 1) -> dict[str, Any]:

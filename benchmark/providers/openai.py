@@ -837,6 +837,10 @@ class OpenAIBackend:
         atomic_write_json(out / MODEL_REF, ref)
         return ref
 
+    def tokenizer_id(self, model: ModelSpec) -> str | None:
+        """None: the endpoint returns text, not token ids (rows carry no ids or soft labels)."""
+        return None
+
     def load(self, model: ModelSpec, base_dir: Path, tuned: Path | None = None, *, threads: int = 1,
              tokenizer_only: bool = False) -> Loaded:
         """The endpoint model to call: the base's name, or the fine-tuned id the ``tuned`` node recorded."""

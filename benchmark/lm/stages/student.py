@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """
     spec = ctx.node.spec
     base_dir = ctx.input("base")
-    ds_dir = ctx.input("dataset")
+    ds_dir = ctx.input("defense" if "defense" in spec else "dataset")  # a defense node's rows replace the dataset's
     model = model_spec_of(base_dir)
     engine = spec.get("engine", "hf")
     rows = _rows(ds_dir) if engine != "hf" else read_jsonl(ds_dir / "rows.jsonl")
@@ -59,8 +59,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         same_vocab = teacher_tok is not None and teacher_tok == tokenizer_sha(tok)
         if not same_vocab:
             if spec["objective"] == "distill":
+                # Plan refuses such pairs (benchmark.lm.recipes) from the registry's facts; reaching this means an
+                # entry's `tokenizer` declares a vocabulary its files do not have.
                 raise UserError(f"student {model.name}: objective 'distill' needs the teacher's vocabulary (token-level "
-                                "log-probs), but the tokenizers differ; use objective 'sft' for cross-family cells")
+                                "log-probs), but the tokenizers differ although the registry's `tokenizer` keys say "
+                                "they share one; correct the key, or use objective 'sft' for cross-tokenizer pairs")
             rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
         extra = {"same_vocab_as_teacher": same_vocab, "template_hash": template_hash(tok)}
     lean = {"engine": engine} if engine != "hf" else {}  # only local backends know engines (checked at plan)
