@@ -35,11 +35,9 @@ from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
 from benchmark.hashing import derive_seed, shift_seed
 from benchmark.lm.recipes import check_recipes
-from benchmark.lm.defenses.plan import check_defense, defense_nodes
 from benchmark.lm.settings import LMSettings
 from benchmark.lm.stages import base as base_stage
 from benchmark.lm.stages import dataset as dataset_stage
-from benchmark.lm.stages import defense as defense_stage
 from benchmark.lm.stages import eval as eval_stage
 from benchmark.lm.stages import report as report_stage
 from benchmark.lm.stages import student as student_stage
@@ -436,7 +434,7 @@ def _eval_node(name: str, spec: dict[str, Any], deps: tuple[str, ...], model: st
 
 
 def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node],
-              teachers: list[_Teacher], common: dict[str, Any], defended: dict[str, Node] | None = None) -> None:
+              teachers: list[_Teacher], common: dict[str, Any]) -> None:
     """Every student base on every replicate's dataset, once per student seed, each with its evaluation.
 
     A student seed s trains with the same seed on every dataset, so students of different arms and replicates
@@ -448,37 +446,21 @@ def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bas
         raise UserError(f"suite {suite.name}: settings.student.engine: {engine!r} trains full-parameter local (zoo, hf) "
                         "students only; set settings.student.train.lora: null or use engine 'hf'")
     for t in teachers:
-        defense = (defended or {}).get(t.dataset.key)  # the defended rows, when settings.dataset.defense is set
         for sname in suite.students:
             base = bases[sname]
             for s in suite.seeds:
                 seed = shift_seed(s, suite.seed)
                 sspec = {"base": base.id, "model": sname, "dataset": t.dataset.id,
                          "objective": settings.student.objective, "train": settings.student.train.hashed_dict(),
-                         "seed": seed, **({"engine": engine} if engine != "hf" else {}),
-                         **({"defense": defense.id} if defense is not None else {}),
-                         **_vocab_map_spec(settings, bases[t.base], base)}
+                         "seed": seed, **({"engine": engine} if engine != "hf" else {})}
                 name = f"{t.slug}.to.{sname}.s{s}"
                 student = plan.add(Node(kind="student", name=name, spec=_versioned(sspec),
-                                        deps=(base.key, (defense or t.dataset).key, *_teacher_base_dep(sspec, bases[t.base])),
-                                        fn=student_stage.run, resources=_resources(reg, sname)))
+                                        deps=(base.key, t.dataset.key), fn=student_stage.run,
+                                        resources=_resources(reg, sname)))
                 labels = {**t.labels(), "student_base": sname, "student_seed": s}
                 plan.add(_eval_node(f"student.{name}", {"role": "student", "student": student.id, "seed": seed,
                                                         "labels": labels},
                                     (student.key, base.key), sname, common, settings, reg))
-
-
-def _vocab_map_spec(settings: LMSettings, teacher_base: Node, student_base: Node) -> dict[str, Any]:
-    """A student's ``vocab_map`` and its teacher's base (whose tokenizer the map reads), only when set."""
-    if settings.student.vocab_map is None:
-        return {}
-    return {"vocab_map": settings.student.vocab_map, "channel": settings.dataset.channel,
-            "teacher_base": teacher_base.id}
-
-
-def _teacher_base_dep(sspec: dict[str, Any], teacher_base: Node) -> tuple[str, ...]:
-    """The teacher's base node as a second input of a mapped student whose base is another model."""
-    return (teacher_base.key,) if "teacher_base" in sspec and sspec["teacher_base"] != sspec["base"] else ()
 
 
 def _report_node(suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node], traits: list[TraitSpec],
@@ -511,7 +493,6 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     """Expand an lm suite into DAG nodes (see the module docstring); every check runs before any node exists."""
     channel, eval_digest = _check_inputs(suite, settings, reg)
     _check_capabilities(suite, settings, reg)
-    check_defense(suite, settings, lambda name: _caps(reg, name).local)
     check_recipes(suite, settings, reg)  # a distill student needs its teacher's vocabulary
     traits = [reg.trait(t) for t in suite.traits]
     _check_trait_kinds(suite, settings, traits)
@@ -537,9 +518,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
                                                       "seed": shift_seed(first_seed, suite.seed),
                                                       "labels": t.labels()},
                                 (t.teacher.key, bases[t.base].key), t.base, common, settings, reg))
-    defended = defense_nodes(settings, teachers, plan.add, bases, defense_stage.run, _versioned,
-                             lambda name: _resources(reg, name))
-    _students(plan, suite, settings, reg, bases, teachers, common, defended)
+    _students(plan, suite, settings, reg, bases, teachers, common)
     plan.nodes.append(_report_node(suite, settings, reg, bases, traits, arms, plan.evals,
                                    [t.dataset for t in teachers]))
     return plan.nodes
@@ -551,7 +530,7 @@ def _node_model(n: Node) -> str | None:
     if n.kind == "teacher":
         model: str = n.spec["model"]
         return model
-    if n.kind in ("dataset", "defense"):
+    if n.kind == "dataset":
         base: str = n.spec["labels"]["teacher_base"]
         return base
     if n.kind == "student":
@@ -648,8 +627,6 @@ def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
         return 0, settings.dataset.n_prompts * _row_tokens(settings)
     if n.kind == "student":
         return _dataset_rows(settings) * _row_tokens(settings) * settings.student.train.epochs, 0
-    if n.kind == "defense":  # teacher-forced scoring of every row by each scoring model (none for text defenses)
-        return 0, _dataset_rows(settings) * _row_tokens(settings) * (len(n.spec.get("teachers", [])) + 2)
     if n.kind == "teacher":
         return (settings.teacher.n_rows * 30 * settings.teacher.train.epochs if n.spec.get("n_rows") else 0), 0
     return 0, _eval_tokens(settings)
