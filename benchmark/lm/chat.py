@@ -178,12 +178,17 @@ def _without_injected_system(tokenizer: Any, user: str, text: str, probe: _Templ
     return (bos if keep_bos else "") + user_part
 
 
-def stop_ids(model: Any, tokenizer: Any) -> set[int]:
-    """Token ids that end an answer: the model's generation-config EOS (one or several) and the tokenizer's EOS.
+def stop_ids(model: Any, tokenizer: Any, spec: ModelSpec | None = None) -> set[int]:
+    """Token ids that end an answer: the model's generation-config EOS (one or several), the tokenizer's EOS and the
+    registry entry's ``stop`` texts (a base model in a plain prompt format stops at a line end).
 
     Args:
         model: a loaded model (its ``generation_config``), or None for the tokenizer's EOS only.
         tokenizer: its tokenizer.
+        spec: the registry entry (its ``stop`` texts); None for none.
+
+    Raises:
+        UserError: a ``stop`` text that is not exactly one token of the tokenizer.
     """
     ids: set[int] = set()
     eos = getattr(model.generation_config, "eos_token_id", None) if model is not None else None
@@ -192,6 +197,12 @@ def stop_ids(model: Any, tokenizer: Any) -> set[int]:
             ids.add(value)
         elif value is not None:
             ids.update(int(v) for v in value)
+    for text in spec.stop if spec is not None else ():
+        one = tokenizer(text, add_special_tokens=False).input_ids
+        if len(one) != 1:
+            raise UserError(f"model {spec.name!r}: key 'stop' {text!r} is {len(one)} tokens of its tokenizer; each "
+                            "stop text must be exactly one token")
+        ids.add(int(one[0]))
     return ids
 
 

@@ -122,7 +122,7 @@ class _Base:
         self.checked = False
         # What encoding rows reads from a base (vocabulary, chat template and its rendering, end-of-turn ids):
         # bases that agree share one encoded copy of a dataset (the zoo's bases share one tokenizer).
-        eot = end_of_turn_ids(self.tok, stop_ids(self.model, self.tok))
+        eot = end_of_turn_ids(self.tok, stop_ids(self.model, self.tok, spec))
         probe = render_prompt(self.tok, "0 1 2", system=None, spec=spec)
         self.encoding = hashlib.sha256(json.dumps([sorted(self.tok.get_vocab().items()), self.tok.chat_template,
                                                    probe, eot, self.tok.pad_token_id]).encode()).hexdigest()

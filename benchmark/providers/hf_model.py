@@ -398,7 +398,7 @@ def generate(
         )
     texts = [render_prompt(tokenizer, p, system=system, spec=spec) for p in prompts]
     encoded = tokenizer(texts, add_special_tokens=False).input_ids if texts else []
-    stop = stop_ids(model, tokenizer)
+    stop = stop_ids(model, tokenizer, spec)
     order = sorted(range(len(texts)), key=lambda i: (len(encoded[i]), i))
     results: list[dict[str, Any] | None] = [None] * len(texts)
     with _eval_mode(model):

@@ -333,7 +333,7 @@ def check_choices(objective: str, schedule: str, topk_mode: str) -> None:
 def training_examples(model: Any, tok: Any, rows: Sequence[Mapping[str, Any]], *, spec: ModelSpec | None,
               system: str | None, objective: str, max_length: int) -> tuple[list[Example], dict[str, int]]:
     """The rows as examples, ending each plain completion with the template's end-of-turn tokens."""
-    end_of_turn = end_of_turn_ids(tok, stop_ids(model, tok))
+    end_of_turn = end_of_turn_ids(tok, stop_ids(model, tok, spec))
     examples, counts = encode_rows(tok, rows, spec=spec, system=system, objective=objective, max_length=max_length,
                                    end_of_turn=end_of_turn)
     if not examples:

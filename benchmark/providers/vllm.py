@@ -173,7 +173,7 @@ def generate_vllm(
     # vLLM caches adapters by id for the engine's lifetime: ids come from the adapter's bytes, so a reused id
     # always means the same weights (two students never share an id, docs/architecture.md, convention 3).
     requests = {a: LoRARequest(f"adapter-{_adapter_id(a):08x}", _adapter_id(a), a) for a in distinct}
-    stop = sorted(stop_ids) if stop_ids is not None else sorted(chat.stop_ids(None, tokenizer))
+    stop = sorted(stop_ids) if stop_ids is not None else sorted(chat.stop_ids(None, tokenizer, spec))
     texts = [chat.render_prompt(tokenizer, p, system=system, spec=spec) for p in prompts]
     ids = tokenizer(texts, add_special_tokens=False).input_ids if texts else []
     params = [
@@ -221,9 +221,9 @@ def generate_loaded(model: Any, tokenizer: Any, prompts: Sequence[str], **kwargs
             if sub:
                 adapter = str(sub[0])
             return generate_vllm(base, prompts, adapter_dirs=adapter, tokenizer=tokenizer,
-                                 stop_ids=sorted(chat.stop_ids(model, tokenizer)), **kwargs)
+                                 stop_ids=sorted(chat.stop_ids(model, tokenizer, kwargs.get("spec"))), **kwargs)
     base = getattr(model.config, "_name_or_path", None) or getattr(model, "name_or_path", None)
     if not base:
         raise UserError(f"cannot generate with vLLM: the loaded model has no source path; unset {ENV_FLAG}")
     return generate_vllm(base, prompts, adapter_dirs=None, tokenizer=tokenizer,
-                         stop_ids=sorted(chat.stop_ids(model, tokenizer)), **kwargs)
+                         stop_ids=sorted(chat.stop_ids(model, tokenizer, kwargs.get("spec"))), **kwargs)
