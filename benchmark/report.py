@@ -30,6 +30,7 @@ import pandas as pd
 
 from benchmark.analysis import RELATIONS, Analysis, ClassifierExtras, LMExtras
 from benchmark.analysis.common import ordered_levels
+from benchmark.analysis.views import base_logodds, implied_probability
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import atomic_write_bytes
 
@@ -356,43 +357,83 @@ def gamma_lines(fit: Mapping[str, Any]) -> list[str]:
     return [line + "." for line in lines]
 
 
-def _gamma_verdict(g: Mapping[str, Any], alpha: float) -> str:
-    """The headline sentence: does transfer depend on a shared base, how strongly, how sure, which bases carry it."""
+#: The probability conversion of a log-odds effect (:func:`benchmark.analysis.views.implied_probability`): the
+#: primary target and each student base's log-odds of it before training; None where the metric is not log-odds.
+_Rates = tuple[str, dict[str, float]] | None
+
+
+def _rates(analysis: Analysis) -> _Rates:
+    """The primary target and the student bases' log-odds of it (their baseline rows), for log-odds suites."""
+    trait = _trait_pairs(analysis.cells)
+    if analysis.options.metric != "logodds" or trait.empty or "target" not in trait.columns:
+        return None
+    target = str(trait["target"].iloc[0])
+    base = base_logodds(analysis.tidy, target)
+    return (target, base) if base else None
+
+
+def _percent(p: float) -> str:
+    return f"{100 * p:.1f}%" if p >= 0.01 else f"{100 * p:.2f}%"
+
+
+def _in_probability(rates: _Rates, effect: Any, base: str | None = None) -> str:
+    """``P(owl) 7.2% → 23.5% at <base>'s rate`` (``base`` None: at the median student base's rate); '' without
+    rates or a finite effect."""
+    e = _fl(effect)
+    if rates is None or not math.isfinite(e) or (base is not None and base not in rates[1]):
+        return ""
+    target, logodds = rates
+    at = logodds[base] if base is not None else float(np.median(list(logodds.values())))
+    p0, p1 = implied_probability(at, e)
+    where = f"at {base}'s rate" if base is not None else "at the median student base's rate"
+    return f"P({target}) {_percent(p0)} → {_percent(p1)} {where}"
+
+
+def _gamma_verdict(g: Mapping[str, Any], alpha: float, rates: _Rates = None, units: str = "") -> str:
+    """The headline sentence: does transfer depend on a shared base, how strongly (log-odds and probability), how
+    sure, which bases carry it."""
     if not g or not g.get("identifiable", False):
         return "Whether transfer depends on a shared base cannot be told here: γ is not identifiable."
     p, lo, est = _fl(g.get("p")), _fl(g.get("ci_low")), _fl(g.get("estimate"))
     lobo = {b: _fl(v) for b, v in (g.get("leave_one_base_out") or {}).items()}
     fragile = [b for b, v in lobo.items() if math.isfinite(v) and math.isfinite(est) and (v <= 0 or v < 0.5 * est)]
+    prob = _in_probability(rates, est)
+    size = f"{_num(est, sign=True)}{' ' + units if units else ''}{': ' + prob if prob else ''}"
     if math.isfinite(p) and p <= alpha and est > 0:
-        head = f"Yes: transfer is larger when teacher and student share an init (p = {_pval(p)})"
+        head = f"Yes: transfer is larger when teacher and student share an init (γ = {size}; p = {_pval(p)})"
         if not (math.isfinite(lo) and lo > 0):
             head += ", though the CR2 interval still reaches 0"
     elif est > 0 and _fl(g.get("p_floor")) > alpha:
-        head = (f"Cannot be shown by this design: γ is positive, but with {g.get('n_teachers')} teacher bases the "
-                f"teacher-block test's smallest p is {_pval(g.get('p_floor'))} (> {alpha:g}); add teacher bases")
+        head = (f"Cannot be shown by this design: γ is positive ({size}), but with {g.get('n_teachers')} teacher "
+                f"bases the teacher-block test's smallest p is {_pval(g.get('p_floor'))} (> {alpha:g}); add teacher "
+                "bases")
     elif est > 0:
-        head = f"Not shown: γ is positive but the teacher-block test gives p = {_pval(p)} (> {alpha:g})"
+        head = f"Not shown: γ is positive ({size}) but the teacher-block test gives p = {_pval(p)} (> {alpha:g})"
     else:
-        head = f"No: shared-init pairs do not transfer more (γ ≤ 0, p = {_pval(p)})"
+        head = f"No: shared-init pairs do not transfer more (γ = {size}, not above 0; p = {_pval(p)})"
     if fragile:
         head += f"; leaving out {', '.join(fragile)} takes over half of γ away, so it rests on those bases"
     return head + "."
 
 
-def _base_reading(extras: Any, alpha: float) -> str | None:
-    """Which bases' own teachers transfer, from the per-base table (drift-aware verdicts)."""
+def _base_reading(extras: Any, alpha: float, rates: _Rates = None) -> str | None:
+    """Which bases' own teachers transfer, from the per-base table (drift-aware verdicts), each effect also in
+    probability units at that base's own rate."""
     bases = getattr(extras, "bases", None)
     if bases is None or bases.empty:
         return None
     groups: dict[str, list[str]] = {}
     for r in bases.itertuples(index=False):
         ratio = f", ratio {_num(r.transfer_ratio, 2)}" if math.isfinite(_fl(r.transfer_ratio)) else ""
-        groups.setdefault(str(r.verdict), []).append(f"{r.base} ({_num(r.effect, sign=True)}{ratio})")
+        prob = _in_probability(rates, r.effect, str(r.base)).removesuffix(f" at {r.base}'s rate")
+        prob = f", {prob}" if prob else ""
+        groups.setdefault(str(r.verdict), []).append(f"{r.base} ({_num(r.effect, sign=True)}{prob}{ratio})")
     order = [("transfer", "beyond the drift of unrelated pairs (q_drift ≤ 0.05)"),
              ("within drift", "different from 0 but not beyond that drift"), ("reverse", "reversed"),
              ("none", "no detectable transfer"), ("n/a", "no drift test")]
     parts = [f"{text}: {', '.join(groups[k])}" for k, text in order if k in groups]
-    return f"Same-model pairs, {len(bases)} bases - " + "; ".join(parts) + "."
+    how = f" (effect; P({rates[0]}) at the base's own rate, before → after)" if rates else ""
+    return f"Same-model pairs, {len(bases)} base{'s' * (len(bases) != 1)}{how} - " + "; ".join(parts) + "."
 
 
 def _unit_word(fit: Mapping[str, Any]) -> str:
@@ -444,8 +485,9 @@ def _pair_readings(analysis: Analysis, alpha: float) -> list[str]:
     """The plain-language readings of a pair-table analysis: verdict first, then which bases, then the rest."""
     fit, cells = analysis.fit, analysis.cells
     units = _units(analysis.options.metric)
-    out = [_gamma_verdict(fit.get("primary") or {}, alpha)]
-    base = _base_reading(analysis.extras, alpha)
+    rates = _rates(analysis)
+    out = [_gamma_verdict(fit.get("primary") or {}, alpha, rates, units)]
+    base = _base_reading(analysis.extras, alpha, rates)
     out += [base] if base else []
     out += gamma_lines(fit)[:1]
     rel = _relation_line(fit.get("by_relation", {}), units, _unit_word(fit))
@@ -454,6 +496,11 @@ def _pair_readings(analysis: Analysis, alpha: float) -> list[str]:
     out += [drift] if drift else []
     if _placebo_pairs(cells).shape[0] or fit.get("placebo"):
         out.append(placebo_reading(fit))
+    if rates is not None:
+        out.append(f"P({rates[0]}) before → after: {rates[0]}'s probability among the candidates at a student base's "
+                   "log-odds before training (its baseline evaluation, mean over questions), and with the whole effect "
+                   "added to that log-odds; the effect is a contrast between arms, so this reads its size, it is not "
+                   "a measured rate.")
     if fit.get("contrast_definition"):
         out.append("Definition: " + str(fit["contrast_definition"]))
     return out

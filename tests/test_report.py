@@ -133,6 +133,33 @@ def test_readings_answer_first(lm):
     assert "not identifiable" in R.readings(A.Analysis(lm.options, "lm", lm.tidy, lm.cells, lm.matrix, na))[0]
 
 
+def test_the_verdict_is_also_in_probability_units(lm):
+    """γ and each base's same-model effect are also read as P(target) before → after, at the student bases' own
+    log-odds before training (their baseline rows), by the one conversion; the conversion is defined once."""
+    from benchmark.analysis.views import base_logodds, implied_probability
+
+    tidy = lm.tidy
+    base = tidy[(tidy.teacher_trait == "baseline") & (tidy.target == "owl") & (tidy.metric == "logodds")]
+    rates = base_logodds(tidy, "owl")
+    assert rates == {b: pytest.approx(float(g.value.mean())) for b, g in base.groupby("student_base")}
+    p0, p1 = implied_probability(-2.0, 1.0)
+    assert (p0, p1) == pytest.approx((1 / (1 + math.exp(2.0)), 1 / (1 + math.exp(1.0))))
+    assert implied_probability(-800.0, 0.0) == (pytest.approx(0.0), pytest.approx(0.0))  # no overflow
+
+    text = R.readings(lm)
+    g = lm.fit["primary"]
+    q0, q1 = implied_probability(float(np.median(list(rates.values()))), g["estimate"])
+    assert f"P(owl) {100 * q0:.1f}% → {100 * q1:.1f}% at the median student base's rate" in text[0]
+    for r in lm.extras.bases.itertuples(index=False):
+        b0, b1 = implied_probability(rates[r.base], r.effect)
+        assert f"{r.base} ({r.effect:+.3f}, P(owl) {100 * b0:.1f}% → {100 * b1:.1f}%, ratio" in text[1]
+    assert sum(line.startswith("P(owl) before → after: ") for line in text) == 1
+    md = R.render_report(lm)["report_md"][1].decode()
+    assert "at the median student base's rate" in md and "P(owl) before → after: " in md
+    # the classifier's accuracy has no probability reading
+    assert not any("before → after" in line for line in R.readings(_classifier_analysis()))
+
+
 def test_lm_report_states_what_was_computed(lm):
     fit, cells = lm.fit, lm.cells
     files = R.render_report(lm)

@@ -8,6 +8,7 @@ the capability side-checks (students whose channel skill collapsed; docs/misalig
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,8 +24,10 @@ __all__ = [
     "accuracy_by_relation",
     "accuracy_matrix",
     "accuracy_views",
+    "base_logodds",
     "capability_flags",
     "capability_summary",
+    "implied_probability",
     "reference_means",
     "seed_means",
     "teacher_strength",
@@ -119,6 +122,23 @@ def reference_means(tidy: pd.DataFrame) -> dict[str, float]:
     """Mean over seeds of each untrained student base (the tidy table's baseline rows)."""
     base = tidy[tidy["teacher_trait"] == "baseline"]
     return {str(name): mean_ci(g["value"])[0] for name, g in base.groupby("student_base", sort=False)}
+
+
+def base_logodds(tidy: pd.DataFrame, target: str, metric: str = "logodds") -> dict[str, float]:
+    """Each student base's log-odds of ``target`` among the candidates before any training: the mean of its
+    baseline evaluation rows (``teacher_trait == "baseline"``) of that target and metric; empty without them."""
+    d = tidy[(tidy["teacher_trait"] == "baseline") & (tidy["target"] == target) & (tidy["metric"] == metric)]
+    return {str(b): float(g["value"].mean()) for b, g in d.groupby("student_base", sort=False)}
+
+
+def implied_probability(base: float, effect: float) -> tuple[float, float]:
+    """A log-odds effect in probability units: ``(σ(base), σ(base + effect))``, the target's probability among the
+    candidates at a base's log-odds and after the whole effect is added to it (the report's one conversion: the
+    effect is a contrast of log-odds, so this reads it as if it all moved the target, at the base's own rate)."""
+    def sigmoid(x: float) -> float:
+        return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+
+    return sigmoid(base), sigmoid(base + effect)
 
 
 def teacher_strength(teachers: pd.DataFrame) -> float | None:
