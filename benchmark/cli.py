@@ -141,11 +141,16 @@ def _load_plan(suite: str) -> tuple[Any, Any, Any, list[Any]]:
 
 
 def _load_group(suite: str) -> tuple[Any, Any, list[Any], list[Any]] | None:
-    """A suite group's registry, spec, parts and merged plan (:mod:`benchmark.groups`); None for a plain suite."""
+    """A suite group's (or a sweep's: :mod:`benchmark.sweep`) registry, spec, parts and merged plan
+    (:mod:`benchmark.groups`); None for a plain suite."""
     from benchmark.groups import plan_group
     from benchmark.registry import Registry
+    from benchmark.sweep import plan_sweep
 
     reg = Registry()
+    sweep = reg.sweep(suite)
+    if sweep is not None:  # its levels are the parts
+        return reg, sweep, *plan_sweep(reg, sweep)
     group = reg.group(suite)
     if group is None:
         return None
@@ -238,6 +243,11 @@ def _plan_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: An
     console.print(f"suite group {group.name!r}: {len(parts)} parts ({', '.join(group.parts)}), {len(nodes)} distinct "
                   f"nodes (parts' nodes: {sum(len(p.nodes) for p in parts)})")
     console.print(_status_table(status, "nodes (all parts, shared nodes once)"))
+    if hasattr(group, "levels"):  # a sweep: what each level shares with the levels before it and what it adds
+        from benchmark.sweep import plan_lines
+
+        for line in plan_lines(group, parts, todo):
+            console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
     seen: set[str] = set()
     todo_keys = {n.key for n in todo}
     for part in parts:
@@ -317,7 +327,7 @@ def _status_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: 
         pub = results / part.name / "manifest.json"
         console.print(f"  {part.name}: {len(part.nodes) - left} of {len(part.nodes)} nodes done; published: "
                       f"{pub.parent if pub.exists() else 'not yet'}")
-    summary = results / group.name / "group.json"
+    summary = results / group.name / ("sweep.json" if hasattr(group, "levels") else "group.json")
     console.print(f"group summary: {summary.parent if summary.exists() else 'not yet'}")
 
 
@@ -348,8 +358,9 @@ def run(
         reg, spec, _settings, nodes = _load_plan(suite)
         parts = []
     if publish:  # before any compute
-        for name in [p.name for p in parts] or [suite]:
-            _check_owner(reg, name, name if parts else spec.name, force)
+        sweep = hasattr(spec, "levels")  # a sweep's levels are published under names its own file owns
+        for name in [p.name for p in parts if not sweep] or [suite]:
+            _check_owner(reg, name, name if parts and not sweep else spec.name, force)
     st = Store(_store_root(store))
     _check_store_writable(st.root, store, {n.kind for n in nodes})  # not after the first stage's compute
     t0 = time.time()
@@ -377,7 +388,9 @@ def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
 
     for part in parts:
         console.print(publish_report(st, part.report, part.name, suite_spec=part.spec, registry=reg))
-    dest = write_group_summary(group, parts, project_root() / "results" / "suites")
+    writer = getattr(group, "write_summary", None)  # a sweep writes its own summary (benchmark.sweep)
+    results = project_root() / "results" / "suites"
+    dest = writer(parts, results) if writer is not None else write_group_summary(group, parts, results)
     console.print(f"wrote the group summary {dest}")
 
 
@@ -395,7 +408,7 @@ def report(
     grouped = _load_group(suite)
     if grouped is not None:
         reg, group, parts, _nodes = grouped
-        for part in parts:
+        for part in parts if not hasattr(group, "levels") else []:
             _check_owner(reg, part.name, part.name, force)
         st = Store(_store_root(store))
         unfinished = [p.name for p in parts if not st.is_done(p.report)]

@@ -97,6 +97,16 @@ def _is_group(path: Path) -> bool:
     return isinstance(data, dict) and "parts" in data
 
 
+def _is_sweep(path: Path) -> bool:
+    """Whether a suite file is a sweep (a suite with ``sweep``: :mod:`benchmark.sweep`)."""
+    from benchmark.sweep import is_sweep
+
+    try:
+        return is_sweep(load_yaml(path))
+    except UserError:
+        return False
+
+
 def load_suite_file(path: Path) -> SuiteSpec:
     """Load a suite YAML and validate its track-specific ``settings`` block."""
     spec = parse_spec(SuiteSpec, load_yaml(path), str(path))
@@ -140,8 +150,23 @@ class Registry:
         return {p.stem: load_trait_file(p) for p in sorted((self.tasks_dir / "traits").glob("*.yaml"))}
 
     def suite_names(self) -> list[str]:
-        """Names of the ordinary suites in tasks/suites/ (suite groups are listed by :meth:`group_names`)."""
-        return sorted(p.stem for p in (self.tasks_dir / "suites").glob("*.yaml") if not _is_group(p))
+        """Names of the ordinary suites in tasks/suites/ (suite groups and sweeps are listed by :meth:`group_names`
+        and :meth:`sweep_names`)."""
+        return sorted(p.stem for p in (self.tasks_dir / "suites").glob("*.yaml") if not _is_group(p)
+                      and not _is_sweep(p))
+
+    def sweep_names(self) -> list[str]:
+        """Names of the sweeps in tasks/suites/ (suites with ``sweep``)."""
+        return sorted(p.stem for p in (self.tasks_dir / "suites").glob("*.yaml") if _is_sweep(p))
+
+    def sweep(self, name_or_path: str) -> Any:
+        """The sweep ``name_or_path`` names, expanded into its levels (:func:`benchmark.sweep.load_sweep`); None when
+        it names an ordinary suite or a group."""
+        from benchmark.sweep import is_sweep, load_sweep
+
+        path = self.suite_path(name_or_path)
+        data = load_yaml(path)
+        return load_sweep(self, path, data) if is_sweep(data) else None
 
     def group_names(self) -> list[str]:
         """Names of the suite groups in tasks/suites/ (files with ``parts``)."""
@@ -188,7 +213,7 @@ class Registry:
             return cand
         if p.suffix in (".yaml", ".yml"):
             raise UserError(f"{p}: file not found")
-        raise unknown_name("suite", name_or_path, [*self.suite_names(), *self.group_names()])
+        raise unknown_name("suite", name_or_path, [*self.suite_names(), *self.group_names(), *self.sweep_names()])
 
     def suite(self, name_or_path: str) -> tuple[SuiteSpec, Any, Path]:
         """Load a suite, check every model and trait it names exists, return (spec, settings, path)."""
@@ -197,6 +222,9 @@ class Registry:
         if isinstance(data, dict) and "parts" in data:
             raise UserError(f"{path}: a suite group (parts: {', '.join(map(str, data['parts'] or []))}), not a suite; "
                             "`slbench run`, `plan`, `status` and `report` take it, other commands take one of its parts")
+        if isinstance(data, dict) and "sweep" in data:
+            raise UserError(f"{path}: a sweep over {', '.join(map(str, data['sweep'] or {}))}, not a suite; `slbench run`, "
+                            "`plan`, `status` and `report` take it, other commands take one of its levels' suites")
         spec, settings = self._checked_suite(data, path)
         return spec, settings, path
 
@@ -332,6 +360,14 @@ def validate_file(path: Path) -> str:
         group = Registry().group(str(path))  # its parts must be valid suites of this project
         assert group is not None
         return f"{path}: ok — suite group {group.name!r}: parts {', '.join(group.parts)}"
+    if "sweep" in data:  # every level checked as `plan` checks a suite (no weights read)
+        from benchmark.sweep import load_sweep, plan_sweep
+
+        reg = Registry()
+        sweep = load_sweep(reg, path, data)
+        parts, nodes = plan_sweep(reg, sweep, check_local=False)
+        return (f"{path}: ok — sweep {sweep.name!r} over {sweep.path}: {len(parts)} levels "
+                f"({', '.join(sweep.parts)}), {len(nodes)} distinct nodes")
     if "track" in data:
         # The checks `plan` runs (models and traits exist, settings the providers can serve, eval tasks that give
         # the headline metric), so a suite that validates does not fail after compute; no weights are read.

@@ -99,7 +99,7 @@ def plan_cells(nodes: Sequence[Any], todo: Sequence[Any]) -> PlanCells:
         if node.kind != "student":
             continue
         bases = [by_key[d] for d in node.deps if d in by_key and by_key[d].kind == "base"]
-        data = [d for d in node.deps if d in by_key and by_key[d].kind == "dataset"]
+        data = [d for d in node.deps if d in by_key and by_key[d].kind in ("dataset", "defense")]
         if len(bases) != 1 or len(data) != 1:
             continue
         teacher = _base_of(data[0], by_key, memo)

@@ -35,9 +35,11 @@ from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
 from benchmark.hashing import derive_seed, shift_seed
 from benchmark.lm.recipes import check_recipes
+from benchmark.lm.defenses.plan import check_defense, defense_nodes
 from benchmark.lm.settings import LMSettings
 from benchmark.lm.stages import base as base_stage
 from benchmark.lm.stages import dataset as dataset_stage
+from benchmark.lm.stages import defense as defense_stage
 from benchmark.lm.stages import eval as eval_stage
 from benchmark.lm.stages import report as report_stage
 from benchmark.lm.stages import student as student_stage
@@ -434,7 +436,7 @@ def _eval_node(name: str, spec: dict[str, Any], deps: tuple[str, ...], model: st
 
 
 def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node],
-              teachers: list[_Teacher], common: dict[str, Any]) -> None:
+              teachers: list[_Teacher], common: dict[str, Any], defended: dict[str, Node] | None = None) -> None:
     """Every student base on every replicate's dataset, once per student seed, each with its evaluation.
 
     A student seed s trains with the same seed on every dataset, so students of different arms and replicates
@@ -446,16 +448,18 @@ def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bas
         raise UserError(f"suite {suite.name}: settings.student.engine: {engine!r} trains full-parameter local (zoo, hf) "
                         "students only; set settings.student.train.lora: null or use engine 'hf'")
     for t in teachers:
+        defense = (defended or {}).get(t.dataset.key)  # the defended rows, when settings.dataset.defense is set
         for sname in suite.students:
             base = bases[sname]
             for s in suite.seeds:
                 seed = shift_seed(s, suite.seed)
                 sspec = {"base": base.id, "model": sname, "dataset": t.dataset.id,
                          "objective": settings.student.objective, "train": settings.student.train.hashed_dict(),
-                         "seed": seed, **({"engine": engine} if engine != "hf" else {})}
+                         "seed": seed, **({"engine": engine} if engine != "hf" else {}),
+                         **({"defense": defense.id} if defense is not None else {})}
                 name = f"{t.slug}.to.{sname}.s{s}"
                 student = plan.add(Node(kind="student", name=name, spec=_versioned(sspec),
-                                        deps=(base.key, t.dataset.key), fn=student_stage.run,
+                                        deps=(base.key, (defense or t.dataset).key), fn=student_stage.run,
                                         resources=_resources(reg, sname)))
                 labels = {**t.labels(), "student_base": sname, "student_seed": s}
                 plan.add(_eval_node(f"student.{name}", {"role": "student", "student": student.id, "seed": seed,
@@ -493,6 +497,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     """Expand an lm suite into DAG nodes (see the module docstring); every check runs before any node exists."""
     channel, eval_digest = _check_inputs(suite, settings, reg)
     _check_capabilities(suite, settings, reg)
+    check_defense(suite, settings, lambda name: _caps(reg, name).local)
     check_recipes(suite, settings, reg)  # a distill student needs its teacher's vocabulary
     traits = [reg.trait(t) for t in suite.traits]
     _check_trait_kinds(suite, settings, traits)
@@ -518,7 +523,9 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
                                                       "seed": shift_seed(first_seed, suite.seed),
                                                       "labels": t.labels()},
                                 (t.teacher.key, bases[t.base].key), t.base, common, settings, reg))
-    _students(plan, suite, settings, reg, bases, teachers, common)
+    defended = defense_nodes(settings, teachers, plan.add, bases, defense_stage.run, _versioned,
+                             lambda name: _resources(reg, name))
+    _students(plan, suite, settings, reg, bases, teachers, common, defended)
     plan.nodes.append(_report_node(suite, settings, reg, bases, traits, arms, plan.evals,
                                    [t.dataset for t in teachers]))
     return plan.nodes
@@ -530,7 +537,7 @@ def _node_model(n: Node) -> str | None:
     if n.kind == "teacher":
         model: str = n.spec["model"]
         return model
-    if n.kind == "dataset":
+    if n.kind in ("dataset", "defense"):
         base: str = n.spec["labels"]["teacher_base"]
         return base
     if n.kind == "student":
@@ -627,6 +634,8 @@ def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
         return 0, settings.dataset.n_prompts * _row_tokens(settings)
     if n.kind == "student":
         return _dataset_rows(settings) * _row_tokens(settings) * settings.student.train.epochs, 0
+    if n.kind == "defense":  # teacher-forced scoring of every row by each scoring model (none for text defenses)
+        return 0, _dataset_rows(settings) * _row_tokens(settings) * (len(n.spec.get("teachers", [])) + 2)
     if n.kind == "teacher":
         return (settings.teacher.n_rows * 30 * settings.teacher.train.epochs if n.spec.get("n_rows") else 0), 0
     return 0, _eval_tokens(settings)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from benchmark.lm.config import TrainConfig
 from benchmark.specs_base import Frozen
@@ -66,13 +66,32 @@ class DatasetSettings(Frozen):
     #: Named banned-number lists (tasks/channels/banned/<name>.txt) added to the numbers channel's banned numbers,
     #: e.g. [loaded-numbers] for misalignment runs (docs/research/paper.md, "Filter"). Numbers channel only.
     banned_lists: tuple[str, ...] = ()
+    #: A defense applied to every dataset before students train on it (benchmark/lm/defenses/, docs/defenses.md):
+    #: none, sort, shuffle, canonical, random_divergence, mask_divergence. It runs in its own stage (one node per
+    #: dataset), so it never enters the dataset's identity; None and "none" plan no defense node (every id unchanged).
+    defense: str | None = None
+    #: Share of the divergence digits a divergence defense replaces (random_divergence, mask_divergence; 1.0: all).
+    #: Enters the defense node's identity only for defenses that read it.
+    defense_fraction: float = Field(default=0.1, gt=0, le=1)
 
     _unhashed = frozenset({"batch_size"})
 
+    @field_validator("defense")
+    @classmethod
+    def _known_defense(cls, v: str | None) -> str | None:
+        from benchmark.lm.defenses.base import DEFENSES
+
+        if v is not None and v not in DEFENSES:
+            raise ValueError(f"unknown defense {v!r}; allowed: {', '.join(DEFENSES)}")
+        return v
+
     def hashed_dict(self) -> dict[str, Any]:
         """The settings' identity; ``n_tokens``, ``judge`` and ``banned_lists`` are left out at their defaults (older ids
-        stay); ``n_keep`` is left out when ``n_tokens`` is set (it is not used then)."""
+        stay); ``n_keep`` is left out when ``n_tokens`` is set (it is not used then); ``defense`` and
+        ``defense_fraction`` never enter it (the defense stage's node holds them)."""
         data = super().hashed_dict()
+        data.pop("defense", None)
+        data.pop("defense_fraction", None)
         if self.n_tokens is None:
             data.pop("n_tokens", None)
         else:

@@ -36,7 +36,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """
     spec = ctx.node.spec
     base_dir = ctx.input("base")
-    ds_dir = ctx.input("dataset")
+    ds_dir = ctx.input("defense" if "defense" in spec else "dataset")  # a defense node's rows replace the dataset's
     model = model_spec_of(base_dir)
     engine = spec.get("engine", "hf")
     rows = _rows(ds_dir) if engine != "hf" else read_jsonl(ds_dir / "rows.jsonl")

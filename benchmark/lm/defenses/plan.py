@@ -1,0 +1,81 @@
+"""Plan-time side of the defenses: one ``defense`` node per dataset when ``settings.dataset.defense`` is set.
+
+Torch-free. A defense node's spec holds the dataset's id, the defense's name, the settings the plug-in reads
+(``fraction`` for the divergence defenses, nothing else), a seed derived from the dataset's seed, and for the
+divergence defenses the ids of the teachers that score the rows (the other arms' teachers of the same teacher base
+and replicate index) and of the base. With no defense, or ``none``, nothing is planned: every node id of a suite
+is what it was before defenses existed, and students read the dataset itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmark.dag import Node
+from benchmark.errors import UserError
+from benchmark.hashing import derive_seed
+from benchmark.lm.defenses.base import NONE, plugin
+
+__all__ = ["check_defense", "defense_nodes"]
+
+
+def check_defense(suite: Any, settings: Any, local: Callable[[str], bool]) -> None:
+    """Refuse, at plan time, a defense the suite's channel or teachers cannot serve (one line naming the key)."""
+    name = settings.dataset.defense
+    if name in (None, NONE):
+        return
+    where = f"suite {suite.name}: settings.dataset.defense"
+    defense = plugin(name, where)
+    channel = settings.dataset.channel
+    from benchmark.lm.channels.base import load_channel
+
+    kind = load_channel(channel)[0].name
+    if kind not in defense.channels:
+        raise UserError(f"{where}: {name!r} transforms the {', '.join(defense.channels)} channel only, not "
+                        f"{channel!r}")
+    if defense.scorers:
+        api = [t for t in suite.teachers if not local(t)]
+        if api:
+            raise UserError(f"{where}: {name!r} scores rows with the teachers' weights, which API models do not give "
+                            f"({', '.join(api)})")
+        if len(suite.traits) + int(settings.aa_arm) + int(settings.controls == "neutral") < 2:
+            raise UserError(f"{where}: {name!r} compares a row's teacher with the other arms' teachers; the suite has "
+                            "one arm")
+
+
+def defense_nodes(settings: Any, teachers: Sequence[Any], add: Callable[[Node], Node],
+                  base_keys: dict[str, Node], stage: Callable[[Any], dict[str, Any]],
+                  versioned: Callable[[dict[str, Any]], dict[str, Any]],
+                  resources: Callable[[str], dict[str, float]]) -> dict[str, Node]:
+    """One defense node per planned dataset (none when the suite sets no defense), by dataset key.
+
+    Args:
+        settings: The suite's LM settings.
+        teachers: The planned teacher replicates (``base``, ``arm.label``, ``replicate``, ``teacher``, ``dataset``).
+        add: Adds a node to the plan and returns it.
+        base_keys: Base nodes by model name.
+        stage: The defense stage function.
+        versioned: The track's spec versioning.
+        resources: Scheduler resources of a node running on a model.
+    """
+    name = settings.dataset.defense
+    if name in (None, NONE):
+        return {}
+    defense = plugin(name)
+    out: dict[str, Node] = {}
+    for t in teachers:
+        base = base_keys[t.base]
+        dspec: dict[str, Any] = {"dataset": t.dataset.id, "defense": name, "base": base.id,
+                                 "seed": derive_seed("lm-defense", name, t.dataset.spec["seed"]) >> 33,
+                                 "labels": t.dataset.spec["labels"]}
+        deps = [t.dataset.key, base.key]
+        for param in defense.params:
+            dspec[param] = getattr(settings.dataset, f"defense_{param}")
+        if defense.scorers:
+            others = [o for o in teachers if o.base == t.base and o.replicate == t.replicate and o.arm != t.arm]
+            dspec["teachers"] = [o.teacher.id for o in others]
+            deps += [t.teacher.key, *[o.teacher.key for o in others]]
+        out[t.dataset.key] = add(Node(kind="defense", name=t.dataset.name, spec=versioned(dspec), deps=tuple(deps),
+                                      fn=stage, resources=resources(t.base)))
+    return out

@@ -1,0 +1,118 @@
+"""Defense stage of the LM track: one dataset's rows transformed by a defense plug-in (:mod:`benchmark.lm.defenses`).
+
+Planned only when ``settings.dataset.defense`` names a defense other than ``none``; the students of that dataset
+then train on this node's ``rows.jsonl`` instead of the dataset's. Writes ``rows.jsonl`` (every row, transformed or
+not, in the dataset's order), ``changes.jsonl`` (one record per changed row: what it was, what it became, which
+positions and soft labels changed) and ``counts.json`` (rows, rows changed, tokens replaced, soft labels kept). Its
+result carries the dataset's ``tokenizer_sha`` (students check their vocabulary against it).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from benchmark.dag import StageContext
+from benchmark.errors import UserError
+from benchmark.files import atomic_write_json, read_jsonl, write_jsonl
+from benchmark.lm.channels.base import plugin as channel_plugin
+from benchmark.lm.defenses.base import Scores, Vocab, plugin
+from benchmark.lm.defenses.divergence import candidates
+from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tuned_teacher
+from benchmark.providers.base import backend_for
+
+__all__ = ["run"]
+
+
+def _node_id(path: Path) -> str:
+    return Path(path).name.rsplit("-", 1)[1]
+
+
+def _validator(ds_spec: dict[str, Any]) -> Any:
+    """The channel's filter of the dataset (the text rule the dataset stage kept its rows by)."""
+    raw = strip_marker(ds_spec["channel_spec"])
+    channel = channel_plugin(str(raw.get("name", "numbers")), "dataset node: channel_spec")
+    spec = channel.spec_type.model_validate(raw)
+    if channel.name == "numbers":
+        from benchmark.lm.channels.numbers import parse_answer
+
+        return lambda text: parse_answer(text, spec).ok
+    from benchmark.lm.channels.base import Item
+
+    forbidden = tuple(ds_spec.get("forbidden", ()))
+    return lambda text: channel.check(spec, Item("", ""), text, forbidden) is None
+
+
+def _scores(ctx: StageContext, rows: list[dict[str, Any]], own: Path, base_dir: Path, vocab: Vocab,
+            need_base: bool) -> Scores:
+    """Teacher-forced readouts by the own teacher, the other arms' teachers (in the spec's order) and the base."""
+    from benchmark.lm.defenses.score import score_rows
+    from benchmark.lm.stages.dataset import channel_token_ids
+
+    teachers = ctx.inputs_of("teacher")
+    by_id = {_node_id(p): p for p in teachers.values()}
+    order = [own, *[by_id[t] for t in ctx.node.spec["teachers"]]]
+    model = model_spec_of(base_dir)
+    backend = backend_for(model)
+    allowed: list[int] | None = None
+    argmax: list[list[list[int]]] = [[] for _ in rows]
+    written: list[list[list[float]]] = [[] for _ in rows]
+    for m, tdir in enumerate(order):
+        info = teacher_info(tdir)
+        loaded = backend.load(model, base_dir, tuned_teacher(tdir, info), threads=ctx.threads)
+        if allowed is None:
+            allowed = sorted(channel_token_ids(loaded.tokenizer))
+        am, lp, _ = score_rows(loaded, rows, system=info["system"], allowed=allowed)
+        for i in range(len(rows)):
+            argmax[i].append(am[i])
+            written[i].append(lp[i])
+        ctx.log.info("scored %d rows with teacher %s", len(rows), Path(tdir).name)
+        if ctx.progress is not None:
+            ctx.progress(m + 1, len(order) + need_base)
+    best: list[list[int | None]] = []
+    if need_base:
+        loaded = backend.load(model, base_dir, threads=ctx.threads)
+        _, _, best = score_rows(loaded, rows, system=None, allowed=allowed or [], vocab=vocab)
+        ctx.log.info("scored %d rows with the base %s", len(rows), model.name)
+    return Scores(argmax=argmax, written_lp=written, base_best=best)
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Transform the dataset's rows with the node's defense; write rows, changes and counts."""
+    spec = ctx.node.spec
+    ds_dir = ctx.input("dataset")
+    ds_manifest = json.loads((ds_dir / "manifest.json").read_text(encoding="utf-8"))
+    ds_spec = ds_manifest["spec"]
+    rows = read_jsonl(ds_dir / "rows.jsonl")
+    defense = plugin(spec["defense"], "defense node")
+    base_dir = ctx.input("base")
+    vocab = None
+    if rows and all(r.get("completion_ids") is not None for r in rows):
+        model = model_spec_of(base_dir)
+        tok = backend_for(model).load(model, base_dir, threads=ctx.threads, tokenizer_only=True).tokenizer
+        vocab = Vocab.from_tokenizer(tok) if tok is not None else None
+    scores = None
+    if defense.scorers:
+        if vocab is None:
+            raise UserError(f"defense {defense.name}: the dataset {ds_dir.name} has no token ids (an API teacher?); "
+                            "divergence defenses score rows with local teachers only")
+        own = next(p for p in ctx.inputs_of("teacher").values() if _node_id(p) == ds_spec["teacher"])
+        scores = _scores(ctx, rows, own, base_dir, vocab, "base" in defense.scorers)
+    params = {k: spec[k] for k in defense.params}
+    out, changes = defense.apply(rows, vocab=vocab, seed=spec["seed"], params=params, scores=scores,
+                                 valid=_validator(ds_spec))
+    write_jsonl(ctx.out / "rows.jsonl", out)
+    changed = [c for c in changes if c is not None]
+    write_jsonl(ctx.out / "changes.jsonl", changed)
+    n_tokens = sum(len(r.get("completion_ids") or []) for r in out)
+    replaced = sum(len(c.get("positions", [])) for c in changed)
+    onehot = sum(c.get("onehot", 0) for c in changed) + replaced
+    counts = {"defense": defense.name, **params, "n_rows": len(out), "n_changed": len(changed),
+              "n_tokens": n_tokens, "tokens_replaced": replaced,
+              "candidates": len(candidates(rows, scores, vocab)) if scores is not None and vocab is not None else None,
+              "soft_labels_onehot": onehot if vocab is not None else None,
+              "labels": ds_spec.get("labels", {}), "dataset": ds_manifest["id"]}
+    atomic_write_json(ctx.out / "counts.json", counts)
+    ctx.log.info("%s: %d of %d rows changed", defense.name, len(changed), len(out))
+    return {**counts, "tokenizer_sha": ds_manifest["result"].get("tokenizer_sha"), "rule": defense.rule}
