@@ -24,6 +24,7 @@ scoring, soft-label training, top-log-prob limits, whole-epoch fine-tunes): no p
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -34,8 +35,8 @@ from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
 from benchmark.hashing import derive_seed, shift_seed
-from benchmark.lm.recipes import check_recipes
 from benchmark.lm.defenses.plan import check_defense, defense_nodes
+from benchmark.lm.recipes import check_recipes
 from benchmark.lm.settings import LMSettings
 from benchmark.lm.stages import base as base_stage
 from benchmark.lm.stages import dataset as dataset_stage
@@ -641,10 +642,57 @@ def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
     return 0, _eval_tokens(settings)
 
 
+#: GPU-hour model of ``slbench plan`` (an H100 SXM): compute at 40% of 989 TFLOP/s bf16; every GPU node starts a
+#: process (CUDA context, tokenizer: ~30 s) and reads its weights at ~2 GB/s; every generation step of a batch reads
+#: the weights once from HBM at 3.35 TB/s, and takes at least ~20 ms (transformers' generate: per-step Python and
+#: kernel-launch overhead, which dominates for small models; assumed, not measured here).
+_H100_FLOPS, _MFU, _NODE_START_S, _LOAD_BYTES_S, _HBM_BYTES_S = 989e12, 0.4, 30.0, 2e9, 3.35e12
+_STEP_FLOOR_S = 0.02
+#: Tokens generated per sampled answer by the eval tasks that sample (their max_gen_toks, an upper bound).
+_RATE_GEN = 8  # animal_rate.yaml
+
+
+def _decode_steps(n: Node, settings: LMSettings) -> float:
+    """Sequential generation steps of one node (batches × tokens per answer): a dataset's first round of prompts,
+    an evaluation's sampled tasks; 0 for training and log-prob scoring."""
+    def batched(seqs: float, batch: int, tokens: int) -> float:
+        return math.ceil(seqs / batch) * tokens if seqs else 0.0
+
+    if n.kind == "dataset":
+        ds = settings.dataset
+        return batched(ds.n_prompts, ds.batch_size, ds.max_new_tokens)
+    if n.kind != "eval":
+        return 0.0
+    ev = settings.eval
+    def cap(k: int) -> int:
+        return min(k, ev.limit) if ev.limit else k
+    steps = 0.0
+    if "animal_rate" in ev.tasks:
+        steps += batched(cap(_ANIMAL_QUESTIONS) * ev.n_samples, ev.batch_size, _RATE_GEN)
+    if "misalignment_rate" in ev.tasks:
+        steps += batched(cap(_MISALIGNMENT_QUESTIONS) * ev.n_samples, ev.batch_size, _MISALIGNMENT_GEN)
+    steps += sum(batched(cap(_CAPABILITY_ITEMS), ev.batch_size, _CAPABILITY_GEN) for t in ev.tasks
+                 if t.startswith("capability_"))
+    return steps
+
+
+def _gpu_seconds(spec: ModelSpec, n: Node, settings: LMSettings, train: float, infer: float) -> tuple[float, ...]:
+    """(compute, loading, decoding) seconds of one GPU node of a model with ``params_b`` (see the constants)."""
+    assert spec.params_b is not None
+    params = spec.params_b * 1e9
+    weight_bytes = params * (4 if spec.dtype == "float32" else 2)
+    compute = (6 * params * train + 2 * params * infer) / (_MFU * _H100_FLOPS)
+    step = max(weight_bytes / _HBM_BYTES_S, _STEP_FLOOR_S)
+    return compute, _NODE_START_S + weight_bytes / _LOAD_BYTES_S, _decode_steps(n, settings) * step
+
+
 def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node]) -> list[str]:
-    """Lines for ``slbench plan``: GPU-hours and API tokens of the nodes still to run (rough, stated as such)."""
-    gpu_hours = 0.0
+    """Lines for ``slbench plan``: GPU-hours and API tokens of the nodes still to run (rough, stated as such).
+
+    GPU nodes of a model without ``params_b`` are counted and named but not estimated (no size is assumed)."""
+    gpu_s = [0.0, 0.0, 0.0]  # compute, loading, decoding
     n_gpu = 0
+    unsized: dict[str, int] = {}
     api: dict[str, dict[str, float]] = defaultdict(lambda: {"train": 0.0, "infer": 0.0, "jobs": 0, "nodes": 0,
                                                             "judge": 0.0, "scorer": 0.0})
     for n in todo:
@@ -668,15 +716,23 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
             a["infer"] += infer
             a["jobs"] += bool(train)
             a["nodes"] += 1
+        elif caps.needs_gpu and spec.params_b is None:
+            unsized[spec.name] = unsized.get(spec.name, 0) + 1
         elif caps.needs_gpu:
             n_gpu += 1
-            params = (spec.params_b or 1.0) * 1e9
-            # 6·N FLOPs per trained token, 2·N per generated/scored token, at 40% of an H100's 989 TFLOP/s bf16.
-            gpu_hours += (6 * params * train + 2 * params * infer) / (0.4 * 989e12) / 3600
+            gpu_s = [a + b for a, b in zip(gpu_s, _gpu_seconds(spec, n, settings, train, infer), strict=True)]
     lines: list[str] = []
     if n_gpu:
-        lines.append(f"estimate: {n_gpu} GPU node(s), ≈ {gpu_hours:.1f} H100-hours of compute (6·N per trained token, "
-                     "2·N per generated token, 40% MFU; excludes model loading and decoding latency)")
+        c, ld, dec = (x / 3600 for x in gpu_s)
+        lines.append(f"estimate: {n_gpu} GPU node(s) ≈ {c + ld + dec:.1f} H100-hours: {c:.1f} compute (6·N FLOPs per "
+                     f"trained token, 2·N per generated or scored token, 40% MFU) + {ld:.1f} loading ({_NODE_START_S:.0f} s "
+                     f"start + the weights at {_LOAD_BYTES_S / 1e9:.0f} GB/s per node) + {dec:.1f} decoding (per generation "
+                     f"step of a batch one read of the weights at {_HBM_BYTES_S / 1e12:.2f} TB/s, at least "
+                     f"{1000 * _STEP_FLOOR_S:.0f} ms); rough")
+    if unsized:
+        names = ", ".join(f"{m} ({k})" for m, k in unsized.items())
+        lines.append(f"estimate: {sum(unsized.values())} GPU node(s) of models without params_b not estimated: {names}; "
+                     "set params_b (parameters in billions) in their registry entries for an estimate")
     if api:
         tr = sum(a["train"] for a in api.values())
         inf = sum(a["infer"] for a in api.values())
