@@ -18,6 +18,7 @@ import pandas as pd
 from benchmark.bundle.eee import EEE_DIR, eee_files
 from benchmark.bundle.schema import (
     BUNDLE_SCHEMA_VERSION,
+    CACHE_PREFIX,
     Bundle,
     CellResult,
     ConfidenceInterval,
@@ -160,7 +161,7 @@ def make_bundle(manifest: Manifest, suite: Any, reg: Any, data: Data, *,
                                        canonicalization_version=HASH_VERSION),
         suite=SuiteInfo(name=suite.name, track=suite.track, description=suite.description,
                         spec=suite.model_dump(mode="json"), report_spec=manifest.spec, report_id=manifest.id),
-        models=model_infos(suite, reg, versions),
+        models=model_infos(suite, reg, versions, manifest.result.get("weights") or {}),
         evaluator_versions={p: versions[p] for p in _EVALUATOR_PACKAGES if p in versions},
         generation_config=_generation_config(suite),
         metric_config=MetricConfig(
@@ -187,8 +188,10 @@ def data_hash(data: Data) -> str:
     return content_hash(data.model_dump(mode="json"))
 
 
-def model_infos(suite: Any, reg: Any, versions: dict[str, str]) -> list[ModelInfo]:
-    """The registry entry of every model the suite names, teachers first, with its roles."""
+def model_infos(suite: Any, reg: Any, versions: dict[str, str],
+                recorded: dict[str, dict[str, str]] | None = None) -> list[ModelInfo]:
+    """The registry entry of every model the suite names, teachers first, with its roles; ``recorded``: the weight
+    files of fetched models as the report recorded them (``slbench models fetch``; model -> file, sha256)."""
     out = []
     for name in dict.fromkeys([*suite.teachers, *suite.students]):
         model = reg.model(name, where=f"suite {suite.name}")
@@ -201,8 +204,16 @@ def model_infos(suite: Any, reg: Any, versions: dict[str, str]) -> list[ModelInf
             inference_platform=model.provider, inference_engine=InferenceEngine(name=engine,
                                                                                  version=versions.get(engine)),
             revision=model.revision, lineage_init=model.lineage.init, lineage_parent=model.lineage.parent,
-            roles=roles, entry=entry, entry_hash=content_hash(entry), weights=_weights(model, reg.root)))
+            roles=roles, entry=entry, entry_hash=content_hash(entry),
+            weights=_weights(model, reg.root) or _fetched_weights(name, (recorded or {}).get(name))))
     return out
+
+
+def _fetched_weights(name: str, recorded: dict[str, str] | None) -> WeightsInfo | None:
+    """A fetched model's weight file in the model cache, with the sha256 its base node recorded when the suite ran."""
+    if not recorded:
+        return None
+    return WeightsInfo(file=f"{CACHE_PREFIX}models/{name}/{recorded['file']}", sha256=recorded["sha256"])
 
 
 def _weights(model: Any, root: Path) -> WeightsInfo | None:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "BUNDLE_SCHEMA_VERSION",
+    "CACHE_PREFIX",
     "Bundle",
     "CellResult",
     "ConfidenceInterval",
@@ -116,10 +117,16 @@ class InferenceEngine(_Strict):
     version: str | None = None
 
 
-class WeightsInfo(_Strict):
-    """The exact weights a model's results come from, where a file is known (the embedded zoo's committed build)."""
+#: Prefix of a weights file in the model cache (``$SLBENCH_CACHE`` or ~/.cache/subliminal-bench), not the repository.
+CACHE_PREFIX: Final = "$SLBENCH_CACHE/"
 
-    file: str = Field(description="Path relative to the repository.")
+
+class WeightsInfo(_Strict):
+    """The exact weights a model's results come from, where a file is known: the embedded zoo's committed build, or
+    a model fetched with ``slbench models fetch`` (its converted checkpoint in the model cache)."""
+
+    file: str = Field(description="Path relative to the repository, or '$SLBENCH_CACHE/models/<name>/<file>' for a "
+                                  "fetched model (the model cache).")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

@@ -209,7 +209,14 @@ def _weights_problems(model: Any, root: Path) -> list[str]:
     """A weights file named by the bundle and present here must have the recorded sha256."""
     if model.weights is None:
         return []
-    path = Path(root) / model.weights.file
+    from benchmark.bundle.schema import CACHE_PREFIX
+
+    if model.weights.file.startswith(CACHE_PREFIX):  # a fetched model: checked where this machine has fetched it
+        from benchmark.models_fetch import cache_root
+
+        path = cache_root() / model.weights.file[len(CACHE_PREFIX):]
+    else:
+        path = Path(root) / model.weights.file
     if not path.is_file():
         return []
     from benchmark.files import sha256_file

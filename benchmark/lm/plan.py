@@ -45,7 +45,7 @@ from benchmark.lm.stages import eval as eval_stage
 from benchmark.lm.stages import report as report_stage
 from benchmark.lm.stages import student as student_stage
 from benchmark.lm.stages import teacher as teacher_stage
-from benchmark.providers.base import Capabilities, backend_for
+from benchmark.providers.base import Capabilities, backend_for, needs_gpu
 from benchmark.specs import ModelSpec, SuiteSpec, TraitSpec
 from benchmark.tracks import TrackDef
 
@@ -88,7 +88,7 @@ def _caps(reg: Any, name: str) -> Capabilities:
 
 
 def _resources(reg: Any, name: str) -> dict[str, float]:
-    return {"cpus": 1, "gpus": 1 if _caps(reg, name).needs_gpu else 0}
+    return {"cpus": 1, "gpus": 1 if needs_gpu(reg.model(name)) else 0}  # the entry's needs_gpu, else the provider's
 
 
 # -- checks -------------------------------------------------------------------------------------------------
@@ -371,7 +371,7 @@ def _teachers_and_datasets(plan: _Plan, suite: SuiteSpec, settings: LMSettings, 
         jbase = bases.get(judge) or plan.add(Node(kind="base", name=judge, fn=BASE_STAGE, resources=_resources(
             reg, judge), spec=_versioned({"model": reg.model(judge, "settings.dataset.judge").hashed_dict()})))
         judge_deps = (jbase.key,)
-    judge_res = {"gpus": 1} if judge_deps and _caps(reg, str(judge)).needs_gpu else {}
+    judge_res = {"gpus": 1} if judge_deps and needs_gpu(reg.model(str(judge))) else {}
     for tname in suite.teachers:
         base = bases[tname]
         for arm in arms:

@@ -165,6 +165,12 @@ BACKENDS: dict[str, str] = {
 }
 
 
+def needs_gpu(model: ModelSpec) -> bool:
+    """Whether a node on ``model`` asks the scheduler for a GPU: the entry's ``needs_gpu`` where the family file sets
+    it (``false`` for sub-1B hf models, which run on CPUs), else its provider's default."""
+    return model.needs_gpu if model.needs_gpu is not None else backend_for(model).caps.needs_gpu
+
+
 def backend_for(model: ModelSpec) -> Backend:
     """The backend that serves ``model`` (the only place that reads ``model.provider``).
 

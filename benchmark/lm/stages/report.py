@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from benchmark.analysis import Analysis, AnalysisOptions
 
-__all__ = ["analysis_options", "analyze", "run"]
+__all__ = ["analysis_options", "analyze", "fetched_weights", "run"]
 
 
 def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
@@ -71,4 +71,34 @@ def run(ctx: StageContext) -> dict[str, Any]:
             "arms": ", ".join(spec.get("arms", []))}
     rendered = write_report(ctx.out, analysis, meta=meta)
     files = [p.name for p in written.values()] + [p.name for p in rendered.values()]
-    return {"files": sorted(files), "n_rows": len(tidy), "shared_base": analysis.fit_summary()}
+    weights = fetched_weights(ctx.inputs_of("eval").values())
+    return {"files": sorted(files), "n_rows": len(tidy), "shared_base": analysis.fit_summary(),
+            **({"weights": weights} if weights else {})}
+
+
+def fetched_weights(eval_dirs: Any) -> dict[str, dict[str, str]]:
+    """model -> ``{"file", "sha256"}`` of each fetched base's weight file (``slbench models fetch``), read from the
+    base nodes upstream of the evaluations (their ``model_ref.json`` provenance): what a bundle records as the exact
+    weights. Empty for suites of built (zoo) or hub models, whose reports are unchanged."""
+    import json
+    from pathlib import Path
+
+    from benchmark.lm.stages.common import model_spec_of
+    from benchmark.manifest import read_manifest
+
+    out: dict[str, dict[str, str]] = {}
+    seen: set[str] = set()
+    for d in eval_dirs:
+        root = Path(d).parents[1]  # <store>/<kind>/<name-id>
+        for key in read_manifest(Path(d)).deps:
+            if not key.startswith("base/") or key in seen:
+                continue
+            seen.add(key)
+            ref = root / key / "model_ref.json"
+            if not ref.is_file():
+                continue
+            sha = json.loads(ref.read_text(encoding="utf-8")).get("provenance", {}).get("files", {}).get(
+                "model.safetensors")
+            if sha:
+                out[model_spec_of(root / key).name] = {"file": "model.safetensors", "sha256": sha}
+    return dict(sorted(out.items()))
