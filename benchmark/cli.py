@@ -574,18 +574,29 @@ def models_fetch(
 
 
 @app.command()
-def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait")]) -> None:
-    """Print the JSON Schema of a registry family, suite or trait file (for editors that validate YAML)."""
+def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait | bundle")]) -> None:
+    """Print the JSON Schema of a registry family, suite (its settings typed by track) or trait file (for editors that
+    validate YAML), or of a results bundle (schemas/bundle.schema.json)."""
     import json
 
     from pydantic import BaseModel
 
     from benchmark.errors import unknown_name
-    from benchmark.specs import ModelSpec, RegistryFile, SuiteSpec, TraitSpec
+    from benchmark.specs import ModelSpec, RegistryFile, TraitSpec
 
-    models: dict[str, type[BaseModel]] = {"registry": RegistryFile, "suite": SuiteSpec, "trait": TraitSpec}
+    models: dict[str, type[BaseModel]] = {"registry": RegistryFile, "trait": TraitSpec}
+    if what == "bundle":
+        from benchmark.bundle.schema import schema_text
+
+        print(schema_text(), end="")
+        return
+    if what == "suite":
+        from benchmark.tracks import suite_json_schema
+
+        print(json.dumps(suite_json_schema(), indent=1))
+        return
     if what not in models:
-        raise unknown_name("schema", what, models)
+        raise unknown_name("schema", what, [*models, "suite", "bundle"])
     doc = models[what].model_json_schema()
     if what == "registry":  # a family's entries are model specs merged with its defaults
         doc["$defs"] = {**doc.get("$defs", {}), "ModelSpec": ModelSpec.model_json_schema()}

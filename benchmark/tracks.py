@@ -81,3 +81,31 @@ def track_for(name: str) -> Track:
         raise unknown_name("track", name, TRACKS)
     track: Track = importlib.import_module(TRACKS[name]).TRACK
     return track
+
+
+def suite_json_schema() -> dict[str, Any]:
+    """The JSON Schema of a suite file with its ``settings`` typed: each track's settings model under ``$defs``, and
+    ``settings`` checked against the one its ``track`` names (``if``/``then``); ``slbench schema suite`` prints it."""
+    from pydantic.json_schema import models_json_schema
+
+    from benchmark.specs import MAX_SEEDS, SuiteSpec
+
+    settings = {name: track_for(name).settings for name in TRACKS}
+    refs, doc = models_json_schema([(SuiteSpec, "validation"), *((cls, "validation") for cls in settings.values())],
+                                   ref_template="#/$defs/{model}")
+    suite = dict(doc["$defs"][SuiteSpec.__name__])
+    by_track = {name: refs[(cls, "validation")]["$ref"] for name, cls in settings.items()}
+    suite["properties"] = {**suite["properties"], "settings": {
+        **{k: v for k, v in suite["properties"]["settings"].items() if k in ("title", "description")},
+        "description": "The track's settings (tracks: " + ", ".join(f"{n} -> {r.rsplit('/', 1)[-1]}"
+                                                                   for n, r in by_track.items()) + ")",
+        "anyOf": [{"$ref": r} for r in by_track.values()]}}
+    suite["allOf"] = [{"if": {"properties": {"track": {"const": n}}, "required": ["track"]},
+                       "then": {"properties": {"settings": {"$ref": r}}}} for n, r in by_track.items()]
+    suite["properties"]["track"] = {**suite["properties"]["track"], "enum": list(TRACKS)}
+    seeds = suite["properties"]["seeds"]  # "seeds: 3" is shorthand for [0, 1, 2] (SuiteSpec._seed_count)
+    suite["properties"]["seeds"] = {"anyOf": [{k: v for k, v in seeds.items() if k != "title"},
+                                              {"type": "integer", "minimum": 1, "maximum": MAX_SEEDS}],
+                                    "title": seeds.get("title", "Seeds")}
+    defs = {k: v for k, v in doc["$defs"].items() if k != SuiteSpec.__name__}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **suite, "$defs": defs}
