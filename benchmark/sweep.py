@@ -18,7 +18,8 @@ The sweep's summary (``results/suites/<sweep>/``, written after every level is p
 files): ``summary.csv`` (one row per level: the diagonal family's mean contrast with its CI over bases, the
 design-respecting γ, the diagonal pairs' mean transfer ratio, transfer remaining against the first level with its
 Fieller interval over teacher replicates, :mod:`benchmark.analysis.sweep`), ``dose_response.png``, ``report.md`` and
-``sweep.json``. The first level is the reference: list ``none`` (or the un-swept value) first.
+``sweep.json``. The reference level is the first, or the one ``reference:`` names beside the path
+(``sweep: {settings.student.train.epochs: [1, 3, 9], reference: 3}``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "remaining", "remaining_ci_low", "remaining_ci_high",  # D_level / D_reference, Fieller over teacher replicates
     "remaining_df", "remaining_units", "d_level", "d_reference",
 )
+
+
+_FIRST = object()
 
 
 def is_sweep(data: Any) -> bool:
@@ -99,6 +103,12 @@ class Sweep:
     base: SuiteSpec
     levels: tuple[Level, ...]
     file: Path
+    #: Index of the reference level (``sweep.reference``; default the first).
+    reference: int = 0
+
+    @property
+    def reference_level(self) -> Level:
+        return self.levels[self.reference]
 
     @property
     def parts(self) -> list[str]:
@@ -151,6 +161,8 @@ def load_sweep(reg: Any, file: Path, data: Any | None = None) -> Sweep:
     data = load_yaml(file) if data is None else data
     raw = data.get("sweep")
     where = f"{file}: key 'sweep'"
+    ref_value = raw.get("reference", _FIRST) if isinstance(raw, dict) else _FIRST
+    raw = {k: v for k, v in raw.items() if k != "reference"} if isinstance(raw, dict) else raw
     if not isinstance(raw, dict) or len(raw) != 1:
         raise UserError(f"{where}: one setting path and its levels, e.g. sweep: {{settings.student.train.epochs: "
                         "[1, 3, 9]}")
@@ -176,7 +188,13 @@ def load_sweep(reg: Any, file: Path, data: Any | None = None) -> Sweep:
         level_data = {**_with_value(base_data, str(path), value), "name": name}
         spec, settings = reg._checked_suite(level_data, at)  # models and traits exist, settings validate
         levels.append(Level(value, slug, spec, settings))
-    return Sweep(base.name, base.description, str(path), base, tuple(levels), Path(file))
+    reference = 0
+    if ref_value is not _FIRST:
+        match = [i for i, v in enumerate(values) if level_slug(v) == level_slug(ref_value)]
+        if not match:
+            raise UserError(f"{where}: reference {ref_value!r} is not one of the levels {values!r}")
+        reference = match[0]
+    return Sweep(base.name, base.description, str(path), base, tuple(levels), Path(file), reference)
 
 
 def plan_sweep(reg: Any, sweep: Sweep, check_local: bool = True) -> tuple[list[Any], list[Any]]:
@@ -215,7 +233,7 @@ def plan_lines(sweep: Sweep, parts: Sequence[Any], todo: Sequence[Any]) -> list[
     todo_keys = {n.key for n in todo}
     seen: set[str] = set()
     lines = [f"sweep {sweep.name!r}: {sweep.path} over {len(parts)} levels "
-             f"({', '.join(repr(lv.value) for lv in sweep.levels)}); the first is the reference"]
+             f"({', '.join(repr(lv.value) for lv in sweep.levels)}); reference {sweep.reference_level.value!r}"]
     for lv, part in zip(sweep.levels, parts, strict=True):
         shared = [n for n in part.nodes if n.key in seen]
         added = [n for n in part.nodes if n.key not in seen]
@@ -241,8 +259,7 @@ def _level_rows(sweep: Sweep, results: Path) -> tuple[list[dict[str, Any]], dict
         metric = str(spec["analysis"].get("metric", spec["metric"]))
         design = pair_design(d["tidy"]["teacher_trait"].unique(), spec["controls"], spec["traits"])
         units[lv.name] = diagonal_units(contrast_values(d["tidy"], metric, design), design.treated, design.controls)
-    ref = sweep.levels[0].name
-    rem = remaining_table(units, ref)
+    rem = remaining_table(units, sweep.reference_level.name)
     rows = []
     for lv in sweep.levels:
         d = data[lv.name]
@@ -297,7 +314,7 @@ def _figure(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> bytes:
     panel(axes[1], "gamma", "gamma_ci_low", "gamma_ci_high", "γ, design-respecting (95% CI)", 0.0)
     panel(axes[2], "transfer_ratio", None, None, "transfer ratio\n(mean over same-model pairs)", 0.0)
     panel(axes[3], "remaining", "remaining_ci_low", "remaining_ci_high",
-          f"transfer remaining vs {rows[0]['level']}\n(95% Fieller CI over teacher replicates)", 1.0)
+          f"transfer remaining vs {sweep.reference_level.slug}\n(95% Fieller CI over teacher replicates)", 1.0)
     fig.suptitle(f"{sweep.name}: {sweep.path}", fontsize=10)
     return figure_png(fig)
 
@@ -313,7 +330,7 @@ def _fmt(v: Any, digits: int = 3) -> str:
 def _markdown(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
     from benchmark.report import md_table
 
-    ref = rows[0]["level"]
+    ref = sweep.reference_level.slug
     header = ["level", "same-model mean [CI over bases]", "γ [CI], p", "transfer ratio", f"remaining vs {ref} [CI]"]
     table = [[r["suite"], f"{_fmt(r['diagonal_mean'])} [{_fmt(r['diagonal_ci_low'])}, {_fmt(r['diagonal_ci_high'])}]",
               f"{_fmt(r['gamma'])} [{_fmt(r['gamma_ci_low'])}, {_fmt(r['gamma_ci_high'])}], p = {_fmt(r['gamma_p'])}",
@@ -344,7 +361,7 @@ def write_sweep_summary(sweep: Sweep, parts: Sequence[Any], results: Path) -> Pa
 
     rows, data = _level_rows(sweep, results)
     dest = results / sweep.name
-    meta = {"sweep": sweep.name, "path": sweep.path, "reference": sweep.levels[0].name,
+    meta = {"sweep": sweep.name, "path": sweep.path, "reference": sweep.reference_level.name,
             "levels": [{"level": lv.slug, "value": lv.value, "suite": lv.name,
                         "report": data[lv.name]["manifest"].get("id")} for lv in sweep.levels]}
     files = {

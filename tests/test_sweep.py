@@ -60,6 +60,7 @@ def test_level_slugs():
     ({"settings.student.train.epochs": [1, -3]}, r"settings.student.train.epochs\[1\].*'student.train.epochs'"),
     ({"settings.dataset.defense": "sort"}, "at least two levels"),
     ({"a": [1, 2], "b": [1, 2]}, "one setting path and its levels"),
+    ({"settings.dataset.defense": ["none", "sort"], "reference": "shuffle"}, "reference 'shuffle' is not one of"),
 ])
 def test_bad_sweeps_are_one_line_naming_file_and_key(project_copy, sweep, match):
     path = _write(project_copy, "bad-sweep", {**TINY, "name": "bad-sweep", "sweep": sweep})
@@ -90,7 +91,7 @@ def test_levels_are_ordinary_suites_sharing_upstream_nodes(project_copy):
     with pytest.raises(UserError, match="a sweep over settings.dataset.defense, not a suite"):
         reg.suite("tiny-sweep")
     sweep = reg.sweep("tiny-sweep")
-    assert sweep.parts == ["tiny-sweep.none", "tiny-sweep.sort"]
+    assert sweep.parts == ["tiny-sweep.none", "tiny-sweep.sort"] and sweep.reference_level.slug == "none"
     parts, nodes = plan_sweep(reg, sweep)
     none, sort = ({n.key for n in p.nodes} for p in parts)
     spec, settings, _ = reg.suite("tiny-plain")
@@ -200,3 +201,18 @@ def test_tiny_defense_sweep_runs_end_to_end(project_copy, tmp_path):
     assert {f.name: f.read_bytes() for f in (results / "tiny-sweep").iterdir()} == before
     rerun = run_cli("run", "tiny-sweep", env=env)
     assert rerun.returncode == 0 and "built 0 node(s)" in rerun.stdout
+
+
+def test_committed_sweeps_validate_and_share_their_reference_nodes():
+    from benchmark.registry import validate_file
+
+    reg = Registry()
+    assert {"defenses", "axes"} <= set(reg.sweep_names())
+    for name in reg.sweep_names():
+        assert "ok — sweep" in validate_file(reg.suite_path(name))
+    defenses, axes = reg.sweep("defenses"), reg.sweep("axes")
+    assert defenses.reference_level.value == "none" and axes.reference_level.value == 3
+    none = plan_sweep(reg, defenses, check_local=False)[0][0]
+    three = plan_sweep(reg, axes, check_local=False)[0][axes.reference]
+    work = ("teacher", "dataset", "student", "eval")
+    assert {n.key for n in none.nodes if n.kind in work} == {n.key for n in three.nodes if n.kind in work}

@@ -2,7 +2,7 @@
 
 Vocabulary (declared before the data; docs/statistics.md, "Sweeps", has the same words):
     level: one value of the swept setting; each level is an ordinary suite (its own pair table, γ, bundle).
-    reference level: the sweep's first level (``none`` for a defense sweep).
+    reference level: the sweep's first level (``none`` for a defense sweep), or the level its ``reference`` names.
     unit: a teacher replicate u = (teacher base b, arm a, replicate r), as in the pair tests. Levels that share
         teachers (every defense level does) read the same units, so a unit's values at two levels are paired.
     W_ℓ(u): the replicate value of the contrast W (benchmark.analysis.pairs) of u's students on the teacher's own
