@@ -200,7 +200,7 @@ def stop_ids(model: Any, tokenizer: Any, spec: ModelSpec | None = None) -> set[i
     for text in spec.stop if spec is not None else ():
         one = tokenizer(text, add_special_tokens=False).input_ids
         if len(one) != 1:
-            raise UserError(f"model {spec.name!r}: key 'stop' {text!r} is {len(one)} tokens of its tokenizer; each "
+            raise UserError(f"model {getattr(spec, 'name', '?')!r}: key 'stop' {text!r} is {len(one)} tokens of its tokenizer; each "
                             "stop text must be exactly one token")
         ids.add(int(one[0]))
     return ids

@@ -457,15 +457,29 @@ def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bas
                 sspec = {"base": base.id, "model": sname, "dataset": t.dataset.id,
                          "objective": settings.student.objective, "train": settings.student.train.hashed_dict(),
                          "seed": seed, **({"engine": engine} if engine != "hf" else {}),
-                         **({"defense": defense.id} if defense is not None else {})}
+                         **({"defense": defense.id} if defense is not None else {}),
+                         **_vocab_map_spec(settings, bases[t.base])}
                 name = f"{t.slug}.to.{sname}.s{s}"
-                student = plan.add(Node(kind="student", name=name, spec=_versioned(sspec),
-                                        deps=(base.key, (defense or t.dataset).key), fn=student_stage.run,
-                                        resources=_resources(reg, sname)))
+                deps = (base.key, (defense or t.dataset).key, *_teacher_base_dep(sspec, bases[t.base]))
+                student = plan.add(Node(kind="student", name=name, spec=_versioned(sspec), deps=deps,
+                                        fn=student_stage.run, resources=_resources(reg, sname)))
                 labels = {**t.labels(), "student_base": sname, "student_seed": s}
                 plan.add(_eval_node(f"student.{name}", {"role": "student", "student": student.id, "seed": seed,
                                                         "labels": labels},
                                     (student.key, base.key), sname, common, settings, reg))
+
+
+def _vocab_map_spec(settings: LMSettings, teacher_base: Node) -> dict[str, Any]:
+    """A student's ``vocab_map`` and its teacher's base (whose tokenizer the map reads), only when set."""
+    if settings.student.vocab_map is None:
+        return {}
+    return {"vocab_map": settings.student.vocab_map, "channel": settings.dataset.channel,
+            "teacher_base": teacher_base.id}
+
+
+def _teacher_base_dep(sspec: dict[str, Any], teacher_base: Node) -> tuple[str, ...]:
+    """The teacher's base node as a second input of a mapped student whose base is another model."""
+    return (teacher_base.key,) if "teacher_base" in sspec and sspec["teacher_base"] != sspec["base"] else ()
 
 
 def _report_node(suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node], traits: list[TraitSpec],

@@ -139,6 +139,25 @@ class StudentSettings(Frozen):
     #: benchmarks/bench_students.py). Hashed: lean students are other artifacts (their logits differ by ~1e-5);
     #: the student spec names the engine only when it is not hf, so every existing suite keeps its ids.
     engine: Literal["hf", "lean"] = "hf"
+    #: Soft labels across tokenizers (objective distill only): ``alphabet`` moves the teacher's top-k over the
+    #: channel's alphabet (numbers: digits, comma, space) onto the student's ids for every pair, same-tokenizer pairs
+    #: included (:mod:`benchmark.lm.vocab_map` says exactly what is matched and dropped). None: token ids as stored,
+    #: so distill needs the teacher's vocabulary. Hashed only when set (the student spec names it then).
+    vocab_map: Literal["alphabet"] | None = None
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """The settings' identity; ``vocab_map`` only when set (older ids stay)."""
+        data = super().hashed_dict()
+        if self.vocab_map is None:
+            data.pop("vocab_map", None)
+        return data
+
+    @model_validator(mode="after")
+    def _vocab_map_needs_distill(self) -> StudentSettings:
+        if self.vocab_map is not None and self.objective != "distill":
+            raise ValueError("vocab_map maps the teacher's soft labels: it needs objective 'distill' (sft trains on "
+                             "the completion text, which needs no map)")
+        return self
 
 
 class EvalSettings(Frozen):

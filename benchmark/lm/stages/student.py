@@ -35,7 +35,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     the teacher's vocabulary; otherwise it trains on the completion text.
     """
     spec = ctx.node.spec
-    base_dir = ctx.input("base")
+    base_dir = _base_input(ctx, spec["base"])  # a mapped student also reads its teacher's base (vocab_map)
     ds_dir = ctx.input("defense" if "defense" in spec else "dataset")  # a defense node's rows replace the dataset's
     model = model_spec_of(base_dir)
     engine = spec.get("engine", "hf")
@@ -57,7 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     if tok is not None:  # API models expose no tokenizer: they train on the completion text
         teacher_tok = json.loads((ds_dir / "manifest.json").read_text())["result"].get("tokenizer_sha")
         same_vocab = teacher_tok is not None and teacher_tok == tokenizer_sha(tok)
-        if not same_vocab:
+        if not same_vocab and "vocab_map" not in spec:
             if spec["objective"] == "distill":
                 # Plan refuses such pairs (benchmark.lm.recipes) from the registry's facts; reaching this means an
                 # entry's `tokenizer` declares a vocabulary its files do not have.
@@ -66,6 +66,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
                                 "they share one; correct the key, or use objective 'sft' for cross-tokenizer pairs")
             rows = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
         extra = {"same_vocab_as_teacher": same_vocab, "template_hash": template_hash(tok)}
+        if "vocab_map" in spec:  # the teacher's soft labels moved onto this student's ids (benchmark.lm.vocab_map)
+            rows, extra["vocab_map"] = _mapped_rows(ctx, spec, rows, tok, model)
     lean = {"engine": engine} if engine != "hf" else {}  # only local backends know engines (checked at plan)
     tuned = backend.finetune(model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]),
                              objective=spec["objective"], seed=spec["seed"], suffix="student", log=ctx.log,
@@ -74,6 +76,31 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # (None where the fine-tuning API does not report them); with settings.dataset.n_tokens the datasets hold equal
     # completion tokens instead, and steps follow each dataset's rows.
     return {**tuned.result, **extra, "n_rows": len(rows), "optimizer_steps": tuned.result.get("steps")}
+
+
+def _base_input(ctx: StageContext, base_id: str) -> Path:
+    """The input base node with id ``base_id`` (a student reads one base, two when it maps its teacher's labels)."""
+    bases = ctx.inputs_of("base")
+    if len(bases) == 1:
+        return next(iter(bases.values()))
+    return next(p for k, p in bases.items() if k.endswith(f"-{base_id}"))
+
+
+def _mapped_rows(ctx: StageContext, spec: dict[str, Any], rows: list[dict[str, Any]], tok: Any,
+                 model: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The teacher's rows with their soft labels over the channel's alphabet in the student's ids."""
+    from benchmark.lm.chat import end_of_turn_ids, stop_ids
+    from benchmark.lm.vocab_map import map_rows
+
+    t_dir = _base_input(ctx, spec["teacher_base"])
+    t_model = model_spec_of(t_dir)
+    t_tok = tok if t_dir == _base_input(ctx, spec["base"]) else backend_for(t_model).load(
+        t_model, t_dir, threads=ctx.threads, tokenizer_only=True).tokenizer
+    eot = end_of_turn_ids(tok, stop_ids(None, tok, model))
+    mapped, info = map_rows(rows, t_tok, tok, spec["channel"], eot, names=(t_model.name, model.name))
+    ctx.log.info(f"vocab_map alphabet: {info['matched_positions']} of {info['positions']} positions matched, "
+                 f"{info['rows_aligned']} of {info['rows']} rows aligned, mean dropped mass {info['mean_dropped_mass']}")
+    return mapped, info
 
 
 def _rows(ds_dir: Path) -> list[dict[str, Any]]:
