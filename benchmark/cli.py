@@ -634,7 +634,7 @@ def validate(files: Annotated[list[Path], typer.Argument(help=(
         try:
             console.print(validate_file(f))
         except UserError as exc:
-            err_console.print(f"error: {exc}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+            _print_error(exc)
             failed = True
     if failed:
         raise typer.Exit(2)
@@ -1009,6 +1009,12 @@ def os_error_line(exc: OSError) -> str | None:
     return f"{where}: {exc.strerror}"
 
 
+def _print_error(exc: UserError) -> None:
+    """A user error: one ``error:`` line per problem (a YAML check reports every problem it found)."""
+    for line in str(exc).splitlines() or [""]:
+        err_console.print(f"error: {line}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
 def _interrupted() -> None:
     """Ctrl-C or SIGTERM: say how to resume and exit 130 or 143 (128 + the signal, as shells report)."""
     for sig in (signal.SIGINT, signal.SIGTERM):  # a second signal must not cut the line short
@@ -1029,7 +1035,7 @@ def main() -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except UserError as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False, emoji=False, soft_wrap=True)
+        _print_error(exc)
         sys.exit(exc.exit_code)
     except StageFailed as exc:
         # An internal failure of one stage: say which node and where its log is; the traceback is in the log.

@@ -18,33 +18,60 @@ from benchmark.files import project_root
 from benchmark.specs import ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec, resolve_object
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
 
-__all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file",
+__all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file", "unpinned",
            "validate_file"]
 
 
 def load_registry_file(path: Path) -> list[ModelSpec]:
-    """Load one family file; each model is ``defaults`` ∪ entry, with the file's ``family``."""
+    """Load one family file; each model is ``defaults`` ∪ entry, with the file's ``family``.
+
+    Raises:
+        UserError: every problem of every entry, one line each.
+    """
     data = load_yaml(path)
     reg = parse_spec(RegistryFile, data, str(path))
     models: list[ModelSpec] = []
     seen: set[str] = set()
+    problems: list[str] = []
     for i, entry in enumerate(reg.models):
-        if not isinstance(entry, dict):
-            raise UserError(f"{path}: models[{i}] must be a mapping")
-        merged = {**reg.defaults, **entry, "family": entry.get("family", reg.family)}
-        where = f"{path}: models[{i}]" + (f" ({entry['name']})" if "name" in entry else "")
-        spec = parse_spec(ModelSpec, merged, where)
-        if spec.name in seen:
-            raise UserError(f"{path}: models[{i}]: duplicate model name {spec.name!r}")
-        seen.add(spec.name)
         try:
-            spec.build_spec()
-        except ValidationError as err:
-            cls = resolve_object(_build_ref(spec))
-            raise UserError(format_validation_error(err, cls, f"{where}: build")) from None
-        _check_provider_fields(spec, where)
+            spec = _registry_entry(path, i, entry, reg)
+        except UserError as exc:
+            problems += str(exc).splitlines()
+            continue
+        if spec.name in seen:
+            problems.append(f"{path}: models[{i}]: duplicate model name {spec.name!r}")
+        seen.add(spec.name)
         models.append(spec)
+    if problems:
+        raise UserError("\n".join(problems))
     return models
+
+
+def _registry_entry(path: Path, i: int, entry: Any, reg: RegistryFile) -> ModelSpec:
+    """One entry of a family file, checked (its spec, its build block, its provider's fields)."""
+    if not isinstance(entry, dict):
+        raise UserError(f"{path}: models[{i}] must be a mapping")
+    merged = {**reg.defaults, **entry, "family": entry.get("family", reg.family)}
+    where = f"{path}: models[{i}]" + (f" ({entry['name']})" if "name" in entry else "")
+    spec = parse_spec(ModelSpec, merged, where)
+    try:
+        spec.build_spec()
+    except ValidationError as err:
+        cls = resolve_object(_build_ref(spec))
+        raise UserError(format_validation_error(err, cls, f"{where}: build")) from None
+    _check_provider_fields(spec, where)
+    return spec
+
+
+def unpinned(spec: ModelSpec) -> bool:
+    """Whether an hf entry loads a hub id at no pinned ``revision`` (a re-upload on the hub would change it)."""
+    from benchmark.models_fetch import is_fetchable
+    from benchmark.providers.gguf import is_gguf
+
+    source = spec.source or ""
+    local = source.startswith(("/", "./", "../", "~")) or is_gguf(source) or is_fetchable(spec)
+    return spec.provider == "hf" and not local and not spec.revision
 
 
 def _build_ref(spec: ModelSpec) -> str:
@@ -229,14 +256,36 @@ class Registry:
         return spec, settings, path
 
     def _checked_suite(self, data: Any, path: Path) -> tuple[SuiteSpec, Any]:
-        """A suite file's spec and typed settings, with every model and trait it names checked to exist."""
-        spec = parse_spec(SuiteSpec, data, str(path))
-        settings = settings_cls(spec.track, spec.settings, f"{path}: settings")
-        for key in ("teachers", "students"):
-            for i, name in enumerate(getattr(spec, key)):
-                self.model(name, where=f"{path}: {key}[{i}]")
-        for i, name in enumerate(spec.traits):
-            self.trait(name, where=f"{path}: traits[{i}]")
+        """A suite file's spec and typed settings, with every model and trait it names checked to exist.
+
+        Raises:
+            UserError: every problem found, one line each: the suite's keys, its settings, unknown names.
+        """
+        from benchmark.tracks import TRACKS
+
+        problems: list[str] = []
+
+        def check(fn: Any, *args: Any, **kw: Any) -> Any:
+            try:
+                return fn(*args, **kw)
+            except UserError as exc:
+                problems.extend(str(exc).splitlines())
+                return None
+
+        spec = check(parse_spec, SuiteSpec, data, str(path))
+        raw = data if isinstance(data, dict) else {}
+        track, block = raw.get("track"), raw.get("settings", {})
+        settings = (check(settings_cls, track, block, f"{path}: settings")
+                    if track in TRACKS and isinstance(block, dict) else None)
+        known = {"model": check(lambda: self.models) is not None, "trait": check(lambda: self.traits) is not None}
+        for key, lookup in (("teachers", self.model), ("students", self.model), ("traits", self.trait)):
+            names = raw.get(key) if known[lookup.__name__] else None  # a broken registry is reported once
+            for i, name in enumerate(names if isinstance(names, list) else []):
+                if isinstance(name, str):
+                    check(lookup, name, where=f"{path}: {key}[{i}]")
+        if problems:
+            raise UserError("\n".join(problems))
+        assert spec is not None
         return spec, settings
 
     def check_suite(self, path: Path, data: Any) -> tuple[SuiteSpec, int, list[str]]:
@@ -355,6 +404,10 @@ def validate_file(path: Path) -> str:
         remote = [m.name for m in models if m.trust_remote_code]
         warn = (f"\nwarning: trust_remote_code is true for {', '.join(remote)}: loading runs code from the model's "
                 "repository" if remote else "")
+        loose = [m.name for m in models if unpinned(m)]
+        if loose:
+            warn += (f"\nwarning: {path}: revision is not pinned for {', '.join(loose)}: a re-upload on the hub changes "
+                     "what they load; set revision to the 40-hex commit you downloaded before publishing results")
         return f"{path}: ok — family file with {len(models)} model(s), {len(inits)} init lineage(s){warn}"
     if "parts" in data:
         group = Registry().group(str(path))  # its parts must be valid suites of this project

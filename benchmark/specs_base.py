@@ -44,8 +44,19 @@ class Frozen(BaseModel):
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], where: str) -> str:
-    """Turn a pydantic error into one line naming the file, the key path and what is allowed."""
-    first = err.errors()[0]
+    """Turn a pydantic error into one line per problem (the first per key path), each naming the file, the key path
+    and what is allowed."""
+    lines: list[str] = []
+    seen: set[tuple[Any, ...]] = set()
+    for e in err.errors():
+        if e["loc"] not in seen:
+            seen.add(e["loc"])
+            lines.append(_problem_line(e, model, where))
+    return "\n".join(lines)
+
+
+def _problem_line(first: Any, model: type[BaseModel], where: str) -> str:
+    """One pydantic error as one line."""
     loc = ".".join(str(p) for p in first["loc"]) or "<root>"
     kind = first["type"]
     if kind == "extra_forbidden":
