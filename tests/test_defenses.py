@@ -256,3 +256,44 @@ def test_bad_defense_is_one_line_naming_the_key(project_copy):
 
     with pytest.raises(UserError, match=r"settings.dataset.defense: 'sort' transforms the numbers channel only"):
         track_for("lm").build_plan(spec, settings_obj, reg)
+
+
+# -- threshold sampling (a generation-time defense: settings.dataset.threshold) ---------------------------------
+
+def test_threshold_sampling_never_writes_a_token_below_the_threshold(tmp_path):
+    torch = pytest.importorskip("torch")
+    from benchmark.providers import hf_model as M
+    from tests.lm_fixtures import save_tiny_model
+
+    torch.set_num_threads(1)
+    model, tok = M.load_model(save_tiny_model(tmp_path / "qwen2", "qwen2", seed=0))
+    prompts = ["continue this sequence : 1 , 2 , 3", "hello"] * 4
+    kw = {"temperature": 1.0, "max_new_tokens": 8, "seed": 5, "top_k_logprobs": 40}
+    plain = M.generate(model, tok, prompts, **kw)
+    cut = M.generate(model, tok, prompts, threshold=0.05, **kw)
+    assert cut == M.generate(model, tok, prompts, threshold=0.05, **kw)  # deterministic
+    assert M.generate(model, tok, prompts, threshold=None, **kw) == plain  # unset: plain sampling, unchanged
+    for row in cut:
+        for tid, pos in zip(row["completion_ids"], row["topk"], strict=True):
+            # At most 1/0.05 = 20 tokens pass, all within the top 40: the stored labels are exactly the kept tokens,
+            # renormalised, and the written token is one of them.
+            assert 1 <= len(pos) <= 20 and abs(sum(math.exp(v) for _, v in pos) - 1) < 1e-5
+            assert tid in {j for j, _ in pos}
+    logits = torch.tensor([[2.0, 1.0, -3.0, 0.5], [0.0, 0.0, 0.0, 0.0]])
+    keep = M.threshold_mask(logits, 1.0, 0.2)
+    assert keep.tolist() == [[True, True, False, False], [True, True, True, True]]
+    assert M.threshold_mask(logits, 1.0, 0.99).tolist()[0] == [True, False, False, False]  # the argmax always
+
+
+def test_threshold_enters_only_the_datasets_it_changes():
+    from benchmark.registry import Registry
+
+    reg = Registry()
+    spec, _, _ = reg.suite("default")
+    base = copy.deepcopy(spec.settings)
+    plain = {n.key: n for n in _plan(reg, spec, base)}
+    cut = _plan(reg, spec, {**base, "dataset": {**base["dataset"], "threshold": 0.05}})
+    assert {n.kind for n in cut if n.key not in plain} == {"dataset", "student", "eval", "report"}
+    assert all(n.spec["threshold"] == 0.05 for n in cut if n.kind == "dataset")
+    with pytest.raises(UserError, match=r"settings.dataset.threshold: greedy data"):
+        _plan(reg, spec, {**base, "dataset": {**base["dataset"], "threshold": 0.05, "temperature": 0.0}})

@@ -73,6 +73,11 @@ class DatasetSettings(Frozen):
     #: Share of the divergence digits a divergence defense replaces (random_divergence, mask_divergence; 1.0: all).
     #: Enters the defense node's identity only for defenses that read it.
     defense_fraction: float = Field(default=0.1, gt=0, le=1)
+    #: Threshold sampling at generation (a generation-time defense, docs/defenses.md): tokens whose probability at the
+    #: sampling temperature is below it are never sampled (the most likely token always may be), the rest renormalised;
+    #: the stored top-k is then the T=1 distribution over the kept tokens. Local teachers, temperature > 0. None: plain
+    #: sampling. Hashed only when set (its datasets are new nodes; every existing id stays).
+    threshold: float | None = Field(default=None, gt=0, lt=1)
 
     _unhashed = frozenset({"batch_size"})
 
@@ -92,6 +97,8 @@ class DatasetSettings(Frozen):
         data = super().hashed_dict()
         data.pop("defense", None)
         data.pop("defense_fraction", None)
+        if self.threshold is None:
+            data.pop("threshold", None)
         if self.n_tokens is None:
             data.pop("n_tokens", None)
         else:

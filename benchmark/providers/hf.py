@@ -96,13 +96,13 @@ class HFBackend:
 
     def generate(self, loaded: Loaded, prompts: Sequence[str], *, system: str | None, temperature: float,
                  max_new_tokens: int, seed: int, top_k_logprobs: int | None = None, batch_size: int = 64,
-                 progress: Progress | None = None) -> list[dict[str, Any]]:
+                 progress: Progress | None = None, threshold: float | None = None) -> list[dict[str, Any]]:
         """Batched chat generation (see :func:`benchmark.providers.hf_model.generate`)."""
         from benchmark.providers.hf_model import generate
 
         return generate(loaded.model, loaded.tokenizer, prompts, system=system, spec=loaded.spec,
                         temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                        top_k_logprobs=top_k_logprobs, progress=progress)
+                        top_k_logprobs=top_k_logprobs, progress=progress, threshold=threshold)
 
     def score(self, loaded: Loaded, contexts: Sequence[str], continuations: Sequence[str], *,
               batch_size: int = 64) -> list[float]:

@@ -284,11 +284,24 @@ def _row_uniforms(seeds: list[int], max_new_tokens: int, device: torch.device) -
     ).to(device)
 
 
-def _sample(logits: torch.Tensor, temperature: float, uniforms: torch.Tensor | None) -> torch.Tensor:
-    """Next token per row: argmax at temperature 0, else inverse-CDF sampling with the row's uniform."""
+def threshold_mask(logits: torch.Tensor, temperature: float, threshold: float) -> torch.Tensor:
+    """Threshold sampling's kept tokens (``settings.dataset.threshold``, temperature > 0): those whose probability at
+    the sampling temperature is at least ``threshold``, and the most likely token always."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    keep = probs >= threshold
+    keep[torch.arange(len(logits), device=logits.device), logits.argmax(-1)] = True
+    return keep
+
+
+def _sample(logits: torch.Tensor, temperature: float, uniforms: torch.Tensor | None,
+            keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Next token per row: argmax at temperature 0, else inverse-CDF sampling with the row's uniform (over the
+    ``keep`` tokens only when given, renormalised)."""
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits / temperature, dim=-1).double()
+    if keep is not None:
+        probs = probs * keep
     cdf = probs.cumsum(-1)
     cdf = cdf / cdf[:, -1:]  # exact 1.0 at the end, so u < 1 always lands on a token
     assert uniforms is not None
@@ -306,6 +319,7 @@ def _generate_batch(
     temperature: float,
     max_new_tokens: int,
     top_k: int | None,
+    threshold: float | None = None,
 ) -> list[dict[str, Any]]:
     device = model_device(model)
     ids, mask = _left_pad(prompt_ids, pad_id, device)
@@ -324,12 +338,20 @@ def _generate_batch(
                        past_key_values=cache, use_cache=True, logits_to_keep=1)
         cache = out.past_key_values
         logits = out.logits[:, -1, :].float()
-        nxt = _sample(logits, temperature, uniforms[t] if uniforms is not None else None)
+        keep = threshold_mask(logits, temperature, threshold) if threshold and temperature > 0 else None
+        nxt = _sample(logits, temperature, uniforms[t] if uniforms is not None else None, keep)
         if top_k:
             # Top-k of the raw T=1 distribution (what a distilling student should match), whatever the
-            # sampling temperature.
-            vals, idx = torch.log_softmax(logits, dim=-1).topk(top_k, dim=-1)
+            # sampling temperature; with a threshold, of the T=1 distribution over the kept tokens, renormalised
+            # (tokens the threshold removed are left out of the top-k: they could never be written).
+            raw = logits if keep is None else logits.masked_fill(~keep, float("-inf"))
+            vals, idx = torch.log_softmax(raw, dim=-1).topk(top_k, dim=-1)
             vals_l, idx_l = vals.tolist(), idx.tolist()
+            if keep is not None:
+                pairs = [[(j, v) for j, v in zip(r_i, r_v, strict=True) if v != float("-inf")]
+                         for r_i, r_v in zip(idx_l, vals_l, strict=True)]
+                idx_l = [[j for j, _ in p] for p in pairs]
+                vals_l = [[v for _, v in p] for p in pairs]
         nxt = torch.where(finished, torch.full_like(nxt, pad_id), nxt)
         nxt_l = nxt.tolist()
         done_l = finished.tolist()
@@ -360,6 +382,7 @@ def generate(
     batch_size: int = 64,
     top_k_logprobs: int | None = None,
     progress: Progress | None = None,
+    threshold: float | None = None,
 ) -> list[dict[str, Any]]:
     """Answer each prompt once as a chat assistant (batched, KV cache, left padding).
 
@@ -381,6 +404,9 @@ def generate(
         top_k_logprobs: also return the top-k log-probs of the raw (T=1) next-token distribution at every
             generated position.
         progress: called as ``progress(done, total)`` after each batch.
+        threshold: threshold sampling (temperature > 0): tokens with probability below it at the sampling temperature
+            are never sampled (the most likely token always may be), the rest renormalised; the returned top-k is
+            then the T=1 distribution over the kept tokens, renormalised. None: plain sampling.
 
     Returns:
         One dict per prompt, in order: ``completion`` (decoded, special tokens stripped),
@@ -391,6 +417,9 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     # Optional vLLM path: only with SLBENCH_VLLM=1, vllm installed and a CUDA device (never in CI); it imports
     # vllm itself, lazily. batch_size does not apply there (vLLM schedules its own batches).
+    if threshold and vllm_generation.enabled():
+        raise ValueError("settings.dataset.threshold: threshold sampling runs on the hf generation path only; unset "
+                         "SLBENCH_VLLM for this suite")
     if vllm_generation.enabled():
         return vllm_generation.generate_loaded(
             model, tokenizer, prompts, system=system, spec=spec, temperature=temperature,
@@ -406,7 +435,7 @@ def generate(
             chunk = order[start : start + batch_size]
             outs = _generate_batch(model, [encoded[i] for i in chunk], [row_seed(seed, i) for i in chunk],
                                    pad_id=tokenizer.pad_token_id, stop=stop, temperature=temperature,
-                                   max_new_tokens=max_new_tokens, top_k=top_k_logprobs)
+                                   max_new_tokens=max_new_tokens, top_k=top_k_logprobs, threshold=threshold)
             for i, out in zip(chunk, outs, strict=True):
                 results[i] = {
                     "completion": tokenizer.decode(out["completion_ids"], skip_special_tokens=True),

@@ -22,6 +22,16 @@ __all__ = ["check_defense", "defense_nodes"]
 
 def check_defense(suite: Any, settings: Any, local: Callable[[str], bool]) -> None:
     """Refuse, at plan time, a defense the suite's channel or teachers cannot serve (one line naming the key)."""
+    threshold = settings.dataset.threshold
+    if threshold is not None:
+        where = f"suite {suite.name}: settings.dataset.threshold"
+        api = [t for t in suite.teachers if not local(t)]
+        if api:
+            raise UserError(f"{where}: threshold sampling runs in the local generation loop; API teachers "
+                            f"({', '.join(api)}) sample on the provider's side")
+        if settings.dataset.temperature == 0:
+            raise UserError(f"{where}: greedy data (temperature 0) samples nothing to threshold; set a temperature > 0 "
+                            "or leave threshold out")
     name = settings.dataset.defense
     if name in (None, NONE):
         return

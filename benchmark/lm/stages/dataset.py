@@ -189,7 +189,8 @@ def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filte
         seed = spec["seed"] if got.rounds == 0 else derive_seed("lm-dataset-round", spec["seed"], got.rounds) >> 33
         outs = backend.generate(teacher, [it.prompt for it in new], system=system, temperature=spec["temperature"],
                                 max_new_tokens=spec["max_new_tokens"], seed=seed, top_k_logprobs=spec["top_k"],
-                                batch_size=ctx.node.unhashed.get("batch_size", 64), progress=ctx.progress)
+                                batch_size=ctx.node.unhashed.get("batch_size", 64), progress=ctx.progress,
+                                **({"threshold": spec["threshold"]} if spec.get("threshold") else {}))
         kept, rejects, capable = filt.check(new, [o["completion"] for o in outs])
         if filt.judge is not None:
             records = filt.judged([(new[i].prompt, outs[i]["completion"].strip()) for i in kept])
