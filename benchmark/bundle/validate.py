@@ -270,8 +270,39 @@ def _replan_problems(bundle: Bundle, parsed: Any, reg: Any) -> list[str]:
     theirs = bundle.suite.report_spec
     differ = sorted(k for k in {*report.spec, *theirs} if report.spec.get(k) != theirs.get(k))
     return [f"the suite planned here gives report {report.id}, not {bundle.suite.report_id}: its "
-            f"{', '.join(differ)} differ — a task file, channel or registry entry changed since these results were "
-            "made (published node ids must not change)"]
+            f"{', '.join(differ)} differ — {_changed_since(bundle.provenance.git_commit, Path(reg.root))} "
+            "(published node ids must not change)"]
+
+
+#: Task files a suite's node ids never read: other suites and groups (the bundle carries its own suite's spec).
+_NOT_INPUTS = ("tasks/suites/",)
+
+
+def _changed_since(commit: str | None, root: Path, show: int = 6) -> str:
+    """Which task files differ from the commit the results were made at (git, committed or not, new files
+    included); a plain sentence when git or that commit is not available here."""
+    import subprocess
+
+    generic = "a task file, channel or registry entry changed since these results were made"
+
+    def git(*args: str) -> list[str] | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return r.stdout.splitlines() if r.returncode == 0 else None
+
+    if not commit:
+        return generic
+    changed = git("diff", "--name-only", commit, "--", "tasks")
+    new = git("ls-files", "--others", "--exclude-standard", "--", "tasks")
+    if changed is None or new is None:
+        return f"{generic} (their commit {commit[:12]} is not in this checkout, so the file cannot be named)"
+    files = [f for f in dict.fromkeys([*changed, *new]) if not f.startswith(_NOT_INPUTS)]
+    if not files:
+        return f"{generic} (no task file differs from their commit {commit[:12]}: a registry entry or the code did)"
+    more = f" and {len(files) - show} more" if len(files) > show else ""
+    return f"task files changed since their commit {commit[:12]}: {', '.join(files[:show])}{more}"
 
 
 # -- 5. statistics -----------------------------------------------------------------------------------------------
