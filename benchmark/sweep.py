@@ -292,17 +292,22 @@ def _figure(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> bytes:
     x = list(range(len(rows)))
     labels = [r["level"] for r in rows]
 
+    def num(r: dict[str, Any], key: str) -> float:
+        return float(r[key]) if r[key] is not None else math.nan
+
     def panel(ax: Any, key: str, lo: str | None, hi: str | None, title: str, ref: float | None) -> None:
-        y = [float(r[key]) if r[key] is not None else math.nan for r in rows]
+        y = [num(r, key) for r in rows]
         if lo and hi:
-            low = [float(r[lo]) if r[lo] is not None else math.nan for r in rows]
-            high = [float(r[hi]) if r[hi] is not None else math.nan for r in rows]
+            low, high = [num(r, lo) for r in rows], [num(r, hi) for r in rows]
             span = [v for v in [*y, *low, *high] if math.isfinite(v)]
             top, bottom = (max(span), min(span)) if span else (1.0, -1.0)
             pad = 0.25 * (top - bottom or 1.0)
-            low = [v if math.isfinite(v) else bottom - pad for v in low]  # an unbounded interval runs off the panel
-            high = [v if math.isfinite(v) else top + pad for v in high]
-            ax.vlines(x, low, high, color="0.4")
+            for xi, a, b in zip(x, low, high, strict=True):
+                if math.isnan(a) or math.isnan(b):
+                    continue  # no interval (e.g. one base: no CI over bases)
+                unbounded = math.isinf(a) or math.isinf(b)  # runs off the panel, dashed
+                ax.vlines(xi, a if math.isfinite(a) else bottom - pad, b if math.isfinite(b) else top + pad,
+                          color="0.4", linestyles="dashed" if unbounded else "solid")
             ax.set_ylim(bottom - pad, top + pad)
         ax.plot(x, y, "o-", color="C0")
         if ref is not None:
@@ -314,7 +319,7 @@ def _figure(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> bytes:
     panel(axes[1], "gamma", "gamma_ci_low", "gamma_ci_high", "γ, design-respecting (95% CI)", 0.0)
     panel(axes[2], "transfer_ratio", None, None, "transfer ratio\n(mean over same-model pairs)", 0.0)
     panel(axes[3], "remaining", "remaining_ci_low", "remaining_ci_high",
-          f"transfer remaining vs {sweep.reference_level.slug}\n(95% Fieller CI over teacher replicates)", 1.0)
+          f"transfer remaining vs {sweep.reference_level.slug}\n(95% Fieller CI; dashed: unbounded)", 1.0)
     fig.suptitle(f"{sweep.name}: {sweep.path}", fontsize=10)
     return figure_png(fig)
 

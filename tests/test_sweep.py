@@ -216,3 +216,12 @@ def test_committed_sweeps_validate_and_share_their_reference_nodes():
     three = plan_sweep(reg, axes, check_local=False)[0][axes.reference]
     work = ("teacher", "dataset", "student", "eval")
     assert {n.key for n in none.nodes if n.kind in work} == {n.key for n in three.nodes if n.kind in work}
+
+
+def test_the_reference_level_is_exactly_one_even_without_transfer():
+    from benchmark.analysis.sweep import remaining_table
+
+    lvl, ref = _units(np.random.default_rng(2), 0.0, 0.0)
+    table = remaining_table({"none": ref, "sort": lvl}, "none")
+    assert (table["none"].estimate, table["none"].ci_low, table["none"].ci_high) == (1.0, 1.0, 1.0)
+    assert not table["sort"].bounded

@@ -113,5 +113,9 @@ def remaining(level: pd.DataFrame, ref: pd.DataFrame, level_alpha: float = 0.05)
 
 
 def remaining_table(levels: Mapping[str, pd.DataFrame], reference: str) -> dict[str, Remaining]:
-    """:func:`remaining` of every level against ``reference`` (the reference against itself is exactly 1)."""
-    return {name: remaining(units, levels[reference]) for name, units in levels.items()}
+    """:func:`remaining` of every level against ``reference``; the reference against itself is exactly 1 with the
+    interval [1, 1] (whether or not its own transfer is distinguishable from 0)."""
+    out = {name: remaining(units, levels[reference]) for name, units in levels.items()}
+    ref = out[reference]
+    out[reference] = Remaining(1.0, 1.0, 1.0, ref.d_level, ref.d_ref, ref.df, ref.n_units, True)
+    return out
