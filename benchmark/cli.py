@@ -621,8 +621,7 @@ def tasks() -> None:
 
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help=(
-        "Registry family, trait or suite YAML files, or results bundles (.json, or a published suite's folder "
-        "holding bundle.json).")) ]) -> None:
+        "Registry family, trait or suite YAML files, or results bundles (.json).")) ]) -> None:
     """Check files as a submission is checked: a family YAML (model_registry/), a trait or suite YAML, or a results
     bundle (schema, hashes, versions, the statistics recomputed from its replicate rows, controls and placebo
     readouts). Every problem is one line; any problem exits 2."""
@@ -630,16 +629,6 @@ def validate(files: Annotated[list[Path], typer.Argument(help=(
 
     failed = False
     for f in files:
-        if f.is_dir() and (f / "bundle.json").is_file():  # a published suite's folder: its bundle
-            f = f / "bundle.json"
-        elif f.is_dir():
-            why = (f"{f}: a suite group's summary (group.json), which has no bundle: validate its parts' folders"
-                   if (f / "group.json").is_file() else
-                   f"{f}: a folder without a bundle.json; give a results bundle (or a published suite's folder "
-                   "holding one), or a registry, trait or suite YAML file")
-            _print_error(UserError(why))
-            failed = True
-            continue
         if f.suffix == ".json":
             failed |= _validate_bundle(f)
             continue
