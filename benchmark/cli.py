@@ -260,8 +260,7 @@ def _plan_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: An
             out.append(_plan_json(part.spec, part.nodes, plan_cells(part.nodes, [n for n in todo if n.key in keys])))
         print(json.dumps({"group": group.name, "parts": out}, indent=1))
         return
-    kind = "sweep" if hasattr(group, "levels") else "suite group"
-    console.print(f"{kind} {group.name!r}: {len(parts)} parts ({', '.join(group.parts)}), {len(nodes)} distinct "
+    console.print(f"suite group {group.name!r}: {len(parts)} parts ({', '.join(group.parts)}), {len(nodes)} distinct "
                   f"nodes (parts' nodes: {sum(len(p.nodes) for p in parts)})")
     console.print(_status_table(status, "nodes (all parts, shared nodes once)"))
     if hasattr(group, "levels"):  # a sweep: what each level shares with the levels before it and what it adds
@@ -391,7 +390,7 @@ def run(
     with _Progress(nodes) as prog:
         summary = run_plan(nodes, st, workers=workers, on_event=prog.event, **options)
     report = [n for n in nodes if n.kind == "report"]
-    what = ("sweep" if hasattr(spec, "levels") else "suite group") if parts else "suite"
+    what = "suite group" if parts else "suite"
     console.print(f"{what} {spec.name!r}: built {len(summary.built)} node(s), {len(summary.skipped)} cached, "
                   f"{time.time() - t0:.1f}s")
     for kind, wall in sorted(summary.wall_by_kind.items()):
@@ -412,7 +411,7 @@ def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
     writer = getattr(group, "write_summary", None)  # a sweep writes its own summary (benchmark.sweep)
     results = project_root() / "results" / "suites"
     dest = writer(parts, results) if writer is not None else write_group_summary(group, parts, results)
-    console.print(f"wrote the {'sweep' if writer is not None else 'group'} summary {dest}")
+    console.print(f"wrote the group summary {dest}")
 
 
 @app.command()
@@ -621,7 +620,8 @@ def tasks() -> None:
 
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help=(
-        "Registry family, trait or suite YAML files, or results bundles (.json).")) ]) -> None:
+        "Registry family, trait or suite YAML files, or results bundles (.json, or a published suite's folder "
+        "holding bundle.json).")) ]) -> None:
     """Check files as a submission is checked: a family YAML (model_registry/), a trait or suite YAML, or a results
     bundle (schema, hashes, versions, the statistics recomputed from its replicate rows, controls and placebo
     readouts). Every problem is one line; any problem exits 2."""
@@ -629,6 +629,16 @@ def validate(files: Annotated[list[Path], typer.Argument(help=(
 
     failed = False
     for f in files:
+        if f.is_dir() and (f / "bundle.json").is_file():  # a published suite's folder: its bundle
+            f = f / "bundle.json"
+        elif f.is_dir():
+            why = (f"{f}: a suite group's summary (group.json), which has no bundle: validate its parts' folders"
+                   if (f / "group.json").is_file() else
+                   f"{f}: a folder without a bundle.json; give a results bundle (or a published suite's folder "
+                   "holding one), or a registry, trait or suite YAML file")
+            _print_error(UserError(why))
+            failed = True
+            continue
         if f.suffix == ".json":
             failed |= _validate_bundle(f)
             continue

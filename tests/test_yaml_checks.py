@@ -67,3 +67,13 @@ def test_an_unpinned_revision_warns(project_copy: Path) -> None:
     path.write_text(yaml.safe_dump(fam, sort_keys=False), encoding="utf-8")
     r = run_cli("validate", str(path), env={"SLBENCH_ROOT": str(project_copy), "COLUMNS": "400"})
     assert r.returncode == 0 and "warning" not in r.stdout, r.stdout
+
+
+def test_validate_takes_a_published_suite_folder(tmp_path: Path) -> None:
+    """`slbench validate results/suites/NAME` validates its bundle; a group's summary folder or any other folder is
+    one line saying what to give instead."""
+    r = run_cli("validate", "results/suites/real-smol-distill-mini")
+    assert r.returncode == 0 and "real-smol-distill-mini/bundle.json: ok — lm suite" in r.stdout, (r.stdout, r.stderr)
+    lines = _errors(run_cli("validate", "results/suites/channels", str(tmp_path)))
+    assert len(lines) == 2 and "a suite group's summary (group.json)" in lines[0], lines
+    assert f"{tmp_path}: a folder without a bundle.json" in lines[1], lines
