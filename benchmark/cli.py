@@ -260,7 +260,8 @@ def _plan_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: An
             out.append(_plan_json(part.spec, part.nodes, plan_cells(part.nodes, [n for n in todo if n.key in keys])))
         print(json.dumps({"group": group.name, "parts": out}, indent=1))
         return
-    console.print(f"suite group {group.name!r}: {len(parts)} parts ({', '.join(group.parts)}), {len(nodes)} distinct "
+    kind = "sweep" if hasattr(group, "levels") else "suite group"
+    console.print(f"{kind} {group.name!r}: {len(parts)} parts ({', '.join(group.parts)}), {len(nodes)} distinct "
                   f"nodes (parts' nodes: {sum(len(p.nodes) for p in parts)})")
     console.print(_status_table(status, "nodes (all parts, shared nodes once)"))
     if hasattr(group, "levels"):  # a sweep: what each level shares with the levels before it and what it adds
@@ -390,7 +391,7 @@ def run(
     with _Progress(nodes) as prog:
         summary = run_plan(nodes, st, workers=workers, on_event=prog.event, **options)
     report = [n for n in nodes if n.kind == "report"]
-    what = "suite group" if parts else "suite"
+    what = ("sweep" if hasattr(spec, "levels") else "suite group") if parts else "suite"
     console.print(f"{what} {spec.name!r}: built {len(summary.built)} node(s), {len(summary.skipped)} cached, "
                   f"{time.time() - t0:.1f}s")
     for kind, wall in sorted(summary.wall_by_kind.items()):
@@ -411,7 +412,7 @@ def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
     writer = getattr(group, "write_summary", None)  # a sweep writes its own summary (benchmark.sweep)
     results = project_root() / "results" / "suites"
     dest = writer(parts, results) if writer is not None else write_group_summary(group, parts, results)
-    console.print(f"wrote the group summary {dest}")
+    console.print(f"wrote the {'sweep' if writer is not None else 'group'} summary {dest}")
 
 
 @app.command()
