@@ -35,8 +35,9 @@ def _validator(ds_spec: dict[str, Any]) -> Any:
     channel = channel_plugin(str(raw.get("name", "numbers")), "dataset node: channel_spec")
     spec = channel.spec_type.model_validate(raw)
     if channel.name == "numbers":
-        from benchmark.lm.channels.numbers import parse_answer
+        from benchmark.lm.channels.numbers import NumbersChannelSpec, parse_answer
 
+        assert isinstance(spec, NumbersChannelSpec)
         return lambda text: parse_answer(text, spec).ok
     from benchmark.lm.channels.base import Item
 
