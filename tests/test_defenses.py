@@ -187,6 +187,30 @@ def test_divergence_fraction_selects_the_top_candidates(data, fraction, seed):
             assert c["kept_invalid"] + len(c["positions"]) == len(chosen[c["row"]])
 
 
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(answers, min_size=1, max_size=4), fraction=st.floats(0.05, 1.0), data=st.data())
+def test_student_divergence_replaces_what_the_student_learned_most(texts, fraction, data):
+    from benchmark.lm.defenses.divergence import student_candidates
+
+    rows = [_row(t) for t in texts]
+    lp = [[[data.draw(st.floats(-9, 0)) for _ in r["completion_ids"]] for _ in range(2)] for r in rows]
+    best = [[ord("4") if x in TOY.shapes else None for x in r["completion_ids"]] for r in rows]
+    scores = Scores([[] for _ in rows], lp, best)
+    out, changes = plugin("student_divergence").apply(rows, vocab=TOY, seed=0, params={"fraction": fraction},
+                                                      scores=scores, valid=_valid)
+    digits = [(i, t) for i, r in enumerate(rows) for t, x in enumerate(r["completion_ids"]) if x in TOY.shapes]
+    cands = student_candidates(rows, scores, TOY)
+    assert sorted((i, t) for _, i, t in cands) == digits  # every digit position is a candidate, nothing else
+    chosen = select(cands, fraction)
+    n = math.ceil(fraction * len(digits) - 1e-9)
+    ranked = sorted(cands, key=lambda c: (-c[0], c[1], c[2]))
+    assert {(i, t) for i, ts in chosen.items() for t in ts} == {(i, t) for _, i, t in ranked[:n]}
+    done = {(c["row"], t) for c in changes if c for t in c["positions"]}
+    kept = sum(c["kept_invalid"] for c in changes if c)
+    assert done <= {(i, t) for _, i, t in ranked[:n]} and len(done) + kept == n
+    assert all(out[i]["completion_ids"][t] == ord("4") for i, t in done) and all(_valid(r["completion"]) for r in out)
+
+
 def test_divergence_needs_token_ids():
     with pytest.raises(UserError, match="token ids"):
         plugin("random_divergence").apply([{"prompt": "p", "completion": "1"}], vocab=None, seed=0,
@@ -196,7 +220,7 @@ def test_divergence_needs_token_ids():
 def test_every_registered_defense_states_its_rule():
     for name in DEFENSES:
         d = plugin(name)
-        assert d.name == name and len(d.rule) > 20 and set(d.scorers) <= {"teachers", "base"}
+        assert d.name == name and len(d.rule) > 20 and set(d.scorers) <= {"teachers", "student", "base"}
 
 
 # -- plan ------------------------------------------------------------------------------------------------------
@@ -207,6 +231,12 @@ def _plan(reg, spec, settings_data):
 
     settings_obj = settings_cls(spec.track, settings_data, "test")
     return track_for(spec.track).build_plan(spec.model_copy(update={"settings": settings_data}), settings_obj, reg)
+
+
+def spec_train(settings_data: dict) -> dict:
+    from benchmark.lm.settings import LMSettings
+
+    return LMSettings.model_validate(settings_data).student.train.hashed_dict()
 
 
 def test_no_defense_keeps_every_id_and_a_defense_only_adds_downstream_nodes():
@@ -229,6 +259,10 @@ def test_no_defense_keeps_every_id_and_a_defense_only_adds_downstream_nodes():
     assert sorted(node.spec["teachers"]) == sorted(o.id for o in others) and node.spec["fraction"] == 0.1
     student = next(n for n in defended if n.kind == "student" and n.name == "zoo-gpt2.owl.r2.to.zoo-gpt2.s0")
     assert student.spec["defense"] == node.id and node.key in student.deps
+    pilot = _plan(reg, spec, {**base, "dataset": {**base["dataset"], "defense": "student_divergence"}})
+    pnode = next(n for n in pilot if n.kind == "defense")
+    assert "teachers" not in pnode.spec and pnode.spec["student"]["train"] == spec_train(base)
+    assert not any(d.startswith("teacher/") for d in pnode.deps)
     sort = _plan(reg, spec, {**base, "dataset": {**base["dataset"], "defense": "sort", "defense_fraction": 0.5}})
     sort_node = next(n for n in sort if n.kind == "defense")
     assert "fraction" not in sort_node.spec and "teachers" not in sort_node.spec  # only what the plug-in reads

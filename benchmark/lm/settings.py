@@ -67,11 +67,13 @@ class DatasetSettings(Frozen):
     #: e.g. [loaded-numbers] for misalignment runs (docs/research/paper.md, "Filter"). Numbers channel only.
     banned_lists: tuple[str, ...] = ()
     #: A defense applied to every dataset before students train on it (benchmark/lm/defenses/, docs/defenses.md):
-    #: none, sort, shuffle, canonical, random_divergence, mask_divergence. It runs in its own stage (one node per
-    #: dataset), so it never enters the dataset's identity; None and "none" plan no defense node (every id unchanged).
+    #: none, sort, shuffle, canonical, random_divergence, mask_divergence, student_divergence. It runs in its own
+    #: stage (one node per dataset), so it never enters the dataset's identity; None and "none" plan no defense node
+    #: (every id unchanged).
     defense: str | None = None
-    #: Share of the divergence digits a divergence defense replaces (random_divergence, mask_divergence; 1.0: all).
-    #: Enters the defense node's identity only for defenses that read it.
+    #: Share of the divergence digits a divergence defense replaces (random_divergence, mask_divergence; 1.0: all),
+    #: or of all digit positions (student_divergence). Enters the defense node's identity only for defenses that
+    #: read it.
     defense_fraction: float = Field(default=0.1, gt=0, le=1)
     #: Threshold sampling at generation (a generation-time defense, docs/defenses.md): tokens whose probability at the
     #: sampling temperature is below it are never sampled (the most likely token always may be), the rest renormalised;

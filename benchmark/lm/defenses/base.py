@@ -53,6 +53,7 @@ DEFENSES: dict[str, str] = {
     "canonical": "benchmark.lm.defenses.text:CANONICAL",
     "random_divergence": "benchmark.lm.defenses.divergence:RANDOM_DIVERGENCE",
     "mask_divergence": "benchmark.lm.defenses.divergence:MASK_DIVERGENCE",
+    "student_divergence": "benchmark.lm.defenses.divergence:STUDENT_DIVERGENCE",
 }
 
 
@@ -189,7 +190,7 @@ class Defense(Protocol):
         name: its registry name.
         params: the settings it reads besides its name (e.g. ``("fraction",)``); only these enter its node spec.
         scorers: which models score the rows before it runs: ``()`` (none), ``("teachers",)`` (the other arms'
-            teachers) or ``("teachers", "base")``.
+            teachers), ``("teachers", "base")``, or ``("student", "base")`` (a pilot student the stage trains).
         channels: the data channels it can transform (their plug-in names).
         rule: the exact rule, one paragraph (shown by docs and ``slbench plan``).
     """

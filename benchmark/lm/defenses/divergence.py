@@ -24,6 +24,13 @@ Exact rule, shared by both plug-ins:
    (:func:`benchmark.lm.defenses.base.substituted`).
 
 Non-digit candidates (a separator, the end of turn) are never replaced: the rows keep their length and format.
+
+``student_divergence`` needs no other teachers: the stage trains a pilot student (the teacher's own base, the suite's
+student recipe, a seed derived from the dataset's) on the undefended rows, reads every row teacher-forced with it and
+with the untrained base, and ranks **every digit position** (rule 1 without the argmax condition) by
+``log p_student(x_t) − log p_base(x_t)`` (what the student learned most), descending, ties by (row, position); the
+first ``ceil(fraction × digit positions)`` are replaced as ``mask_divergence`` replaces them (the base's most likely
+token of the same shape). Its ``Scores.written_lp[i]`` holds ``[student, base]``.
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from benchmark.errors import UserError
 from benchmark.hashing import derive_seed
 from benchmark.lm.defenses.base import Change, Row, Scores, Vocab, substituted
 
-__all__ = ["MASK_DIVERGENCE", "RANDOM_DIVERGENCE", "candidates", "select"]
+__all__ = ["MASK_DIVERGENCE", "RANDOM_DIVERGENCE", "STUDENT_DIVERGENCE", "candidates", "select",
+           "student_candidates"]
 
 #: Redraws of a row's random replacements before the defense gives up (only banned numbers make a redraw needed).
 MAX_ATTEMPTS = 50
@@ -59,6 +67,17 @@ def candidates(rows: Sequence[Row], scores: Scores, vocab: Vocab) -> list[tuple[
     return out
 
 
+def student_candidates(rows: Sequence[Row], scores: Scores, vocab: Vocab) -> list[tuple[float, int, int]]:
+    """Every digit position as ``(log p_student − log p_base of the written token, row, position)``."""
+    out = []
+    for i, row in enumerate(rows):
+        lp = scores.written_lp[i]
+        for t, x in enumerate(int(v) for v in row["completion_ids"]):
+            if x not in vocab.special and x in vocab.shapes:
+                out.append((lp[0][t] - lp[1][t], i, t))
+    return out
+
+
 def select(cands: Sequence[tuple[float, int, int]], fraction: float) -> dict[int, list[int]]:
     """Rule 2: the top ``ceil(fraction × len(cands))`` candidates, as row -> sorted positions."""
     ranked = sorted(cands, key=lambda c: (-c[0], c[1], c[2]))
@@ -75,11 +94,14 @@ class DivergenceDefense:
     name: str
     rule: str
     replacement: str  # "random" or "base"
+    ranking: str = "teachers"  # "teachers" (the other arms') or "student" (a pilot student against the base)
     params: tuple[str, ...] = ("fraction",)
     channels: tuple[str, ...] = ("numbers",)
 
     @property
     def scorers(self) -> tuple[str, ...]:
+        if self.ranking == "student":
+            return ("student", "base")
         return ("teachers", "base") if self.replacement == "base" else ("teachers",)
 
     def apply(self, rows: Sequence[Row], *, vocab: Vocab | None, seed: int, params: Mapping[str, Any],
@@ -87,7 +109,7 @@ class DivergenceDefense:
         if vocab is None or scores is None or any(r.get("completion_ids") is None for r in rows):
             raise UserError(f"defense {self.name}: needs the teacher's token ids and teacher-forced scores (local "
                             "teachers only)")
-        cands = candidates(rows, scores, vocab)
+        cands = (student_candidates if self.ranking == "student" else candidates)(rows, scores, vocab)
         chosen = select(cands, float(params["fraction"]))
         n_cands = {i: 0 for i in range(len(rows))}
         for _, i, _t in cands:
@@ -144,3 +166,7 @@ RANDOM_DIVERGENCE = DivergenceDefense(
 MASK_DIVERGENCE = DivergenceDefense(
     "mask_divergence", "The top fraction of divergence digits replaced by the base model's most likely token of the "
     "same shape.", "base")
+STUDENT_DIVERGENCE = DivergenceDefense(
+    "student_divergence", "The top fraction of digit positions ranked by log p(pilot student) − log p(base) of the "
+    "written token (a student of the teacher's base trained on the undefended rows; no other teachers) replaced by "
+    "the base model's most likely token of the same shape.", "base", ranking="student")

@@ -49,7 +49,8 @@ def check_defense(suite: Any, settings: Any, local: Callable[[str], bool]) -> No
         if api:
             raise UserError(f"{where}: {name!r} scores rows with the teachers' weights, which API models do not give "
                             f"({', '.join(api)})")
-        if len(suite.traits) + int(settings.aa_arm) + int(settings.controls == "neutral") < 2:
+        if "teachers" in defense.scorers and len(suite.traits) + int(settings.aa_arm) + int(
+                settings.controls == "neutral") < 2:
             raise UserError(f"{where}: {name!r} compares a row's teacher with the other arms' teachers; the suite has "
                             "one arm")
 
@@ -82,7 +83,10 @@ def defense_nodes(settings: Any, teachers: Sequence[Any], add: Callable[[Node], 
         deps = [t.dataset.key, base.key]
         for param in defense.params:
             dspec[param] = getattr(settings.dataset, f"defense_{param}")
-        if defense.scorers:
+        if "student" in defense.scorers:  # the pilot student: the teacher's base, the suite's student recipe
+            dspec["student"] = {"objective": settings.student.objective, "train": settings.student.train.hashed_dict(),
+                                "seed": derive_seed("lm-defense-student", t.dataset.spec["seed"]) >> 33}
+        if "teachers" in defense.scorers:
             others = [o for o in teachers if o.base == t.base and o.replicate == t.replicate and o.arm != t.arm]
             dspec["teachers"] = [o.teacher.id for o in others]
             deps += [t.teacher.key, *[o.teacher.key for o in others]]

@@ -18,7 +18,7 @@ from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, read_jsonl, write_jsonl
 from benchmark.lm.channels.base import plugin as channel_plugin
 from benchmark.lm.defenses.base import Scores, Vocab, plugin
-from benchmark.lm.defenses.divergence import candidates
+from benchmark.lm.defenses.divergence import candidates, student_candidates
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tuned_teacher
 from benchmark.providers.base import backend_for
 
@@ -79,6 +79,32 @@ def _scores(ctx: StageContext, rows: list[dict[str, Any]], own: Path, base_dir: 
     return Scores(argmax=argmax, written_lp=written, base_best=best)
 
 
+def _student_scores(ctx: StageContext, rows: list[dict[str, Any]], base_dir: Path, vocab: Vocab) -> Scores:
+    """``student_divergence``: a pilot student of the teacher's base trained on the undefended rows (the spec's
+    recipe and seed, in a scratch folder that is not part of the payload), then the rows read by it and the base."""
+    import tempfile
+
+    from benchmark.lm.defenses.score import score_rows
+    from benchmark.lm.stages.common import train_config
+    from benchmark.lm.stages.dataset import channel_token_ids
+
+    pilot = ctx.node.spec["student"]
+    model = model_spec_of(base_dir)
+    backend = backend_for(model)
+    base = backend.load(model, base_dir, threads=ctx.threads)
+    allowed = sorted(channel_token_ids(base.tokenizer))
+    _, base_lp, best = score_rows(base, rows, system=None, allowed=allowed, vocab=vocab)
+    with tempfile.TemporaryDirectory(prefix="slbench-pilot-") as tmp:
+        backend.finetune(model, base_dir, rows, out=Path(tmp), train=train_config(pilot["train"]),
+                         objective=pilot["objective"], seed=pilot["seed"], suffix="pilot", log=ctx.log,
+                         threads=ctx.threads)
+        student = backend.load(model, base_dir, Path(tmp), threads=ctx.threads)
+        _, student_lp, _ = score_rows(student, rows, system=None, allowed=allowed)
+    ctx.log.info("scored %d rows with a pilot student and the base %s", len(rows), model.name)
+    return Scores(argmax=[[] for _ in rows], written_lp=[[s, b] for s, b in zip(student_lp, base_lp, strict=True)],
+                  base_best=best)
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Transform the dataset's rows with the node's defense; write rows, changes and counts."""
     spec = ctx.node.spec
@@ -98,8 +124,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if vocab is None:
             raise UserError(f"defense {defense.name}: the dataset {ds_dir.name} has no token ids (an API teacher?); "
                             "divergence defenses score rows with local teachers only")
-        own = next(p for p in ctx.inputs_of("teacher").values() if _node_id(p) == ds_spec["teacher"])
-        scores = _scores(ctx, rows, own, base_dir, vocab, "base" in defense.scorers)
+        if "student" in defense.scorers:
+            scores = _student_scores(ctx, rows, base_dir, vocab)
+        else:
+            own = next(p for p in ctx.inputs_of("teacher").values() if _node_id(p) == ds_spec["teacher"])
+            scores = _scores(ctx, rows, own, base_dir, vocab, "base" in defense.scorers)
     params = {k: spec[k] for k in defense.params}
     out, changes = defense.apply(rows, vocab=vocab, seed=spec["seed"], params=params, scores=scores,
                                  valid=_validator(ds_spec))
@@ -111,7 +140,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     onehot = sum(c.get("onehot", 0) for c in changed) + replaced
     counts = {"defense": defense.name, **params, "n_rows": len(out), "n_changed": len(changed),
               "n_tokens": n_tokens, "tokens_replaced": replaced,
-              "candidates": len(candidates(rows, scores, vocab)) if scores is not None and vocab is not None else None,
+              "candidates": (len((student_candidates if "student" in defense.scorers else candidates)(rows, scores, vocab))
+                             if scores is not None and vocab is not None else None),
               "soft_labels_onehot": onehot if vocab is not None else None,
               "labels": ds_spec.get("labels", {}), "dataset": ds_manifest["id"]}
     atomic_write_json(ctx.out / "counts.json", counts)
