@@ -86,3 +86,18 @@ def test_ray_executor_asks_for_no_gpu_for_cpu_models():
     reg = Registry()
     node = Node(kind="student", name="s", fn=_eval, spec={}, resources=_resources(reg, "gemma-3-270m"))
     assert ray_resources(node) == (1.0, 0.0)
+
+
+def test_plan_estimates_cpu_wall_for_cpu_models():
+    """`slbench plan real-2fam` (estimate only; planning needs no weights): the GPU line counts every hf node, the
+    CPU line gives the needs_gpu: false nodes' core-hours and wall on 2 cores (the report node runs no model)."""
+    from benchmark.tracks import track_for
+
+    reg = Registry()
+    spec, settings, _ = reg.suite("real-2fam")
+    track = track_for("lm")
+    nodes = track.build_plan(spec, settings, reg)
+    lines = track.estimate(spec, settings, reg, [n for n in nodes if n.kind != "base"])
+    cpu = [ln for ln in lines if "run on CPUs (needs_gpu: false)" in ln]
+    assert len(cpu) == 1 and "128 of these node(s)" in cpu[0] and "h wall with --workers 2 on 2 free cores" in cpu[0]
+    assert any(ln.startswith("estimate: 128 GPU node(s)") for ln in lines)

@@ -700,12 +700,29 @@ def _gpu_seconds(spec: ModelSpec, n: Node, settings: LMSettings, train: float, i
     return compute, _NODE_START_S + weight_bytes / _LOAD_BYTES_S, _decode_steps(n, settings) * step
 
 
+#: CPU nodes (``needs_gpu: false``, sub-1B hf models): effective float32 FLOP/s of one core for training (6·N per
+#: trained token) and for batched generation and scoring (2·N per token), and seconds per node to start (load the
+#: weights, tokenizer and run the stage's set-up). Measured with SmolLM2-135M and Gemma-3-270M
+#: (benchmarks/bench_real_2fam.py, docs/real_gemma.md); rough.
+_CPU_TRAIN_FLOPS, _CPU_INFER_FLOPS, _CPU_NODE_S = 2.5e10, 1.5e10, 20.0
+#: Cores a CPU estimate is given for (the machine this project's real-model suites are sized for).
+_CPU_CORES = 2
+
+
+def _cpu_seconds(spec: ModelSpec, train: float, infer: float) -> float:
+    """Seconds of one core for one CPU node of a model with ``params_b`` (see the constants)."""
+    assert spec.params_b is not None
+    params = spec.params_b * 1e9
+    return _CPU_NODE_S + 6 * params * train / _CPU_TRAIN_FLOPS + 2 * params * infer / _CPU_INFER_FLOPS
+
+
 def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node]) -> list[str]:
     """Lines for ``slbench plan``: GPU-hours and API tokens of the nodes still to run (rough, stated as such).
 
     GPU nodes of a model without ``params_b`` are counted and named but not estimated (no size is assumed)."""
     gpu_s = [0.0, 0.0, 0.0]  # compute, loading, decoding
     n_gpu = 0
+    n_cpu, cpu_s = 0, 0.0
     unsized: dict[str, int] = {}
     api: dict[str, dict[str, float]] = defaultdict(lambda: {"train": 0.0, "infer": 0.0, "jobs": 0, "nodes": 0,
                                                             "judge": 0.0, "scorer": 0.0})
@@ -735,6 +752,9 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
         elif caps.needs_gpu:
             n_gpu += 1
             gpu_s = [a + b for a, b in zip(gpu_s, _gpu_seconds(spec, n, settings, train, infer), strict=True)]
+            if not needs_gpu(spec):  # a sub-1B hf model the family file runs on CPUs: its wall on this machine too
+                n_cpu += 1
+                cpu_s += _cpu_seconds(spec, train, infer)
     lines: list[str] = []
     if n_gpu:
         c, ld, dec = (x / 3600 for x in gpu_s)
@@ -743,6 +763,13 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
                      f"start + the weights at {_LOAD_BYTES_S / 1e9:.0f} GB/s per node) + {dec:.1f} decoding (per generation "
                      f"step of a batch one read of the weights at {_HBM_BYTES_S / 1e12:.2f} TB/s, at least "
                      f"{1000 * _STEP_FLOOR_S:.0f} ms); rough")
+    if n_cpu:  # after the GPU line, which counts them
+        lines.append(f"estimate: {n_cpu} of these node(s) run on CPUs (needs_gpu: false) ≈ {cpu_s / 3600:.1f} core-hours, "
+                     f"≈ {cpu_s / 3600 / _CPU_CORES:.1f} h wall with --workers {_CPU_CORES} on {_CPU_CORES} free cores "
+                     f"(6·N per trained token at {_CPU_TRAIN_FLOPS / 1e9:.0f} GFLOP/s a core, 2·N per generated or "
+                     f"scored token at {_CPU_INFER_FLOPS / 1e9:.0f}, {_CPU_NODE_S:.0f} s a node; datasets counted at "
+                     "their first round of prompts: a teacher whose valid rate is below n_keep/n_prompts needs more; "
+                     "rough, docs/real_gemma.md)")
     if unsized:
         names = ", ".join(f"{m} ({k})" for m, k in unsized.items())
         lines.append(f"estimate: {sum(unsized.values())} GPU node(s) of models without params_b not estimated: {names}; "
