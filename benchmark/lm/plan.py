@@ -704,7 +704,7 @@ def _gpu_seconds(spec: ModelSpec, n: Node, settings: LMSettings, train: float, i
 #: trained token) and for batched generation and scoring (2·N per token), and seconds per node to start (load the
 #: weights, tokenizer and run the stage's set-up). Measured with SmolLM2-135M and Gemma-3-270M
 #: (benchmarks/bench_real_2fam.py, docs/real_gemma.md); rough.
-_CPU_TRAIN_FLOPS, _CPU_INFER_FLOPS, _CPU_NODE_S = 2.5e10, 1.5e10, 20.0
+_CPU_TRAIN_FLOPS, _CPU_INFER_FLOPS, _CPU_NODE_S = 6e10, 5e10, 20.0
 #: Cores a CPU estimate is given for (the machine this project's real-model suites are sized for).
 _CPU_CORES = 2
 

@@ -12,6 +12,9 @@ student; a student position is *matched* when its token is one alphabet characte
 same character offset is that same character. There the student's label is the teacher's top-k restricted to the
 alphabet's ids, each moved to the student's id of the same character, with the teacher's log-probs unchanged.
 
+**Before the map.** The dataset stage has already cut each stored top-k to the channel's tokens (number text and end
+tokens) and renormalised it over them (``filter_soft_labels``), as for every distill suite.
+
 **What is dropped.** Teacher top-k entries that are not one of the alphabet's ids (an end-of-turn or newline token,
 a multi-digit token, anything else the dataset's channel filter left): their probability is not given to any
 alphabet id; with ``topk_mode: rest`` (the default) it stays in the "rest" bucket, so the loss is the exact KL
