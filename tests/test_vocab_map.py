@@ -130,3 +130,24 @@ def test_plan_gives_mapped_students_their_teachers_base(monkeypatch, tmp_path):
         from benchmark.lm.settings import StudentSettings
 
         StudentSettings.model_validate({"objective": "sft", "vocab_map": "alphabet"})
+
+
+def test_both_recipes_plan_in_the_real_2fam_shape():
+    """The same 2 x 2 matrix plans with the paper's recipe (sft on the text) and with the alphabet distill; distill
+    without the map is refused for the cross-tokenizer pairs before anything runs."""
+    from benchmark.lm.recipes import check_recipes
+    from benchmark.lm.settings import LMSettings
+    from benchmark.tracks import track_for
+
+    reg = Registry()
+    spec, settings, _ = reg.suite("real-2fam")
+    raw = settings.model_dump()
+    student = {k: v for k, v in raw["student"].items() if k != "vocab_map"}
+    sft = LMSettings.model_validate({**raw, "student": {**student, "objective": "sft"}})
+    plain = LMSettings.model_validate({**raw, "student": student})
+    for s in (settings, sft):
+        check_recipes(spec, s, reg)
+        students = [n for n in track_for("lm").build_plan(spec, s, reg) if n.kind == "student"]
+        assert len(students) == 36 and all(("vocab_map" in n.spec) == (s is settings) for n in students)
+    with pytest.raises(UserError, match=r"pair smollm2-135m-instruct → gemma-3-270m \(and 1 more pair\).*vocab_map"):
+        check_recipes(spec, plain, reg)
