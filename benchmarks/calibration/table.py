@@ -27,6 +27,15 @@ from benchmark.store import Store  # noqa: E402
 from benchmark.tracks import track_for  # noqa: E402
 
 
+def num(value: object, spec: str = ".3f") -> str:
+    """A number formatted, or 'n/a' (None, '', NaN: e.g. no drift estimate in a block without unrelated pairs)."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if x != x else format(x, spec)
+
+
 def report_dir(suite: str, store: Store) -> Path:
     reg = Registry()
     spec, settings, _ = reg.suite(suite)
@@ -69,8 +78,9 @@ def main() -> None:
         spread = dose_spread(find(folder, "teachers.csv"))
         drift = fit["drift"]
         print(f"\n## {suite}  (report {folder.name})")
-        print(f"drift of the unrelated family: tau {drift['tau']:.3f}, mean {drift['mean_unrelated']:+.3f}, "
-              f"rms {drift['rms_unrelated']:.3f} (n {drift['n_unrelated']})")
+        print(f"drift of the unrelated family: tau {num(drift.get('tau'))}, "
+              f"mean {num(drift.get('mean_unrelated'), '+.3f')}, "
+              f"rms {num(drift.get('rms_unrelated'))} (n {drift.get('n_unrelated')})")
         plac = [r for r in pairs if r["placebo"] == "True"]
         n_rej = sum(float(r["p"]) <= 0.05 for r in plac)
         size = float(plac[0]["exact_size"]) if plac else float("nan")
@@ -80,20 +90,22 @@ def main() -> None:
         if prim.get("estimate") is not None:  # one-teacher-base (block) reports have no gamma
             print(f"gamma {prim['estimate']:+.3f} [{prim['ci_low']:+.3f}, {prim['ci_high']:+.3f}], p {prim['p']:.4f}")
         sib = [r for r in pairs if r["family"] == "sibling" and r["placebo"] == "False"]
-        print("sibling pairs: " + ", ".join(f"{r['teacher']}->{r['student']} {float(r['effect']):+.2f} "
-                                             f"(q_drift {float(r['q_drift']):.3f})" for r in sib))
+        if sib:
+            print("sibling pairs: " + ", ".join(f"{r['teacher']}->{r['student']} {float(r['effect']):+.2f} "
+                                                 f"(q_drift {num(r['q_drift'])})" for r in sib))
         print("| base | diagonal W [95% CI] | p | q_drift | transfer ratio [95% CI] | teacher contrast | verdict "
               "| dose tokens min–max |")
         print("|---|---|---|---|---|---|---|---|")
         n_ratio = n_drift = 0
         for b in bases:
-            f = {k: float(b[k]) for k in ("effect", "ci_low", "ci_high", "p", "q_drift", "transfer_ratio",
-                                           "ratio_ci_low", "ratio_ci_high", "teacher_contrast")}
+            f = {k: float(b[k]) if b[k] not in ("", None) else float("nan")
+                 for k in ("effect", "ci_low", "ci_high", "p", "q_drift", "transfer_ratio", "ratio_ci_low",
+                           "ratio_ci_high", "teacher_contrast")}
             n_ratio += f["ratio_ci_low"] > 0
             n_drift += f["q_drift"] < 0.05 and f["effect"] > 0
             lo, hi = spread[b["base"]]
             print(f"| {b['base']} | {f['effect']:+.3f} [{f['ci_low']:+.3f}, {f['ci_high']:+.3f}] | {f['p']:.4f} "
-                  f"| {f['q_drift']:.4f} | {f['transfer_ratio']:+.3f} [{f['ratio_ci_low']:+.3f}, "
+                  f"| {num(f['q_drift'], '.4f')} | {f['transfer_ratio']:+.3f} [{f['ratio_ci_low']:+.3f}, "
                   f"{f['ratio_ci_high']:+.3f}] | {f['teacher_contrast']:.2f} | {b['verdict']} | {lo}–{hi} "
                   f"({(hi - lo) / hi:.1%}) |")
         if len(bases) == 6:
