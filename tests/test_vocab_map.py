@@ -151,3 +151,17 @@ def test_both_recipes_plan_in_the_real_2fam_shape():
         assert len(students) == 36 and all(("vocab_map" in n.spec) == (s is settings) for n in students)
     with pytest.raises(UserError, match=r"pair smollm2-135m-instruct → gemma-3-270m \(and 1 more pair\).*vocab_map"):
         check_recipes(spec, plain, reg)
+
+
+def test_plan_counts_the_four_cells_of_real_2fam():
+    """A cross-family mapped student reads two bases; plan's cell table takes its own (spec["base"])."""
+    from benchmark.bundle.planning import plan_cells
+    from benchmark.tracks import track_for
+
+    reg = Registry()
+    spec, settings, _ = reg.suite("real-2fam")
+    nodes = track_for("lm").build_plan(spec, settings, reg)
+    cells = plan_cells(nodes, nodes).cells
+    smol, gemma = "smollm2-135m-instruct", "gemma-3-270m"
+    assert set(cells) == {(t, s) for t in (smol, gemma) for s in (smol, gemma)}
+    assert all(w.total == 9 for w in cells.values())  # 3 arms x 3 replicates, one student seed

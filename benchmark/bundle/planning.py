@@ -99,6 +99,8 @@ def plan_cells(nodes: Sequence[Any], todo: Sequence[Any]) -> PlanCells:
         if node.kind != "student":
             continue
         bases = [by_key[d] for d in node.deps if d in by_key and by_key[d].kind == "base"]
+        if len(bases) > 1:  # a student that maps its teacher's soft labels (vocab_map) also reads the teacher's base
+            bases = [b for b in bases if b.id == node.spec.get("base")]
         data = [d for d in node.deps if d in by_key and by_key[d].kind in ("dataset", "defense")]
         if len(bases) != 1 or len(data) != 1:
             continue
