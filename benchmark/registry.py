@@ -191,6 +191,8 @@ class Registry:
         it names an ordinary suite or a group."""
         from benchmark.sweep import is_sweep, load_sweep
 
+        if self._sweep_level(name_or_path) is not None:  # one level: an ordinary suite
+            return None
         path = self.suite_path(name_or_path)
         data = load_yaml(path)
         return load_sweep(self, path, data) if is_sweep(data) else None
@@ -240,10 +242,32 @@ class Registry:
             return cand
         if p.suffix in (".yaml", ".yml"):
             raise UserError(f"{p}: file not found")
+        level = self._sweep_level(name_or_path)
+        if level is not None:  # "<sweep>.<level>": the sweep's file holds it
+            return level[1]
         raise unknown_name("suite", name_or_path, [*self.suite_names(), *self.group_names(), *self.sweep_names()])
 
+    def _sweep_level(self, name: str) -> tuple[Any, Path] | None:
+        """``(level, sweep file)`` of a sweep level's suite name ``<sweep>.<level>`` (no file of that name exists);
+        None when ``name`` names no sweep's level."""
+        if Path(name).suffix in (".yaml", ".yml") or (self.tasks_dir / "suites" / f"{name}.yaml").exists():
+            return None
+        for sweep_name in self.sweep_names():
+            if name.startswith(f"{sweep_name}."):
+                sweep = self.sweep(sweep_name)
+                level = next((lv for lv in sweep.levels if lv.name == name), None)
+                if level is None:
+                    raise unknown_name(f"level of sweep {sweep_name!r}", name, sweep.parts)
+                return level, sweep.file
+        return None
+
     def suite(self, name_or_path: str) -> tuple[SuiteSpec, Any, Path]:
-        """Load a suite, check every model and trait it names exists, return (spec, settings, path)."""
+        """Load a suite, check every model and trait it names exists, return (spec, settings, path). A sweep's level
+        (``<sweep>.<level>``, e.g. ``defenses.sort``) is a suite too: its spec and settings as the sweep expands them,
+        and the sweep's file."""
+        level = self._sweep_level(name_or_path)
+        if level is not None:
+            return level[0].spec, level[0].settings, level[1]
         path = self.suite_path(name_or_path)
         data = load_yaml(path)
         if isinstance(data, dict) and "parts" in data:

@@ -90,6 +90,11 @@ def test_levels_are_ordinary_suites_sharing_upstream_nodes(project_copy):
     assert "tiny-sweep" in reg.sweep_names() and "tiny-sweep" not in reg.suite_names()
     with pytest.raises(UserError, match="a sweep over settings.dataset.defense, not a suite"):
         reg.suite("tiny-sweep")
+    level, level_settings, level_file = reg.suite("tiny-sweep.sort")  # a level is a suite of its own
+    assert level.name == "tiny-sweep.sort" and level_settings.dataset.defense == "sort"
+    assert level_file.name == "tiny-sweep.yaml" and reg.sweep("tiny-sweep.sort") is None
+    with pytest.raises(UserError, match=r"unknown level of sweep 'tiny-sweep' 'tiny-sweep.srot' \(did you mean"):
+        reg.suite("tiny-sweep.srot")
     sweep = reg.sweep("tiny-sweep")
     assert sweep.parts == ["tiny-sweep.none", "tiny-sweep.sort"] and sweep.reference_level.slug == "none"
     parts, nodes = plan_sweep(reg, sweep)
