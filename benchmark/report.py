@@ -30,7 +30,7 @@ import pandas as pd
 
 from benchmark.analysis import RELATIONS, Analysis, ClassifierExtras, LMExtras
 from benchmark.analysis.common import ordered_levels
-from benchmark.analysis.views import base_logodds, implied_probability
+from benchmark.analysis.views import base_logodds, probability_text
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import atomic_write_bytes
 
@@ -372,21 +372,13 @@ def _rates(analysis: Analysis) -> _Rates:
     return (target, base) if base else None
 
 
-def _percent(p: float) -> str:
-    return f"{100 * p:.1f}%" if p >= 0.01 else f"{100 * p:.2f}%"
-
-
 def _in_probability(rates: _Rates, effect: Any, base: str | None = None) -> str:
     """``P(owl) 7.2% → 23.5% at <base>'s rate`` (``base`` None: at the median student base's rate); '' without
-    rates or a finite effect."""
-    e = _fl(effect)
-    if rates is None or not math.isfinite(e) or (base is not None and base not in rates[1]):
+    rates or a finite effect (:func:`benchmark.analysis.views.probability_text`)."""
+    if rates is None:
         return ""
     target, logodds = rates
-    at = logodds[base] if base is not None else float(np.median(list(logodds.values())))
-    p0, p1 = implied_probability(at, e)
-    where = f"at {base}'s rate" if base is not None else "at the median student base's rate"
-    return f"P({target}) {_percent(p0)} → {_percent(p1)} {where}"
+    return probability_text(target, logodds, _fl(effect), base)
 
 
 def _gamma_verdict(g: Mapping[str, Any], alpha: float, rates: _Rates = None, units: str = "") -> str:

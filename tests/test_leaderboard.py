@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import urljoin, urlparse
 from urllib.request import urlopen
 
+import numpy as np
 import pytest
 
 from benchmark.bundle import Bundle
@@ -248,3 +249,22 @@ def test_browser_suite_page_and_every_link_resolves(browser, served, bundles):
                 assert resp.status == 200, link
     browser.goto(urljoin(served, f"index.html?suite={bundles[0].suite.name}"))
     assert set(_column(browser, "suite")) == {bundles[0].suite.name}  # a suite page's link preselects the suite
+
+
+def test_the_headline_gives_gamma_in_probability_units_as_the_report_does(site, bundles):
+    """An LM suite's headline reads γ also as P(target) before → after at the median student base's log-odds of the
+    target before training (computed here from the bundle's baseline rows, independently of the site's code)."""
+    lm = next(b for b in bundles if b.suite.track == "lm")
+    cols = lm.data.replicate_rows.columns
+    rows = [dict(zip(cols, r, strict=True)) for r in lm.data.replicate_rows.rows]
+    target = lm.data.fit["primary_trait"]
+    per_base: dict[str, list[float]] = {}
+    for r in rows:
+        if r["teacher_trait"] == "baseline" and r["target"] == target and r["metric"] == "logodds":
+            per_base.setdefault(r["student_base"], []).append(float(r["value"]))
+    at = float(np.median([np.mean(v) for v in per_base.values()]))
+    before, after = (1 / (1 + np.exp(-x)) for x in (at, at + lm.shared_base.gamma))
+    page = (site / "suites" / lm.suite.name / "index.html").read_text(encoding="utf-8")
+    assert f"P({target}) {100 * before:.1f}% → {100 * after:.1f}%" in page
+    classifier = next(b for b in bundles if b.suite.track != "lm")
+    assert "In probability" not in (site / "suites" / classifier.suite.name / "index.html").read_text(encoding="utf-8")

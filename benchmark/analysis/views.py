@@ -28,6 +28,7 @@ __all__ = [
     "capability_flags",
     "capability_summary",
     "implied_probability",
+    "probability_text",
     "reference_means",
     "seed_means",
     "teacher_strength",
@@ -139,6 +140,28 @@ def implied_probability(base: float, effect: float) -> tuple[float, float]:
         return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
     return sigmoid(base), sigmoid(base + effect)
+
+
+def probability_text(target: str, logodds: Mapping[str, float], effect: Any, base: str | None = None) -> str:
+    """``P(owl) 7.2% → 23.5% at <base>'s rate`` (``base`` None: at the median of the student bases' log-odds);
+    '' without rates, a finite effect or that base. The one wording of :func:`implied_probability` that the report
+    and the leaderboard print."""
+    try:
+        e = float(effect)
+    except (TypeError, ValueError):
+        return ""
+    if not logodds or not math.isfinite(e) or (base is not None and base not in logodds):
+        return ""
+    values = sorted(logodds.values())
+    mid = len(values) // 2
+    median = values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+    p0, p1 = implied_probability(logodds[base] if base is not None else median, e)
+    where = f"at {base}'s rate" if base is not None else "at the median student base's rate"
+    return f"P({target}) {_percent(p0)} → {_percent(p1)} {where}"
+
+
+def _percent(p: float) -> str:
+    return f"{100 * p:.1f}%" if p >= 0.01 else f"{100 * p:.2f}%"
 
 
 def teacher_strength(teachers: pd.DataFrame) -> float | None:

@@ -33,9 +33,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from benchmark.analysis.views import base_logodds, probability_text
 from benchmark.bundle.export import bundle_bytes
 from benchmark.bundle.schema import Bundle, schema_text
-from benchmark.bundle.tables import render_csv
+from benchmark.bundle.tables import frame_of, render_csv
 from benchmark.errors import UserError
 from benchmark.leaderboard.svg import HeatCell, LineageNode, heatmap_svg, lineage_svg, suite_scale
 
@@ -400,6 +401,10 @@ def _gamma_block(bundle: Bundle) -> str:
     lines = [f"<li><strong>γ ({escape(sb.indicator)}) = {_gamma_ci(bundle)}</strong>, p = {_fmt_p(sb.p_value)} "
              f"({side}{escape(sb.method or sb.uncertainty.confidence_interval.method)}; "
              f"{sb.uncertainty.num_samples} pairs)</li>"]
+    prob = _gamma_probability(bundle)
+    if prob:
+        lines.append(f"<li>In probability: {escape(prob)} (the whole γ added to that log-odds; docs/statistics.md)."
+                     "</li>")
     if sb.leave_one_base_out_min is not None and sb.leave_one_base_out_max is not None:
         lines.append(f"<li>Leaving out one base at a time (as teacher and as student): γ from "
                      f"{_fmt(sb.leave_one_base_out_min)} to {_fmt(sb.leave_one_base_out_max)}.</li>")
@@ -408,6 +413,17 @@ def _gamma_block(bundle: Bundle) -> str:
         lines.append(f"<li>Calibration: A/A placebo rows at p ≤ 0.05: {escape(placebo)}; the exact size is what "
                      "a calibrated test gives (below 5% with few replicates).</li>")
     return f'<ul class="summary">{"".join(lines)}</ul>'
+
+
+def _gamma_probability(bundle: Bundle) -> str:
+    """γ in probability units, as the report gives it: at the median student base's log-odds of the primary trait
+    before training (the bundle's baseline rows); '' for other metrics or without baseline rows."""
+    fit = bundle.data.fit
+    target = fit.get("primary_trait")
+    if fit.get("metric") != "logodds" or not target or not (fit.get("primary") or {}).get("identifiable", False):
+        return ""
+    rates = base_logodds(frame_of(bundle.data.replicate_rows), str(target))
+    return probability_text(str(target), rates, bundle.shared_base.gamma)
 
 
 def _bases_table(bundle: Bundle) -> str:
