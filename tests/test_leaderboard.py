@@ -268,3 +268,17 @@ def test_the_headline_gives_gamma_in_probability_units_as_the_report_does(site, 
     assert f"P({target}) {100 * before:.1f}% → {100 * after:.1f}%" in page
     classifier = next(b for b in bundles if b.suite.track != "lm")
     assert "In probability" not in (site / "suites" / classifier.suite.name / "index.html").read_text(encoding="utf-8")
+
+
+def test_a_suite_whose_gamma_is_not_identifiable_says_so_without_an_estimate_or_p():
+    """real-smol-mini (2 bases) and real-smol-distill-mini (1 base): no '= +0.027 (no CI), p = ' in the headline."""
+    from benchmark.leaderboard.build import _gamma_block
+
+    root = Path(__file__).resolve().parents[1] / "results" / "suites"
+    for suite, pairs in (("real-smol-mini", "4 pairs, 2 teacher bases"), ("real-smol-distill-mini", "1 pair, 1 teacher base")):
+        bundle = Bundle.model_validate_json((root / suite / "bundle.json").read_bytes())
+        html = _gamma_block(bundle)
+        assert "not identifiable</strong> in this design" in html and pairs in html, html
+        assert "p = " not in html and "(no CI)" not in html and "In probability" not in html
+    default = Bundle.model_validate_json((root / "default" / "bundle.json").read_bytes())
+    assert "γ (shared_init) = +0.320 [" in _gamma_block(default)

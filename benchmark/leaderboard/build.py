@@ -264,10 +264,17 @@ def _gamma_ci(bundle: Bundle) -> str:
     """``+0.325 [-0.069, +0.719]``, or why there is no estimate."""
     sb = bundle.shared_base
     ci = sb.uncertainty.confidence_interval
-    if sb.gamma is None:
+    if sb.gamma is None or not _identifiable(bundle):
         return "not identifiable"
     bounds = f" [{_fmt(ci.lower)}, {_fmt(ci.upper)}]" if ci.lower is not None and ci.upper is not None else " (no CI)"
     return _fmt(sb.gamma) + bounds
+
+
+def _identifiable(bundle: Bundle) -> bool:
+    """Whether the fit could estimate the primary γ (``fit.json`` ``primary.identifiable``; bundles without the key:
+    whether γ has a value)."""
+    primary = bundle.data.fit.get("primary") or {}
+    return bool(primary.get("identifiable", bundle.shared_base.gamma is not None))
 
 
 def _placebo_text(bundle: Bundle) -> str:
@@ -398,6 +405,21 @@ def _gamma_block(bundle: Bundle) -> str:
     sb = bundle.shared_base
     primary = bundle.data.fit.get("primary") or {}
     side = {"greater": "one-sided, ", "less": "one-sided, "}.get(str(primary.get("alternative")), "")
+    if not _identifiable(bundle):
+        def count(key: str, noun: str, default: Any = "?") -> str:
+            n = primary.get(key, default)
+            return f"{n} {noun}" + ("" if n == 1 else "s")
+
+        lines = [f"<li><strong>γ ({escape(sb.indicator)}): not identifiable</strong> in this design "
+                 f"({count('n_pairs', 'pair', sb.uncertainty.num_samples)}, {count('n_teachers', 'teacher base')}, "
+                 f"{primary.get('n_shared_pairs', '?')} sharing an init): it cannot separate "
+                 "transfer through a shared base from the bases' own effects, so no estimate or p is given "
+                 "(<code>slbench plan</code> says so before a run).</li>"]
+        placebo = _placebo_text(bundle)
+        if placebo:
+            lines.append(f"<li>Calibration: A/A placebo rows at p ≤ 0.05: {escape(placebo)}; the exact size is what "
+                         "a calibrated test gives (below 5% with few replicates).</li>")
+        return f'<ul class="summary">{"".join(lines)}</ul>'
     lines = [f"<li><strong>γ ({escape(sb.indicator)}) = {_gamma_ci(bundle)}</strong>, p = {_fmt_p(sb.p_value)} "
              f"({side}{escape(sb.method or sb.uncertainty.confidence_interval.method)}; "
              f"{sb.uncertainty.num_samples} pairs)</li>"]
