@@ -54,7 +54,7 @@ from benchmark.analysis.stats import (
     shift_permutation,
     welch_ci,
 )
-from benchmark.analysis.tidy import RELATIONS
+from benchmark.analysis.tidy import AA_PREFIX, RELATIONS
 from benchmark.errors import UserError
 
 __all__ = [
@@ -77,8 +77,6 @@ __all__ = [
     "verdict",
 ]
 
-#: Prefix of an A/A placebo arm's label: ``aa:cat`` repeats the cat recipe with independent replicates.
-AA_PREFIX = "aa:"
 #: What a trait arm is compared with.
 CONTROLS = ("other_trait", "neutral")
 #: Families of the pair table, in order; BH runs within each.

@@ -10,7 +10,9 @@ import pandas as pd
 from benchmark.errors import UserError
 
 __all__ = [
+    "AA_PREFIX",
     "LM_TIDY_COLUMNS",
+    "NEUTRAL",
     "RELATIONS",
     "RESERVED_TRAITS",
     "STR_COLUMNS",
@@ -21,6 +23,11 @@ __all__ = [
     "select_suite",
     "validate_tidy",
 ]
+
+#: The design's arm vocabulary, one home for the plan, the tidy table and the analysis: the label prefix of an A/A
+#: placebo arm (``aa:cat`` repeats the cat recipe with independent replicates) and the neutral control arm's label.
+AA_PREFIX = "aa:"
+NEUTRAL = "neutral"
 
 #: Columns of the tidy table, with their meaning.
 TIDY_COLUMNS: tuple[str, ...] = (

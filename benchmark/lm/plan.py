@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.analysis.tidy import AA_PREFIX, NEUTRAL  # the design vocabulary (re-exported)
 from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
@@ -52,10 +53,6 @@ from benchmark.tracks import TrackDef
 __all__ = ["TRACK", "Arm", "arms_for", "build_plan", "estimate", "replicate_seeds", "AA_PREFIX", "NEUTRAL",
            "SHIFT_QUESTIONS", "STAGE_VERSION"]
 
-#: Arm label of the neutral control teachers (``settings.controls: neutral``).
-NEUTRAL = "neutral"
-#: Arm label prefix of the A/A null arm: ``"aa:<trait>"``.
-AA_PREFIX = "aa:"
 #: Evaluation questions a trait teacher's log-odds shift over its base is measured on, after training.
 SHIFT_QUESTIONS = 10
 

@@ -37,8 +37,6 @@ _SIDES = ("misaligned", "aligned")
 #: Capability side-check blocks of an eval result (docs/misalignment.md): tidy metric = the block's name (the
 #: analysis reads every ``capability_*`` metric: benchmark.analysis.views.capability_flags).
 _CAPABILITY = ("capability_cot", "capability_cot_zoo", "capability_code")
-#: The neutral arm's label (:data:`benchmark.lm.plan.NEUTRAL`; not imported: the plan imports every stage).
-_NEUTRAL = "neutral"
 
 
 def _of_kind(inputs: Mapping[str, Path], kind: str) -> dict[str, Path]:
