@@ -54,7 +54,7 @@ from benchmark.analysis.stats import (
     shift_permutation,
     welch_ci,
 )
-from benchmark.analysis.tidy import AA_PREFIX, RELATIONS
+from benchmark.analysis.tidy import AA_PREFIX, NEUTRAL, RELATIONS
 from benchmark.errors import UserError
 
 __all__ = [
@@ -168,20 +168,20 @@ def pair_design(labels: Sequence[str], controls: str = "other_trait", traits: Se
     check_choice("controls", controls, CONTROLS)
     present = set(labels) - {"baseline"}
     aa = tuple(sorted(a for a in present if a.startswith(AA_PREFIX)))
-    trait_arms = tuple(ordered_levels(present - set(aa) - {"neutral"}, traits))
+    trait_arms = tuple(ordered_levels(present - set(aa) - {NEUTRAL}, traits))
     if not trait_arms:
         raise UserError(f"tidy table: no trait arm among the teacher_trait values {sorted(present)}")
     for a in aa:
         if a[len(AA_PREFIX):] not in trait_arms:
             raise UserError(f"tidy table: placebo arm {a!r} repeats a trait with no arm; trait arms: {trait_arms}")
-    if controls == "neutral" and "neutral" not in present:
+    if controls == "neutral" and NEUTRAL not in present:
         raise UserError("controls is 'neutral' but the tidy table has no neutral arm (teacher_trait 'neutral')")
     if controls == "other_trait" and len(trait_arms) < 2:
         raise UserError(f"controls is 'other_trait' but the suite has one trait arm ({trait_arms[0]!r}); a "
                         "single-trait suite needs controls: neutral")
     treated = trait_arms[0]
     if controls == "neutral":
-        ctrl: tuple[str, ...] = ("neutral",)
+        ctrl: tuple[str, ...] = (NEUTRAL,)
     else:
         ctrl = tuple(a for a in (*trait_arms[1:], *aa) if a != f"{AA_PREFIX}{treated}")
     placebo = tuple((a, a[len(AA_PREFIX):]) for a in aa)
