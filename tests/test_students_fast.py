@@ -90,7 +90,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
 # -- ids ------------------------------------------------------------------------------------------------------
 def test_existing_suites_plan_their_published_ids():
     """The engine enters a student spec only when it is not hf: every published LM suite's students and evaluations
-    (tidy.csv's student_id is the evaluation's id, which embeds the student's) are planned with the same ids."""
+    (tidy.csv's student_id is the evaluation's id, which embeds the student's) are planned with the same ids, those
+    published with the hf engine (no engine key) and the sweeps' levels published with the lean one alike."""
     reg = Registry()
     for folder in sorted((ROOT / "results" / "suites").iterdir()):
         tidy = folder / "tidy.csv"
@@ -100,7 +101,9 @@ def test_existing_suites_plan_their_published_ids():
         if spec.track != "lm":
             continue
         nodes = track_for("lm").build_plan(spec, settings, reg)
-        assert settings.student.engine == "hf" and not any("engine" in n.spec for n in _students(nodes))
+        engines = {n.spec.get("engine", "hf") for n in _students(nodes)}
+        assert engines == {settings.student.engine}, folder.name
+        assert (settings.student.engine == "hf") == (not any("engine" in n.spec for n in _students(nodes)))
         published = set(pd.read_csv(tidy, dtype=str, keep_default_na=False)["student_id"])
         assert published <= {n.id for n in nodes if n.kind == "eval"}, folder.name
 
