@@ -8,7 +8,6 @@ with a stable content hash. Provider- and track-specific blocks (``ModelSpec.bui
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any, ClassVar, Literal
 
@@ -21,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from benchmark.specs_base import Frozen
+from benchmark.specs_base import Frozen, resolve_object
 
 __all__ = [
     "BUILD_SPECS",
@@ -55,11 +54,6 @@ BUILD_SPECS: dict[str, str] = {
     "zoo": "benchmark.zoo.spec:ZooBuildSpec",
     "classifier": "benchmark.classifier.spec:ClassifierBuildSpec",
 }
-
-def resolve_object(ref: str) -> Any:
-    """Import ``"package.module:attr"`` and return the attribute."""
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
 
 
 class Lineage(Frozen):

@@ -3,16 +3,36 @@
 from __future__ import annotations
 
 import difflib
+import importlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from benchmark.errors import UserError, did_you_mean
+from benchmark.errors import UserError, did_you_mean, unknown_name
 from benchmark.hashing import content_hash, short_id
 
-__all__ = ["Frozen", "load_yaml", "parse_spec", "format_validation_error"]
+__all__ = ["Frozen", "load_yaml", "parse_spec", "format_validation_error", "registered", "resolve_object"]
+
+
+def resolve_object(ref: str) -> Any:
+    """Import ``"package.module:attr"`` and return the attribute."""
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def registered(table: Mapping[str, str], what: str, name: str, where: str = "") -> Any:
+    """The object a plug-in table (name -> ``"module:attr"``) registers as ``name``, imported on first use.
+
+    Raises:
+        UserError: ``name`` is not in ``table`` (names ``what`` and lists the known ones).
+    """
+    target = table.get(name)
+    if target is None:
+        raise unknown_name(what, name, sorted(table), where)
+    return resolve_object(target)
 
 T = TypeVar("T", bound="Frozen")
 

@@ -22,7 +22,6 @@ one plug-in. Plug-ins are registered by module path and imported only when a sui
 
 from __future__ import annotations
 
-import importlib
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -30,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from benchmark.errors import UserError, unknown_name
+from benchmark.errors import UserError
 from benchmark.files import tasks_dir
 from benchmark.lm.matcher import forms_for, normalize_answer
-from benchmark.specs_base import Frozen, load_yaml, parse_spec
+from benchmark.specs_base import Frozen, load_yaml, parse_spec, registered
 
 __all__ = ["CHANNELS", "Channel", "Item", "channel_path", "distinct_items", "forbidden_hit", "load_channel", "plugin", "words_of"]
 
@@ -96,11 +95,7 @@ def plugin(name: str, where: str = "channel") -> Channel:
     Raises:
         UserError: ``name`` is not a registered plug-in (lists the known ones).
     """
-    target = CHANNELS.get(name)
-    if target is None:
-        raise unknown_name("channel plug-in", name, sorted(CHANNELS), where)
-    module, attr = target.split(":")
-    channel: Channel = getattr(importlib.import_module(module), attr)
+    channel: Channel = registered(CHANNELS, "channel plug-in", name, where)
     return channel
 
 

@@ -31,13 +31,12 @@ channel's (tests/test_defenses.py checks it over generated rows).
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from benchmark.errors import unknown_name
+from benchmark.specs_base import registered
 
 __all__ = ["DEFENSES", "NONE", "Change", "Defense", "Scores", "Vocab", "defense_names", "onehot", "plugin",
            "retokenized", "shape_of", "substituted"]
@@ -216,9 +215,5 @@ def plugin(name: str, where: str = "settings.dataset.defense") -> Defense:
     Raises:
         UserError: ``name`` is not a registered defense (lists the known ones).
     """
-    target = DEFENSES.get(name)
-    if target is None:
-        raise unknown_name("defense", name, sorted(DEFENSES), where)
-    module, attr = target.split(":")
-    defense: Defense = getattr(importlib.import_module(module), attr)
+    defense: Defense = registered(DEFENSES, "defense", name, where)
     return defense
