@@ -260,11 +260,11 @@ def _plan_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: An
             out.append(_plan_json(part.spec, part.nodes, plan_cells(part.nodes, [n for n in todo if n.key in keys])))
         print(json.dumps({"group": group.name, "parts": out}, indent=1))
         return
-    kind = "sweep" if hasattr(group, "levels") else "suite group"
+    kind = "sweep" if _is_sweep(group) else "suite group"
     console.print(f"{kind} {group.name!r}: {len(parts)} parts ({', '.join(group.parts)}), {len(nodes)} distinct "
                   f"nodes (parts' nodes: {sum(len(p.nodes) for p in parts)})")
     console.print(_status_table(status, "nodes (all parts, shared nodes once)"))
-    if hasattr(group, "levels"):  # a sweep: what each level shares with the levels before it and what it adds
+    if _is_sweep(group):  # a sweep: what each level shares with the levels before it and what it adds
         from benchmark.sweep import plan_lines
 
         for line in plan_lines(group, parts, todo):
@@ -348,7 +348,7 @@ def _status_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: 
         pub = results / part.name / "manifest.json"
         console.print(f"  {part.name}: {len(part.nodes) - left} of {len(part.nodes)} nodes done; published: "
                       f"{pub.parent if pub.exists() else 'not yet'}")
-    summary = results / group.name / ("sweep.json" if hasattr(group, "levels") else "group.json")
+    summary = results / group.name / ("sweep.json" if _is_sweep(group) else "group.json")
     console.print(f"group summary: {summary.parent if summary.exists() else 'not yet'}")
 
 
@@ -379,7 +379,7 @@ def run(
         reg, spec, _settings, nodes = _load_plan(suite)
         parts = []
     if publish:  # before any compute
-        sweep = hasattr(spec, "levels")  # a sweep's levels are published under names its own file owns
+        sweep = _is_sweep(spec)  # a sweep's levels are published under names its own file owns
         for name in [p.name for p in parts if not sweep] or [suite]:
             _check_owner(reg, name, name if parts and not sweep else spec.name, force)
     st = Store(_store_root(store))
@@ -391,7 +391,7 @@ def run(
     with _Progress(nodes) as prog:
         summary = run_plan(nodes, st, workers=workers, on_event=prog.event, **options)
     report = [n for n in nodes if n.kind == "report"]
-    what = ("sweep" if hasattr(spec, "levels") else "suite group") if parts else "suite"
+    what = ("sweep" if _is_sweep(spec) else "suite group") if parts else "suite"
     console.print(f"{what} {spec.name!r}: built {len(summary.built)} node(s), {len(summary.skipped)} cached, "
                   f"{time.time() - t0:.1f}s")
     for kind, wall in sorted(summary.wall_by_kind.items()):
@@ -402,6 +402,13 @@ def run(
         console.print(publish_report(st, report[0], spec.name, suite_spec=spec, registry=reg))
 
 
+def _is_sweep(group: Any) -> bool:
+    """Whether a group-like object (what :func:`_load_group` returns, or a spec) is a sweep, not a suite group."""
+    from benchmark.sweep import Sweep
+
+    return isinstance(group, Sweep)
+
+
 def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
     """Publish every part like an ordinary suite (with its bundle), then the group's summary of them."""
     from benchmark.files import project_root
@@ -409,10 +416,10 @@ def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
 
     for part in parts:
         console.print(publish_report(st, part.report, part.name, suite_spec=part.spec, registry=reg))
-    writer = getattr(group, "write_summary", None)  # a sweep writes its own summary (benchmark.sweep)
     results = project_root() / "results" / "suites"
-    dest = writer(parts, results) if writer is not None else write_group_summary(group, parts, results)
-    console.print(f"wrote the {'sweep' if writer is not None else 'group'} summary {dest}")
+    sweep = _is_sweep(group)  # a sweep writes its own summary (benchmark.sweep)
+    dest = group.write_summary(parts, results) if sweep else write_group_summary(group, parts, results)
+    console.print(f"wrote the {'sweep' if sweep else 'group'} summary {dest}")
 
 
 @app.command()
@@ -429,7 +436,7 @@ def report(
     grouped = _load_group(suite)
     if grouped is not None:
         reg, group, parts, _nodes = grouped
-        for part in parts if not hasattr(group, "levels") else []:
+        for part in parts if not _is_sweep(group) else []:
             _check_owner(reg, part.name, part.name, force)
         st = Store(_store_root(store))
         unfinished = [p.name for p in parts if not st.is_done(p.report)]
