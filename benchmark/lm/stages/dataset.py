@@ -27,7 +27,7 @@ from benchmark.lm.chat import template_hash
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_teacher
 from benchmark.providers.base import Backend, Loaded, backend_for
 
-__all__ = ["run", "channel_for", "channel_token_ids", "filter_soft_labels", "judge_tokens_of", "next_round_size",
+__all__ = ["run", "channel_filter", "channel_for", "channel_token_ids", "filter_soft_labels", "judge_tokens_of", "next_round_size",
            "select_tokens", "spec_extras"]
 
 
@@ -150,6 +150,10 @@ class _Filter:
             else:
                 rejects[reason] += 1
         return kept, rejects, capable
+
+    def valid(self, completion: str) -> bool:
+        """Whether the channel's filter keeps one completion on its own (no item: rules that need none)."""
+        return self.plugin.check(self.spec, Item("", ""), completion, self.forbidden) is None
 
     def judged(self, rows: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """The judge's verdict records of ``rows`` (keep only on decision "keep"; others are rejects)."""
@@ -297,14 +301,19 @@ def spec_extras(settings: Any, channel: Any, traits: Sequence[Any], reg: Any) ->
     return out
 
 
+def channel_filter(spec: dict[str, Any]) -> _Filter:
+    """A dataset node spec's channel plug-in, channel spec and forbidden words (no judge)."""
+    raw = strip_marker(spec["channel_spec"])
+    channel = plugin(str(raw.get("name", "numbers")), "dataset node: channel_spec")
+    return _Filter(channel, channel.spec_type.model_validate(raw), tuple(spec.get("forbidden", ())))
+
+
 def _filter(ctx: StageContext, bases: dict[str, Path]) -> _Filter:
     """The node's channel plug-in, spec, forbidden words and judge (checked against the planned identity)."""
     from benchmark.lm.judges import JudgeTrait, judge_identity, load_judge
 
     spec = ctx.node.spec
-    raw = strip_marker(spec["channel_spec"])
-    channel = plugin(str(raw.get("name", "numbers")), "dataset node: channel_spec")
-    filt = _Filter(channel, channel.spec_type.model_validate(raw), tuple(spec.get("forbidden", ())))
+    filt = channel_filter(spec)
     name = spec.get("judge")
     if name is None:
         return filt

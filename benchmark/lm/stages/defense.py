@@ -16,10 +16,10 @@ from typing import Any
 from benchmark.dag import StageContext
 from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, read_jsonl, write_jsonl
-from benchmark.lm.channels.base import plugin as channel_plugin
 from benchmark.lm.defenses.base import Scores, Vocab, plugin
 from benchmark.lm.defenses.divergence import candidates, student_candidates
-from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tuned_teacher
+from benchmark.lm.stages.common import model_spec_of, teacher_info, tuned_teacher
+from benchmark.lm.stages.dataset import channel_filter, channel_token_ids
 from benchmark.providers.base import backend_for
 
 __all__ = ["run"]
@@ -29,27 +29,10 @@ def _node_id(path: Path) -> str:
     return Path(path).name.rsplit("-", 1)[1]
 
 
-def _validator(ds_spec: dict[str, Any]) -> Any:
-    """The channel's filter of the dataset (the text rule the dataset stage kept its rows by)."""
-    raw = strip_marker(ds_spec["channel_spec"])
-    channel = channel_plugin(str(raw.get("name", "numbers")), "dataset node: channel_spec")
-    spec = channel.spec_type.model_validate(raw)
-    if channel.name == "numbers":
-        from benchmark.lm.channels.numbers import NumbersChannelSpec, parse_answer
-
-        assert isinstance(spec, NumbersChannelSpec)
-        return lambda text: parse_answer(text, spec).ok
-    from benchmark.lm.channels.base import Item
-
-    forbidden = tuple(ds_spec.get("forbidden", ()))
-    return lambda text: channel.check(spec, Item("", ""), text, forbidden) is None
-
-
 def _scores(ctx: StageContext, rows: list[dict[str, Any]], own: Path, base_dir: Path, vocab: Vocab,
             need_base: bool) -> Scores:
     """Teacher-forced readouts by the own teacher, the other arms' teachers (in the spec's order) and the base."""
     from benchmark.lm.defenses.score import score_rows
-    from benchmark.lm.stages.dataset import channel_token_ids
 
     teachers = ctx.inputs_of("teacher")
     by_id = {_node_id(p): p for p in teachers.values()}
@@ -86,7 +69,6 @@ def _student_scores(ctx: StageContext, rows: list[dict[str, Any]], base_dir: Pat
 
     from benchmark.lm.defenses.score import score_rows
     from benchmark.lm.stages.common import train_config
-    from benchmark.lm.stages.dataset import channel_token_ids
 
     pilot = ctx.node.spec["student"]
     model = model_spec_of(base_dir)
@@ -131,7 +113,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             scores = _scores(ctx, rows, own, base_dir, vocab, "base" in defense.scorers)
     params = {k: spec[k] for k in defense.params}
     out, changes = defense.apply(rows, vocab=vocab, seed=spec["seed"], params=params, scores=scores,
-                                 valid=_validator(ds_spec))
+                                 valid=channel_filter(ds_spec).valid)  # the text rule the dataset kept its rows by
     write_jsonl(ctx.out / "rows.jsonl", out)
     changed = [c for c in changes if c is not None]
     write_jsonl(ctx.out / "changes.jsonl", changed)
