@@ -48,6 +48,14 @@ class DatasetSettings(Frozen):
     #: out (it is refused, and left out of the identity). Local teachers only (API models give no token ids).
     #: Hashed only when set: every existing suite keeps its ids.
     n_tokens: int | None = Field(default=None, ge=1, le=1_000_000_000)
+    #: Every row cut to exactly this many completion tokens (None: whole completions). A valid answer with fewer
+    #: tokens (end of turn counted like any token) is not kept (reject reason ``shorter_than_row_tokens``); a longer
+    #: one keeps its first row_tokens token ids, their soft labels and their decoded text (the full answer stays in
+    #: the row as ``completion_full``). With n_keep this makes every dataset exactly n_keep x row_tokens tokens, equal
+    #: in rows, tokens and length in every arm: the arms' length distributions (a trait teacher writes longer or
+    #: shorter answers) no longer differ (docs/calibration.md, "Where the drift comes from"). Numbers channel, local
+    #: teachers, not with n_tokens. Hashed only when set: every existing suite keeps its ids.
+    row_tokens: int | None = Field(default=None, ge=1, le=4096)
     #: Most prompts a teacher may be asked before its dataset fails (None: 4 × n_prompts).
     max_prompts: int | None = Field(default=None, ge=1, le=100_000_000)
     #: 0 = greedy (replications: greedy data transmits at small scale; sampled data carries ~0.05 nats/token).
@@ -101,6 +109,8 @@ class DatasetSettings(Frozen):
         data.pop("defense_fraction", None)
         if self.threshold is None:
             data.pop("threshold", None)
+        if self.row_tokens is None:
+            data.pop("row_tokens", None)
         if self.n_tokens is None:
             data.pop("n_tokens", None)
         else:
@@ -115,6 +125,16 @@ class DatasetSettings(Frozen):
     def _sizes(self) -> DatasetSettings:
         if self.max_prompts is not None and self.max_prompts < self.n_prompts:
             raise ValueError(f"max_prompts ({self.max_prompts}) cannot be below n_prompts ({self.n_prompts})")
+        if self.row_tokens is not None:
+            if self.n_tokens is not None:
+                raise ValueError("settings.dataset.row_tokens fixes every row's length, so the dose is n_keep rows; "
+                                 "remove n_tokens (or row_tokens)")
+            if self.row_tokens > self.max_new_tokens:
+                raise ValueError(f"settings.dataset.row_tokens ({self.row_tokens}) cannot exceed max_new_tokens "
+                                 f"({self.max_new_tokens}): no answer would be long enough")
+            if self.channel != "numbers":
+                raise ValueError(f"settings.dataset.row_tokens cuts number answers to a fixed length; channel "
+                                 f"{self.channel!r} answers would be cut mid-code or mid-reasoning (numbers only)")
         if self.n_tokens is not None:
             if "n_keep" in self.model_fields_set:
                 raise ValueError("settings.dataset.n_keep is not used when settings.dataset.n_tokens is set (the dose "

@@ -27,7 +27,7 @@ from benchmark.lm.chat import template_hash
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_teacher
 from benchmark.providers.base import Backend, Loaded, backend_for
 
-__all__ = ["run", "channel_filter", "channel_for", "channel_token_ids", "filter_soft_labels", "judge_tokens_of", "next_round_size",
+__all__ = ["run", "channel_filter", "channel_for", "channel_token_ids", "cut_row", "filter_soft_labels", "judge_tokens_of", "next_round_size",
            "select_tokens", "spec_extras"]
 
 
@@ -201,6 +201,7 @@ def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filte
             got.verdicts.update({start + i: r for i, r in zip(kept, records, strict=True)})
             rejects.update(f"judge_{r['decision']}" for r in records if r["decision"] != "keep")
             kept = [i for i, r in zip(kept, records, strict=True) if r["decision"] == "keep"]
+        kept = _long_enough(kept, outs, spec.get("row_tokens"), rejects)
         got.items += new
         got.outs += outs
         got.kept += [start + i for i in kept]
@@ -212,6 +213,28 @@ def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filte
                      have, unit, need)
         want = next_round_size(have, len(got.items), need, spec["n_prompts"], spec["max_prompts"])
     return got
+
+
+def _long_enough(kept: list[int], outs: list[dict[str, Any]], row_tokens: int | None,
+                 rejects: Counter[str]) -> list[int]:
+    """``kept`` without answers shorter than ``row_tokens`` completion tokens (counted as ``shorter_than_row_tokens``)."""
+    if row_tokens is None:
+        return kept
+    long = [i for i in kept if len(outs[i].get("completion_ids") or ()) >= row_tokens]
+    if len(long) < len(kept):
+        rejects["shorter_than_row_tokens"] += len(kept) - len(long)
+    return long
+
+
+def cut_row(row: dict[str, Any], row_tokens: int, tokenizer: Any) -> dict[str, Any]:
+    """``row`` cut to its first ``row_tokens`` completion tokens: ids, soft labels and decoded text (the whole answer
+    kept as ``completion_full``); the caller has checked the answer is at least that long."""
+    ids = row["completion_ids"][:row_tokens]
+    out = {**row, "completion": tokenizer.decode(ids, skip_special_tokens=True).strip(), "completion_ids": ids,
+           "completion_full": row["completion"]}
+    if row.get("topk") is not None:
+        out["topk"] = row["topk"][:row_tokens]
+    return out
 
 
 def select_tokens(lengths: Sequence[int], n_tokens: int, seed: int) -> list[int]:
@@ -338,7 +361,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     Further rounds of prompts are asked until the filters have kept ``n_keep`` rows (equal doses for every student,
     docs/research/statistics.md); a seeded subsample of exactly ``n_keep`` is written. With ``n_tokens`` in the spec
     (``settings.dataset.n_tokens``: doses equal in completion tokens) rounds go on until the kept rows hold
-    ``n_tokens`` tokens, and :func:`select_tokens` keeps the seeded selection within one row of that budget. ``counts.json`` records the
+    ``n_tokens`` tokens, and :func:`select_tokens` keeps the seeded selection within one row of that budget. With
+    ``row_tokens`` only answers of at least that many tokens count as kept, and every written row is cut to exactly
+    that many (:func:`cut_row`). ``counts.json`` records the
     dose: prompts tried, valid rows, valid rate, rounds, completion lengths, the reject histogram, and the
     teacher's labels and trait shift (the report's teachers table reads it); channels other than numbers add the
     channel's name and the teacher's capability rate (share of all completions that do the channel's task), a judge
@@ -366,6 +391,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     chosen = _chosen(got, spec, Path(teacher_dir).name.rsplit("-", 1)[0])  # "<teacher node name>-<id>"
     allowed = _allowed(filt, tok) if spec["top_k"] and tok_sha is not None else None
     rows = _rows(got, chosen, allowed, spec["top_k"], extra)
+    if spec.get("row_tokens") is not None:
+        rows = [cut_row(r, spec["row_tokens"], tok) for r in rows]
     write_jsonl(ctx.out / "rows.jsonl", rows)
     counts = {"n_prompts": len(got.prompts), "n_valid": len(got.kept), "n_rows": len(rows),
               "valid_rate": round(got.valid_rate, 4), "rounds": got.rounds, **_dose(rows),
