@@ -221,7 +221,6 @@ def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSp
         if train.lr > MAX_LR:
             raise UserError(f"{where}.{role}.train.lr: {train.lr:g} is above {MAX_LR:g} (Adam diverges; the suites use "
                             "1e-4 to 5e-3, the paper 2e-4)")
-        _check_optimizer(suite, settings, reg, role, train)
     for role, train in roles:
         prompts = _shortest_prompt(role, settings, traits, reg, channel)
         need = -(-prompts // _MAX_CHARS_PER_TOKEN) + _TEMPLATE_TOKENS + 1  # the prompt, its template, 1 answer token
@@ -230,30 +229,6 @@ def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSp
             raise UserError(f"{where}.{role}.train.max_length: {train.max_length} tokens cannot hold the {what} (the "
                             f"shortest has {prompts} characters, at least ~{need} tokens with its chat template and "
                             "one answer token); every row would be skipped. Use at least that (default 500)")
-
-
-#: Largest SGD learning rate (train.optimizer.lr): plain gradient steps of lr > 10 overflow the weights.
-MAX_SGD_LR = 10.0
-
-
-def _check_optimizer(suite: SuiteSpec, settings: LMSettings, reg: Any, role: str, train: Any) -> None:
-    """A ``train.optimizer`` other than the default AdamW runs in the hf training loop only (not the lean engine, not
-    API fine-tunes); its own ``lr`` is bounded like ``train.lr``."""
-    opt = train.optimizer
-    if opt.is_default:
-        return
-    where = f"suite {suite.name}: settings.{role}.train.optimizer"
-    bound = MAX_SGD_LR if opt.name == "sgd" else MAX_LR
-    if opt.lr is not None and opt.lr > bound:
-        raise UserError(f"{where}.lr: {opt.lr:g} is above {bound:g} for {opt.name} (the weights overflow)")
-    if role == "student" and settings.student.engine != "hf":
-        raise UserError(f"{where}: {opt.name!r} at lr {train.peak_lr:g} needs the hf training loop; the "
-                        f"{settings.student.engine!r} engine trains AdamW at train.lr only (set settings.student.engine: "
-                        "hf, or remove optimizer)")
-    models = suite.students if role == "student" else suite.teachers
-    api = [m for m in dict.fromkeys(models) if not _caps(reg, m).local]
-    if api:
-        raise UserError(f"{where}: API fine-tunes choose their own optimizer ({', '.join(api)}); remove optimizer")
 
 
 def _shortest_prompt(role: str, settings: LMSettings, traits: list[TraitSpec], reg: Any, channel: Any) -> int:
