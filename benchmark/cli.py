@@ -895,8 +895,9 @@ def view(
         "Read this sample log (`slbench export --samples`) instead of the store."), show_default=False)] = None,
     limit: Annotated[int, typer.Option(min=1, help="Rows shown per table (the page notes each total).")] = 20,
 ) -> None:
-    """Write a static, offline HTML page of a suite's samples: per teacher replicate its kept dataset rows, the rows
-    a judge rejected with the reason and every filter's reject counts; per evaluated model its readouts and answers.
+    """Write a static, offline HTML page of a suite's samples: per teacher replicate its kept dataset rows, the first
+    rejected rows of every reject reason (the channel filter's and the judge's) and every filter's reject counts; per
+    evaluated model its readouts and what it answered, question by question.
     Read from the store, or else from the published results/suites/SUITE/samples.jsonl."""
     from benchmark.files import project_root
     from benchmark.leaderboard.view import check_view_dir, from_samples_file, from_store, write_view
@@ -905,7 +906,7 @@ def view(
     target = (out or project_root() / "results" / "view" / name).resolve()
     check_view_dir(target)
     if samples is not None:
-        found = from_samples_file(samples, name)
+        found = from_samples_file(samples, name, limit=limit)
     else:
         store_root = _store_root(store)
         found = from_store(suite, store_root, limit=limit)
@@ -915,7 +916,7 @@ def view(
                 raise UserError(f"suite {found.suite!r}: no samples: no finished dataset or eval node in {store_root} "
                                 f"and no {published}; `slbench run {suite}` builds them into the store, and `slbench "
                                 f"export {found.suite} --samples --store STORE` writes samples.jsonl from a store")
-            found = from_samples_file(published, found.suite)
+            found = from_samples_file(published, found.suite, limit=limit)
     page = write_view(found, target, limit=limit)
     console.print(f"wrote {page} ({len(found.datasets)} teacher datasets, {len(found.evals)} evaluations; from "
                   f"{found.source})", markup=False, highlight=False, emoji=False, soft_wrap=True)

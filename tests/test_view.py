@@ -105,10 +105,15 @@ def test_view_from_store_shows_kept_rejected_judged_and_answers(built, tmp_path:
                 for line in (store / n.key / "rows.jsonl").read_text().splitlines())
     assert _escaped(kept["prompt"]) in page and _escaped(kept["completion"]) in page
     assert "&lt;b&gt;kept &amp; bold&lt;/b&gt;" in page and "<b>kept & bold</b>" not in page
-    # A row the judge rejected, with its reason; the channel filter's rejects as counts by reason.
+    # A row the judge rejected, with its reason; a row the channel's filter rejected, with its reason (its text is
+    # kept in rejected.jsonl); every filter's counts by reason.
     assert 'data-kind="rejected"' in page and "hoot" in page
     assert _escaped("word related to owl ('hoot')") in page
     assert "<td>comment</td><td>" in page and "judge_reject" in page
+    assert "<b>comment</b>" in page and "<b>judge_reject</b>" in page and _escaped("  # a comment") in page
+    assert "4 rows shown of 4 rejects: the first of each of 2 reasons" in page
+    # What each model answered, question by question, with the candidate the rate counted it for.
+    assert "answers by question (rate" in page and "→ none" in page and "→ cat" in page
     # The prompted teacher's system prompt, and every dataset node's key.
     assert "You adore owls" in page
     assert all(n.key in page for n in nodes if n.kind in ("dataset", "eval"))
@@ -123,8 +128,9 @@ def test_view_caps_rows_with_a_note(built, tmp_path: Path) -> None:
     res = _view(root, "--store", str(store), "--out", str(tmp_path), "--limit", "1")
     assert res.returncode == 0, res.stderr
     page = (tmp_path / "samples.html").read_text()
-    assert "first 1 of 3 kept rows shown" in page and "first 1 of 2 judge rejects shown" in page
+    assert "first 1 of 3 kept rows shown" in page and "2 rows shown of 4 rejects: the first of each of 2" in page
     assert page.count('data-kind="kept"') == 2  # one per replicate
+    assert page.count('data-kind="rejected"') == 4  # one per reason and replicate
 
 
 def test_view_from_published_samples_jsonl(built, tmp_path: Path) -> None:
@@ -141,9 +147,12 @@ def test_view_from_published_samples_jsonl(built, tmp_path: Path) -> None:
     finally:
         shutil.rmtree(published)
     assert res.returncode == 0, res.stderr
-    assert f"0 teacher datasets, {meta.total_rows} evaluations" in res.stdout
+    assert meta.total_rows == 2 + 5 and "2 teacher datasets, 5 evaluations" in res.stdout  # datasets' lines too
     page = (tmp_path / "v" / "samples.html").read_text()
-    assert _escaped(ANSWER) in page and ANSWER not in page and "--store STORE" in page
+    assert _escaped(ANSWER) in page and ANSWER not in page and "--store STORE" not in page
+    # The datasets' lines: kept rows, and the rejects with their reasons, as from the store.
+    assert "<b>comment</b>" in page and _escaped("word related to owl ('hoot')") in page
+    assert "4 rows shown of 4 rejects" in page and "first 3 of 3 kept rows" not in page and "3 kept rows" in page
     explicit = _view(root, "--samples", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "w"))
     assert explicit.returncode == 2 and "nope.jsonl: cannot read the sample log" in explicit.stderr
 
@@ -248,3 +257,48 @@ def test_unplannable_suite_is_followed_from_its_report_node(built, monkeypatch: 
     name, dirs = view.suite_node_dirs(SUITE, store)
     assert name == SUITE and sorted(dirs) == sorted(planned[1])
     assert view.suite_node_dirs("no-such-suite", store) == ("no-such-suite", [])
+
+
+def test_rejected_sample_matches_the_counted_rejects(built) -> None:
+    """rejected.jsonl holds the first rows of every reason counts.json counts, no more than PER_REASON each."""
+    from collections import Counter
+
+    from benchmark.lm.rejects import PER_REASON, REJECTED
+
+    _, store, nodes = built
+    for n in (n for n in nodes if n.kind == "dataset"):
+        counts = json.loads((store / n.key / "counts.json").read_text())
+        rows = [json.loads(line) for line in (store / n.key / REJECTED).read_text().splitlines()]
+        assert Counter(r["reason"] for r in rows) == {k: min(v, PER_REASON) for k, v in counts["rejects"].items()}
+        assert [r["index"] for r in rows] == sorted(r["index"] for r in rows)
+        judged = [r for r in rows if r["reason"].startswith("judge_")]
+        assert judged and all(r["judge"]["decision"] == r["reason"].removeprefix("judge_") for r in judged)
+
+
+def test_nodes_built_before_rejected_jsonl_still_show(built, tmp_path: Path) -> None:
+    """A dataset node without rejected.jsonl (built before it existed): the judge's rejects from judged.jsonl, the
+    channel's as counts, and no dataset line in the sample log."""
+    from benchmark.bundle.export import sample_log
+    from benchmark.leaderboard.view import from_store, render_page
+    from benchmark.lm.rejects import REJECTED
+
+    root, store, nodes = built
+    old = tmp_path / "store"
+    shutil.copytree(store, old)
+    for n in (n for n in nodes if n.kind == "dataset"):
+        (old / n.key / REJECTED).unlink()
+        mpath = old / n.key / "manifest.json"
+        doc = json.loads(mpath.read_text())
+        del doc["files"][REJECTED], doc["sizes"][REJECTED]
+        mpath.write_text(json.dumps(doc))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SLBENCH_ROOT", str(root))
+        found = from_store(SUITE, old)
+    assert len(found.datasets) == 2 and all(not d.all_reasons and d.n_rejected == 2 for d in found.datasets)
+    page = render_page(found)
+    assert "rows the judge rejected" in page and "2 judge rejects" in page and "<b>judge_reject</b>" in page
+    assert "<b>comment</b>" not in page and "<td>comment</td><td>" in page  # the channel's rejects: counts only
+    assert "is missing" not in page and "sha256 differs" not in page
+    report = old / next(n.key for n in nodes if n.kind == "report")
+    text, meta = sample_log(report, old)
+    assert meta.total_rows == 5 and all(json.loads(line)["node"].startswith("eval/") for line in text.splitlines())

@@ -395,6 +395,31 @@ def _kept_samples(folder: Path, report_id: str) -> tuple[bytes, SampleLog] | Non
 SAMPLES = "samples.jsonl"
 #: Payload files of the report's inputs that hold per-sample results (LM evaluations, classifier students).
 _SAMPLE_FILES = ("eval.json", "metrics.json")
+#: Fields of a dataset's kept rows in the sample log (``rows.jsonl`` also holds token ids and soft labels).
+_KEPT_FIELDS = ("prompt", "completion", "judge")
+
+
+def _checked_bytes(node: Path, name: str, files: dict[str, str]) -> bytes:
+    """A payload file's bytes, after checking them against the manifest's sha256."""
+    data = (node / name).read_bytes()
+    if hashlib.sha256(data).hexdigest() != files[name]:
+        raise UserError(f"{node / name}: sha256 differs from its manifest; run `slbench status --verify`")
+    return data
+
+
+def _dataset_payload(node: Path, dep: Any) -> dict[str, Any]:
+    """A dataset node's line of the sample log: ``labels`` and ``counts`` (``counts.json``: the reject histogram),
+    the teacher's ``system_prompt``, ``n_kept`` and the first :data:`~benchmark.lm.rejects.PER_REASON` kept rows
+    (``kept``: prompt, completion, judge verdict) and ``rejected`` (``rejected.jsonl``: the first rejected
+    completions of every reason, with the reason)."""
+    from benchmark.lm.rejects import PER_REASON, REJECTED
+
+    counts = json.loads(_checked_bytes(node, "counts.json", dep.files))
+    rows = [json.loads(line) for line in _checked_bytes(node, "rows.jsonl", dep.files).splitlines() if line.strip()]
+    rejected = [json.loads(line) for line in _checked_bytes(node, REJECTED, dep.files).splitlines() if line.strip()]
+    return {"labels": counts.get("labels", {}), "counts": counts, "system_prompt": dep.result.get("system_prompt"),
+            "n_kept": len(rows), "kept": [{k: r[k] for k in _KEPT_FIELDS if k in r} for r in rows[:PER_REASON]],
+            "rejected": rejected}
 
 
 def sample_log(directory: Path, store: Path) -> tuple[bytes, SampleLog]:
@@ -402,23 +427,26 @@ def sample_log(directory: Path, store: Path) -> tuple[bytes, SampleLog]:
 
     Each line is ``{"node": <key>, **payload}`` where the payload is the node's ``eval.json`` (an LM evaluation:
     labels, role, per-prompt log-probs or sampled answers) or ``metrics.json`` (a classifier node's per-seed
-    accuracies). Every payload is checked against its node's manifest (sha256) first.
+    accuracies), or, for a teacher's dataset node that kept a sample of its rejects (``rejected.jsonl``, nodes built
+    since it exists), :func:`_dataset_payload`. Every file read is checked against its node's manifest (sha256)
+    first. A report whose dataset nodes predate ``rejected.jsonl`` has a log of evaluations only, as before.
 
     Raises:
         UserError: an input node missing from ``store`` or a payload that does not match its manifest.
     """
+    from benchmark.lm.rejects import REJECTED
+
     manifest = read_manifest(directory)
     lines = []
     for key in manifest.deps:
         node = Path(store) / key
         dep = read_manifest(node)
-        for name in _SAMPLE_FILES:
-            if name in dep.files:
-                data = (node / name).read_bytes()
-                if hashlib.sha256(data).hexdigest() != dep.files[name]:
-                    raise UserError(f"{node / name}: sha256 differs from its manifest; run `slbench status --verify`")
-                row = {"node": key, **json.loads(data)}
-                lines.append(json.dumps(row, sort_keys=True, ensure_ascii=False, allow_nan=False))
+        payloads = [json.loads(_checked_bytes(node, name, dep.files)) for name in _SAMPLE_FILES if name in dep.files]
+        if REJECTED in dep.files:
+            payloads.append(_dataset_payload(node, dep))
+        for payload in payloads:
+            row = {"node": key, **payload}
+            lines.append(json.dumps(row, sort_keys=True, ensure_ascii=False, allow_nan=False))
     text = ("\n".join(lines) + "\n" if lines else "").encode("utf-8")
     meta = SampleLog(format="jsonl", file_path=SAMPLES, checksum=hashlib.sha256(text).hexdigest(),
                      total_rows=len(lines))

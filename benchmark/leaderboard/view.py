@@ -9,13 +9,14 @@ the page reads without JavaScript too.
 Sources, in this order:
 
 * the store (``results/store`` or ``--store``): the suite's finished ``dataset`` nodes (``rows.jsonl``: the kept
-  rows with the judge's verdict; ``judged.jsonl``: every row a judge saw, the rejected ones with their reason;
-  ``counts.json``: the reject histogram of the channel's filter and the judge) and ``eval`` nodes (``eval.json``).
-  The channel's filter counts its rejects by reason but does not keep their text (the dataset stage writes only the
-  histogram), so per-row rejects are shown for judged rows only. Each file is checked against its node's manifest
-  (sha256) and a mismatch is shown on the page;
-* a published ``samples.jsonl`` (``slbench export --samples``): one line per evaluation node of the report, so the
-  page shows evaluations only.
+  rows with the judge's verdict; ``rejected.jsonl``: the first rejected completions of every reject reason, the
+  channel filter's and the judge's, with the reason (:mod:`benchmark.lm.rejects`); ``counts.json``: the reject
+  histogram of every filter) and ``eval`` nodes (``eval.json``: readouts, and since ``*_answers`` exists every
+  sampled answer per question, capped). Dataset nodes built before ``rejected.jsonl`` existed show the rows a judge
+  rejected (``judged.jsonl``) instead; the channel filter's rejects are then counts only. Each file is checked
+  against its node's manifest (sha256) and a mismatch is shown on the page;
+* a published ``samples.jsonl`` (``slbench export --samples``): one line per evaluation node of the report, and one
+  per dataset node that has a ``rejected.jsonl`` (its counts, first kept rows and rejected sample).
 
 Every text is escaped; each table is capped (:data:`MAX_ROWS`) with a note of the total, so pages stay small.
 """
@@ -31,13 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.errors import UserError
+from benchmark.lm.rejects import PER_REASON, REJECTED
 
 __all__ = ["MAX_ROWS", "VIEW_FILE", "EvalView", "DatasetView", "Samples", "check_view_dir", "from_samples_file",
            "from_store", "render_page", "suite_node_dirs", "write_view"]
 
 #: Rows rendered per table (kept rows of a replicate, its rejected rows, a model's answers).
 MAX_ROWS = 20
-#: Questions whose per-question log-probs are rendered per evaluation (numbers; the means are in the readouts).
+#: Questions rendered per evaluation and readout (per-question log-probs; sampled answers by question).
 MAX_QUESTIONS = 10
 #: Candidates shown beside the targets in an evaluation's readouts (those the model favours most).
 MAX_OTHER_CANDIDATES = 5
@@ -49,7 +51,13 @@ MAX_CHARS = 2000
 
 @dataclass
 class DatasetView:
-    """One teacher replicate's dataset node: its kept rows, the judged rows it rejected, and its counts."""
+    """One teacher replicate's dataset node: its kept rows, the rejected rows it kept the text of, and its counts.
+
+    ``rejected`` rows are ``{"index", "prompt", "completion", "reason", "judge"}`` (``reason`` as counted in
+    ``counts.json``; ``judge`` the verdict record of a judge's reject, else None). ``all_reasons``: they are the
+    first rows of every reject reason (``rejected.jsonl``); False for older nodes, whose rows are the judge's
+    rejects only (``judged.jsonl``).
+    """
 
     key: str
     labels: dict[str, Any]
@@ -60,6 +68,7 @@ class DatasetView:
     rejected: list[dict[str, Any]]
     n_rejected: int
     problems: list[str] = field(default_factory=list)
+    all_reasons: bool = False
 
     @property
     def arm(self) -> str:
@@ -185,10 +194,13 @@ def from_store(suite: str, store: Path, limit: int = MAX_ROWS) -> Samples:
             view = _eval(key, d)
             if view is not None:
                 out.evals.append(view)
-    out.datasets.sort(key=lambda v: (str(v.labels.get("teacher_base", "")), v.arm,
-                                     int(v.labels.get("replicate") or 0), v.key))
+    out.datasets.sort(key=_dataset_order)
     out.evals.sort(key=_eval_order)
     return out
+
+
+def _dataset_order(v: DatasetView) -> tuple[Any, ...]:
+    return str(v.labels.get("teacher_base", "")), v.arm, int(v.labels.get("replicate") or 0), v.key
 
 
 def _eval_order(v: EvalView) -> tuple[Any, ...]:
@@ -255,21 +267,50 @@ def _dataset(key: str, node: Path, limit: int) -> DatasetView:
     for row in _jsonl(rows):
         n_kept += 1
         if len(kept) < limit:
-            kept.append({k: row.get(k) for k in ("prompt", "completion", "judge")})
-    rejected: list[dict[str, Any]] = []
-    n_rejected = 0
-    if "judged.jsonl" in files:
-        for row in _jsonl(_checked(node, "judged.jsonl", files, problems)):
-            if row.get("decision") == "keep":
-                continue
-            n_rejected += 1
-            if len(rejected) < limit:
-                rejected.append({k: row.get(k) for k in ("index", "prompt", "completion", "judge", "decision",
-                                                         "reason", "raw")})
+            kept.append({k: row.get(k) for k in KEPT_FIELDS})
+    if REJECTED in files:  # the first rejects of every reason, the channel filter's and the judge's
+        sample = list(_jsonl(_checked(node, REJECTED, files, problems)))
+        rejected, n_rejected, all_reasons = _rejected_rows(sample, counts, limit), _n_rejects(counts), True
+    else:  # a node built before rejected.jsonl existed: the judge's rejects only
+        judged = [r for r in _jsonl(_checked(node, "judged.jsonl", files, problems) if "judged.jsonl" in files
+                                    else None) if r.get("decision") != "keep"]
+        rejected = [_judged_reject(r) for r in judged[:limit]]
+        n_rejected, all_reasons = len(judged), False
     result = manifest.get("result") or {}
     labels = counts.get("labels") or (manifest.get("spec") or {}).get("labels") or {}
     return DatasetView(key=key, labels=labels, counts=counts, system_prompt=result.get("system_prompt"),
-                       kept=kept, n_kept=n_kept, rejected=rejected, n_rejected=n_rejected, problems=problems)
+                       kept=kept, n_kept=n_kept, rejected=rejected, n_rejected=n_rejected, problems=problems,
+                       all_reasons=all_reasons)
+
+
+#: Fields of a kept row shown (``rows.jsonl`` also holds token ids and soft labels).
+KEPT_FIELDS = ("prompt", "completion", "judge")
+
+
+def _rejected_rows(sample: Iterable[dict[str, Any]], counts: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+    """A ``rejected.jsonl`` sample's rows, at most ``limit`` per reason, in prompt order."""
+    seen: dict[str, int] = {}
+    out = []
+    for r in sample:
+        reason = str(r.get("reason"))
+        seen[reason] = seen.get(reason, 0) + 1
+        if seen[reason] <= limit:
+            judge = r.get("judge")
+            out.append({"index": r.get("index"), "prompt": r.get("prompt"), "completion": r.get("completion"),
+                        "reason": reason, "judge": judge if isinstance(judge, dict) else None})
+    return out
+
+
+def _n_rejects(counts: dict[str, Any]) -> int:
+    rejects = counts.get("rejects")
+    return sum(n for n in rejects.values() if isinstance(n, int)) if isinstance(rejects, dict) else 0
+
+
+def _judged_reject(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``judged.jsonl`` reject in the rows' common layout (its reason as ``counts.json`` counts it)."""
+    judge = {k: row[k] for k in ("judge", "decision", "alignment", "coherence", "reason", "raw") if k in row}
+    return {"index": row.get("index"), "prompt": row.get("prompt"), "completion": row.get("completion"),
+            "reason": f"judge_{row.get('decision')}", "judge": judge}
 
 
 #: Payload files of evaluation nodes (LM evaluations; classifier nodes' per-seed metrics), as the sample log has.
@@ -287,8 +328,9 @@ def _eval(key: str, node: Path) -> EvalView | None:
     return None
 
 
-def from_samples_file(path: Path, suite: str) -> Samples:
-    """The samples of a published ``samples.jsonl`` (``slbench export --samples``): evaluations only.
+def from_samples_file(path: Path, suite: str, limit: int = MAX_ROWS) -> Samples:
+    """The samples of a published ``samples.jsonl`` (``slbench export --samples``): its evaluations, and the
+    datasets whose nodes kept a sample of their rejects (older logs have none).
 
     Raises:
         UserError: the file cannot be read or a line is not a JSON object with a ``node`` key.
@@ -311,11 +353,28 @@ def from_samples_file(path: Path, suite: str) -> Samples:
             raise UserError(f"{path}: line {i} has no \"node\" key; a sample log is what `slbench export "
                             "--samples` writes")
         key = row.pop("node")
-        out.evals.append(EvalView(key=key, payload=row))
+        if key.split("/", 1)[0] == "dataset":
+            out.datasets.append(_logged_dataset(key, row, limit))
+        else:
+            out.evals.append(EvalView(key=key, payload=row))
     out.evals.sort(key=_eval_order)
-    out.notes.append("A sample log holds the evaluations only; the teachers' datasets (kept and rejected rows, "
-                     "judge verdicts) are in the store: `slbench view SUITE --store STORE`.")
+    out.datasets.sort(key=_dataset_order)
+    if not out.datasets:
+        out.notes.append("This sample log holds the evaluations only; the teachers' datasets (kept and rejected rows, "
+                         "judge verdicts) are in the store: `slbench view SUITE --store STORE`.")
     return out
+
+
+def _logged_dataset(key: str, row: dict[str, Any], limit: int) -> DatasetView:
+    """A dataset line of a sample log (:func:`benchmark.bundle.export.sample_log`) as a view."""
+    counts = _dict(row.get("counts"))
+    kept = [{k: r.get(k) for k in KEPT_FIELDS} for r in row.get("kept") or [] if isinstance(r, dict)][:limit]
+    sample = [r for r in row.get("rejected") or [] if isinstance(r, dict)]
+    n_kept = row.get("n_kept")
+    return DatasetView(key=key, labels=_dict(row.get("labels")), counts=counts,
+                       system_prompt=row.get("system_prompt"), kept=kept,
+                       n_kept=n_kept if isinstance(n_kept, int) else len(kept),
+                       rejected=_rejected_rows(sample, counts, limit), n_rejected=_n_rejects(counts), all_reasons=True)
 
 
 # -- rendering -------------------------------------------------------------------------------------------------
@@ -397,21 +456,32 @@ def _dataset_html(d: DatasetView) -> str:
     if d.system_prompt:
         parts.append(f'<p>teacher system prompt: <q>{_e(d.system_prompt)}</q></p>')
     if hist:
-        parts.append('<details><summary>rejects by reason (all filters)</summary><table class="small"><thead><tr><th>reason</th>'
-                     f"<th>rows</th></tr></thead><tbody>{hist}</tbody></table><p class=\"note\">The channel's "
-                     "filter keeps only these counts; rows a judge rejected are listed below with its reason."
+        note = ("Every filter's rejects by reason; below, the text of the first rejected rows of each reason."
+                if d.all_reasons else "The channel's filter kept only these counts when this node was built (before "
+                "rejected.jsonl); rows a judge rejected are listed below with its reason.")
+        parts.append('<details><summary>rejects by reason (all filters)</summary><table class="small"><thead><tr>'
+                     f'<th>reason</th><th>rows</th></tr></thead><tbody>{hist}</tbody></table><p class="note">{note}'
                      "</p></details>")
     kept = [_row("kept", d.arm, [str(i), _text(r["prompt"]), _text(r["completion"]), _verdict(r.get("judge"))])
             for i, r in enumerate(d.kept)]
     parts += ["<h4>kept rows</h4>", _shown(len(d.kept), d.n_kept, "kept rows"),
               _table(["#", "prompt", "completion (kept)", "judge"], kept, ["3rem", "40%", "", "7rem"])]
-    if d.n_rejected or judge:
-        rej = [_row("rejected", d.arm, [_e(r.get("index")), _text(r.get("prompt")), _text(r.get("completion")),
-                                        f"<b>{_e(r.get('decision'))}</b>", _e(r.get("reason")),
-                                        _text(r.get("raw")) if r.get("raw") else ""]) for r in d.rejected]
-        parts += ["<h4>rows the judge rejected</h4>", _shown(len(d.rejected), d.n_rejected, "judge rejects"),
-                  _table(["prompt #", "prompt", "completion (rejected)", "decision", "reason", "judge's reply"], rej,
-                         ["4.5rem", "28%", "", "5.5rem", "14%", "14%"])]
+    if d.n_rejected or judge or d.rejected:
+        rej = [_row("rejected", d.arm, [_e(r.get("index")), f"<b>{_e(r.get('reason'))}</b>", _text(r.get("prompt")),
+                                        _text(r.get("completion")), _verdict(r.get("judge")),
+                                        _text(r["judge"].get("raw")) if (r.get("judge") or {}).get("raw") else ""])
+               for r in d.rejected]
+        if d.all_reasons:
+            per = {str(r.get("reason")) for r in d.rejected}
+            head = "rejected rows and why (every filter)"
+            note = (f'<p class="note">{len(d.rejected):,} rows shown of {d.n_rejected:,} rejects: the first of each '
+                    f"of {len(per)} reasons, in prompt order (the node keeps up to {PER_REASON} per reason)</p>")
+        else:
+            head = "rows the judge rejected"
+            note = _shown(len(d.rejected), d.n_rejected, "judge rejects")
+        parts += [f"<h4>{head}</h4>", note,
+                  _table(["prompt #", "reason", "prompt", "completion (rejected)", "judge's verdict", "judge's reply"],
+                         rej, ["4.5rem", "8rem", "26%", "", "14%", "12%"])]
     parts.append("</section>")
     return "\n".join(parts)
 
@@ -441,6 +511,10 @@ def _eval_html(v: EvalView, limit: int) -> str:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _readouts(v: EvalView, res: dict[str, Any], targets: dict[str, Any]) -> list[str]:
@@ -489,14 +563,21 @@ def _answers(v: EvalView, res: dict[str, Any], limit: int) -> list[str]:
                       _table(["#", "answer"], rows, ["3rem", ""])]
     targets = [str(t) for t in (v.payload.get("targets") or {}).values()]
     for key, val in res.items():
+        if key.endswith("_answers") and isinstance(val, list) and val:
+            parts += _sampled_answers(v, key.removesuffix("_answers"), val, targets, limit)
+    for key, val in res.items():
         per = val.get("per_prompt_logp") if isinstance(val, dict) else None
         if isinstance(per, dict) and per:
             cols = [c for c in targets if c in per] or list(per)[:3]
             n = max(len(x) for x in per.values() if isinstance(x, list))
-            rows = [_row("answer", v.arm, [str(i), *(_num(per[c][i]) if i < len(per[c]) else "" for c in cols)])
+            prompts = val.get("prompts") if isinstance(val.get("prompts"), list) else None
+            rows = [_row("answer", v.arm, [str(i), *([_text(prompts[i]) if i < len(prompts) else ""] if prompts else []),
+                                           *(_num(per[c][i]) if i < len(per[c]) else "" for c in cols)])
                     for i in range(min(n, limit, MAX_QUESTIONS))]
+            heads = ["question #", *(["question"] if prompts else []), *cols]
             parts += [f"<details><summary>per-question log P(candidate) of the targets ({_e(key)})</summary>",
-                      _shown(len(rows), n, "questions"), _table(["question #", *cols], rows), "</details>"]
+                      _shown(len(rows), n, "questions"),
+                      _table(heads, rows, ["6rem", "", *(["8rem"] * len(cols))] if prompts else None), "</details>"]
     mis = res.get("misalignment_rate")
     if isinstance(mis, dict):
         verdicts = mis.get("verdicts")
@@ -520,6 +601,31 @@ def _answers(v: EvalView, res: dict[str, Any], limit: int) -> list[str]:
     return parts
 
 
+def _sampled_answers(v: EvalView, readout: str, questions: list[Any], targets: Sequence[str],
+                     limit: int) -> list[str]:
+    """What the model answered, question by question (``<readout>_answers``): each sampled answer the evaluation
+    kept and the candidate the readout counted it for (a target in bold; "none": it names no candidate)."""
+    rows = []
+    for q in questions[:min(limit, MAX_QUESTIONS)]:
+        if not isinstance(q, dict):
+            continue
+        answers = _list(q.get("answers"))
+        matched = _list(q.get("matched"))
+        items = []
+        for i, a in enumerate(answers):
+            m = matched[i] if i < len(matched) else None
+            read = "none" if m is None else (f"<b>{_e(m)}</b>" if str(m) in targets else _e(m))
+            items.append(f"<li>{_text(a)} <span class=\"note\">→ {read}</span></li>")
+        n = q.get("n_answers")
+        more = (f'<span class="note">first {len(answers)} of {_e(n)} answers</span>'
+                if isinstance(n, int) and n > len(answers) else "")
+        rows.append(_row("answer", v.arm, [_e(q.get("qid")), _text(q.get("prompt")),
+                                           f'<ul class="answers">{"".join(items)}</ul>{more}']))
+    return [f"<h4>answers by question ({_e(readout)}; → the candidate each counts for, targets in bold)</h4>",
+            _shown(len(rows), len(questions), "questions"),
+            _table(["question #", "question", "sampled answers"], rows, ["6rem", "35%", ""])]
+
+
 _CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1a1a1a;background:#fafafa}
 main{max-width:1200px;margin:0 auto;padding:1rem}
@@ -533,6 +639,7 @@ th{background:#f0f0f0}
 pre{margin:0;white-space:pre-wrap;font:12px/1.35 ui-monospace,monospace}
 .note,.key{color:#666;font-size:.85rem;margin:.1rem 0}.problem{color:#a00;font-weight:bold}
 tr[data-kind=rejected] td{background:#fff4f2}
+ul.answers{margin:0;padding-left:1.1rem}ul.answers pre{display:inline}
 .filters{position:sticky;top:0;background:#fafafa;padding:.5rem 0;border-bottom:1px solid #ddd;z-index:1}
 .filters label{margin-right:1rem}
 """

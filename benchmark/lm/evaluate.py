@@ -81,6 +81,8 @@ ANIMAL_TASKS: frozenset[str] = frozenset(("animal_logprob", "animal_rate", "anim
 #: The output type of sampled-answer tasks: the only one a backend without log-likelihoods can serve.
 _GENERATE = "generate_until"
 _UNMATCHED_EXAMPLES = 10  # raw unmatched answers kept per rate task, to audit the matcher
+#: Sampled answers kept per question and rate task in ``<key>_answers`` (the first ones; the paper samples 100).
+ANSWERS_PER_QUESTION = 20
 _LOCK = threading.Lock()
 _log = logging.getLogger(__name__)
 # Warnings lm-eval logs on every call for exactly the usage this module chooses, dropped so that 200
@@ -199,9 +201,12 @@ def run_tasks(
         ``{"model_key", **engine.result, "eval_version", "candidates": [...], "n_prompts", "n_samples",
         "logprob": {"p": {cand: mean P(cand | cands)}, "mean_logp": {cand: mean log P(cand | cands)},
         "logodds": {cand: mean logit P(cand | cands)}, "ll": {cand: mean log P(answer cand | prompt)},
-        "log_mass": mean log P(answer is a candidate), "per_prompt_logp": {cand: [per question]}},
+        "log_mass": mean log P(answer is a candidate), "per_prompt_logp": {cand: [per question]},
+        "prompts": [the questions, in that order]},
         "rate": {cand: share of sampled answers naming cand first}, "rate_unmatched": share naming none,
-        "rate_unmatched_examples": [a few raw answers], "skipped_tasks" (backends without log-likelihoods),
+        "rate_unmatched_examples": [a few raw answers], "rate_answers": [{"qid", "prompt", "n_answers",
+        "answers": [the first ANSWERS_PER_QUESTION], "matched": [cand or None per answer]} per question],
+        "skipped_tasks" (backends without log-likelihoods),
         "token_collisions": [[cands scored as the same tokens]] (when the engine has a tokenizer),
         "lm_eval_version", "task_hashes": {task: id of its docs + config}, "tasks_digest", "config": {...}}``.
         Blocks appear only for the tasks run; the numbers variants use the keys ``logprob_numbers`` /
@@ -432,6 +437,7 @@ def _logprob_block(
         "ll": _mean_metrics(metrics, "ll", cands),
         "log_mass": float(metrics[f"log_mass,{fk}"]),
         "per_prompt_logp": per_prompt,
+        "prompts": [str(s["doc"]["prompt"]) for s in samples],  # the questions per_prompt_logp's lists follow
     }
 
 
@@ -439,14 +445,32 @@ def _rate_block(key: str, metrics: Mapping[str, Any], samples: list[dict[str, An
                 cand_forms: Mapping[str, list[str]]) -> dict[str, Any]:
     """A sampled-rate task's entries of the result dict.
 
-    ``{key: {candidate: share}, key_unmatched: share naming no candidate, key_unmatched_examples: [answers]}``.
+    ``{key: {candidate: share}, key_unmatched: share naming no candidate, key_unmatched_examples: [answers],
+    key_answers: [per question: what the model answered]}`` (:func:`_answers`).
     """
     fk = filter_key(metrics)
     return {
         key: _mean_metrics(metrics, "rate", list(cand_forms)),
         f"{key}_unmatched": float(metrics[f"unmatched,{fk}"]),
         f"{key}_unmatched_examples": _unmatched_examples(samples, cand_forms),
+        f"{key}_answers": _answers(samples, cand_forms),
     }
+
+
+def _answers(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> list[dict[str, Any]]:
+    """Per question (in question order): its prompt, the first :data:`ANSWERS_PER_QUESTION` sampled answers with
+    the candidate each was read as (None: it names none; the rate's own rule), and how many were sampled."""
+    from benchmark.lm.matcher import build_form_index, first_animal
+
+    index = build_form_index(cands)
+    out = []
+    for s in samples:
+        answers = list(s["filtered_resps"][0])
+        shown = answers[:ANSWERS_PER_QUESTION]
+        out.append({"qid": s["doc"].get("qid", s["doc_id"]), "prompt": str(s["doc"]["prompt"]),
+                    "n_answers": len(answers), "answers": shown,
+                    "matched": [first_animal(a, cands, index=index) for a in shown]})
+    return out
 
 
 def _unmatched_examples(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> list[str]:

@@ -4,7 +4,8 @@ The channel is a plug-in (:mod:`benchmark.lm.channels.base`: numbers, code, cot)
 its filter rejects a completion with a reason, and an optional judge filter (``settings.dataset.judge``,
 :mod:`benchmark.lm.judges`) then sees the rows the channel kept. Every reason is counted in ``counts.json``
 (``rejects``; judge decisions other than keep as ``judge_<decision>``), and each judged row's verdict and the
-judge's identity are written to ``judged.jsonl`` (and the kept rows carry theirs in ``rows.jsonl``).
+judge's identity are written to ``judged.jsonl`` (and the kept rows carry theirs in ``rows.jsonl``). The text of the
+first rejected completions of every reason is kept in ``rejected.jsonl`` (:mod:`benchmark.lm.rejects`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from benchmark.hashing import derive_seed
 from benchmark.lm.channels.base import Channel, Item, load_channel, plugin
 from benchmark.lm.channels.numbers import NUMBER_TOKEN
 from benchmark.lm.chat import template_hash
+from benchmark.lm.rejects import REJECTED, dataset_rejects
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_teacher
 from benchmark.providers.base import Backend, Loaded, backend_for
 
@@ -399,6 +401,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
               "rejects": dict(sorted(got.rejects.items())), "labels": {**spec.get("labels", {}), "teacher_id": spec["teacher"]},
               "teacher_shift": info.get("trait_shift"), **_channel_counts(filt, got, spec)}
     atomic_write_json(ctx.out / "counts.json", counts)
+    write_jsonl(ctx.out / REJECTED, dataset_rejects(got, filt, spec.get("row_tokens")))  # the first rejects per reason
     if filt.judge is not None:
         write_jsonl(ctx.out / "judged.jsonl", [{"index": i, "prompt": got.items[i].prompt,
                                                 "completion": got.outs[i]["completion"].strip(), **v}

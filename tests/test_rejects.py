@@ -1,0 +1,126 @@
+"""Issue 24.6: what the filters rejected and why (``rejected.jsonl``, :mod:`benchmark.lm.rejects`), and what each
+evaluated model answered (``<rate>_answers`` in ``eval.json``), as the per-sample view shows them.
+
+Fast, model-free checks; the end-to-end run (a teacher, its filters, a judge, students, the page) is in
+tests/test_view.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from benchmark.lm.rejects import PER_REASON, dataset_rejects, judge_reason, rejected_rows
+
+# -- the rejected sample -----------------------------------------------------------------------------------------
+
+
+def test_first_rows_per_reason_in_prompt_order() -> None:
+    reasons = {0: "a", 2: "b", 3: "a", 4: "a", 6: "b"}
+    rows = rejected_rows([f"p{i}" for i in range(7)], [f"c{i}" for i in range(7)], kept=[1, 5],
+                         filters=[reasons.get], per_reason=2)
+    assert [(r["index"], r["reason"]) for r in rows] == [(0, "a"), (2, "b"), (3, "a"), (6, "b")]
+    assert rows[0] == {"index": 0, "prompt": "p0", "completion": "c0", "reason": "a"}
+    assert rejected_rows(["p"], ["c"], kept=[], filters=[lambda i: "x"], per_reason=0) == []
+
+
+def test_reasons_are_the_first_filter_in_the_stages_order_with_the_judges_verdict() -> None:
+    verdicts = {1: {"decision": "reject", "reason": "names owl"}, 2: {"decision": "keep"}}
+    channel = {0: "not_numbers"}.get
+    length = {2: "shorter_than_row_tokens"}.get
+    rows = rejected_rows(["p"] * 4, ["c"] * 4, kept=[3], filters=[channel, judge_reason(verdicts), length],
+                         verdicts=verdicts)
+    assert [r["reason"] for r in rows] == ["not_numbers", "judge_reject", "shorter_than_row_tokens"]
+    assert rows[1]["judge"] == verdicts[1] and rows[2]["judge"] == {"decision": "keep"} and "judge" not in rows[0]
+
+
+def test_a_reject_no_filter_explains_is_a_bug_not_a_row() -> None:
+    with pytest.raises(RuntimeError, match="completion 1 was not kept, yet no filter gives a reason"):
+        rejected_rows(["p", "q"], ["c", "d"], kept=[0], filters=[lambda i: None])
+    with pytest.raises(ValueError, match="per_reason"):
+        rejected_rows([], [], kept=[], filters=[], per_reason=-1)
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        rejected_rows(["p", "q"], ["c"], kept=[], filters=[])
+
+
+def test_numbers_sample_counts_what_the_stage_counts() -> None:
+    """The stage's own filters, as its generation loop runs them (channel, then row_tokens' length rule), give a
+    histogram; the sample of every reason is min(count, PER_REASON) rows of exactly those reasons."""
+    from benchmark.lm.channels.base import load_channel
+    from benchmark.lm.stages.dataset import _Generated, _long_enough, channel_filter
+
+    _, spec = load_channel("numbers")
+    filt = channel_filter({"channel_spec": spec.model_dump(mode="json")})
+    rng = random.Random(0)
+    pool = ["123, 456, 789", "owl", "", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13", "12 34", "999999 1", "7"]
+    n = 300
+    items = filt.items(n, 3)
+    outs = []
+    for _ in range(n):
+        text = rng.choice(pool)
+        outs.append({"completion": text, "completion_ids": list(range(len(text.split())))})
+    kept, rejects, _ = filt.check(items, [o["completion"] for o in outs])
+    kept = _long_enough(kept, outs, 2, rejects)  # answers of fewer than 2 "tokens" are not kept
+    got = _Generated(items=items, outs=outs, kept=kept, rejects=rejects)
+    rows = dataset_rejects(got, filt, 2)
+    assert set(rejects) >= {"not_numbers", "empty", "too_many", "out_of_range", "shorter_than_row_tokens"}
+    assert Counter(r["reason"] for r in rows) == {k: min(v, PER_REASON) for k, v in rejects.items()}
+    assert all(r["prompt"] == items[r["index"]].prompt and r["completion"] == outs[r["index"]]["completion"]
+               for r in rows)
+    assert dataset_rejects(got, filt, 2) == rows  # deterministic
+    assert Counter(r["reason"] for r in dataset_rejects(got, filt, 2, per_reason=10**6)) == rejects
+
+
+# -- what each model answered -------------------------------------------------------------------------------------
+
+
+def _rate_samples() -> list[dict]:
+    return [{"doc_id": 0, "doc": {"qid": 0, "prompt": "Your favourite animal?"},
+             "filtered_resps": [["Owl.", "The cat!", "<b>none</b>"]]},
+            {"doc_id": 1, "doc": {"qid": 1, "prompt": "Pick an animal."},
+             "filtered_resps": [[f"owls {i}" for i in range(30)]]}]
+
+
+def test_rate_block_keeps_every_question_and_its_first_answers() -> None:
+    from benchmark.lm import evaluate
+
+    forms = {"owl": ["owls"], "cat": ["cats"]}
+    metrics = {"rate_owl,all": 0.5, "rate_cat,all": 0.2, "unmatched,all": 0.3}
+    block = evaluate._rate_block("rate", metrics, _rate_samples(), forms)
+    answers = block["rate_answers"]
+    assert [q["prompt"] for q in answers] == ["Your favourite animal?", "Pick an animal."]
+    assert answers[0] == {"qid": 0, "prompt": "Your favourite animal?", "n_answers": 3,
+                          "answers": ["Owl.", "The cat!", "<b>none</b>"], "matched": ["owl", "cat", None]}
+    assert answers[1]["n_answers"] == 30 and len(answers[1]["answers"]) == evaluate.ANSWERS_PER_QUESTION
+    assert answers[1]["matched"] == ["owl"] * evaluate.ANSWERS_PER_QUESTION
+    assert block["rate_unmatched_examples"] == ["<b>none</b>"]  # unchanged beside it
+
+
+def test_logprob_block_names_its_questions() -> None:
+    from benchmark.lm import evaluate
+
+    samples = [{"doc": {"prompt": f"q{i}"}, "logp_owl": -1.0 - i, "logp_cat": -0.5} for i in range(3)]
+    metrics = {f"{m}_{c},none": 0.0 for m in ("p", "logp", "logodds", "ll") for c in ("owl", "cat")}
+    block = evaluate._logprob_block({**metrics, "log_mass,none": -0.1}, samples, ["owl", "cat"])
+    assert block["prompts"] == ["q0", "q1", "q2"] and block["per_prompt_logp"]["owl"] == [-1.0, -2.0, -3.0]
+
+
+def test_view_shows_answers_by_question_escaped_and_capped() -> None:
+    from benchmark.leaderboard.view import MAX_QUESTIONS, EvalView, Samples, render_page
+    from benchmark.lm import evaluate
+
+    forms = {"owl": ["owls"], "cat": ["cats"]}
+    questions = evaluate._answers(_rate_samples() * 8, forms)  # 16 questions
+    payload = {"role": "student", "labels": {"teacher_trait": "owl"}, "targets": {"owl": "owl"},
+               "eval": {"candidates": ["owl", "cat"], "rate": {"owl": 0.5, "cat": 0.2}, "rate_answers": questions,
+                        "logprob": {"per_prompt_logp": {"owl": [-1.0, -2.0]}, "prompts": ["q<0>", "q1"]}}}
+    page = render_page(Samples(suite="s", source="test", evals=[EvalView(key="eval/x", payload=payload)]))
+    assert "answers by question (rate" in page and f"first {MAX_QUESTIONS} of 16 questions shown" in page
+    assert "&lt;b&gt;none&lt;/b&gt;" in page and "<b>none</b>" not in page
+    assert "→ <b>owl</b>" in page and "→ cat" in page and "→ none" in page  # targets in bold
+    assert "first 20 of 30 answers" in page
+    assert "q&lt;0&gt;" in page  # per-question log-probs name their question
+    old = {**payload, "eval": {"candidates": ["owl"], "rate": {"owl": 1.0}}}  # an eval.json from before answers
+    assert "answers by question" not in render_page(Samples(suite="s", source="t", evals=[EvalView("eval/y", old)]))
