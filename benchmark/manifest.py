@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.errors import UserError
 
-__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "GitInfo", "LockInfo", "Manifest", "read_manifest"]
+__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "CpuInfo", "GitInfo", "LockInfo", "Manifest", "read_manifest"]
 
 #: File name of the manifest inside an artifact directory.
 MANIFEST = "manifest.json"
@@ -49,6 +49,23 @@ class LockInfo(BaseModel):
     #: Pins the environment did not match, as ``"name: lock <v>, installed <v or none>"``; empty when every
     #: package of the lock was installed at its locked version (``make setup``), not empty after an unpinned install.
     differs: list[str] = Field(default_factory=list)
+
+
+class CpuInfo(BaseModel):
+    """The CPU that built an artifact: float results can differ in the last digits between CPU types (torch picks
+    its kernels by instruction set: AVX-512, AVX2, ...), so byte-identity holds on one CPU type (docs/install.md).
+    Recorded, never hashed into a node id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: The CPU's model name (``/proc/cpuinfo``'s ``model name``; ``platform.processor()`` elsewhere); None if unknown.
+    model: str | None
+    #: Which of the instruction-set flags that change float kernels the CPU has (:data:`benchmark.store.CPU_FLAGS`,
+    #: in that order); None where ``/proc/cpuinfo`` is not readable.
+    flags: list[str] | None
+    #: ``torch.backends.cpu.get_cpu_capability()`` (``AVX512``, ``AVX2``, ``DEFAULT``, ...: the kernels torch runs;
+    #: ``ATEN_CPU_CAPABILITY`` can lower it); None when the worker had not loaded torch (a stage computing without it).
+    torch_capability: str | None
 
 
 class Manifest(BaseModel):
@@ -102,6 +119,9 @@ class Manifest(BaseModel):
     #: The checkout's dependency lock and how the environment differed from it; None when the checkout has no lock
     #: (an installed package) and in manifests written before this field existed.
     lock: LockInfo | None = None
+    #: The worker's CPU (model, float-relevant instruction-set flags, torch's kernel level); None in manifests
+    #: written before this field existed.
+    cpu: CpuInfo | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object written to disk (``schema`` under its on-disk name)."""

@@ -34,7 +34,7 @@ from benchmark.files import atomic_write_json, exclusive_lock, sha256_file
 from benchmark.manifest import MANIFEST, MANIFEST_SCHEMA, Manifest, read_manifest
 
 __all__ = ["Store", "MANIFEST", "MANIFEST_SCHEMA", "check_payload",
-           "environment_info", "StageFailed"]
+           "cpu_info", "environment_info", "StageFailed"]
 
 STAGING = ".staging"
 #: Per-kind folder of the node lock files (one builder per node, across processes and runs).
@@ -65,7 +65,8 @@ _ENV_CACHE: dict[str, Any] | None = None
 
 
 def environment_info() -> dict[str, Any]:
-    """git commit + dirty flag, Python and package versions, host. Cached per process."""
+    """git commit + dirty flag, Python and package versions, host, lock, CPU (:func:`cpu_info`). Cached per
+    process."""
     global _ENV_CACHE
     if _ENV_CACHE is None:
         versions = {}
@@ -81,8 +82,52 @@ def environment_info() -> dict[str, Any]:
             "host": socket.gethostname(),
             "versions": versions,
             "lock": lock_info(),
+            "cpu": cpu_info(),
         }
+    if _ENV_CACHE["cpu"]["torch_capability"] is None:  # torch may have been loaded since (by the stage just run)
+        _ENV_CACHE["cpu"]["torch_capability"] = _torch_capability()
     return _ENV_CACHE
+
+
+#: The /proc/cpuinfo flags a manifest records when present: the instruction sets torch's CPU kernels are picked by
+#: (its capability levels are built on them), whose float results differ in the last digits.
+CPU_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512dq", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16")
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The CPU's model name, which of :data:`CPU_FLAGS` it has, and torch's CPU capability (see
+    :class:`benchmark.manifest.CpuInfo`)."""
+    model: str | None = None
+    flags: list[str] | None = None
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = None
+    if text is not None:
+        fields: dict[str, str] = {}
+        for line in text.splitlines():  # the first processor's block is enough: one machine, one CPU type
+            if not line.strip():
+                if fields:
+                    break
+                continue
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        model = fields.get("model name") or None
+        have = set(fields.get("flags", fields.get("Features", "")).split())
+        flags = [f for f in CPU_FLAGS if f in have]
+    return {"model": model or platform.processor() or None, "flags": flags, "torch_capability": _torch_capability()}
+
+
+def _torch_capability() -> str | None:
+    """``torch.backends.cpu.get_cpu_capability()`` when this process has loaded torch (every stage that computes with
+    it has), else None: torch is never imported just to ask (it takes seconds, and would load it into processes
+    that fork workers)."""
+    torch = sys.modules.get("torch")
+    try:
+        return str(torch.backends.cpu.get_cpu_capability()) if torch is not None else None
+    except (AttributeError, RuntimeError):  # a partly imported or very old torch
+        return None
 
 
 def lock_info(repo: Path | None = None, lock: str = LOCK_FILE) -> dict[str, Any] | None:
