@@ -390,6 +390,7 @@ def test_continued_build_resumes_from_committed_prefix(tmp_path: Path) -> None:
 
 def test_build_all_skips_current_and_removes_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from benchmark.zoo import build as zb
+    from benchmark.zoo.weights import write_manifest
 
     (tmp_path / "model_registry").mkdir()
     entries = [
@@ -416,7 +417,7 @@ def test_build_all_skips_current_and_removes_stale(tmp_path: Path, monkeypatch: 
             "animal_answer_rate": 1.0,
             "numbers_valid_rate": 1.0,
         }
-        zb._write_manifest(out_dir, {"schema": zb.BUILD_SCHEMA, "metrics": metrics, "files": {}})
+        write_manifest(out_dir, {"schema": zb.BUILD_SCHEMA, "metrics": metrics, "files": {}})
         return metrics
 
     monkeypatch.setattr(zb, "build_model", fake_build)
