@@ -582,9 +582,10 @@ def models_fetch(
 
 
 @app.command()
-def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait | bundle")]) -> None:
+def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait | bundle | sweep")]) -> None:
     """Print the JSON Schema of a registry family, suite (its settings typed by track) or trait file (for editors that
-    validate YAML), or of a results bundle (schemas/bundle.schema.json)."""
+    validate YAML), of a results bundle (schemas/bundle.schema.json), or of a sweep's summary (sweep.json, with a
+    summary.csv row under $defs.SummaryRow: schemas/sweep.schema.json)."""
     import json
 
     from pydantic import BaseModel
@@ -598,13 +599,18 @@ def schema(what: Annotated[str, typer.Argument(help="registry | suite | trait | 
 
         print(schema_text(), end="")
         return
+    if what == "sweep":
+        from benchmark.bundle import sweep
+
+        print(sweep.schema_text(), end="")
+        return
     if what == "suite":
         from benchmark.tracks import suite_json_schema
 
         print(json.dumps(suite_json_schema(), indent=1))
         return
     if what not in models:
-        raise unknown_name("schema", what, [*models, "suite", "bundle"])
+        raise unknown_name("schema", what, [*models, "suite", "bundle", "sweep"])
     doc = models[what].model_json_schema()
     if what == "registry":  # a family's entries are model specs merged with its defaults
         doc["$defs"] = {**doc.get("$defs", {}), "ModelSpec": ModelSpec.model_json_schema()}
@@ -628,17 +634,22 @@ def tasks() -> None:
 
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help=(
-        "Registry family, trait or suite YAML files, or results bundles (.json, or a published suite's folder "
-        "holding bundle.json).")) ]) -> None:
+        "Registry family, trait or suite YAML files, results bundles (.json, or a published suite's folder "
+        "holding bundle.json), or a sweep's summary (its folder, or its sweep.json).")) ]) -> None:
     """Check files as a submission is checked: a family YAML (model_registry/), a trait or suite YAML, or a results
     bundle (schema, hashes, versions, the statistics recomputed from its replicate rows, controls and placebo
-    readouts). Every problem is one line; any problem exits 2."""
+    readouts), or a sweep's summary (sweep.json and summary.csv against schemas/sweep.schema.json, their levels
+    against each other and against the levels' published manifests). Every problem is one line; any problem exits
+    2."""
     from benchmark.registry import validate_file
 
     failed = False
     for f in files:
         if f.is_dir() and (f / "bundle.json").is_file():  # a published suite's folder: its bundle
             f = f / "bundle.json"
+        elif (f.is_dir() and (f / "sweep.json").is_file()) or f.name == "sweep.json":  # a sweep's summary
+            failed |= _validate_sweep_summary(f if f.is_dir() else f.parent)
+            continue
         elif f.is_dir():
             why = (f"{f}: a suite group's summary (group.json), which has no bundle: validate its parts' folders"
                    if (f / "group.json").is_file() else
@@ -657,6 +668,21 @@ def validate(files: Annotated[list[Path], typer.Argument(help=(
             failed = True
     if failed:
         raise typer.Exit(2)
+
+
+def _validate_sweep_summary(folder: Path) -> bool:
+    """Validate a sweep's summary (schemas/sweep.schema.json), printing its problems or one line; True when it failed."""
+    from benchmark.bundle.sweep import SweepSummary, validate_sweep_summary
+
+    problems = validate_sweep_summary(folder)
+    for p in problems:
+        console.print(p, markup=False, highlight=False, soft_wrap=True)
+    if not problems:
+        meta = SweepSummary.model_validate_json((folder / "sweep.json").read_text(encoding="utf-8"))
+        console.print(f"{folder}: ok — sweep {meta.sweep!r} over {meta.path}: {len(meta.levels)} levels, reference "
+                      f"{meta.reference} (sweep.json and summary.csv match schemas/sweep.schema.json; validate each "
+                      "level's folder for its bundle)", markup=False, highlight=False, soft_wrap=True)
+    return bool(problems)
 
 
 def _validate_bundle(path: Path) -> bool:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmark.bundle.sweep import COLUMNS, SummaryRow, SweepSummary, summary_rows
 from benchmark.errors import UserError, unknown_name
 from benchmark.specs import MAX_NAME, SLUG, SuiteSpec
 from benchmark.specs_base import _first_model, load_yaml, parse_spec
@@ -40,15 +41,8 @@ from benchmark.specs_base import _first_model, load_yaml, parse_spec
 __all__ = ["SUMMARY_COLUMNS", "Sweep", "is_sweep", "level_slug", "load_sweep", "plan_lines", "plan_sweep",
            "write_sweep_summary"]
 
-#: Columns of ``summary.csv``, in order.
-SUMMARY_COLUMNS: tuple[str, ...] = (
-    "level", "value", "suite", "report", "n_bases",
-    "diagonal_mean", "diagonal_ci_low", "diagonal_ci_high",  # same-model pairs' mean effect, CI over bases
-    "gamma", "gamma_ci_low", "gamma_ci_high", "gamma_p", "gamma_method",  # fit.json's primary (design-respecting)
-    "transfer_ratio",  # mean over same-model pairs of effect ÷ teacher contrast
-    "remaining", "remaining_ci_low", "remaining_ci_high",  # D_level / D_reference, Fieller over teacher replicates
-    "remaining_df", "remaining_units", "d_level", "d_reference",
-)
+#: Columns of ``summary.csv``, in order: the fields of :class:`benchmark.bundle.sweep.SummaryRow` (its schema).
+SUMMARY_COLUMNS: tuple[str, ...] = COLUMNS
 
 
 _FIRST = object()
@@ -355,7 +349,8 @@ def _markdown(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def write_sweep_summary(sweep: Sweep, parts: Sequence[Any], results: Path) -> Path:
-    """Write ``summary.csv``, ``dose_response.png``, ``report.md`` and ``sweep.json`` into ``results/<sweep>/``.
+    """Write ``summary.csv``, ``dose_response.png``, ``report.md`` and ``sweep.json`` into ``results/<sweep>/``
+    (``sweep.json`` and ``summary.csv`` checked against their schema, :mod:`benchmark.bundle.sweep`, first).
 
     Raises:
         UserError: A level has no published report.
@@ -369,8 +364,12 @@ def write_sweep_summary(sweep: Sweep, parts: Sequence[Any], results: Path) -> Pa
     meta = {"sweep": sweep.name, "path": sweep.path, "reference": sweep.reference_level.name,
             "levels": [{"level": lv.slug, "value": lv.value, "suite": lv.name,
                         "report": data[lv.name]["manifest"].get("id")} for lv in sweep.levels]}
+    SweepSummary.model_validate(meta)  # the files are written to their schema (schemas/sweep.schema.json)
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)).to_csv(index=False)
+    for row in summary_rows(table)[1]:
+        SummaryRow.model_validate(row)
     files = {
-        "summary.csv": pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS)).to_csv(index=False).encode(),
+        "summary.csv": table.encode(),
         "dose_response.png": _figure(sweep, rows),
         "report.md": _markdown(sweep, rows).encode(),
         "sweep.json": (json.dumps(meta, indent=1) + "\n").encode(),

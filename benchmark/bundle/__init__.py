@@ -1,7 +1,8 @@
 """Results bundles: one schema-versioned JSON per published suite, its export, validation and comparison.
 
 Modules: :mod:`~benchmark.bundle.schema` (the pydantic model; ``schemas/bundle.schema.json`` is generated from
-it), :mod:`~benchmark.bundle.tables` (published files <-> lossless tables), :mod:`~benchmark.bundle.tracks`
+it), :mod:`~benchmark.bundle.sweep` (a sweep summary's schema, ``schemas/sweep.schema.json``, and its validation),
+:mod:`~benchmark.bundle.tables` (published files <-> lossless tables), :mod:`~benchmark.bundle.tracks`
 (each track's recomputation and design checks), :mod:`~benchmark.bundle.export` (a report directory -> a bundle),
 :mod:`~benchmark.bundle.validate` (a bundle -> one line per problem), :mod:`~benchmark.bundle.compare` (cells
 that moved beyond their CIs between two bundles) and :mod:`~benchmark.bundle.planning` (a plan by matrix cell).

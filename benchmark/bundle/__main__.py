@@ -1,4 +1,5 @@
-"""``python -m benchmark.bundle [--write]``: print the bundle's JSON Schema, or write schemas/bundle.schema.json."""
+"""``python -m benchmark.bundle [--write]``: print the bundle's JSON Schema, or write schemas/bundle.schema.json and
+schemas/sweep.schema.json."""
 
 from __future__ import annotations
 

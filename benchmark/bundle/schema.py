@@ -312,13 +312,16 @@ def schema_text() -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m benchmark.bundle [--write]``: print the JSON Schema, or write schemas/bundle.schema.json."""
+    """``python -m benchmark.bundle [--write]``: print the bundle's JSON Schema, or write schemas/bundle.schema.json
+    and the sweep summary's schemas/sweep.schema.json (:mod:`benchmark.bundle.sweep`)."""
     if argv[1:] == ["--write"]:
+        from benchmark.bundle import sweep
         from benchmark.files import atomic_write_text, project_root
 
-        path = project_root() / "schemas" / "bundle.schema.json"
-        atomic_write_text(path, schema_text())
-        print(f"wrote {path}")
+        for name, text in (("bundle.schema.json", schema_text()), ("sweep.schema.json", sweep.schema_text())):
+            path = project_root() / "schemas" / name
+            atomic_write_text(path, text)
+            print(f"wrote {path}")
         return 0
     if argv[1:]:
         print("usage: python -m benchmark.bundle [--write]", file=sys.stderr)
