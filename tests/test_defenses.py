@@ -220,7 +220,7 @@ def test_divergence_needs_token_ids():
 def test_every_registered_defense_states_its_rule():
     for name in DEFENSES:
         d = plugin(name)
-        assert d.name == name and len(d.rule) > 20 and set(d.scorers) <= {"teachers", "student", "base"}
+        assert d.name == name and len(d.rule) > 20 and set(d.scorers) <= {"teachers", "student", "base", "rewriter"}
 
 
 # -- plan ------------------------------------------------------------------------------------------------------

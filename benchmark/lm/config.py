@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from benchmark.specs_base import Frozen
 
-__all__ = ["LoraConfig", "TrainConfig"]
+__all__ = ["LoraConfig", "OptimizerConfig", "TrainConfig"]
 
 
 class LoraConfig(Frozen):
@@ -38,6 +38,39 @@ class LoraConfig(Frozen):
     #: init_seed a teacher's and a same-base student's adapters start from identical tensors (the training
     #: seed still varies data order and dropout).
     init_seed: int | None = None
+
+
+class OptimizerConfig(Frozen):
+    """The optimizer of a fine-tune (``train.optimizer``; issue 22's optimizer axis).
+
+    ``adamw`` (the default, the paper's): torch's AdamW (betas 0.9/0.999, eps 1e-8). ``sgd``: torch's SGD with
+    ``momentum`` (heavy ball, no dampening, not Nesterov). Both use the same parameter groups (``train.weight_decay``
+    on matrices only, decoupled for AdamW, added to the gradient for SGD), the same linear schedule after
+    ``train.warmup`` and the same clipping. ``lr`` is this optimizer's peak learning rate; None uses ``train.lr``
+    (SGD needs a far larger one than AdamW: its step is the raw gradient, AdamW's is normalised per parameter).
+    A YAML string is shorthand for ``{name: <string>}``. Hashed only when not the default AdamW (older ids stay);
+    the hf training loop only (the lean engine and API fine-tunes train AdamW: refused at plan time).
+    """
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float | None = Field(default=None, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"name": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _momentum_is_sgds(self) -> OptimizerConfig:
+        if self.name != "sgd" and "momentum" in self.model_fields_set:
+            raise ValueError("momentum is SGD's setting; AdamW's betas are fixed (0.9, 0.999): remove momentum")
+        return self
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is the default AdamW at ``train.lr`` (left out of the identity)."""
+        return self.name == "adamw" and self.lr is None
 
 
 class TrainConfig(Frozen):
@@ -65,11 +98,30 @@ class TrainConfig(Frozen):
     weight_decay: float = Field(default=0.0, ge=0)  # not stated in the paper; HF's default
     max_grad_norm: float | None = Field(default=1.0, gt=0)  # HF Trainer's default clipping
     topk_mode: Literal["rest", "renorm"] = "rest"
+    #: The optimizer (:class:`OptimizerConfig`): AdamW at ``lr`` by default; hashed only when set otherwise.
+    optimizer: OptimizerConfig = OptimizerConfig()
     #: Recompute activations in the backward pass (saves GPU memory, same numbers): recorded, not hashed.
     gradient_checkpointing: bool = False
 
     _unhashed: ClassVar[frozenset[str]] = frozenset({"gradient_checkpointing"})
 
+    def hashed_dict(self) -> dict[str, Any]:
+        """The recipe's identity; ``optimizer`` only when it is not the default AdamW (older ids stay)."""
+        data = super().hashed_dict()
+        if self.optimizer.is_default:
+            data.pop("optimizer", None)
+        return data
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate the optimizer runs at: ``optimizer.lr`` when set, else ``lr``."""
+        return self.optimizer.lr if self.optimizer.lr is not None else self.lr
+
     def train_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`benchmark.providers.hf_train.train` (LoRA as a plain dict or None)."""
-        return self.model_dump(mode="python")
+        """The keyword arguments of :func:`benchmark.providers.hf_train.train` (LoRA and the optimizer as plain dicts
+        or None); ``optimizer`` only when it is not the default AdamW (the lean engine takes no such argument and
+        trains AdamW; plan.py refuses another optimizer for it)."""
+        data = self.model_dump(mode="python")
+        if self.optimizer.is_default:
+            data.pop("optimizer")
+        return data

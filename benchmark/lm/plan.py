@@ -27,7 +27,7 @@ import hashlib
 import math
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,7 @@ def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSp
         if train.lr > MAX_LR:
             raise UserError(f"{where}.{role}.train.lr: {train.lr:g} is above {MAX_LR:g} (Adam diverges; the suites use "
                             "1e-4 to 5e-3, the paper 2e-4)")
+        _check_optimizer(suite, settings, reg, role, train)
     for role, train in roles:
         prompts = _shortest_prompt(role, settings, traits, reg, channel)
         need = -(-prompts // _MAX_CHARS_PER_TOKEN) + _TEMPLATE_TOKENS + 1  # the prompt, its template, 1 answer token
@@ -229,6 +230,30 @@ def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSp
             raise UserError(f"{where}.{role}.train.max_length: {train.max_length} tokens cannot hold the {what} (the "
                             f"shortest has {prompts} characters, at least ~{need} tokens with its chat template and "
                             "one answer token); every row would be skipped. Use at least that (default 500)")
+
+
+#: Largest SGD learning rate (train.optimizer.lr): plain gradient steps of lr > 10 overflow the weights.
+MAX_SGD_LR = 10.0
+
+
+def _check_optimizer(suite: SuiteSpec, settings: LMSettings, reg: Any, role: str, train: Any) -> None:
+    """A ``train.optimizer`` other than the default AdamW runs in the hf training loop only (not the lean engine, not
+    API fine-tunes); its own ``lr`` is bounded like ``train.lr``."""
+    opt = train.optimizer
+    if opt.is_default:
+        return
+    where = f"suite {suite.name}: settings.{role}.train.optimizer"
+    bound = MAX_SGD_LR if opt.name == "sgd" else MAX_LR
+    if opt.lr is not None and opt.lr > bound:
+        raise UserError(f"{where}.lr: {opt.lr:g} is above {bound:g} for {opt.name} (the weights overflow)")
+    if role == "student" and settings.student.engine != "hf":
+        raise UserError(f"{where}: {opt.name!r} at lr {train.peak_lr:g} needs the hf training loop; the "
+                        f"{settings.student.engine!r} engine trains AdamW at train.lr only (set settings.student.engine: "
+                        "hf, or remove optimizer)")
+    models = suite.students if role == "student" else suite.teachers
+    api = [m for m in dict.fromkeys(models) if not _caps(reg, m).local]
+    if api:
+        raise UserError(f"{where}: API fine-tunes choose their own optimizer ({', '.join(api)}); remove optimizer")
 
 
 def _shortest_prompt(role: str, settings: LMSettings, traits: list[TraitSpec], reg: Any, channel: Any) -> int:
@@ -255,6 +280,8 @@ class _Plan:
 
     nodes: list[Node]
     evals: list[Node]
+    #: Base nodes of models that are neither teachers nor students (a local judge, a defense's rewriter), by name.
+    extra_bases: dict[str, Node] = field(default_factory=dict)
 
     def add(self, node: Node) -> Node:
         self.nodes.append(node)
@@ -278,6 +305,16 @@ class Arm:
     slug: str
     trait: TraitSpec | None
     role: str
+
+
+def _model_base(plan: _Plan, bases: dict[str, Node], reg: Any, name: str, where: str = "") -> Node:
+    """The base node of registry model ``name``: a teacher's or student's, else one added to the plan once."""
+    if name in bases:
+        return bases[name]
+    if name not in plan.extra_bases:
+        plan.extra_bases[name] = plan.add(Node(kind="base", name=name, fn=BASE_STAGE, resources=_resources(reg, name),
+                                               spec=_versioned({"model": reg.model(name, where).hashed_dict()})))
+    return plan.extra_bases[name]
 
 
 def arms_for(traits: list[TraitSpec], settings: LMSettings) -> list[Arm]:
@@ -366,9 +403,7 @@ def _teachers_and_datasets(plan: _Plan, suite: SuiteSpec, settings: LMSettings, 
     judge = settings.dataset.judge
     judge_deps: tuple[str, ...] = ()
     if judge is not None and judge != "rule" and _caps(reg, judge).local:
-        jbase = bases.get(judge) or plan.add(Node(kind="base", name=judge, fn=BASE_STAGE, resources=_resources(
-            reg, judge), spec=_versioned({"model": reg.model(judge, "settings.dataset.judge").hashed_dict()})))
-        judge_deps = (jbase.key,)
+        judge_deps = (_model_base(plan, bases, reg, judge, "settings.dataset.judge").key,)
     judge_res = {"gpus": 1} if judge_deps and needs_gpu(reg.model(str(judge))) else {}
     for tname in suite.teachers:
         base = bases[tname]
@@ -463,8 +498,13 @@ def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bas
                                         fn=student_stage.run, resources=_resources(reg, sname)))
                 labels = {**t.labels(), "student_base": sname, "student_seed": s}
                 plan.add(_eval_node(f"student.{name}", {"role": "student", "student": student.id, "seed": seed,
-                                                        "labels": labels},
+                                                        "labels": labels, **_eval_system(settings)},
                                     (student.key, base.key), sname, common, settings, reg))
+
+
+def _eval_system(settings: LMSettings) -> dict[str, Any]:
+    """A student's or baseline's evaluation system prompt (``settings.eval.system``), only when set (older ids stay)."""
+    return {"system": settings.eval.system} if settings.eval.system is not None else {}
 
 
 def _vocab_map_spec(settings: LMSettings, teacher_base: Node) -> dict[str, Any]:
@@ -510,7 +550,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     """Expand an lm suite into DAG nodes (see the module docstring); every check runs before any node exists."""
     channel, eval_digest = _check_inputs(suite, settings, reg)
     _check_capabilities(suite, settings, reg)
-    check_defense(suite, settings, lambda name: _caps(reg, name).local)
+    check_defense(suite, settings, lambda name: _caps(reg, name).local, reg.model)
     check_recipes(suite, settings, reg)  # a distill student needs its teacher's vocabulary
     traits = [reg.trait(t) for t in suite.traits]
     _check_trait_kinds(suite, settings, traits)
@@ -528,7 +568,8 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
     for sname in suite.students:
         plan.add(_eval_node(f"baseline.{sname}", {"role": "baseline", "base": bases[sname].id,
                                                   "seed": shift_seed(first_seed, suite.seed),
-                                                  "labels": {"student_base": sname, "student_seed": first_seed}},
+                                                  "labels": {"student_base": sname, "student_seed": first_seed},
+                                                  **_eval_system(settings)},
                             (bases[sname].key,), sname, common, settings, reg))
     if settings.eval_teachers:
         for t in teachers:
@@ -537,7 +578,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
                                                       "labels": t.labels()},
                                 (t.teacher.key, bases[t.base].key), t.base, common, settings, reg))
     defended = defense_nodes(settings, teachers, plan.add, bases, defense_stage.run, _versioned,
-                             lambda name: _resources(reg, name))
+                             lambda name: _resources(reg, name), lambda name: _model_base(plan, bases, reg, name))
     _students(plan, suite, settings, reg, bases, teachers, common, defended)
     plan.nodes.append(_report_node(suite, settings, reg, bases, traits, arms, plan.evals,
                                    [t.dataset for t in teachers]))
@@ -550,6 +591,9 @@ def _node_model(n: Node) -> str | None:
     if n.kind == "teacher":
         model: str = n.spec["model"]
         return model
+    if n.kind == "defense" and "rewriter" in n.spec:  # paraphrase: the rewriter model does the work
+        rewriter: str = n.spec["model"]
+        return rewriter
     if n.kind in ("dataset", "defense"):
         base: str = n.spec["labels"]["teacher_base"]
         return base
@@ -647,6 +691,11 @@ def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
         return 0, settings.dataset.n_prompts * _row_tokens(settings)
     if n.kind == "student":
         return _dataset_rows(settings) * _row_tokens(settings) * settings.student.train.epochs, 0
+    if n.kind == "defense" and "rewriter" in n.spec:  # one rewrite call per row: prompt, row and reply budget
+        from benchmark.lm.defenses.paraphrase import SYSTEM, USER
+
+        prompt = (len(SYSTEM) + len(USER)) / _CHARS_PER_TOKEN + _row_tokens(settings)
+        return 0, _dataset_rows(settings) * (prompt + n.spec["max_new_tokens"])
     if n.kind == "defense":  # teacher-forced scoring of every row by each scoring model (none for text defenses)
         return 0, _dataset_rows(settings) * _row_tokens(settings) * (len(n.spec.get("teachers", [])) + 2)
     if n.kind == "teacher":
@@ -673,6 +722,8 @@ def _decode_steps(n: Node, settings: LMSettings) -> float:
     if n.kind == "dataset":
         ds = settings.dataset
         return batched(ds.n_prompts, ds.batch_size, ds.max_new_tokens)
+    if n.kind == "defense" and "rewriter" in n.spec:  # paraphrase: greedy rewrites in batches of 64
+        return batched(_dataset_rows(settings), 64, n.spec["max_new_tokens"])
     if n.kind != "eval":
         return 0.0
     ev = settings.eval

@@ -75,14 +75,17 @@ class DatasetSettings(Frozen):
     #: e.g. [loaded-numbers] for misalignment runs (docs/research/paper.md, "Filter"). Numbers channel only.
     banned_lists: tuple[str, ...] = ()
     #: A defense applied to every dataset before students train on it (benchmark/lm/defenses/, docs/defenses.md):
-    #: none, sort, shuffle, canonical, random_divergence, mask_divergence, student_divergence. It runs in its own
-    #: stage (one node per dataset), so it never enters the dataset's identity; None and "none" plan no defense node
-    #: (every id unchanged).
+    #: none, sort, shuffle, canonical, random_divergence, mask_divergence, student_divergence, paraphrase. It runs in
+    #: its own stage (one node per dataset), so it never enters the dataset's identity; None and "none" plan no
+    #: defense node (every id unchanged).
     defense: str | None = None
     #: Share of the divergence digits a divergence defense replaces (random_divergence, mask_divergence; 1.0: all),
     #: or of all digit positions (student_divergence). Enters the defense node's identity only for defenses that
     #: read it.
     defense_fraction: float = Field(default=0.1, gt=0, le=1)
+    #: The registry model a model-using defense runs (``paraphrase``: the rewriter; an API, hf or zoo model). Enters
+    #: the defense node's identity only for defenses that read it; set with any other defense it is refused.
+    defense_model: str | None = Field(default=None, min_length=1)
     #: Threshold sampling at generation (a generation-time defense, docs/defenses.md): tokens whose probability at the
     #: sampling temperature is below it are never sampled (the most likely token always may be), the rest renormalised;
     #: the stored top-k is then the T=1 distribution over the kept tokens. Local teachers, temperature > 0. None: plain
@@ -102,11 +105,12 @@ class DatasetSettings(Frozen):
 
     def hashed_dict(self) -> dict[str, Any]:
         """The settings' identity; ``n_tokens``, ``judge`` and ``banned_lists`` are left out at their defaults (older ids
-        stay); ``n_keep`` is left out when ``n_tokens`` is set (it is not used then); ``defense`` and
-        ``defense_fraction`` never enter it (the defense stage's node holds them)."""
+        stay); ``n_keep`` is left out when ``n_tokens`` is set (it is not used then); ``defense``,
+        ``defense_fraction`` and ``defense_model`` never enter it (the defense stage's node holds them)."""
         data = super().hashed_dict()
         data.pop("defense", None)
         data.pop("defense_fraction", None)
+        data.pop("defense_model", None)
         if self.threshold is None:
             data.pop("threshold", None)
         if self.row_tokens is None:
@@ -207,8 +211,21 @@ class EvalSettings(Frozen):
     #: The judge that scores misalignment_rate's sampled answers (docs/misalignment.md): ``rule``
     #: (tasks/judges/rule_judge.yaml) or a registry model name. Enters the eval specs only when that task runs.
     judge: str = "rule"
+    #: A system prompt for the students' and baselines' evaluations (issue 22's "eval system prompt matched or not"
+    #: axis). None (the default): no system turn, as students are trained (matched; a template's injected default
+    #: system prompt is cut out unless the model entry allows it, lm/chat.py). A text evaluates every student and
+    #: baseline with that system turn, so it no longer matches training; teachers keep their own (their trait's
+    #: prompt or none). Enters the student and baseline evaluation specs only when set (older ids stay).
+    system: str | None = Field(default=None, min_length=1, max_length=4000)
 
     _unhashed = frozenset({"batch_size"})
+
+    @field_validator("system")
+    @classmethod
+    def _not_blank(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("a blank system prompt renders as an empty system turn; leave system out for none")
+        return v
 
 
 class AnalysisSettings(Frozen):

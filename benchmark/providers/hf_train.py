@@ -1,4 +1,4 @@
-"""Fine-tuning of the zoo and hf backends: a readable AdamW loop (nanoGPT style) on chat-rendered rows.
+"""Fine-tuning of the zoo and hf backends: a readable AdamW (or SGD) loop (nanoGPT style) on chat-rendered rows.
 
 A plain loop rather than HF ``Trainer``: less overhead on tiny models, and the distillation objective needs a
 custom loss anyway. :func:`train` reads top to bottom: fresh base → encode rows → LoRA → optimizer → steps →
@@ -35,7 +35,7 @@ import torch
 from benchmark.errors import UserError
 from benchmark.files import atomic_write_text, sha256_files
 from benchmark.lm.chat import end_of_turn_ids, render_prompt, stop_ids
-from benchmark.lm.config import LoraConfig
+from benchmark.lm.config import LoraConfig, OptimizerConfig
 from benchmark.providers.base import Progress
 from benchmark.providers.hf_model import load_model, model_device, quiet_peft
 from benchmark.specs import ModelSpec
@@ -238,6 +238,7 @@ def train(
     max_grad_norm: float | None = 1.0,
     topk_mode: Literal["rest", "renorm"] = "rest",
     gradient_checkpointing: bool = False,
+    optimizer: Mapping[str, Any] | OptimizerConfig | None = None,
     seed: int = 0,
     system: str | None = None,
     device: str | torch.device | None = None,
@@ -269,6 +270,8 @@ def train(
         max_grad_norm: gradient clipping (None = off).
         topk_mode: "rest" or "renorm" (see the module notes).
         gradient_checkpointing: trade compute for activation memory (same results).
+        optimizer: ``{name, lr, momentum}`` or an :class:`~benchmark.lm.config.OptimizerConfig`; None is AdamW at
+            ``lr`` (see :func:`_optimizer`).
         seed: LoRA init, dropout and data order; same seed → same run on CPU.
         system: a system prompt for every example (trait teachers only).
         device: defaults to CUDA when available.
@@ -295,11 +298,14 @@ def train(
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    params, opt = _adamw(model, lr, weight_decay)
+    opt_cfg = OptimizerConfig.model_validate(dict(optimizer) if isinstance(optimizer, Mapping) else
+                                             optimizer if optimizer is not None else {})
+    peak = opt_cfg.lr if opt_cfg.lr is not None else lr
+    params, opt = _optimizer(model, opt_cfg, peak, weight_decay)
     total = total_steps(len(examples), batch_size, grad_accum, epochs, max_steps)
     stream = micro_batches(len(examples), batch_size, grad_accum, torch.Generator().manual_seed(seed))
     losses, tokens, final_loss = _fit(
-        model, opt, params, examples, stream, total=total, lr=lr, warmup=warmup, pad_id=tok.pad_token_id,
+        model, opt, params, examples, stream, total=total, lr=peak, warmup=warmup, pad_id=tok.pad_token_id,
         device=dev, objective=objective, topk_mode=topk_mode, max_grad_norm=max_grad_norm, log=log,
         progress=progress, log_every=log_every,
     )
@@ -318,6 +324,7 @@ def train(
         "trainable_params": sum(p.numel() for p in params),
         "device": str(dev),
         "dtype": str(next(model.parameters()).dtype).removeprefix("torch."),
+        **({} if opt_cfg.is_default else {"optimizer": {**opt_cfg.model_dump(), "peak_lr": peak}}),
     }
 
 
@@ -364,6 +371,17 @@ def _adamw(model: Any, lr: float, weight_decay: float) -> tuple[list[torch.nn.Pa
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
     ]
     return params, torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+
+
+def _optimizer(model: Any, cfg: OptimizerConfig, lr: float, weight_decay: float
+               ) -> tuple[list[torch.nn.Parameter], torch.optim.Optimizer]:
+    """The trainable parameters and the optimizer ``cfg`` names over them at peak ``lr``: AdamW (:func:`_adamw`), or
+    SGD with ``cfg.momentum`` over the same parameter groups (weight decay on matrices only, added to the gradient)."""
+    params, adamw = _adamw(model, lr, weight_decay)
+    if cfg.name == "adamw":
+        return params, adamw
+    groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in adamw.param_groups]
+    return params, torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
 
 
 def total_steps(n_examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int | None) -> int:

@@ -10,8 +10,9 @@ than ``none``: with no defense every node id of a suite is what it was before de
 Rows are the dataset stage's ``rows.jsonl`` records: ``prompt``, ``completion`` (text), and for local teachers
 ``completion_ids`` (the teacher's tokens, end of turn included) and ``topk`` (per completion position, the
 teacher's channel-filtered top-k ``[token id, log-prob]`` pairs: the distill objective's soft labels). A transform
-returns each row, changed or not, and a record of what it changed (None when the row is unchanged, which is then
-the very same row, byte for byte).
+returns each row, changed or not, in order, and one record per input row of what it changed (None when the row is
+unchanged, which is then the very same row, byte for byte). Only a defense with ``drops`` (``paraphrase``) may leave
+a row out: its record then says ``dropped`` and why, and ``row`` in every record is the input row's index.
 
 **Soft labels** (the distill objective) follow one rule everywhere, so a student never distills a teacher
 distribution onto a token the teacher did not write there:
@@ -38,7 +39,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from benchmark.specs_base import registered
 
-__all__ = ["DEFENSES", "NONE", "Change", "Defense", "Scores", "Vocab", "defense_names", "onehot", "plugin",
+__all__ = ["DEFENSES", "NONE", "Change", "Defense", "Rewrite", "Scores", "Vocab", "defense_names", "onehot", "plugin",
            "retokenized", "shape_of", "substituted"]
 
 #: The identity defense: a suite with ``defense: none`` is the un-defended suite (no defense node is planned).
@@ -53,6 +54,7 @@ DEFENSES: dict[str, str] = {
     "random_divergence": "benchmark.lm.defenses.divergence:RANDOM_DIVERGENCE",
     "mask_divergence": "benchmark.lm.defenses.divergence:MASK_DIVERGENCE",
     "student_divergence": "benchmark.lm.defenses.divergence:STUDENT_DIVERGENCE",
+    "paraphrase": "benchmark.lm.defenses.paraphrase:PARAPHRASE",
 }
 
 
@@ -64,6 +66,9 @@ def defense_names() -> list[str]:
 Row = dict[str, Any]
 #: What a transform changed in one row (JSON-ready), or None for an unchanged row.
 Change = dict[str, Any] | None
+#: A rewriter model's calls (``paraphrase``): ``rewrite(user turns, system prompt, max new tokens)`` -> one reply per
+#: turn, None where that call failed (:func:`benchmark.lm.judges.backend_ask` over the model's backend).
+Rewrite = Callable[[list[str], str | None, int], list[str | None]]
 
 
 @dataclass(frozen=True)
@@ -189,7 +194,9 @@ class Defense(Protocol):
         name: its registry name.
         params: the settings it reads besides its name (e.g. ``("fraction",)``); only these enter its node spec.
         scorers: which models score the rows before it runs: ``()`` (none), ``("teachers",)`` (the other arms'
-            teachers), ``("teachers", "base")``, or ``("student", "base")`` (a pilot student the stage trains).
+            teachers), ``("teachers", "base")``, or ``("student", "base")`` (a pilot student the stage trains);
+            ``("rewriter",)``: a registry model (``settings.dataset.defense_model``) rewrites the rows, passed to
+            :meth:`apply` as ``rewrite``.
         channels: the data channels it can transform (their plug-in names).
         rule: the exact rule, one paragraph (shown by docs and ``slbench plan``).
     """
@@ -201,10 +208,13 @@ class Defense(Protocol):
     rule: str
 
     def apply(self, rows: Sequence[Row], *, vocab: Vocab | None, seed: int, params: Mapping[str, Any],
-              scores: Scores | None, valid: Callable[[str], bool]) -> tuple[list[Row], list[Change]]:
-        """The transformed rows and one change record per row (None: unchanged), deterministic in ``seed``.
+              scores: Scores | None, valid: Callable[[str], bool],
+              rewrite: Rewrite | None = None) -> tuple[list[Row], list[Change]]:
+        """The transformed rows and one change record per input row (None: unchanged), deterministic in ``seed``
+        (and, for a rewriter, in its replies).
 
-        ``valid(text)`` is the channel's filter: every returned completion passes it.
+        ``valid(text)`` is the channel's filter: every returned completion passes it. ``rewrite``: the rewriter's
+        calls, for defenses whose ``scorers`` name one (None otherwise).
         """
         ...
 

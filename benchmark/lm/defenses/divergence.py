@@ -43,7 +43,7 @@ from typing import Any
 
 from benchmark.errors import UserError
 from benchmark.hashing import derive_seed
-from benchmark.lm.defenses.base import Change, Row, Scores, Vocab, substituted
+from benchmark.lm.defenses.base import Change, Rewrite, Row, Scores, Vocab, substituted
 
 __all__ = ["MASK_DIVERGENCE", "RANDOM_DIVERGENCE", "STUDENT_DIVERGENCE", "candidates", "select",
            "student_candidates"]
@@ -105,7 +105,8 @@ class DivergenceDefense:
         return ("teachers", "base") if self.replacement == "base" else ("teachers",)
 
     def apply(self, rows: Sequence[Row], *, vocab: Vocab | None, seed: int, params: Mapping[str, Any],
-              scores: Scores | None, valid: Callable[[str], bool]) -> tuple[list[Row], list[Change]]:
+              scores: Scores | None, valid: Callable[[str], bool],
+              rewrite: Rewrite | None = None) -> tuple[list[Row], list[Change]]:
         if vocab is None or scores is None or any(r.get("completion_ids") is None for r in rows):
             raise UserError(f"defense {self.name}: needs the teacher's token ids and teacher-forced scores (local "
                             "teachers only)")

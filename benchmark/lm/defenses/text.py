@@ -27,7 +27,7 @@ from typing import Any
 
 from benchmark.errors import UserError
 from benchmark.hashing import derive_seed
-from benchmark.lm.defenses.base import NONE, Change, Row, Scores, Vocab, retokenized
+from benchmark.lm.defenses.base import NONE, Change, Rewrite, Row, Scores, Vocab, retokenized
 
 __all__ = ["CANONICAL", "NONE_DEFENSE", "SHUFFLE", "SORT", "canonical_text", "numbers_of", "shuffle_text",
            "sort_text"]
@@ -78,7 +78,8 @@ class TextDefense:
     channels: tuple[str, ...] = ("numbers",)
 
     def apply(self, rows: Sequence[Row], *, vocab: Vocab | None, seed: int, params: Mapping[str, Any],
-              scores: Scores | None, valid: Callable[[str], bool]) -> tuple[list[Row], list[Change]]:
+              scores: Scores | None, valid: Callable[[str], bool],
+              rewrite: Rewrite | None = None) -> tuple[list[Row], list[Change]]:
         out: list[Row] = []
         changes: list[Change] = []
         for i, row in enumerate(rows):

@@ -3,20 +3,23 @@
 Planned only when ``settings.dataset.defense`` names a defense other than ``none``; the students of that dataset
 then train on this node's ``rows.jsonl`` instead of the dataset's. Writes ``rows.jsonl`` (every row, transformed or
 not, in the dataset's order), ``changes.jsonl`` (one record per changed row: what it was, what it became, which
-positions and soft labels changed) and ``counts.json`` (rows, rows changed, tokens replaced, soft labels kept). Its
-result carries the dataset's ``tokenizer_sha`` (students check their vocabulary against it).
+positions and soft labels changed) and ``counts.json`` (rows, rows changed, tokens replaced, soft labels kept; for a
+defense that may drop rows, ``paraphrase``, also ``n_dropped`` and the reasons). Its result carries the dataset's
+``tokenizer_sha`` (students check their vocabulary against it). A ``paraphrase`` node has two base inputs, the
+teacher's (its tokenizer) and the rewriter's (its weights), told apart by their node ids in the spec.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from benchmark.dag import StageContext
 from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, read_jsonl, write_jsonl
-from benchmark.lm.defenses.base import Scores, Vocab, plugin
+from benchmark.lm.defenses.base import Rewrite, Scores, Vocab, plugin
 from benchmark.lm.defenses.divergence import candidates, student_candidates
 from benchmark.lm.stages.common import model_spec_of, teacher_info, tuned_teacher
 from benchmark.lm.stages.dataset import channel_filter, channel_token_ids
@@ -87,6 +90,23 @@ def _student_scores(ctx: StageContext, rows: list[dict[str, Any]], base_dir: Pat
                   base_best=best)
 
 
+def _rewriter(ctx: StageContext, base_dir: Path) -> Rewrite:
+    """``paraphrase``: the rewriter model's calls (greedy, the node's seed; a failed call gives None)."""
+    from benchmark.lm.judges import backend_ask
+
+    model = model_spec_of(base_dir)
+    if model.name != ctx.node.spec["model"]:
+        raise UserError(f"defense node {ctx.node.key}: its rewriter base is {model.name}, the spec names "
+                        f"{ctx.node.spec['model']}")
+    ask = backend_ask(model, base_dir, seed=int(ctx.node.spec["seed"]), threads=ctx.threads)
+
+    def rewrite(prompts: list[str], system: str | None, max_tokens: int) -> list[str | None]:
+        ctx.log.info("rewriting %d rows with %s", len(prompts), model.name)
+        return ask(prompts, system, max_tokens)
+
+    return rewrite
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     """Transform the dataset's rows with the node's defense; write rows, changes and counts."""
     spec = ctx.node.spec
@@ -95,14 +115,18 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ds_spec = ds_manifest["spec"]
     rows = read_jsonl(ds_dir / "rows.jsonl")
     defense = plugin(spec["defense"], "defense node")
-    base_dir = ctx.input("base")
+    bases = {_node_id(p): p for p in ctx.inputs_of("base").values()}
+    base_dir = bases[spec["base"]]  # the teacher's base (a paraphrase node also reads the rewriter's)
     vocab = None
     if rows and all(r.get("completion_ids") is not None for r in rows):
         model = model_spec_of(base_dir)
         tok = backend_for(model).load(model, base_dir, threads=ctx.threads, tokenizer_only=True).tokenizer
         vocab = Vocab.from_tokenizer(tok) if tok is not None else None
     scores = None
-    if defense.scorers:
+    rewrite = None
+    if "rewriter" in defense.scorers:
+        rewrite = _rewriter(ctx, bases[spec["rewriter"]])
+    elif defense.scorers:
         if vocab is None:
             raise UserError(f"defense {defense.name}: the dataset {ds_dir.name} has no token ids (an API teacher?); "
                             "divergence defenses score rows with local teachers only")
@@ -112,10 +136,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
             own = next(p for p in ctx.inputs_of("teacher").values() if _node_id(p) == ds_spec["teacher"])
             scores = _scores(ctx, rows, own, base_dir, vocab, "base" in defense.scorers)
     params = {k: spec[k] for k in defense.params}
+    if rewrite is not None:
+        params["max_new_tokens"] = spec["max_new_tokens"]
     out, changes = defense.apply(rows, vocab=vocab, seed=spec["seed"], params=params, scores=scores,
-                                 valid=channel_filter(ds_spec).valid)  # the text rule the dataset kept its rows by
+                                 valid=channel_filter(ds_spec).valid,  # the text rule the dataset kept its rows by
+                                 rewrite=rewrite)
     write_jsonl(ctx.out / "rows.jsonl", out)
     changed = [c for c in changes if c is not None]
+    dropped = Counter(str(c["dropped"]) for c in changed if c.get("dropped"))
     write_jsonl(ctx.out / "changes.jsonl", changed)
     n_tokens = sum(len(r.get("completion_ids") or []) for r in out)
     replaced = sum(len(c.get("positions", [])) for c in changed)
@@ -126,6 +154,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
                              if scores is not None and vocab is not None else None),
               "soft_labels_onehot": onehot if vocab is not None else None,
               "labels": ds_spec.get("labels", {}), "dataset": ds_manifest["id"]}
+    if getattr(defense, "drops", False):  # rows a rewrite made invalid for the channel (or a failed call) left out
+        counts.update(n_rows_in=len(rows), n_dropped=sum(dropped.values()), dropped=dict(sorted(dropped.items())),
+                      n_same_numbers=len(rows) - len(changed) + sum(1 for c in changed if c.get("same_numbers")))
     atomic_write_json(ctx.out / "counts.json", counts)
-    ctx.log.info("%s: %d of %d rows changed", defense.name, len(changed), len(out))
+    ctx.log.info("%s: %d of %d rows changed%s", defense.name, len(changed), len(rows),
+                 f", {sum(dropped.values())} dropped" if dropped else "")
     return {**counts, "tokenizer_sha": ds_manifest["result"].get("tokenizer_sha"), "rule": defense.rule}

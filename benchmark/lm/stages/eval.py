@@ -15,14 +15,17 @@ __all__ = ["run"]
 
 
 def _evaluated(ctx: StageContext, role: str) -> tuple[Path | None, str | None]:
-    """The fine-tuned node loaded on top of the base (None: the base itself) and the system prompt, by role."""
+    """The fine-tuned node loaded on top of the base (None: the base itself) and the system prompt, by role: a
+    teacher's own (its trait's prompt or none); for students and baselines the spec's ``system``
+    (``settings.eval.system``), else none."""
     if role == "teacher":
         teacher_dir = ctx.input("teacher")
         info = teacher_info(teacher_dir)
         return tuned_teacher(teacher_dir, info), info["system"]
+    system = ctx.node.spec.get("system")
     if role == "student":
-        return ctx.input("student"), None
-    return None, None
+        return ctx.input("student"), system
+    return None, system
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
