@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import project_root
-from benchmark.specs import ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec, resolve_object
+from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec, resolve_object
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
 
 __all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file", "unpinned",
@@ -285,8 +285,6 @@ class Registry:
         Raises:
             UserError: every problem found, one line each: the suite's keys, its settings, unknown names.
         """
-        from benchmark.tracks import TRACKS
-
         problems: list[str] = []
 
         def check(fn: Any, *args: Any, **kw: Any) -> Any:

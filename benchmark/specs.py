@@ -3,7 +3,7 @@
 Every spec is a :class:`~benchmark.specs_base.Frozen` pydantic model (immutable, unknown keys forbidden)
 with a stable content hash. Provider- and track-specific blocks (``ModelSpec.build``,
 ``SuiteSpec.settings``) are validated by the module that owns them, named in :data:`BUILD_SPECS` and
-:data:`benchmark.tracks.TRACKS`, so this module stays free of torch and of family-specific branches.
+:data:`TRACKS`, so this module stays free of torch and of family-specific branches.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "SLUG",
     "SuiteGroup",
     "SuiteSpec",
+    "TRACKS",
     "TeacherData",
     "TraitSpec",
     "WheelPart",
@@ -54,6 +55,10 @@ BUILD_SPECS: dict[str, str] = {
     "zoo": "benchmark.zoo.spec:ZooBuildSpec",
     "classifier": "benchmark.classifier.spec:ClassifierBuildSpec",
 }
+
+#: track name -> module defining ``TRACK`` (torch-free modules: planning must stay light); the modules are imported by
+#: :func:`benchmark.tracks.track_for` (which re-exports this table), the names validate ``SuiteSpec.track``.
+TRACKS: dict[str, str] = {"lm": "benchmark.lm.plan", "classifier": "benchmark.classifier.plan"}
 
 
 class Lineage(Frozen):
@@ -292,8 +297,6 @@ class SuiteSpec(Frozen):
     @field_validator("track")
     @classmethod
     def _known_track(cls, v: str) -> str:
-        from benchmark.tracks import TRACKS
-
         if v not in TRACKS:
             raise ValueError(f"unknown track {v!r}; allowed: {', '.join(TRACKS)}")
         return v

@@ -4,7 +4,7 @@ A track owns its settings model (the ``settings:`` block of its suites), expands
 estimates the cost of the nodes still to run, and says what its design's tests can reach. Its stages live in ``<track>/stages/`` (one module per stage);
 its report stage turns finished nodes into the shared tidy table, and everything after that table (analysis,
 report, publishing) is shared. Adding a track means writing one module with a ``TRACK`` object and listing it
-in :data:`TRACKS`.
+in :data:`TRACKS` (defined in :mod:`benchmark.specs`, where it validates a suite's ``track:``; re-exported here).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from benchmark.specs import MAX_SEEDS, TRACKS, SuiteSpec
+
 if TYPE_CHECKING:
     from benchmark.dag import Node
     from benchmark.registry import Registry
-    from benchmark.specs import SuiteSpec
     from benchmark.specs_base import Frozen
 
 __all__ = ["Track", "TrackDef", "TRACKS", "track_for"]
@@ -69,10 +70,6 @@ class TrackDef:
         return self.verdicts_fn(suite, settings, reg)
 
 
-#: track name -> module defining ``TRACK`` (torch-free modules: planning must stay light).
-TRACKS: dict[str, str] = {"lm": "benchmark.lm.plan", "classifier": "benchmark.classifier.plan"}
-
-
 def track_for(name: str) -> Track:
     """The track named by a suite's ``track:`` key (validated by :class:`~benchmark.specs.SuiteSpec`)."""
     from benchmark.errors import unknown_name
@@ -87,8 +84,6 @@ def suite_json_schema() -> dict[str, Any]:
     """The JSON Schema of a suite file with its ``settings`` typed: each track's settings model under ``$defs``, and
     ``settings`` checked against the one its ``track`` names (``if``/``then``); ``slbench schema suite`` prints it."""
     from pydantic.json_schema import models_json_schema
-
-    from benchmark.specs import MAX_SEEDS, SuiteSpec
 
     settings = {name: track_for(name).settings for name in TRACKS}
     refs, doc = models_json_schema([(SuiteSpec, "validation"), *((cls, "validation") for cls in settings.values())],
