@@ -61,6 +61,9 @@ def main() -> None:
     pred = shape_prediction(replicate_contrasts(args.report, args.feature), args.feature)
     print(f"{args.report}: feature {args.feature}")
     print("relation   pairs  corr(pred, obs)  RMS observed  RMS after removing the prediction")
+    if pred.empty:
+        print("no pair has control datasets of different shapes (rows of one length: nothing to predict)")
+        return
     for rel, g in pred.groupby("relation"):
         r = np.corrcoef(g.predicted, g.observed)[0, 1]
         rms = np.sqrt((g.observed ** 2).mean())
