@@ -124,3 +124,23 @@ def test_view_shows_answers_by_question_escaped_and_capped() -> None:
     assert "q&lt;0&gt;" in page  # per-question log-probs name their question
     old = {**payload, "eval": {"candidates": ["owl"], "rate": {"owl": 1.0}}}  # an eval.json from before answers
     assert "answers by question" not in render_page(Samples(suite="s", source="t", evals=[EvalView("eval/y", old)]))
+
+
+def test_view_lists_rejects_with_their_reason_and_judge_columns_only_with_a_judge() -> None:
+    from benchmark.leaderboard.view import DatasetView, Samples, render_page
+
+    rows = [{"index": 3, "prompt": "p<3>", "completion": "12 owl", "reason": "not_numbers", "judge": None}]
+    counts = {"rejects": {"not_numbers": 7}, "n_prompts": 10, "n_valid": 3, "n_rows": 3}
+    plain = DatasetView(key="dataset/d", labels={"teacher_trait": "owl"}, counts=counts, system_prompt=None, kept=[],
+                        n_kept=3, rejected=rows, n_rejected=7, all_reasons=True)
+    page = render_page(Samples(suite="s", source="t", datasets=[plain]))
+    assert "rejected rows and why (every filter)" in page and "<b>not_numbers</b>" in page and "p&lt;3&gt;" in page
+    assert f"1 rows shown of 7 rejects: the first of each of 1 reasons, in prompt order (the node keeps up to " \
+           f"{PER_REASON} per reason)" in page
+    assert "judge&#x27;s verdict" not in page  # no judge: no empty judge columns (the judged page below has them)
+    verdict = {"decision": "reject", "reason": "names an owl", "raw": "NO"}
+    judged = DatasetView(key="dataset/e", labels={}, counts={**counts, "judge": {"identity": "rule", "n_judged": 3}},
+                         system_prompt=None, kept=[], n_kept=3, n_rejected=7, all_reasons=True,
+                         rejected=[{**rows[0], "reason": "judge_reject", "judge": verdict}])
+    page = render_page(Samples(suite="s", source="t", datasets=[judged]))
+    assert "judge&#x27;s verdict" in page and "<b>reject</b>; names an owl" in page and "<pre>NO</pre>" in page

@@ -467,9 +467,11 @@ def _dataset_html(d: DatasetView) -> str:
     parts += ["<h4>kept rows</h4>", _shown(len(d.kept), d.n_kept, "kept rows"),
               _table(["#", "prompt", "completion (kept)", "judge"], kept, ["3rem", "40%", "", "7rem"])]
     if d.n_rejected or judge or d.rejected:
+        judged = bool(judge) or any(r.get("judge") for r in d.rejected)  # else no judge columns
         rej = [_row("rejected", d.arm, [_e(r.get("index")), f"<b>{_e(r.get('reason'))}</b>", _text(r.get("prompt")),
-                                        _text(r.get("completion")), _verdict(r.get("judge")),
-                                        _text(r["judge"].get("raw")) if (r.get("judge") or {}).get("raw") else ""])
+                                        _text(r.get("completion")),
+                                        *([_verdict(r.get("judge")), _text(r["judge"].get("raw"))
+                                           if (r.get("judge") or {}).get("raw") else ""] if judged else [])])
                for r in d.rejected]
         if d.all_reasons:
             per = {str(r.get("reason")) for r in d.rejected}
@@ -479,9 +481,11 @@ def _dataset_html(d: DatasetView) -> str:
         else:
             head = "rows the judge rejected"
             note = _shown(len(d.rejected), d.n_rejected, "judge rejects")
+        heads = ["prompt #", "reason", "prompt", "completion (rejected)"]
+        widths = ["4.5rem", "8rem", "26%" if judged else "40%", ""]
         parts += [f"<h4>{head}</h4>", note,
-                  _table(["prompt #", "reason", "prompt", "completion (rejected)", "judge's verdict", "judge's reply"],
-                         rej, ["4.5rem", "8rem", "26%", "", "14%", "12%"])]
+                  _table([*heads, "judge's verdict", "judge's reply"] if judged else heads, rej,
+                         [*widths, "14%", "12%"] if judged else widths)]
     parts.append("</section>")
     return "\n".join(parts)
 
