@@ -64,13 +64,13 @@ def test_numbers_sample_counts_what_the_stage_counts() -> None:
     kept, rejects, _ = filt.check(items, [o["completion"] for o in outs])
     kept = _long_enough(kept, outs, 2, rejects)  # answers of fewer than 2 "tokens" are not kept
     got = _Generated(items=items, outs=outs, kept=kept, rejects=rejects)
-    rows = dataset_rejects(got, filt, 2)
+    rows = dataset_rejects(got, filt, 2, _long_enough)
     assert set(rejects) >= {"not_numbers", "empty", "too_many", "out_of_range", "shorter_than_row_tokens"}
     assert Counter(r["reason"] for r in rows) == {k: min(v, PER_REASON) for k, v in rejects.items()}
     assert all(r["prompt"] == items[r["index"]].prompt and r["completion"] == outs[r["index"]]["completion"]
                for r in rows)
-    assert dataset_rejects(got, filt, 2) == rows  # deterministic
-    assert Counter(r["reason"] for r in dataset_rejects(got, filt, 2, per_reason=10**6)) == rejects
+    assert dataset_rejects(got, filt, 2, _long_enough) == rows  # deterministic
+    assert Counter(r["reason"] for r in dataset_rejects(got, filt, 2, _long_enough, per_reason=10**6)) == rejects
 
 
 # -- what each model answered -------------------------------------------------------------------------------------

@@ -81,23 +81,22 @@ def judge_reason(verdicts: Mapping[int, Mapping[str, Any]]) -> Callable[[int], s
     return reason
 
 
-def dataset_rejects(got: Any, filt: Any, row_tokens: int | None, per_reason: int = PER_REASON) -> list[dict[str, Any]]:
+def dataset_rejects(got: Any, filt: Any, row_tokens: int | None, long_enough: Callable[..., list[int]],
+                    per_reason: int = PER_REASON) -> list[dict[str, Any]]:
     """:func:`rejected_rows` of a dataset stage's generation (``got``: its ``_Generated``; ``filt``: its ``_Filter``;
-    ``row_tokens``: the spec's, or None).
+    ``row_tokens``: the spec's, or None; ``long_enough``: the stage's length rule, ``_long_enough``).
 
     Each filter is the stage's own function run on the one row, its reject histogram naming the reason, in the
-    stage's order: the channel's (``_Filter.check``), the judge's verdicts, then the length rule of ``row_tokens``
-    (``_long_enough``).
+    stage's order: the channel's (``_Filter.check``), the judge's verdicts, then the length rule of ``row_tokens``.
+    The stage hands its functions in, so this module imports nothing of it.
     """
-    from benchmark.lm.stages import dataset as stage  # imported here: the stage imports this module
-
     def channel(i: int) -> str | None:
         _, rejects, _ = filt.check([got.items[i]], [got.outs[i]["completion"]])
         return next(iter(rejects), None)
 
     def length(i: int) -> str | None:
         rejects: Counter[str] = Counter()
-        stage._long_enough([i], got.outs, row_tokens, rejects)
+        long_enough([i], got.outs, row_tokens, rejects)
         return next(iter(rejects), None)
 
     return rejected_rows([it.prompt for it in got.items], [o["completion"] for o in got.outs], got.kept,

@@ -401,7 +401,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
               "rejects": dict(sorted(got.rejects.items())), "labels": {**spec.get("labels", {}), "teacher_id": spec["teacher"]},
               "teacher_shift": info.get("trait_shift"), **_channel_counts(filt, got, spec)}
     atomic_write_json(ctx.out / "counts.json", counts)
-    write_jsonl(ctx.out / REJECTED, dataset_rejects(got, filt, spec.get("row_tokens")))  # the first rejects per reason
+    write_jsonl(ctx.out / REJECTED, dataset_rejects(got, filt, spec.get("row_tokens"), _long_enough))  # first per reason
     if filt.judge is not None:
         write_jsonl(ctx.out / "judged.jsonl", [{"index": i, "prompt": got.items[i].prompt,
                                                 "completion": got.outs[i]["completion"].strip(), **v}
