@@ -1,23 +1,29 @@
-"""Student-stage throughput: the hf engine's per-node path against the lean engine, in one process, as ratios.
+"""Student-stage throughput: the hf engine's per-node path against the lean and pruned engines, in one process,
+as ratios.
 
 Usage::
 
     python benchmarks/bench_students.py                      # builds a slice of `default` in a temp store (~1 min)
     python benchmarks/bench_students.py --store DIR --reps 5 # DIR keeps the slice's bases, teachers and datasets
+    python benchmarks/bench_students.py --engines hf pruned  # leave the lean engine out
 
 The slice is tasks/suites/default.yaml with teachers zoo-qwen-a and zoo-gpt2, one replicate, no A/A arm: 4 datasets
 of the default's size (160 rows) and its 6 student bases, 24 students per engine. Each repetition builds every
 student node of one engine through ``Store.build`` in this process, on one torch thread (what a ``--workers`` worker
-runs), into a fresh store that links the shared upstream nodes; the engines alternate, the lean engine's
-per-process caches are cleared before each of its repetitions, and the median ratio is reported with the load
-average (the machine may be shared: ratios of adjacent runs are what this measures, not absolute rates).
+runs), into a fresh store that links the shared upstream nodes; the engines take turns (the order rotates every
+repetition), every per-process cache is cleared before each engine's repetition, and the median ratio to the hf
+engine is reported with the load average (the machine may be shared: ratios of adjacent runs are what this
+measures, not absolute rates).
 
-Tokens are completion tokens (the positions the loss covers), as the manifests count them. The physical limit
-is computed from the work one optimizer step needs: the body (all parameters but the tied output layer) on every
-real position of the micro-batch (the prompt is context the loss depends on), the output layer on the completion
-positions only, 6 FLOPs per parameter and position (forward + backward), at this machine's one-thread float32
-matmul rate (512^3, median of 20). The issue's shortcut, 6 x parameters x completion tokens, leaves the prompt
-positions out (about 5 of every 6 positions here) and is printed beside it.
+Tokens are completion tokens (the positions the loss covers), as the manifests count them. The physical limit is
+the work one optimizer step needs at 6 FLOPs per parameter and position (forward + backward), at this machine's
+one-thread float32 matmul rate (512^3, median of 20), in two versions: the *full body* (what the lean engine
+computes: every parameter but the tied output layer on every real position of the micro-batch, the prompt being
+context the loss depends on, the output layer on the completion positions) and the *pruned* minimum (what the
+pruned engine computes: the last layer needs its keys and values at every position but its queries, attention
+output and MLP only at the completion positions). Attention's own products (QK^T, AV) are left out of both (~4% at
+these lengths). The issue's shortcut, 6 x parameters x completion tokens, leaves the prompt positions out (about 5
+of every 6 positions here) and is printed beside them.
 """
 
 from __future__ import annotations
@@ -98,9 +104,10 @@ def step_work(store: Store, nodes: list[Node]) -> dict[str, float]:
     from benchmark.lm.stages.common import model_spec_of, train_config
     from benchmark.providers.hf import weights_path
     from benchmark.providers.hf_model import load_model
+    from benchmark.providers.hf_pruned import PrunedForward
     from benchmark.providers.hf_train import micro_batches, total_steps, training_examples
 
-    body_params, head_params, real, padded, completion, steps = [], [], 0, 0, 0, 0
+    body_params, head_params, last_params, kv_params, real, padded, completion, steps = [], [], [], [], 0, 0, 0, 0
     for node in nodes[:6]:  # one dataset, every student base
         base_dir = store.root / node.deps[0]
         model, tok = load_model(weights_path(base_dir), spec=model_spec_of(base_dir), for_training=True)
@@ -108,6 +115,10 @@ def step_work(store: Store, nodes: list[Node]) -> dict[str, float]:
         total = sum(p.numel() for p in model.parameters())
         body_params.append(total - head)
         head_params.append(head)
+        last = PrunedForward(model).layers[-1].p  # the last block's tensors (GPT-2 keeps q, k, v in one matrix)
+        last_params.append(sum(t.numel() for t in last.values() if t is not None))
+        kv_params.append(sum(last[k].numel() for k in ("k", "k_b", "v", "v_b") if last.get(k) is not None)
+                         if "k" in last else 2 * (last["qkv"].numel() + last["qkv_b"].numel()) // 3)
         cfg = train_config(node.spec["train"])
         rows = read_jsonl(store.root / node.deps[1] / "rows.jsonl")
         ex, _ = training_examples(model, tok, rows, spec=None, system=None, objective=node.spec["objective"],
@@ -121,12 +132,13 @@ def step_work(store: Store, nodes: list[Node]) -> dict[str, float]:
                 completion += sum(ex[i].n_target for i in mb)
         steps += n
     return {"body": statistics.mean(body_params), "head": statistics.mean(head_params), "real": real / steps,
-            "padded": padded / steps, "completion": completion / steps}
+            "padded": padded / steps, "completion": completion / steps, "last": statistics.mean(last_params),
+            "last_kv": statistics.mean(kv_params)}
 
 
 def max_logit_change(old: Store, new: Store, old_nodes: list[Node], new_nodes: list[Node]) -> tuple[float, int]:
-    """Max |logit difference| of each hf-engine student and its lean twin at the answer position of the
-    animal_logprob questions (every vocabulary entry); and how many twins have byte-identical weights."""
+    """Max |logit difference| of each hf-engine student and its twin of another engine at the answer position of
+    the animal_logprob questions (every vocabulary entry); and how many twins have byte-identical weights."""
     import torch
 
     from benchmark.lm.chat import render_prompt
@@ -153,7 +165,10 @@ def main() -> None:
     ap.add_argument("--store", type=Path, help="store holding (or to hold) the slice's bases, teachers, datasets")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per engine (median ratio reported)")
     ap.add_argument("--students", type=int, default=24, help="students per engine and repetition (<= 24)")
+    ap.add_argument("--engines", nargs="+", default=["hf", "lean", "pruned"], choices=["hf", "lean", "pruned"],
+                    help="engines to run; hf (the old per-node path) is the reference of every ratio")
     args = ap.parse_args()
+    engines = ["hf", *[e for e in args.engines if e != "hf"]]
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress lines as they come
     import torch
 
@@ -162,7 +177,7 @@ def main() -> None:
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-students-suite-"))
     source = args.store or tmp / "store"
-    plans = {e: slice_plan(e, tmp) for e in ("hf", "lean")}
+    plans = {e: slice_plan(e, tmp) for e in engines}
     upstream = [n for n in plans["hf"] if n.kind in ("base", "teacher", "dataset")]
     t = time.perf_counter()
     run_plan(upstream, Store(source), workers=1)
@@ -170,45 +185,54 @@ def main() -> None:
     students = {e: [n for n in p if n.kind == "student"][: args.students] for e, p in plans.items()}
 
     load0 = os.getloadavg()
-    runs: dict[str, list[tuple[float, float, int]]] = {"hf": [], "lean": []}
+    runs: dict[str, list[tuple[float, float, int]]] = {e: [] for e in engines}
     stores: dict[str, Store] = {}
     for rep in range(args.reps):
-        for engine in (("hf", "lean") if rep % 2 == 0 else ("lean", "hf")):
+        for engine in engines[rep % len(engines):] + engines[: rep % len(engines)]:
             student_stage.clear_caches()
             wall, cpu, tokens, stores[engine] = build_students(students[engine], source)
             runs[engine].append((wall, cpu, tokens))
             print(f"rep {rep} {engine:4s}: {len(students[engine])} students, {tokens} tokens in {wall:.2f} s wall "
                   f"({cpu:.2f} s CPU): {tokens / wall:,.0f} tokens/s")
     load1 = os.getloadavg()
-    ratios = [o[0] / n[0] for o, n in zip(runs["hf"], runs["lean"], strict=True)]
-    cpu_ratios = [o[1] / n[1] for o, n in zip(runs["hf"], runs["lean"], strict=True)]
     rate = {e: statistics.median(r[2] / r[0] for r in runs[e]) for e in runs}
     cpu_rate = {e: statistics.median(r[2] / r[1] for r in runs[e]) for e in runs}
 
     work = step_work(stores["hf"], students["hf"])
     peak = matmul_rate()
     limit_flops = 6 * (work["body"] * work["real"] + work["head"] * work["completion"])
+    pruned_flops = 6 * ((work["body"] - work["last"] + work["last_kv"]) * work["real"]
+                        + (work["last"] - work["last_kv"] + work["head"]) * work["completion"])
     shortcut_flops = 6 * (work["body"] + work["head"]) * work["completion"]
     limit_rate = work["completion"] / (limit_flops / peak)
-    worst, same = max_logit_change(stores["hf"], stores["lean"], students["hf"], students["lean"])
+    pruned_rate = work["completion"] / (pruned_flops / peak)
+    changes = {e: max_logit_change(stores["hf"], stores[e], students["hf"], students[e]) for e in engines[1:]}
 
     print()
     print(f"load average (1 min) {load0[0]:.1f} before, {load1[0]:.1f} after, on {os.cpu_count()} cores")
     print(f"old (hf engine, per node):    {rate['hf']:9,.0f} tokens/s wall, {cpu_rate['hf']:9,.0f} per CPU s "
           f"(median of {args.reps})")
-    print(f"new (lean engine, per node):  {rate['lean']:9,.0f} tokens/s wall, {cpu_rate['lean']:9,.0f} per CPU s")
-    print(f"ratio new/old: median {statistics.median(ratios):.2f}x wall (runs: "
-          f"{', '.join(f'{r:.2f}' for r in ratios)}); CPU time {statistics.median(cpu_ratios):.2f}x")
+    for e in engines[1:]:
+        ratios = [o[0] / n[0] for o, n in zip(runs["hf"], runs[e], strict=True)]
+        cpu_ratios = [o[1] / n[1] for o, n in zip(runs["hf"], runs[e], strict=True)]
+        print(f"new ({e} engine):{' ' * (13 - len(e))}{rate[e]:9,.0f} tokens/s wall, {cpu_rate[e]:9,.0f} per CPU s; "
+              f"ratio new/old: median {statistics.median(ratios):.2f}x wall (runs: "
+              f"{', '.join(f'{r:.2f}' for r in ratios)}); CPU time {statistics.median(cpu_ratios):.2f}x")
     print(f"one optimizer step: {work['completion']:.0f} completion tokens, {work['real']:.0f} real positions "
           f"({work['padded']:.0f} padded), {work['body'] + work['head']:,.0f} parameters "
           f"({work['head']:,.0f} in the tied output layer)")
-    print(f"physical limit: {limit_flops / 1e9:.2f} GFLOP per step at {peak / 1e9:.0f} GFLOP/s (one thread, 512^3 "
-          f"matmul, CPU time) = {limit_flops / peak * 1e3:.1f} ms/step = {limit_rate:,.0f} tokens per CPU s; old at "
-          f"{cpu_rate['hf'] / limit_rate:.0%}, new at {cpu_rate['lean'] / limit_rate:.0%} of it (per CPU s)")
+    at = ", ".join(f"{e} at {{:.0%}}" for e in engines)
+    print(f"physical limit, full body: {limit_flops / 1e9:.2f} GFLOP per step at {peak / 1e9:.0f} GFLOP/s (one thread, "
+          f"512^3 matmul, CPU time) = {limit_flops / peak * 1e3:.1f} ms/step = {limit_rate:,.0f} tokens per CPU s; "
+          + at.format(*(cpu_rate[e] / limit_rate for e in engines)) + " of it (per CPU s)")
+    print(f"physical limit, pruned (last layer's queries, attention output and MLP at the completion positions only): "
+          f"{pruned_flops / 1e9:.2f} GFLOP per step = {pruned_flops / peak * 1e3:.1f} ms/step = {pruned_rate:,.0f} "
+          "tokens per CPU s; " + at.format(*(cpu_rate[e] / pruned_rate for e in engines)) + " of it")
     print(f"  (6 x parameters x completion tokens alone would be {shortcut_flops / 1e9:.2f} GFLOP per step, "
           f"{work['completion'] / (shortcut_flops / peak):,.0f} tokens/s: it leaves the prompt positions out)")
-    print(f"students: max |logit(hf) - logit(lean)| over the vocabulary at 30 questions' answer position: "
-          f"{worst:.3g}; {same} of {len(students['hf'])} have byte-identical weights")
+    for e, (worst, same) in changes.items():
+        print(f"students: max |logit(hf) - logit({e})| over the vocabulary at 30 questions' answer position: "
+              f"{worst:.3g}; {same} of {len(students['hf'])} have byte-identical weights")
 
 
 if __name__ == "__main__":

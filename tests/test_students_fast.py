@@ -1,4 +1,5 @@
-"""The lean student engine (``settings.student.engine: lean``): ids, determinism, resume and a pinned loss.
+"""The lean and pruned student engines (``settings.student.engine: lean | pruned``): ids, determinism, resume, the
+pruned forward and loss against the model's own, and pinned losses.
 
 Speed is measured by benchmarks/bench_students.py, never asserted here.
 """
@@ -45,6 +46,11 @@ SUITE = {
         "eval": {"tasks": ["animal_logprob"], "n_samples": 1, "limit": 4},
     },
 }
+
+
+def _engine(engine: str) -> dict:
+    """The micro-suite with ``settings.student.engine: engine``."""
+    return {**SUITE, "settings": {**SUITE["settings"], "student": {**SUITE["settings"]["student"], "engine": engine}}}
 
 
 def _plan(suite: dict, tmp: Path, name: str = "lean") -> list:
@@ -116,6 +122,10 @@ def test_lean_engine_is_a_hashed_student_setting(tmp_path):
                                                                                                     "dataset")]
     assert all(n.spec["engine"] == "lean" for n in _students(lean)) and not any("engine" in n.spec for n in _students(hf))
     assert {n.id for n in _students(hf)}.isdisjoint({n.id for n in _students(lean)})
+    pruned = _plan(_engine("pruned"), tmp_path, "pruned")
+    assert [n.id for n in pruned if n.kind == "dataset"] == [n.id for n in lean if n.kind == "dataset"]
+    assert all(n.spec["engine"] == "pruned" for n in _students(pruned))
+    assert {n.id for n in _students(pruned)}.isdisjoint({n.id for n in _students(lean)} | {n.id for n in _students(hf)})
 
 
 def test_lean_engine_refuses_lora_students(tmp_path):
@@ -125,11 +135,13 @@ def test_lean_engine_refuses_lora_students(tmp_path):
 
 
 # -- determinism and resume -------------------------------------------------------------------------------------
-def test_students_are_the_same_alone_or_many_per_process_and_with_1_or_2_workers(upstream, tmp_path):
+@pytest.mark.parametrize("engine", ["lean", "pruned"])
+def test_students_are_the_same_alone_or_many_per_process_and_with_1_or_2_workers(upstream, tmp_path, engine):
     from benchmark.executors.local import run_plan
     from benchmark.lm.stages import student as student_stage
 
     up, nodes = upstream
+    nodes = _plan(_engine(engine), tmp_path, engine)  # upstream ids do not depend on the engine
     students = _students(nodes)
     # One student per cold process state, in reverse order ...
     alone = _linked(up, tmp_path / "alone")
@@ -163,11 +175,13 @@ run_plan(nodes, Store(Path(sys.argv[2])), workers=1,
 """
 
 
-def test_a_killed_run_resumes_to_the_same_students(upstream, tmp_path):
+@pytest.mark.parametrize("engine", ["lean", "pruned"])
+def test_a_killed_run_resumes_to_the_same_students(upstream, tmp_path, engine):
     up, nodes = upstream
+    nodes = _plan(_engine(engine), tmp_path, engine)
     students = _students(nodes)
     suite = tmp_path / "lean.yaml"
-    suite.write_text(yaml.safe_dump(SUITE), encoding="utf-8")
+    suite.write_text(yaml.safe_dump(_engine(engine)), encoding="utf-8")
     store = _linked(up, tmp_path / "killed")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-c", _RUN, str(suite), str(store.root), "slow"], env=env, cwd=ROOT)
@@ -236,3 +250,114 @@ def test_lean_engine_loss_after_8_steps_is_pinned(tmp_path):
     assert first["weights_sha256"] == again["weights_sha256"]
     assert first["losses"][0][1] > first["final_loss"]
     assert first["final_loss"] == pytest.approx(GOLDEN_FINAL_LOSS, rel=1e-6)
+
+
+#: The same 8 steps with the pruned engine (same fixture, torch 2.13 CPU, transformers 5.25): the lean engine's value
+#: to every digit of the float32 loss, although the summation orders differ.
+GOLDEN_FINAL_LOSS_PRUNED = 2.9190378189086914
+
+
+def test_pruned_engine_loss_after_8_steps_is_pinned(tmp_path):
+    from benchmark.providers.hf_lean import clear_caches, train_lean
+    from benchmark.providers.hf_model import load_tokenizer
+    from tests.lm_fixtures import save_tiny_model
+
+    model_dir = save_tiny_model(tmp_path / "qwen", "qwen2", seed=0)
+    rows = _rows(load_tokenizer(str(model_dir)))
+    clear_caches()
+    kwargs = {"objective": "distill", "lora": None, "epochs": 4, "batch_size": 8, "grad_accum": 1, "lr": 3e-3,
+              "warmup": 1, "seed": 5}
+    lean = train_lean(str(model_dir), rows, out_dir=tmp_path / "lean", **kwargs)
+    first = train_lean(str(model_dir), rows, out_dir=tmp_path / "a", engine="pruned", **kwargs)
+    again = train_lean(str(model_dir), rows, out_dir=tmp_path / "b", engine="pruned", **kwargs)
+    assert first["engine"] == "pruned" and first["losses"] == again["losses"]
+    assert first["weights_sha256"] == again["weights_sha256"]
+    # The same objective: the pruned loss follows the lean one to float32 noise over 8 steps.
+    assert [s for s, _ in first["losses"]] == [s for s, _ in lean["losses"]]
+    assert all(a == pytest.approx(b, rel=1e-4) for (_, a), (_, b) in zip(first["losses"], lean["losses"], strict=True))
+    assert first["final_loss"] == pytest.approx(GOLDEN_FINAL_LOSS_PRUNED, rel=1e-6)
+
+
+def _tiny(tmp_path: Path, family: str) -> Path:
+    """A tiny fixture model of ``family`` without dropout (GPT2Config's defaults have 0.1)."""
+    from tests.lm_fixtures import make_model, make_tokenizer
+
+    model = make_model(family, seed=1)
+    for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
+    path = tmp_path / family
+    model.save_pretrained(path)
+    make_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "gpt2"])
+def test_pruned_forward_gives_the_models_logits_and_the_lean_gradient(tmp_path, family):
+    """At every completion position of length-split micro-batches: the model's own logits (with its attention mask),
+    and the gradient of the lean engine's loss (another summation order: float32 noise only)."""
+    from benchmark.providers import hf_lean
+    from benchmark.providers.hf_model import load_model
+    from benchmark.providers.hf_pruned import PrunedForward
+
+    model, tok = load_model(str(_tiny(tmp_path, family)), for_training=True)
+    rows = _rows(tok)
+    examples, _ = hf_lean.training_examples(model, tok, rows, spec=None, system=None, objective="distill",
+                                            max_length=500)
+    plan = hf_lean._batch_plan(examples, seed=3, total=2, batch_size=12, grad_accum=1, pad_id=tok.pad_token_id,
+                               device=torch.device("cpu"), queries=True)
+    batches = [b for step in plan for b in step]
+    assert len(batches) >= 3 and any(int(b["qvalid"].sum(1).min()) < b["qvalid"].shape[1] for b in batches)
+    forward, head = PrunedForward(model), model.get_output_embeddings()
+    params = dict(model.named_parameters())
+    for batch in batches:
+        with torch.no_grad():
+            full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            mine = head(forward(batch))
+        torch.testing.assert_close(mine, full[batch["rows"], batch["pos"]], rtol=1e-5, atol=1e-5)
+        grads = []
+        for engine in ("lean", "pruned"):
+            model.zero_grad(set_to_none=True)
+            loss = (hf_lean.lean_loss(model.base_model, head, batch, "distill", "rest") if engine == "lean"
+                    else forward.loss(head, batch, "distill", "rest"))
+            loss.backward()
+            grads.append({k: p.grad.clone() for k, p in params.items()})
+        for k in params:
+            torch.testing.assert_close(grads[1][k], grads[0][k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_pruned_loss_is_the_rest_kl_of_token_losses():
+    """The hand-written loss and backward against autograd through token_losses, in float64 (padded top-k entries
+    included: teacher mass 0 at token 0, as collate pads them)."""
+    import math
+
+    from benchmark.providers.hf_pruned import _RestKL
+    from benchmark.providers.hf_train import token_losses
+
+    gen = torch.Generator().manual_seed(0)
+    n, vocab, k = 40, 200, 12
+    z = torch.randn(n, vocab, generator=gen, dtype=torch.float64) * 3
+    ids = torch.stack([torch.randperm(vocab, generator=gen)[:k] for _ in range(n)])
+    t_lp = torch.log_softmax(torch.randn(n, vocab, generator=gen, dtype=torch.float64) * 2, -1).gather(-1, ids)
+    ids[:4, -3:], t_lp[:4, -3:] = 0, -math.inf
+    weights = torch.randn(n, generator=gen, dtype=torch.float64)
+    za, zb = z.clone().requires_grad_(), z.clone().requires_grad_()
+    ref = token_losses(torch.log_softmax(za, -1), {"topk_ids": ids, "topk_lp": t_lp}, "distill", "rest")
+    mine = _RestKL.apply(zb, ids, t_lp)
+    (ref * weights).sum().backward()
+    (mine * weights).sum().backward()
+    torch.testing.assert_close(mine, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(zb.grad, za.grad, rtol=1e-12, atol=1e-12)
+
+
+def test_pruned_engine_refuses_models_it_does_not_know(tmp_path):
+    from benchmark.providers.hf_model import load_model
+    from benchmark.providers.hf_pruned import PrunedForward
+    from tests.lm_fixtures import save_tiny_model
+
+    model, _ = load_model(str(save_tiny_model(tmp_path / "gpt2", "gpt2")), for_training=True)
+    with pytest.raises(UserError, match="attn_pdrop=0.1; use engine 'lean' or 'hf'"):
+        PrunedForward(model)  # GPT2Config's default dropout
+    model.config.model_type = "mistral"
+    with pytest.raises(UserError, match="model_type 'mistral'"):
+        PrunedForward(model)

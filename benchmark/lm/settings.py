@@ -170,8 +170,10 @@ class StudentSettings(Frozen):
     #: the base, rows and micro-batches prepared once per worker process, which keeps each base and a copy of its
     #: weights in memory (meant for small models; 1.8-2.3x the hf engine's tokens/s on the zoo,
     #: benchmarks/bench_students.py). Hashed: lean students are other artifacts (their logits differ by ~1e-5);
-    #: the student spec names the engine only when it is not hf, so every existing suite keeps its ids.
-    engine: Literal["hf", "lean"] = "hf"
+    #: the student spec names the engine only when it is not hf, so every existing suite keeps its ids. pruned: the
+    #: lean loop on a hand-written Qwen2/Llama/GPT-2 forward that runs the last layer at the completion positions
+    #: only (providers/hf_pruned.py; same objective, other last digits than lean: other artifacts).
+    engine: Literal["hf", "lean", "pruned"] = "hf"
     #: Soft labels across tokenizers (objective distill only): ``alphabet`` moves the teacher's top-k over the
     #: channel's alphabet (numbers: digits, comma, space) onto the student's ids for every pair, same-tokenizer pairs
     #: included (:mod:`benchmark.lm.vocab_map` says exactly what is matched and dropped). None: token ids as stored,

@@ -117,15 +117,21 @@ class HFBackend:
         """LoRA (or full) fine-tuning into ``out/adapter`` (or ``out/model``); ``suffix`` names API jobs only.
 
         ``engine`` "lean" trains full-parameter students with :mod:`benchmark.providers.hf_lean` (per-process
-        caches, logits at the completion positions only); "hf" is :func:`benchmark.providers.hf_train.train`.
+        caches, logits at the completion positions only), "pruned" the same loop on a forward that computes only
+        what the loss reads (:mod:`benchmark.providers.hf_pruned`); "hf" is
+        :func:`benchmark.providers.hf_train.train`.
         """
         from benchmark.providers.hf_lean import train_lean
         from benchmark.providers.hf_train import train as train_hf
 
         _set_threads(threads)
-        train_model: Any = train_lean if engine == "lean" else train_hf
+        kwargs = train.train_kwargs()
+        if engine == "hf":
+            train_model: Any = train_hf
+        else:
+            train_model, kwargs["engine"] = train_lean, engine
         result = train_model(weights_path(base_dir), rows, spec=model, objective=objective, seed=seed,
-                             out_dir=out, log=log, progress=progress, **train.train_kwargs())
+                             out_dir=out, log=log, progress=progress, **kwargs)
         return FineTuned(result=result, adapter="adapter" if (out / "adapter").exists() else "model")
 
     def verify(self, loaded: Loaded) -> float | None:

@@ -22,7 +22,8 @@ what it computes and what it keeps:
   student's bytes do not depend on which others share its process (``--workers``, Ray, grouping).
 
 Numbers differ from the hf engine in the last float digits (another summation order); the engine is a hashed
-student setting, so its students are other artifacts. Stacking students with ``torch.func.vmap`` was measured and
+student setting, so its students are other artifacts. The "pruned" engine runs this loop (``engine="pruned"``) on
+:mod:`benchmark.providers.hf_pruned`'s forward, which also runs the last layer at the completion positions only. Stacking students with ``torch.func.vmap`` was measured and
 not used: on the zoo it was 0.85-1.0x of this loop (CPU attention has no batching rule and the matmuls are
 already large enough), see benchmarks/bench_students.py.
 
@@ -119,7 +120,8 @@ class _Base:
         self.head = self.model.get_output_embeddings()
         self.params = dict(self.model.named_parameters())  # tied weights appear once
         self.weights = {name: p.detach().clone() for name, p in self.params.items()}
-        self.checked = False
+        self.checked: set[str] = set()
+        self._pruned: Any = None
         # What encoding rows reads from a base (vocabulary, chat template and its rendering, end-of-turn ids):
         # bases that agree share one encoded copy of a dataset (the zoo's bases share one tokenizer).
         eot = end_of_turn_ids(self.tok, stop_ids(self.model, self.tok, spec))
@@ -135,25 +137,41 @@ class _Base:
                 p.grad = None
         self.model.train()
 
-    def check(self, batch: dict[str, torch.Tensor]) -> None:
-        """Refuse a model whose logits are not its output layer applied to its body (softcapping, logit scales).
+    @property
+    def pruned(self) -> Any:
+        """The pruned forward of this base (engine "pruned"; :mod:`benchmark.providers.hf_pruned`), made once."""
+        if self._pruned is None:
+            from benchmark.providers.hf_pruned import PrunedForward
 
-        Once per base and process, on the first micro-batch: the lean loss must see what the model's own forward
-        (with its attention mask) gives at the completion positions.
+            self._pruned = PrunedForward(self.model)
+        return self._pruned
+
+    def check(self, batch: dict[str, torch.Tensor], engine: str = "lean") -> None:
+        """Refuse a model whose logits the engine's forward does not reproduce: for "lean" logits that are not its
+        output layer applied to its body (softcapping, logit scales), for "pruned" also an architecture its
+        hand-written forward gets wrong.
+
+        Once per base, engine and process, on the first micro-batch: the engine's loss must see what the model's
+        own forward (with its attention mask) gives at the completion positions.
         """
-        if self.checked:
+        if engine in self.checked:
             return
         self.model.eval()  # no dropout: the check draws nothing from the generators training uses
         with torch.no_grad():
             full = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                               use_cache=False).logits[batch["rows"], batch["pos"]]
-            lean = self.head(self.body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state[
-                batch["rows"], batch["pos"]])
+            if engine == "pruned":
+                mine = self.head(self.pruned(batch))
+            else:
+                mine = self.head(self.body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state[
+                    batch["rows"], batch["pos"]])
         self.model.train()
-        if not torch.allclose(full.float(), lean.float(), rtol=1e-4, atol=1e-4):
-            raise UserError(f"{self.model.name_or_path}: settings.student.engine 'lean' needs a model whose logits "
-                            "are its output layer applied to its last hidden state; use engine 'hf' for this model")
-        self.checked = True
+        if not torch.allclose(full.float(), mine.float(), rtol=1e-4, atol=1e-4):
+            what = ("logits are its output layer applied to its last hidden state" if engine == "lean" else
+                    "forward the pruned engine's hand-written Qwen2/Llama/GPT-2 blocks reproduce")
+            raise UserError(f"{self.model.name_or_path}: settings.student.engine {engine!r} needs a model whose "
+                            f"{what}; use engine 'hf' for this model")
+        self.checked.add(engine)
 
 
 def _base(model_dir: str, spec: ModelSpec | None, device: str | torch.device | None) -> _Base:
@@ -175,9 +193,11 @@ def _examples(base: _Base, rows: Sequence[Mapping[str, Any]], *, spec: ModelSpec
 
 
 def _batch_plan(examples: list[Example], *, seed: int, total: int, batch_size: int, grad_accum: int, pad_id: int,
-                device: torch.device) -> list[list[dict[str, torch.Tensor]]]:
-    """The collated micro-batches of every optimizer step (the hf engine's data order for this seed)."""
-    key = (id(examples), seed, total, batch_size, grad_accum, pad_id, str(device))
+                device: torch.device, queries: bool = False) -> list[list[dict[str, torch.Tensor]]]:
+    """The collated micro-batches of every optimizer step (the hf engine's data order for this seed); with
+    ``queries`` each also holds the (rows, completion slots) index of its completion positions that the pruned
+    engine reads (:func:`benchmark.providers.hf_pruned.query_positions`)."""
+    key = (id(examples), seed, total, batch_size, grad_accum, pad_id, str(device), queries)
     hit = _BATCHES.get(key)
     if hit is not None and hit[0] is examples:
         return hit[1]
@@ -185,7 +205,14 @@ def _batch_plan(examples: list[Example], *, seed: int, total: int, batch_size: i
     plan = []
     for _ in range(total):
         step = [collate(part, pad_id, device) for mb in next(stream) for part in _by_length([examples[i] for i in mb])]
-        plan.append([b for b in step if b["rows"].numel()])
+        step = [b for b in step if b["rows"].numel()]
+        if queries:
+            from benchmark.providers.hf_pruned import query_positions
+
+            for b in step:
+                b["qpos"], b["qvalid"] = (t.to(device) for t in query_positions(b["rows"].cpu(), b["pos"].cpu(),
+                                                                                 b["input_ids"].shape[0]))
+        plan.append(step)
     _BATCHES.put(key, (examples, plan))
     return plan
 
@@ -230,17 +257,21 @@ def train_lean(
     log: Any = None,
     progress: Progress | None = None,
     log_every: int = 10,
+    engine: str = "lean",
 ) -> dict[str, Any]:
     """Full-parameter training of one student, as :func:`~benchmark.providers.hf_train.train` (same arguments and
-    result keys) with the lean engine's loss and per-process caches (see the module notes).
+    result keys) with the lean engine's loss and per-process caches (see the module notes); ``engine`` "pruned"
+    runs the same loop on :mod:`benchmark.providers.hf_pruned`'s forward.
 
     Raises:
         UserError: a LoRA recipe (the lean engine trains full-parameter students only), no trainable rows, or a
             model whose logits are not its output layer applied to its body.
     """
     check_choices(objective, schedule, topk_mode)
+    if engine not in ("lean", "pruned"):
+        raise UserError(f"unknown student engine {engine!r} for train_lean; allowed: lean, pruned")
     if lora is not None:
-        raise UserError("settings.student.engine 'lean' trains full-parameter students only; set "
+        raise UserError(f"settings.student.engine {engine!r} trains full-parameter students only; set "
                         "settings.student.train.lora: null or use engine 'hf'")
     del gradient_checkpointing  # activations of the zoo's students are small; recorded, not hashed
     t0 = time.perf_counter()
@@ -251,7 +282,7 @@ def train_lean(
     total = total_steps(len(examples), batch_size, grad_accum, epochs, max_steps)
     dev = next(base.model.parameters()).device
     plan = _batch_plan(examples, seed=seed, total=total, batch_size=batch_size, grad_accum=grad_accum,
-                       pad_id=base.tok.pad_token_id, device=dev)
+                       pad_id=base.tok.pad_token_id, device=dev, queries=engine == "pruned")
     params = list(base.params.values())
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
@@ -261,13 +292,16 @@ def train_lean(
     tokens = 0
     step_loss = float("nan")
     for step, batches in enumerate(plan):
-        base.check(batches[0])
+        base.check(batches[0], engine)
         for g in opt.param_groups:
             g["lr"] = lr * lr_factor(step, total, warmup)
         n_tok = sum(int(b["rows"].numel()) for b in batches)
         step_loss = 0.0
         for batch in batches:
-            loss = lean_loss(base.body, base.head, batch, objective, topk_mode) / max(1, n_tok)
+            if engine == "pruned":
+                loss = base.pruned.loss(base.head, batch, objective, topk_mode) / max(1, n_tok)
+            else:
+                loss = lean_loss(base.body, base.head, batch, objective, topk_mode) / max(1, n_tok)
             loss.backward()
             step_loss += float(loss.detach())
         if max_grad_norm is not None:
@@ -300,5 +334,5 @@ def train_lean(
         "trainable_params": sum(p.numel() for p in params),
         "device": str(dev),
         "dtype": str(params[0].dtype).removeprefix("torch."),
-        "engine": "lean",
+        "engine": engine,
     }
