@@ -184,6 +184,12 @@ def test_paraphrase_plans_one_rewriter_base_and_only_downstream_nodes():
         assert d.spec["model"] == "zoo-qwen-a" and d.spec["rewriter"] == rewriter[0].id
         assert d.spec["template"] == TEMPLATE_ID and d.spec["max_new_tokens"] == 2 * base["dataset"]["max_new_tokens"]
         assert rewriter[0].key in d.deps and "fraction" not in d.spec and "teachers" not in d.spec
+    # A defense that reads no model ignores defense_model (a sweep over defenses may set it for paraphrase).
+    sort = {**base, "dataset": {**base["dataset"], "defense": "sort"}}
+    assert [n.key for n in _plan(reg, spec, sort)] == [
+        n.key for n in _plan(reg, spec, {**sort, "dataset": {**sort["dataset"], "defense_model": "zoo-qwen-a"}})]
+    assert [n.key for n in _plan(reg, spec, {**base, "dataset": {**base["dataset"], "defense_model": "zoo-qwen-a"}})
+            ] == list(plain)
     # The rewriter being a teacher base reuses that base node; another rewriter is another artifact.
     own = _plan(reg, spec, {**para, "dataset": {**para["dataset"], "defense_model": "zoo-gpt2"}})
     assert not [n for n in own if n.kind == "base" and n.key not in plain]
@@ -194,8 +200,7 @@ def test_paraphrase_plans_one_rewriter_base_and_only_downstream_nodes():
     ({"defense": "paraphrase", "defense_model": "zoo-qwen-z"},
      r"settings.dataset.defense_model: unknown model 'zoo-qwen-z' \(did you mean"),
     ({"defense": "paraphrase"}, r"settings.dataset.defense_model: 'paraphrase' needs a registry model"),
-    ({"defense": "sort", "defense_model": "zoo-qwen-a"}, r"settings.dataset.defense_model: only a defense that runs"),
-    ({"defense_model": "zoo-qwen-a"}, r"settings.dataset.defense_model: only a defense that runs a model reads it"),
+    ({"defense": "sort", "defense_model": "zoo-qwen-z"}, r"settings.dataset.defense_model: unknown model 'zoo-qwen-z'"),
 ])
 def test_bad_rewriter_is_one_line_naming_the_key(project_copy, dataset, message):
     import yaml

@@ -52,8 +52,11 @@ class OptimizerConfig(Frozen):
     the hf training loop only (the lean engine and API fine-tunes train AdamW: refused at plan time).
     """
 
+    #: adamw (torch's AdamW, the paper's) or sgd (torch's SGD with momentum), over the same parameter groups.
     name: Literal["adamw", "sgd"] = "adamw"
+    #: This optimizer's peak learning rate (the schedule and warmup as train's); None: train.lr.
     lr: float | None = Field(default=None, gt=0)
+    #: SGD's momentum (heavy ball, no dampening); AdamW refuses it (its betas are fixed at 0.9, 0.999).
     momentum: float = Field(default=0.9, ge=0, lt=1)
 
     @model_validator(mode="before")

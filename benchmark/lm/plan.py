@@ -697,7 +697,15 @@ def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
         prompt = (len(SYSTEM) + len(USER)) / _CHARS_PER_TOKEN + _row_tokens(settings)
         return 0, _dataset_rows(settings) * (prompt + n.spec["max_new_tokens"])
     if n.kind == "defense":  # teacher-forced scoring of every row by each scoring model (none for text defenses)
-        return 0, _dataset_rows(settings) * _row_tokens(settings) * (len(n.spec.get("teachers", [])) + 2)
+        from benchmark.lm.defenses.base import plugin
+
+        scorers = plugin(n.spec["defense"]).scorers
+        if not scorers:  # a text transform: no model runs
+            return 0, 0
+        n_models = len(n.spec.get("teachers", [])) + ("teachers" in scorers) + ("base" in scorers)
+        trained = _dataset_rows(settings) * _row_tokens(settings) * settings.student.train.epochs  # the pilot
+        return (trained if "student" in scorers else 0), _dataset_rows(settings) * _row_tokens(settings) * (
+            n_models + ("student" in scorers))
     if n.kind == "teacher":
         return (settings.teacher.n_rows * 30 * settings.teacher.train.epochs if n.spec.get("n_rows") else 0), 0
     return 0, _eval_tokens(settings)

@@ -84,7 +84,8 @@ class DatasetSettings(Frozen):
     #: read it.
     defense_fraction: float = Field(default=0.1, gt=0, le=1)
     #: The registry model a model-using defense runs (``paraphrase``: the rewriter; an API, hf or zoo model). Enters
-    #: the defense node's identity only for defenses that read it; set with any other defense it is refused.
+    #: the defense node's identity only for defenses that read it (the others ignore it, as they ignore
+    #: defense_fraction, so a defense sweep can include paraphrase); an unknown name is refused at plan time.
     defense_model: str | None = Field(default=None, min_length=1)
     #: Threshold sampling at generation (a generation-time defense, docs/defenses.md): tokens whose probability at the
     #: sampling temperature is below it are never sampled (the most likely token always may be), the rest renormalised;

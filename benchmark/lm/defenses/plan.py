@@ -26,7 +26,8 @@ def check_defense(suite: Any, settings: Any, local: Callable[[str], bool],
     """Refuse, at plan time, a defense the suite's channel or teachers cannot serve (one line naming the key).
 
     ``model(name, where)`` looks a registry model up (raising the registry's one-line error naming ``where``); it checks
-    ``settings.dataset.defense_model``.
+    ``settings.dataset.defense_model`` whenever it is set. A defense that reads no model ignores it (as the text
+    defenses ignore ``defense_fraction``), so one sweep over ``settings.dataset.defense`` can include ``paraphrase``.
     """
     threshold = settings.dataset.threshold
     if threshold is not None:
@@ -39,21 +40,16 @@ def check_defense(suite: Any, settings: Any, local: Callable[[str], bool],
             raise UserError(f"{where}: greedy data (temperature 0) samples nothing to threshold; set a temperature > 0 "
                             "or leave threshold out")
     name = settings.dataset.defense
-    reads_model = name not in (None, NONE) and "model" in plugin(name).params
-    if settings.dataset.defense_model is not None and not reads_model:
-        raise UserError(f"suite {suite.name}: settings.dataset.defense_model: only a defense that runs a model reads "
-                        f"it (paraphrase), not {name or 'none'!r}; remove defense_model")
+    key = f"suite {suite.name}: settings.dataset.defense_model"
+    if settings.dataset.defense_model is not None and model is not None:
+        model(settings.dataset.defense_model, key)  # a typo is refused even where the defense does not read it
     if name in (None, NONE):
         return
     where = f"suite {suite.name}: settings.dataset.defense"
     defense = plugin(name, where)
-    if reads_model:
-        key = f"suite {suite.name}: settings.dataset.defense_model"
-        if settings.dataset.defense_model is None:
-            raise UserError(f"{key}: {name!r} needs a registry model to run (e.g. defense_model: zoo-qwen-a, or an "
-                            "API model's name); none is set")
-        if model is not None:
-            model(settings.dataset.defense_model, key)
+    if "model" in defense.params and settings.dataset.defense_model is None:
+        raise UserError(f"{key}: {name!r} needs a registry model to run (e.g. defense_model: smollm2-135m-instruct, "
+                        "or an API model's name); none is set")
     channel = settings.dataset.channel
     from benchmark.lm.channels.base import load_channel
 
