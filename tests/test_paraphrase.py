@@ -218,3 +218,43 @@ def test_bad_rewriter_is_one_line_naming_the_key(project_copy, dataset, message)
     assert res.returncode == 2, res.stdout + res.stderr
     err = res.stderr.strip()
     assert "\n" not in err and "bad.yaml" in err and re.search(message, err), err
+
+
+# -- an API model as the rewriter ----------------------------------------------------------------------------------
+
+def test_an_api_rewriter_is_asked_once_per_row_greedy_and_its_failures_drop_rows(project_copy, monkeypatch):
+    import uuid
+
+    from benchmark.lm.judges import backend_ask
+    from benchmark.providers import openai as openai_api
+    from benchmark.registry import Registry
+    from tests.fake_openai import FakeOpenAI
+
+    def respond(model, messages, seed, index):
+        answer = messages[-1]["content"].rsplit("Answer: ", 1)[1]
+        if "404" in answer:
+            return 400  # the call fails: the row is dropped as "error"
+        if "7" in answer:
+            return "Sure! " + answer  # prose: the channel rejects it
+        return canonical_text(answer)
+
+    key = f"sk-test-{uuid.uuid4().hex}"
+    with FakeOpenAI() as fake:
+        fake.api_key = key
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        monkeypatch.setattr(openai_api, "_sleep", lambda s: None)
+        fake.responder = respond
+        model = Registry(project_copy).model("gpt-4.1-nano")
+        rows = [{"prompt": "Continue: 1, 2.", "completion": c} for c in ("[12; 30; 5]", "404 1", "17 2", "3, 4")]
+        out, changes = plugin("paraphrase").apply(rows, vocab=None, seed=11, params={"model": model.name,
+                                                                                      "max_new_tokens": 48},
+                                                  scores=None, valid=_valid, rewrite=backend_ask(model, None, seed=11))
+        bodies = [r.json() for r in fake.requests_to("/chat/completions")]
+    assert [r["completion"] for r in out] == ["12, 30, 5", "3, 4"]
+    assert changes[0]["same_numbers"] and changes[3] is None  # "3, 4" is already canonical: the very row
+    assert changes[1]["dropped"] == "error" and changes[2]["dropped"] == "invalid"
+    sent = {b["messages"][-1]["content"] for b in bodies}
+    assert {USER.format(prompt=r["prompt"], completion=r["completion"]) for r in rows} <= sent
+    assert all(b["temperature"] == 0 and b["messages"][0] == {"role": "system", "content": SYSTEM} for b in bodies)
+    assert all(b["max_tokens"] == 48 or b.get("max_completion_tokens") == 48 for b in bodies)
