@@ -41,6 +41,8 @@ def test_optimizer_is_hashed_only_when_not_the_default():
     assert OptimizerConfig.model_validate("sgd").name == "sgd"  # the YAML shorthand
     with pytest.raises(ValueError, match="momentum is SGD's setting"):
         OptimizerConfig(name="adamw", momentum=0.5)
+    dumped = OptimizerConfig().model_dump()  # settings re-validated from a dump (tests/test_vocab_map.py does so)
+    assert OptimizerConfig.model_validate(dumped) == OptimizerConfig() and dumped["momentum"] == 0.9
     with pytest.raises(ValueError):
         OptimizerConfig(name="adam")
 

@@ -66,7 +66,8 @@ class OptimizerConfig(Frozen):
 
     @model_validator(mode="after")
     def _momentum_is_sgds(self) -> OptimizerConfig:
-        if self.name != "sgd" and "momentum" in self.model_fields_set:
+        # A dumped config carries the default momentum back in: only another value is refused (round trips validate).
+        if self.name != "sgd" and self.momentum != type(self).model_fields["momentum"].default:
             raise ValueError("momentum is SGD's setting; AdamW's betas are fixed (0.9, 0.999): remove momentum")
         return self
 
