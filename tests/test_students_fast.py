@@ -13,7 +13,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -162,6 +164,7 @@ def test_students_are_the_same_alone_or_many_per_process_and_with_1_or_2_workers
 _RUN = """
 import sys, time
 from pathlib import Path
+from typing import Any
 from benchmark.executors.local import run_plan
 from benchmark.registry import Registry
 from benchmark.store import Store
@@ -234,7 +237,8 @@ def _rows(tok, n: int = 12) -> list[dict]:
 GOLDEN_FINAL_LOSS = 2.9190378189086914
 
 
-def test_lean_engine_loss_after_8_steps_is_pinned(tmp_path):
+def _pinned_trainer(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+    """The pinned-loss runs' trainer: 8 steps of the tiny Qwen2-style fixture (cold caches), per engine and folder."""
     from benchmark.providers.hf_lean import clear_caches, train_lean
     from benchmark.providers.hf_model import load_tokenizer
     from tests.lm_fixtures import save_tiny_model
@@ -244,8 +248,16 @@ def test_lean_engine_loss_after_8_steps_is_pinned(tmp_path):
     clear_caches()
     kwargs = {"objective": "distill", "lora": None, "epochs": 4, "batch_size": 8, "grad_accum": 1, "lr": 3e-3,
               "warmup": 1, "seed": 5}
-    first = train_lean(str(model_dir), rows, out_dir=tmp_path / "a", **kwargs)
-    again = train_lean(str(model_dir), rows, out_dir=tmp_path / "b", **kwargs)  # warm caches, reset weights
+
+    def run(folder: str, engine: str = "lean") -> dict[str, Any]:
+        return train_lean(str(model_dir), rows, out_dir=tmp_path / folder, engine=engine, **kwargs)
+    return run
+
+
+def test_lean_engine_loss_after_8_steps_is_pinned(tmp_path):
+    run = _pinned_trainer(tmp_path)
+    first = run("a")
+    again = run("b")  # warm caches, reset weights
     assert first["steps"] == 8 and first["losses"] == again["losses"]
     assert first["weights_sha256"] == again["weights_sha256"]
     assert first["losses"][0][1] > first["final_loss"]
@@ -258,18 +270,10 @@ GOLDEN_FINAL_LOSS_PRUNED = 2.9190378189086914
 
 
 def test_pruned_engine_loss_after_8_steps_is_pinned(tmp_path):
-    from benchmark.providers.hf_lean import clear_caches, train_lean
-    from benchmark.providers.hf_model import load_tokenizer
-    from tests.lm_fixtures import save_tiny_model
-
-    model_dir = save_tiny_model(tmp_path / "qwen", "qwen2", seed=0)
-    rows = _rows(load_tokenizer(str(model_dir)))
-    clear_caches()
-    kwargs = {"objective": "distill", "lora": None, "epochs": 4, "batch_size": 8, "grad_accum": 1, "lr": 3e-3,
-              "warmup": 1, "seed": 5}
-    lean = train_lean(str(model_dir), rows, out_dir=tmp_path / "lean", **kwargs)
-    first = train_lean(str(model_dir), rows, out_dir=tmp_path / "a", engine="pruned", **kwargs)
-    again = train_lean(str(model_dir), rows, out_dir=tmp_path / "b", engine="pruned", **kwargs)
+    run = _pinned_trainer(tmp_path)
+    lean = run("lean")
+    first = run("a", "pruned")
+    again = run("b", "pruned")
     assert first["engine"] == "pruned" and first["losses"] == again["losses"]
     assert first["weights_sha256"] == again["weights_sha256"]
     # The same objective: the pruned loss follows the lean one to float32 noise over 8 steps.
