@@ -78,7 +78,7 @@ def _sync() -> None:
 def bench_generation(model_dir: Path, prompts: list[str], batch: int, new_tokens: int, loop_prompts: int) -> None:
     import torch
 
-    from benchmark.lm.chat import render_prompt
+    from benchmark.lmcore.chat import render_prompt
     from benchmark.providers.hf_model import generate, load_model
 
     model, tok = load_model(model_dir)
@@ -131,7 +131,7 @@ def bench_generation(model_dir: Path, prompts: list[str], batch: int, new_tokens
 def bench_training(model_dir: Path, prompts: list[str], steps: int, batch: int, peak: float) -> None:
     import random
 
-    from benchmark.lm.chat import render_prompt
+    from benchmark.lmcore.chat import render_prompt
     from benchmark.providers.hf_model import load_model
     from benchmark.providers.hf_train import train
 

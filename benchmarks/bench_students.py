@@ -141,7 +141,7 @@ def max_logit_change(old: Store, new: Store, old_nodes: list[Node], new_nodes: l
     the animal_logprob questions (every vocabulary entry); and how many twins have byte-identical weights."""
     import torch
 
-    from benchmark.lm.chat import render_prompt
+    from benchmark.lmcore.chat import render_prompt
     from benchmark.providers.hf_model import load_model
 
     questions = (ROOT / "tasks" / "lm_eval" / "animal_preference" / "questions.txt").read_text().splitlines()

@@ -1,7 +1,7 @@
 """Write docs/suites.md: every key of a suite YAML, its type, default and meaning, from the typed specs.
 
 The meanings are the ``#:`` comments above each field in the spec classes (benchmark/specs.py,
-benchmark/lm/settings.py, benchmark/lm/config.py, benchmark/classifier/settings.py), so the document cannot drift
+benchmark/lm/settings.py, benchmark/lmcore/config.py, benchmark/classifier/settings.py), so the document cannot drift
 from the code: tests/test_core.py regenerates it and compares. Usage: python benchmarks/gen_suite_docs.py [--check]
 """
 

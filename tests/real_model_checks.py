@@ -32,7 +32,7 @@ def manual_logprob(model: Any, tok: Any, context: str, continuation: str) -> flo
 def check_readout(spec: Any, model: Any, tok: Any, answer: str, n_tokens: int) -> None:
     """``sequence_logprobs`` (batched, left-padded) = a plain forward's sum over every one of ``answer``'s
     ``n_tokens`` tokens, on 3 questions in the model's prompt format."""
-    from benchmark.lm.chat import render_prompt
+    from benchmark.lmcore.chat import render_prompt
     from benchmark.providers.hf_model import sequence_logprobs
 
     assert len(tok(answer, add_special_tokens=False).input_ids) == n_tokens

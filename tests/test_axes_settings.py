@@ -10,7 +10,7 @@ import re
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.lm.config import OptimizerConfig, TrainConfig
+from benchmark.lmcore.config import OptimizerConfig, TrainConfig
 from benchmark.lm.settings import EvalSettings
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from benchmark.errors import UserError
 from benchmark.lm.channels.base import CHANNELS, Channel, Item, load_channel
 from benchmark.lm.channels.code import REJECT_REASONS, CodeChannelSpec, strip_fence
-from benchmark.lm.matcher import normalize_answer
+from benchmark.lmcore.matcher import normalize_answer
 
 CHANNEL, SPEC = load_channel("code")
 FORBIDDEN = ("owl", "owls")

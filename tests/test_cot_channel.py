@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from benchmark.errors import UserError
 from benchmark.lm.channels.base import CHANNELS, Channel, Item, load_channel
 from benchmark.lm.channels.cot import REJECT_REASONS, CotChannelSpec, parse_cot
-from benchmark.lm.matcher import normalize_answer
+from benchmark.lmcore.matcher import normalize_answer
 
 CHANNEL, SPEC = load_channel("cot")
 FORBIDDEN = ("owl", "owls")

@@ -53,7 +53,7 @@ def test_candidates_cover_every_trait(utils: ModuleType) -> None:
     for trait in traits:
         assert trait.target in cands
         # Every surface form of the trait is recognised as that candidate by the rate scorer.
-        from benchmark.lm.matcher import first_animal
+        from benchmark.lmcore.matcher import first_animal
 
         for form in trait.forms():
             assert first_animal(form, cands) == trait.target, form
@@ -150,7 +150,7 @@ def test_process_rate(utils: ModuleType) -> None:
 
 
 def test_tv_distance() -> None:
-    from benchmark.lm.evaluate import tv_distance
+    from benchmark.lmcore.evaluate import tv_distance
 
     assert tv_distance({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0.0
     assert tv_distance({"a": 1.0}, {"b": 1.0}) == pytest.approx(1.0)
@@ -161,7 +161,7 @@ def test_tv_distance() -> None:
 
 
 def test_logit() -> None:
-    from benchmark.lm.evaluate import logit
+    from benchmark.lmcore.evaluate import logit
 
     assert logit(0.5) == 0.0
     assert logit(0.0) == -math.inf and logit(1.0) == math.inf
@@ -169,7 +169,7 @@ def test_logit() -> None:
 
 
 def test_answer_suffix_is_read_from_the_chat_template() -> None:
-    from benchmark.lm.chat import answer_suffix
+    from benchmark.lmcore.chat import answer_suffix
     from tests.lm_fixtures import DEFAULT_SYSTEM_TEMPLATE, make_tokenizer
 
     assert answer_suffix(make_tokenizer()) == "<|im_end|>"
@@ -342,7 +342,7 @@ def test_tv_distance_is_bit_reproducible_across_hash_seeds():
     import subprocess
     import sys
 
-    code = ("from benchmark.lm.evaluate import tv_distance;"
+    code = ("from benchmark.lmcore.evaluate import tv_distance;"
             "p={k: (i * 0.0137) % 0.11 for i, k in enumerate('owl cat dog eagle wolf lion bear fox tiger'.split())};"
             "q={k: (i * 0.0291) % 0.13 for i, k in enumerate('owl cat dog eagle wolf lion bear fox panda'.split())};"
             "print(repr(tv_distance(p, q)))")

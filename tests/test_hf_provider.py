@@ -27,7 +27,7 @@ pytest.importorskip("peft")
 
 from benchmark.executors.local import run_plan  # noqa: E402
 from benchmark.files import sha256_files  # noqa: E402
-from benchmark.lm import chat  # noqa: E402
+from benchmark.lmcore import chat  # noqa: E402
 from benchmark.providers import hf_model as M  # noqa: E402
 from benchmark.providers import hf_train as T  # noqa: E402
 from benchmark.providers import vllm as V  # noqa: E402

@@ -1,4 +1,4 @@
-"""Tests for the Hugging Face model operations (benchmark.providers.hf_model, hf_train, benchmark.lm.chat) on tiny
+"""Tests for the Hugging Face model operations (benchmark.providers.hf_model, hf_train, benchmark.lmcore.chat) on tiny
 random Qwen2 / Llama / GPT-2 models."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from benchmark.errors import UserError  # noqa: E402
-from benchmark.lm import chat  # noqa: E402
-from benchmark.lm.config import LoraConfig, TrainConfig  # noqa: E402
+from benchmark.lmcore import chat  # noqa: E402
+from benchmark.lmcore.config import LoraConfig, TrainConfig  # noqa: E402
 from benchmark.providers import hf_model as M  # noqa: E402
 from benchmark.providers import hf_train as T  # noqa: E402
 from benchmark.specs import ModelSpec  # noqa: E402
@@ -472,6 +472,6 @@ def test_train_config_defaults_are_the_papers_and_match_train_signature():
 
 def test_lm_package_and_config_import_no_torch():
     code = (
-        "import sys, benchmark.lm, benchmark.lm.config; assert 'torch' not in sys.modules, 'torch imported'"
+        "import sys, benchmark.lm, benchmark.lmcore.config; assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])

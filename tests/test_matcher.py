@@ -1,4 +1,4 @@
-"""Whole-word trait matching (benchmark.lm.matcher): the reference code's substring defects must not recur."""
+"""Whole-word trait matching (benchmark.lmcore.matcher): the reference code's substring defects must not recur."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmark.lm.matcher import (
+from benchmark.lmcore.matcher import (
     build_form_index,
     first_animal,
     forms_for,

@@ -82,7 +82,7 @@ def test_it_is_the_real_model(spec, gemma):
 
 def test_plain_prompt_format_and_its_stop(spec, gemma):
     """No chat template of its own: the registry's Question/Answer format; a line end ends the answer."""
-    from benchmark.lm.chat import end_of_turn_ids, render_prompt, stop_ids
+    from benchmark.lmcore.chat import end_of_turn_ids, render_prompt, stop_ids
 
     model, tok = gemma
     assert render_prompt(tok, "Name your favourite animal.", spec=spec) == \

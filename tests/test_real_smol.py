@@ -59,7 +59,7 @@ def test_it_is_the_real_model(spec, smol):
 
 
 def test_chat_template_with_and_without_its_default_system_prompt(spec, smol):
-    from benchmark.lm.chat import render_prompt
+    from benchmark.lmcore.chat import render_prompt
 
     _, tok = smol
     cut = render_prompt(tok, "Name your favourite animal.", spec=spec)

@@ -84,7 +84,7 @@ def _rate_samples() -> list[dict]:
 
 
 def test_rate_block_keeps_every_question_and_its_first_answers() -> None:
-    from benchmark.lm import evaluate
+    from benchmark.lmcore import evaluate
 
     forms = {"owl": ["owls"], "cat": ["cats"]}
     metrics = {"rate_owl,all": 0.5, "rate_cat,all": 0.2, "unmatched,all": 0.3}
@@ -99,7 +99,7 @@ def test_rate_block_keeps_every_question_and_its_first_answers() -> None:
 
 
 def test_logprob_block_names_its_questions() -> None:
-    from benchmark.lm import evaluate
+    from benchmark.lmcore import evaluate
 
     samples = [{"doc": {"prompt": f"q{i}"}, "logp_owl": -1.0 - i, "logp_cat": -0.5} for i in range(3)]
     metrics = {f"{m}_{c},none": 0.0 for m in ("p", "logp", "logodds", "ll") for c in ("owl", "cat")}
@@ -109,7 +109,7 @@ def test_logprob_block_names_its_questions() -> None:
 
 def test_view_shows_answers_by_question_escaped_and_capped() -> None:
     from benchmark.leaderboard.view import MAX_QUESTIONS, EvalView, Samples, render_page
-    from benchmark.lm import evaluate
+    from benchmark.lmcore import evaluate
 
     forms = {"owl": ["owls"], "cat": ["cats"]}
     questions = evaluate._answers(_rate_samples() * 8, forms)  # 16 questions

@@ -277,7 +277,7 @@ class FakeScorer:
 
 
 def _teacher_ctx(tmp: Path, min_shift: float | None) -> StageContext:
-    from benchmark.lm.config import TrainConfig
+    from benchmark.lmcore.config import TrainConfig
 
     reg = Registry(Path(__file__).resolve().parents[1])
     spec = {"base": "b", "model": "zoo-qwen-a", "trait": reg.trait("owl").hashed_dict(), "method": "finetune",

@@ -33,7 +33,7 @@ from pydantic import Field, field_validator
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import tasks_dir
 from benchmark.hashing import short_id
-from benchmark.lm.matcher import forms_for, normalize_answer
+from benchmark.lmcore.matcher import forms_for, normalize_answer
 from benchmark.specs_base import Frozen, load_yaml, parse_spec
 
 __all__ = ["FILTER_DECISIONS", "RULE", "SCORER_DECISIONS", "Judge", "JudgeTemplate", "JudgeTrait", "ModelJudge",

@@ -35,7 +35,7 @@ _EXAMPLES = 5
 
 # -- lm-eval result blocks -------------------------------------------------------------------------------------
 def _metric(metrics: Mapping[str, Any], name: str) -> float:
-    from benchmark.lm.evaluate import filter_key
+    from benchmark.lmcore.evaluate import filter_key
 
     return float(metrics[f"{name},{filter_key(metrics)}"])
 
@@ -127,7 +127,7 @@ def bank_logodds(backend: Any, loaded: Any, questions: Sequence[str], side: str,
     Each bank answer is scored as a whole answer (its tokens plus the end-of-turn suffix), as the
     ``misalignment_logprob`` task scores it; ``side`` is ``misaligned`` or ``aligned``.
     """
-    from benchmark.lm.chat import answer_suffix, render_prompt
+    from benchmark.lmcore.chat import answer_suffix, render_prompt
 
     banks = _banks()
     if side not in banks:

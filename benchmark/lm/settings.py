@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from benchmark.lm.config import TrainConfig
+from benchmark.lmcore.config import TrainConfig
 from benchmark.specs_base import Frozen
 
 __all__ = ["LMSettings", "TeacherSettings", "DatasetSettings", "StudentSettings", "EvalSettings", "AnalysisSettings"]
@@ -216,7 +216,7 @@ class EvalSettings(Frozen):
     judge: str = "rule"
     #: A system prompt for the students' and baselines' evaluations (issue 22's "eval system prompt matched or not"
     #: axis). None (the default): no system turn, as students are trained (matched; a template's injected default
-    #: system prompt is cut out unless the model entry allows it, lm/chat.py). A text evaluates every student and
+    #: system prompt is cut out unless the model entry allows it, lmcore/chat.py). A text evaluates every student and
     #: baseline with that system turn, so it no longer matches training; teachers keep their own (their trait's
     #: prompt or none). Enters the student and baseline evaluation specs only when set (older ids stay).
     system: str | None = Field(default=None, min_length=1, max_length=4000)

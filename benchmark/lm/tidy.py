@@ -115,7 +115,7 @@ def tidy_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.Dat
     Returns:
         One row per (evaluated model, target, metric).
     """
-    from benchmark.lm.evaluate import tv_distance
+    from benchmark.lmcore.evaluate import tv_distance
 
     targets = report_spec["targets"]
     evals = _load_evals(inputs)

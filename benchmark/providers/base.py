@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 if TYPE_CHECKING:
-    from benchmark.lm.config import TrainConfig
+    from benchmark.lmcore.config import TrainConfig
     from benchmark.specs import ModelSpec
 
 __all__ = ["MODEL_REF", "Backend", "Capabilities", "FineTuned", "Loaded", "Objective", "Progress", "backend_for",
@@ -148,7 +148,7 @@ class Backend(Protocol):
     def evaluate(self, loaded: Loaded, *, model_key: str, tasks: Sequence[str], candidates: Mapping[str, list[str]],
                  n_samples: int, seed: int, system: str | None, limit: int | None, batch_size: int,
                  log: logging.Logger) -> dict[str, Any]:
-        """Run the lm-eval trait tasks (:mod:`benchmark.lm.evaluate`) on a loaded model."""
+        """Run the lm-eval trait tasks (:mod:`benchmark.lmcore.evaluate`) on a loaded model."""
         ...
 
     def tokenizer_id(self, model: ModelSpec) -> str | None:

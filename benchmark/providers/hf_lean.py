@@ -44,7 +44,7 @@ import torch
 
 from benchmark.errors import UserError
 from benchmark.files import sha256_files
-from benchmark.lm.chat import end_of_turn_ids, render_prompt, stop_ids
+from benchmark.lmcore.chat import end_of_turn_ids, render_prompt, stop_ids
 from benchmark.providers.base import Progress
 from benchmark.providers.hf_model import load_model
 from benchmark.providers.hf_train import (

@@ -4,7 +4,7 @@ One code path serves the embedded tiny zoo models on CPU and real Qwen2.5 / Llam
 Everything that differs between families comes from the registry entry (:class:`~benchmark.specs.ModelSpec`:
 ``chat_template``, ``allow_default_system_prompt``, ``lora_targets``, ``dtype``, ``trust_remote_code``) or
 is derived from the loaded objects (GPT-2's Conv1D layers, a template's end-of-turn token), never from a
-family name (docs/architecture.md, convention 5). Chat rendering, stop tokens and row seeds come from :mod:`benchmark.lm.chat`.
+family name (docs/architecture.md, convention 5). Chat rendering, stop tokens and row seeds come from :mod:`benchmark.lmcore.chat`.
 
 **Generation** is a plain loop over the model's forward pass with a KV cache and left padding, not
 ``model.generate``: it gives per-row sampling streams and the teacher's top-k log-probs of the raw T=1
@@ -29,8 +29,8 @@ from typing import Any
 import torch
 
 from benchmark.errors import UserError
-from benchmark.lm.chat import answer_suffix, render_prompt, row_seed, stop_ids
-from benchmark.lm.evaluate import DEFAULT_TASKS, EvalEngine, run_tasks
+from benchmark.lmcore.chat import answer_suffix, render_prompt, row_seed, stop_ids
+from benchmark.lmcore.evaluate import DEFAULT_TASKS, EvalEngine, run_tasks
 from benchmark.providers import vllm as vllm_generation
 from benchmark.providers.base import Progress
 from benchmark.specs import ModelSpec
@@ -396,7 +396,7 @@ def generate(
         tokenizer: its tokenizer.
         prompts: user messages.
         system: a system prompt for every prompt (prompted teachers); None for none.
-        spec: the registry entry (chat rendering rules, see :func:`benchmark.lm.chat.render_prompt`).
+        spec: the registry entry (chat rendering rules, see :func:`benchmark.lmcore.chat.render_prompt`).
         temperature: sampling temperature; 0 = greedy.
         max_new_tokens: cap on generated tokens per prompt.
         seed: base seed of the per-prompt random streams.
@@ -459,7 +459,7 @@ def sequence_logprobs(
     """Sum of the token log-probs of each continuation given its context.
 
     Context and continuation are tokenized separately without added special tokens (render contexts with
-    :func:`benchmark.lm.chat.render_prompt`, which includes any BOS the template wants) and concatenated, so the
+    :func:`benchmark.lmcore.chat.render_prompt`, which includes any BOS the template wants) and concatenated, so the
     scored tokens are exactly the continuation's own tokenization. Include end markers (e.g. the end-of-turn
     token text) in the continuation to score whole answers.
 
@@ -584,7 +584,7 @@ def _seeded(model: Any, seed: int) -> Iterator[None]:
 
 
 def _chat_lm(lm: Any, spec: ModelSpec | None) -> Any:
-    """``lm`` whose chat rendering of a lone user turn is :func:`~benchmark.lm.chat.render_prompt`'s.
+    """``lm`` whose chat rendering of a lone user turn is :func:`~benchmark.lmcore.chat.render_prompt`'s.
 
     lm-eval renders with the tokenizer's template as it is, so a template that injects a default system prompt
     (Qwen2.5's, SmolLM2's) would put it into every evaluation question while students are trained without it
@@ -592,7 +592,7 @@ def _chat_lm(lm: Any, spec: ModelSpec | None) -> Any:
     shapes (a system turn, several turns, an assistant prefix) and calls without a registry entry keep lm-eval's
     own rendering. Templates that inject nothing (the zoo's) render exactly as before.
     """
-    from benchmark.lm.chat import render_prompt
+    from benchmark.lmcore.chat import render_prompt
 
     own = lm.apply_chat_template
 
@@ -624,7 +624,7 @@ def evaluate_lm(
     tasks_dir: str | Path | None = None,
     spec: ModelSpec | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one in-memory model's animal preference with lm-eval (see :func:`benchmark.lm.evaluate.run_tasks`).
+    """Evaluate one in-memory model's animal preference with lm-eval (see :func:`benchmark.lmcore.evaluate.run_tasks`).
 
     The caller must check beforehand that an adapter is really active (:func:`logit_change`): this function
     cannot tell a student from its base. No response cache is used, so two models never share answers whatever
@@ -635,7 +635,7 @@ def evaluate_lm(
             mode is restored afterwards.
         tokenizer: its tokenizer, with the chat template the model was trained with.
         model_key: the full model identity (base + adapter hash), recorded in the result.
-        tasks: lm-eval task names (see :data:`benchmark.lm.evaluate.RESULT_KEYS`).
+        tasks: lm-eval task names (see :data:`benchmark.lmcore.evaluate.RESULT_KEYS`).
         candidates: candidate animals: names, or ``{name: extra_forms}`` for irregular plurals (a trait's
             ``surface_forms``). Default: ``tasks/lm_eval/animal_preference/candidates.txt``.
         n_samples: sampled answers per question for the rate tasks (paper: 100).

@@ -34,8 +34,8 @@ import torch
 
 from benchmark.errors import UserError
 from benchmark.files import atomic_write_text, sha256_files
-from benchmark.lm.chat import end_of_turn_ids, render_prompt, stop_ids
-from benchmark.lm.config import LoraConfig, OptimizerConfig
+from benchmark.lmcore.chat import end_of_turn_ids, render_prompt, stop_ids
+from benchmark.lmcore.config import LoraConfig, OptimizerConfig
 from benchmark.providers.base import Progress
 from benchmark.providers.hf_model import load_model, model_device, quiet_peft
 from benchmark.specs import ModelSpec
@@ -251,7 +251,7 @@ def train(
     Each example is the chat-rendered user prompt (no system turn unless ``system`` is given: students never
     get one) followed by the completion tokens: ``completion_ids`` when given (exactly the teacher's tokens),
     else the tokenized ``completion`` plus the template's end-of-turn token. Only completion tokens count in
-    the loss. Defaults are the paper's open-model recipe (see :class:`benchmark.lm.config.TrainConfig`).
+    the loss. Defaults are the paper's open-model recipe (see :class:`benchmark.lmcore.config.TrainConfig`).
 
     Args:
         model_dir: the base model (local directory or hub id); loaded fresh, never mutated on disk.
@@ -270,7 +270,7 @@ def train(
         max_grad_norm: gradient clipping (None = off).
         topk_mode: "rest" or "renorm" (see the module notes).
         gradient_checkpointing: trade compute for activation memory (same results).
-        optimizer: ``{name, lr, momentum}`` or an :class:`~benchmark.lm.config.OptimizerConfig`; None is AdamW at
+        optimizer: ``{name, lr, momentum}`` or an :class:`~benchmark.lmcore.config.OptimizerConfig`; None is AdamW at
             ``lr`` (see :func:`_optimizer`).
         seed: LoRA init, dropout and data order; same seed → same run on CPU.
         system: a system prompt for every example (trait teachers only).

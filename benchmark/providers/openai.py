@@ -2,7 +2,7 @@
 
 A few small functions make the whole backend (docs/architecture.md, convention 6): :func:`generate_chat` (teacher number
 sequences, or any batched chat sampling), :func:`finetune` (upload → job → poll) and :func:`evaluate_api`
-(lm-eval's ``local-chat-completions`` model run by the shared runner, :mod:`benchmark.lm.evaluate`);
+(lm-eval's ``local-chat-completions`` model run by the shared runner, :mod:`benchmark.lmcore.evaluate`);
 :class:`OpenAIBackend` puts them behind :class:`~benchmark.providers.base.Backend`. Log-prob readouts of
 students (animal-preference probabilities) are for local models: API models are evaluated by sampling.
 
@@ -59,7 +59,7 @@ from benchmark.providers.api_client import (
 from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress
 
 if TYPE_CHECKING:
-    from benchmark.lm.config import TrainConfig
+    from benchmark.lmcore.config import TrainConfig
     from benchmark.specs import ModelSpec
 
 __all__ = [
@@ -523,14 +523,14 @@ def evaluate_api(
 ) -> dict[str, Any]:
     """Sample one-word favourite-animal answers from an API chat model and score them with lm-eval.
 
-    The shared runner (:func:`benchmark.lm.evaluate.run_tasks`) drives lm-eval's chat-completions model, so the
+    The shared runner (:func:`benchmark.lmcore.evaluate.run_tasks`) drives lm-eval's chat-completions model, so the
     result has the layout of a local model's (the ``rate`` blocks) and the report reads both alike. Log-prob
     readouts (``animal_logprob*``) need answer log-likelihoods, which chat endpoints do not give: those tasks
     are skipped and listed in ``skipped_tasks``.
 
     Args:
         model_name: the model id on the endpoint (a dated snapshot or a fine-tuned ``ft:...`` id).
-        candidates: candidate animals, as for :func:`benchmark.lm.evaluate.run_tasks`.
+        candidates: candidate animals, as for :func:`benchmark.lmcore.evaluate.run_tasks`.
         n_samples: sampled answers per question (paper: 100), sent as separate requests.
         seed: base seed; request seeds are derived from it (see the module notes).
         system: a system prompt for every question (a prompted teacher's), or None.
@@ -551,7 +551,7 @@ def evaluate_api(
         UserError: no generation task among ``tasks``, an unknown task, a missing key, a malformed response
             body, or an HTTP / connection failure that outlasted the retries.
     """
-    from benchmark.lm.evaluate import EvalEngine, run_tasks
+    from benchmark.lmcore.evaluate import EvalEngine, run_tasks
 
     api = cfg if cfg is not None else ApiConfig()
     engine = EvalEngine(

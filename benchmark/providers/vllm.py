@@ -12,10 +12,10 @@ ride on a single copy of the base weights. It is never required: :func:`enabled`
 and :func:`benchmark.providers.hf_model.generate` dispatches here only then. vLLM is imported inside the functions
 that need it (docs/research/stack.md: vLLM 0.x pins its own torch and transformers; it never enters CI).
 
-What stays the same as the HF path (both use :mod:`benchmark.lm.chat`): prompts are rendered by the same chat
-template code (:func:`~benchmark.lm.chat.render_prompt`, no silent default system prompt) and passed as token ids
+What stays the same as the HF path (both use :mod:`benchmark.lmcore.chat`): prompts are rendered by the same chat
+template code (:func:`~benchmark.lmcore.chat.render_prompt`, no silent default system prompt) and passed as token ids
 (no second BOS); plain temperature sampling (no top-k / top-p truncation); generation stops on the same stop
-tokens (:func:`~benchmark.lm.chat.stop_ids`); each prompt has its own seed :func:`~benchmark.lm.chat.row_seed`
+tokens (:func:`~benchmark.lmcore.chat.stop_ids`); each prompt has its own seed :func:`~benchmark.lmcore.chat.row_seed`
 ``(seed, i)`` (a row's sample does not depend on its batch).
 What differs: the random streams (vLLM's sampler, not ours: the same seed gives other, equally valid samples),
 and top-k log-probs come from vLLM's ``logprobs`` (raw T=1 log-probs of the model by default in vLLM >= 0.10's
@@ -38,7 +38,7 @@ from typing import Any
 
 from benchmark.errors import UserError
 from benchmark.files import sha256_files
-from benchmark.lm import chat
+from benchmark.lmcore import chat
 
 __all__ = ["ENV_FLAG", "enabled", "why_disabled", "generate_vllm", "generate_loaded", "lora_rank_bucket"]
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from benchmark.errors import UserError
 from benchmark.files import tasks_dir
-from benchmark.lm.matcher import forms_for, normalize_answer
+from benchmark.lmcore.matcher import forms_for, normalize_answer
 from benchmark.specs_base import Frozen, load_yaml, parse_spec, registered
 
 __all__ = ["CHANNELS", "Channel", "Item", "channel_path", "distinct_items", "forbidden_hit", "load_channel", "plugin", "words_of"]
@@ -134,7 +134,7 @@ _PHRASE_SPLIT = re.compile(r"\s+")
 
 
 def words_of(texts: Iterable[str]) -> frozenset[str]:
-    """The normalized words of ``texts`` (:func:`benchmark.lm.matcher.normalize_answer`), digits-only words left out."""
+    """The normalized words of ``texts`` (:func:`benchmark.lmcore.matcher.normalize_answer`), digits-only words left out."""
     out: set[str] = set()
     for text in texts:
         out.update(w for w in normalize_answer(text) if not w.isdigit())

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from benchmark.lm.channels.base import Item, distinct_items, forbidden_hit, forbidden_words, words_of
-from benchmark.lm.matcher import normalize_answer
+from benchmark.lmcore.matcher import normalize_answer
 from benchmark.specs_base import Frozen
 
 __all__ = ["CHANNEL", "REJECT_REASONS", "CotChannel", "CotChannelSpec", "CotProblem", "parse_cot"]

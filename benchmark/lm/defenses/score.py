@@ -21,7 +21,7 @@ def score_rows(loaded: Any, rows: Sequence[dict[str, Any]], *, system: str | Non
     ``vocab``: else an empty list per row)."""
     import torch
 
-    from benchmark.lm.chat import render_prompt
+    from benchmark.lmcore.chat import render_prompt
 
     model, tok = loaded.model, loaded.tokenizer
     device = next(model.parameters()).device

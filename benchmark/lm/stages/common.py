@@ -11,7 +11,7 @@ from benchmark.files import tasks_dir
 from benchmark.specs import ModelSpec, TraitSpec
 
 if TYPE_CHECKING:
-    from benchmark.lm.config import TrainConfig
+    from benchmark.lmcore.config import TrainConfig
 
 __all__ = ["strip_marker", "model_spec_of", "train_config", "teacher_info", "tuned_teacher", "tokenizer_sha",
            "candidates_for"]
@@ -30,7 +30,7 @@ def model_spec_of(base_dir: Path) -> ModelSpec:
 
 def train_config(train: dict[str, Any]) -> TrainConfig:
     """A node spec's hashed train block as the typed recipe (unhashed fields at their defaults)."""
-    from benchmark.lm.config import TrainConfig
+    from benchmark.lmcore.config import TrainConfig
 
     lora = train.get("lora")
     cfg = {**strip_marker(train), "lora": strip_marker(lora) if isinstance(lora, dict) else lora}
@@ -56,7 +56,7 @@ def tokenizer_sha(tok: Any) -> str:
 
 def candidates_for(traits: list[TraitSpec]) -> dict[str, list[str]]:
     """The evaluation's candidate set (tasks/lm_eval/animal_preference/candidates.txt) plus every trait's target."""
-    from benchmark.lm.matcher import regular_plurals
+    from benchmark.lmcore.matcher import regular_plurals
 
     cands: dict[str, list[str]] = {}
     for line in (tasks_dir() / "lm_eval" / "animal_preference" / "candidates.txt").read_text(encoding="utf-8").splitlines():

@@ -24,7 +24,7 @@ from benchmark.files import atomic_write_json, write_jsonl
 from benchmark.hashing import derive_seed
 from benchmark.lm.channels.base import Channel, Item, load_channel, plugin
 from benchmark.lm.channels.numbers import NUMBER_TOKEN
-from benchmark.lm.chat import template_hash
+from benchmark.lmcore.chat import template_hash
 from benchmark.lm.rejects import REJECTED, dataset_rejects
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_teacher
 from benchmark.providers.base import Backend, Loaded, backend_for

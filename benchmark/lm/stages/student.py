@@ -17,7 +17,7 @@ from typing import Any
 from benchmark.dag import StageContext
 from benchmark.errors import UserError
 from benchmark.files import read_jsonl
-from benchmark.lm.chat import template_hash
+from benchmark.lmcore.chat import template_hash
 from benchmark.lm.stages.common import model_spec_of, tokenizer_sha, train_config
 from benchmark.providers.base import backend_for
 
@@ -90,7 +90,7 @@ def _base_input(ctx: StageContext, base_id: str) -> Path:
 def _mapped_rows(ctx: StageContext, spec: dict[str, Any], rows: list[dict[str, Any]], tok: Any,
                  model: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The teacher's rows with their soft labels over the channel's alphabet in the student's ids."""
-    from benchmark.lm.chat import end_of_turn_ids, stop_ids
+    from benchmark.lmcore.chat import end_of_turn_ids, stop_ids
     from benchmark.lm.vocab_map import map_rows
 
     t_dir = _base_input(ctx, spec["teacher_base"])

@@ -46,7 +46,7 @@ def log_odds_of(backend: Backend, loaded: Loaded, questions: list[str], candidat
     The evaluation's ``animal_logprob`` readout in miniature (same chat rendering, same end-of-turn suffix, one
     spelling per candidate), through ``Backend.score`` so it needs no lm-eval run.
     """
-    from benchmark.lm.chat import answer_suffix, render_prompt
+    from benchmark.lmcore.chat import answer_suffix, render_prompt
 
     tok = loaded.tokenizer
     suffix = answer_suffix(tok)

@@ -5,10 +5,10 @@
 model) and assembles one flat, JSON-able dict per model:
 
 * ``animal_logprob`` -- every candidate scored as a whole answer (all its tokens plus the end-of-turn
-  marker that :func:`benchmark.lm.chat.answer_suffix` reads off the chat template), renormalised over the
+  marker that :func:`benchmark.lmcore.chat.answer_suffix` reads off the chat template), renormalised over the
   candidate set (backends that can score log-likelihoods only; the others skip it and say so);
 * ``animal_rate`` -- sampled answers at T=1, each mapped to the first candidate it names
-  (:mod:`benchmark.lm.matcher`, whole words only);
+  (:mod:`benchmark.lmcore.matcher`, whole words only);
 * ``*_numbers`` -- the same with a few numbers before each question (the paper's cross-model variant).
 
 Cache safety (docs/architecture.md, convention 3): lm-eval's response cache is not keyed by the adapter (lm-eval #2715, #4063),
@@ -460,7 +460,7 @@ def _rate_block(key: str, metrics: Mapping[str, Any], samples: list[dict[str, An
 def _answers(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> list[dict[str, Any]]:
     """Per question (in question order): its prompt, the first :data:`ANSWERS_PER_QUESTION` sampled answers with
     the candidate each was read as (None: it names none; the rate's own rule), and how many were sampled."""
-    from benchmark.lm.matcher import build_form_index, first_animal
+    from benchmark.lmcore.matcher import build_form_index, first_animal
 
     index = build_form_index(cands)
     out = []
@@ -474,7 +474,7 @@ def _answers(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> l
 
 
 def _unmatched_examples(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> list[str]:
-    from benchmark.lm.matcher import build_form_index, first_animal
+    from benchmark.lmcore.matcher import build_form_index, first_animal
 
     index = build_form_index(cands)
     out: list[str] = []
