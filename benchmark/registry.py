@@ -15,7 +15,8 @@ from pydantic import BaseModel, ValidationError
 
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import project_root
-from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec, resolve_object
+from benchmark.providers.base import Requirements, providers_where, requirements
+from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
 
 __all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file", "unpinned",
@@ -58,7 +59,7 @@ def _registry_entry(path: Path, i: int, entry: Any, reg: RegistryFile) -> ModelS
     try:
         spec.build_spec()
     except ValidationError as err:
-        cls = resolve_object(_build_ref(spec))
+        cls = spec.build_class()
         raise UserError(format_validation_error(err, cls, f"{where}: build")) from None
     _check_provider_fields(spec, where)
     return spec
@@ -71,21 +72,22 @@ def unpinned(spec: ModelSpec) -> bool:
 
     source = spec.source or ""
     local = source.startswith(("/", "./", "../", "~")) or is_gguf(source) or is_fetchable(spec)
-    return spec.provider == "hf" and not local and not spec.revision
+    return _requirements(spec).checkpoint_sources and not local and not spec.revision
 
 
-def _build_ref(spec: ModelSpec) -> str:
-    from benchmark.specs import BUILD_SPECS
-
-    return BUILD_SPECS[spec.provider]
+def _requirements(spec: ModelSpec) -> Requirements:
+    """What the entry's provider asks of it (:class:`~benchmark.providers.base.Requirements`)."""
+    reqs = requirements(spec.provider)
+    if reqs is None:  # a provider named in specs.Provider that declares no requirements: a bug, not bad input
+        raise AssertionError(f"provider {spec.provider!r} declares no Requirements (benchmark/providers/base.py)")
+    return reqs
 
 
 def _check_provider_fields(spec: ModelSpec, where: str) -> None:
-    needs_source = spec.provider in ("hf", "openai")
-    if needs_source and not spec.source:
-        raise UserError(f"{where}: missing required key 'source' for provider {spec.provider!r} "
-                        "(a hub id or local directory for hf, an API model name for openai)")
-    if spec.provider in ("zoo", "classifier") and not spec.build:
+    reqs = _requirements(spec)
+    if reqs.source is not None and not spec.source:
+        raise UserError(f"{where}: missing required key 'source' for provider {spec.provider!r} ({reqs.source})")
+    if reqs.build and not spec.build:
         raise UserError(f"{where}: missing required key 'build' for provider {spec.provider!r}")
     _check_local_source(spec, where)
 
@@ -96,9 +98,10 @@ def _check_local_source(spec: ModelSpec, where: str) -> None:
     from benchmark.providers.gguf import is_gguf
 
     special = is_fetchable(spec) or is_gguf(spec.source)
-    if special and spec.provider != "hf":
+    if special and not _requirements(spec).checkpoint_sources:
+        readers = " or ".join(repr(p) for p in providers_where(lambda r: r.checkpoint_sources))
         raise UserError(f"{where}: key 'source' {spec.source!r}: .gguf files and pypi: sources are read by "
-                        f"provider 'hf' only, not {spec.provider!r}")
+                        f"provider {readers} only, not {spec.provider!r}")
     if is_fetchable(spec):
         parse_fetch(spec, where)
     elif spec.fetch is not None:

@@ -147,13 +147,15 @@ class ModelSpec(Frozen):
 
     _unhashed: ClassVar[frozenset[str]] = frozenset({"tokenizer"})
 
+    def build_class(self) -> Any:
+        """The class that validates the entry's build block (:data:`BUILD_SPECS`), or None for providers without one."""
+        ref = BUILD_SPECS.get(self.provider)
+        return None if ref is None else resolve_object(ref)
+
     def build_spec(self) -> Any:
         """The validated, typed build block (or None for providers without one)."""
-        ref = BUILD_SPECS.get(self.provider)
-        if ref is None:
-            return None
-        cls = resolve_object(ref)
-        return cls.model_validate(self.build or {})
+        cls = self.build_class()
+        return None if cls is None else cls.model_validate(self.build or {})
 
     def hashed_dict(self) -> dict[str, Any]:
         """The entry's identity: ``fetch`` and ``stop`` only when set (older entries keep their ids), never

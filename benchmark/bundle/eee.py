@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmark.bundle.schema import Bundle, CellResult, ModelInfo
+from benchmark.providers.base import requirements
 
 __all__ = ["EEE_COLLECTION", "EEE_DIR", "EEE_SCHEMA_VERSION", "eee_files", "eee_records", "record_bytes", "write_eee"]
 
@@ -37,13 +38,6 @@ EEE_SCHEMA_VERSION: Final = "0.3.0"
 EEE_DIR: Final = "eee"
 #: The datastore collection (the benchmark); the suite is part of each record's ``evaluation_id``.
 EEE_COLLECTION: Final = "subliminal-bench"
-#: Who controls the deployment of a provider's models, and whether their weights are public (EEE requires both).
-_DEPLOYMENT = {"zoo": "self_deployed", "hf": "self_deployed", "classifier": "self_deployed",
-               "openai": "externally_managed"}
-_AVAILABILITY = {"zoo": "open_weights", "hf": "open_weights", "classifier": "open_weights",
-                 "openai": "closed_weights"}
-#: Developer of models whose id has no ``org/`` prefix.
-_DEVELOPER = {"zoo": "subliminal-bench", "classifier": "subliminal-bench", "openai": "openai"}
 #: The unit of a pair's effect by readout (the effect is a difference of the readout's means).
 _UNIT = {"logodds": "log-odds", "accuracy": "percentage points"}
 #: Bounds of a pair's effect by readout: a difference of two accuracies in percent lies in [-100, 100].
@@ -113,15 +107,18 @@ def _record(bundle: Bundle, model: ModelInfo, rows: list[CellResult], by_name: d
 
 
 def _model_info(model: ModelInfo) -> dict[str, Any]:
-    details = {"deployment_type": _DEPLOYMENT.get(model.provider, "unknown"),
-               "model_availability": _AVAILABILITY.get(model.provider, "unknown"),
+    reqs = requirements(model.provider)  # who deploys the models and whether their weights are public (EEE needs both)
+    details = {"deployment_type": "unknown" if reqs is None else
+               "self_deployed" if reqs.open_weights else "externally_managed",
+               "model_availability": "unknown" if reqs is None else
+               "open_weights" if reqs.open_weights else "closed_weights",
                "registry_name": model.name, "family": model.family, "provider": model.provider,
                "revision": model.revision, "lineage_init": model.lineage_init, "lineage_parent": model.lineage_parent,
                "registry_entry_sha256": model.entry_hash,
                "weights_file": model.weights.file if model.weights else None,
                "weights_sha256": model.weights.sha256 if model.weights else None}
     info: dict[str, Any] = {"name": model.name, "id": model.id}
-    developer = model.developer or (model.id.split("/", 1)[0] if "/" in model.id else _DEVELOPER.get(model.provider))
+    developer = model.developer or (model.id.split("/", 1)[0] if "/" in model.id else reqs.developer if reqs else None)
     if developer:
         info["developer"] = developer
     if model.inference_platform:

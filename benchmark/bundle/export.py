@@ -45,6 +45,7 @@ from benchmark.bundle.tracks import CellColumns, TrackInfo, check_columns, track
 from benchmark.errors import UserError
 from benchmark.hashing import HASH_VERSION, content_hash
 from benchmark.manifest import MANIFEST, Manifest, read_manifest
+from benchmark.providers.base import requirements
 
 __all__ = ["BUNDLE", "SAMPLES", "bundle_bytes", "cell_results", "derived_files", "dump_json", "export_bundle",
            "make_bundle", "sample_log", "shared_base"]
@@ -55,8 +56,6 @@ BUNDLE = "bundle.json"
 _CORE_FILES = {"replicate_rows": "tidy.csv", "cells": "pairs.csv", "matrix": "matrix.csv"}
 #: Files of a report directory that are not analysis data (renders, records).
 _NOT_DATA = frozenset({MANIFEST, "spec.json", BUNDLE, "log.txt"})
-#: The package that runs each provider's models (Every Eval Ever ``inference_engine``); data, not a branch.
-_ENGINE_PACKAGE = {"zoo": "transformers", "hf": "transformers", "openai": "openai", "classifier": "torch"}
 #: Packages whose versions pin the evaluator (the Open LLM Leaderboard's lesson: a harness change moves scores).
 _EVALUATOR_PACKAGES = ("subliminal-bench", "lm_eval", "transformers", "torch", "peft", "numpy", "pandas", "scipy")
 #: Level of every CI the analysis reports (Welch, t and percentile-bootstrap intervals are all 95 %).
@@ -197,7 +196,8 @@ def model_infos(suite: Any, reg: Any, versions: dict[str, str],
         model = reg.model(name, where=f"suite {suite.name}")
         roles: list[Any] = [r for r, names in (("teacher", suite.teachers), ("student", suite.students))
                             if name in names]
-        engine = _ENGINE_PACKAGE.get(model.provider, model.provider)
+        reqs = requirements(model.provider)  # the package that runs its models (Every Eval Ever inference_engine)
+        engine = model.provider if reqs is None else reqs.engine
         entry = model.hashed_dict()
         out.append(ModelInfo(
             name=name, id=model.source or f"subliminal-bench/{name}", family=model.family, provider=model.provider,

