@@ -21,7 +21,7 @@ from benchmark.errors import UserError
 from benchmark.hashing import derive_seed, shift_seed
 from benchmark.lm.plan import replicate_seeds
 from benchmark.lm.settings import LMSettings
-from benchmark.providers.base import Capabilities, FineTuned, Loaded
+from benchmark.providers.base import Capabilities, FineTuned, Loaded, Tuned
 from benchmark.registry import Registry
 from benchmark.tracks import track_for
 
@@ -194,8 +194,9 @@ def _dataset_ctx(tmp: Path, **spec: Any) -> StageContext:
     channel = load_numbers_channel(ROOT / "tasks" / "channels" / "numbers.yaml").hashed_dict()
     teacher = tmp / "teacher" / "zoo-qwen-a.owl.r1-0123456789ab"
     teacher.mkdir(parents=True)
-    (teacher / "teacher.json").write_text(json.dumps({"system": None, "adapter": None, "api_model": None,
-                                                      "trait_shift": {"shift": 0.5}}))
+    shift = {"target": "owl", "n_questions": 3, "teacher_logodds": 0.0, "base_logodds": -0.5, "shift": 0.5}
+    (teacher / "teacher.json").write_text(json.dumps({"method": "prompt", "trait": "owl", "system": None,
+                                                      "adapter": None, "api_model": None, "trait_shift": shift}))
     full = {"n_prompts": 20, "n_keep": 12, "max_prompts": 80, "seed": 5, "temperature": 1.0, "max_new_tokens": 8,
             "top_k": None, "teacher": "0123456789ab", "channel_spec": channel,
             "labels": {"teacher_base": "zoo-qwen-a", "teacher_trait": "owl", "replicate": 1}, **spec}
@@ -221,7 +222,7 @@ def test_dataset_tops_up_to_exactly_n_keep(tmp_path, monkeypatch):
     assert counts["n_prompts"] == sum(n for n, _ in fake.calls) <= 80 and counts["n_valid"] >= 12
     assert counts["valid_rate"] == round(counts["n_valid"] / counts["n_prompts"], 4)
     assert counts["completion_tokens"] == 12 * 5 and counts["tokens_per_row"] == 5
-    assert counts["labels"]["teacher_id"] == "0123456789ab" and counts["teacher_shift"] == {"shift": 0.5}
+    assert counts["labels"]["teacher_id"] == "0123456789ab" and counts["teacher_shift"]["shift"] == 0.5
     assert len({r["prompt"] for r in rows}) == 12  # later rounds bring new prompts, never repeats
 
 
@@ -265,7 +266,7 @@ class FakeScorer:
 
     def finetune(self, model, base_dir, rows, *, out, train, objective, seed, suffix, log, progress=None, threads=1):
         (out / "adapter").mkdir()
-        return FineTuned(result={"steps": 1}, adapter="adapter")
+        return FineTuned(result={"steps": 1}, tuned=Tuned(kind="adapter", base=model.name, weights="adapter"))
 
     def load(self, model, base_dir, tuned=None, *, threads=1, tokenizer_only=False):
         from tests.lm_fixtures import make_tokenizer
@@ -301,7 +302,11 @@ def test_teacher_records_its_trait_shift(tmp_path, monkeypatch):
     assert shift["n_questions"] == 3 and shift["target"] == "owl"
     assert shift["base_logodds"] == pytest.approx(-math.log(n_cands - 1), abs=1e-6)
     assert shift["shift"] == pytest.approx(1.0, abs=1e-6)
-    assert json.loads((tmp_path / "out" / "teacher.json").read_text())["trait_shift"] == shift
+    info = json.loads((tmp_path / "out" / "teacher.json").read_text())
+    assert info["trait_shift"] == shift and info["adapter"] == "adapter" and info["api_model"] is None
+    # the stage records what finetune() returned; later stages load the teacher by it (tuned_of)
+    tuned = {"kind": "adapter", "base": "zoo-qwen-a", "weights": "adapter", "api_model": None}
+    assert json.loads((tmp_path / "out" / "tuned.json").read_text()) == tuned
 
 
 def test_teacher_below_min_shift_fails_naming_teacher_and_numbers(tmp_path, monkeypatch):

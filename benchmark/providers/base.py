@@ -12,10 +12,16 @@ A stage's conversation with a backend::
 
     backend = backend_for(model)
     backend.prepare_base(model, out, log=...)                  # base node: build / resolve / record
-    loaded = backend.load(model, base_dir, tuned)              # a base, plus a teacher's or student's fine-tune
+    made = backend.finetune(model, base_dir, rows, out=..., ...)  # teacher trait training, student training:
+                                                               # made.tuned, a Tuned record (the stage writes it
+                                                               # into the node as tuned.json)
+    loaded = backend.load(model, base_dir, TunedNode(made.tuned, node_dir))  # a base, plus a fine-tune on top
     backend.generate(loaded, prompts, ...)                     # teacher data (optionally with top-k log-probs)
-    backend.finetune(model, base_dir, rows, out=..., ...)      # teacher trait training, student training
     backend.verify(loaded); backend.evaluate(loaded, ...)      # prove a fine-tune is in use, then read it out
+
+The hand-off between ``finetune`` and ``load`` is the :class:`Tuned` record alone: a backend never looks at a
+teacher's or student's node directory (which files it holds, ``teacher.json``, its manifest); the stages write
+and read the record (:mod:`benchmark.lm.stages.common`: ``write_tuned``, ``tuned_of``).
 """
 
 from __future__ import annotations
@@ -27,12 +33,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from benchmark.errors import UserError
+
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
     from benchmark.specs import ModelSpec
 
-__all__ = ["MODEL_REF", "Backend", "Capabilities", "FineTuned", "Loaded", "Objective", "Progress", "backend_for",
-           "BACKENDS"]
+__all__ = ["MODEL_REF", "TUNED", "Backend", "Capabilities", "FineTuned", "Loaded", "Objective", "Progress", "Tuned",
+           "TunedNode", "backend_for", "BACKENDS"]
 
 #: File a base node writes when the weights stay where they are (an hf source) or live behind an API.
 MODEL_REF = "model_ref.json"
@@ -65,6 +75,70 @@ class Capabilities:
     whole_epochs: bool
 
 
+# -- the fine-tune hand-off: what finetune() makes, the stage records, load() reads ---------------------------------
+#: File of a teacher or student node holding its fine-tune's :class:`Tuned` record (written by the stage).
+TUNED = "tuned.json"
+
+
+class Tuned(BaseModel):
+    """What :meth:`Backend.finetune` made, and all :meth:`Backend.load` reads of it (the JSON keys are these fields).
+
+    The stage writes it into its node as :data:`TUNED` and hands it back to ``load`` with the node's directory
+    (:class:`TunedNode`). Nodes built before the record existed have none: the stages derive it from what those
+    nodes recorded (:func:`benchmark.lm.stages.common.tuned_of`), never the backend.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: ``adapter``: LoRA weights on top of the base; ``full``: a whole fine-tuned model; ``api``: a model id on an
+    #: endpoint (no local weights).
+    kind: Literal["adapter", "full", "api"]
+    #: The registry entry that was fine-tuned (``ModelSpec.name``): ``load`` refuses the record for another model.
+    base: str
+    #: Directory of the weights, relative to the node directory (``adapter``, ``full``); None for ``api``.
+    weights: str | None = None
+    #: The fine-tuned model id on the endpoint (``api``); None for local weights.
+    api_model: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self) -> Tuned:
+        """Local kinds name their weights' directory (a relative path inside the node), ``api`` its model id."""
+        local = self.kind != "api"
+        if local != (self.weights is not None) or local == (self.api_model is not None):
+            raise ValueError(f"kind {self.kind!r} needs {'weights' if local else 'api_model'} set and "
+                             f"{'api_model' if local else 'weights'} unset")
+        if self.weights is not None and (Path(self.weights).is_absolute() or ".." in Path(self.weights).parts):
+            raise ValueError(f"weights {self.weights!r} must be a path inside the node directory")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object the stage writes (every field, None included)."""
+        return self.model_dump(mode="json")
+
+
+@dataclass(frozen=True)
+class TunedNode:
+    """A finished fine-tune as :meth:`Backend.load` receives it: the :class:`Tuned` record and the directory of the
+    node it lives in (the record's ``weights`` are relative to it)."""
+
+    record: Tuned
+    dir: Path
+
+    @property
+    def weights(self) -> Path:
+        """The weights' directory (local kinds only)."""
+        if self.record.weights is None:
+            raise ValueError(f"{self.dir}: a {self.record.kind!r} fine-tune has no local weights")
+        return Path(self.dir) / self.record.weights
+
+    def check_base(self, model: ModelSpec) -> None:
+        """Refuse a record made on another registry entry than the ``model`` being loaded."""
+        if self.record.base != model.name:
+            raise UserError(f"{self.dir}: its fine-tune was made on {self.record.base!r}, not on {model.name!r}; "
+                            "load it with the base it was trained on")
+# -- end of the fine-tune hand-off --------------------------------------------------------------------------------
+
+
 @dataclass(frozen=True)
 class Loaded:
     """A model ready to generate and be evaluated: what :meth:`Backend.load` returns.
@@ -76,7 +150,7 @@ class Loaded:
         tokenizer: the model's tokenizer; None where the backend exposes none (API models).
         api_model: the model id on an API endpoint (a base snapshot or a fine-tuned ``ft:...`` id); None for local
             weights. Recorded as ``api_model`` in evaluations.
-        tuned: the teacher or student node directory whose fine-tune is loaded on top of the base; None for the base.
+        tuned: the teacher's or student's fine-tune loaded on top of the base; None for the base.
         engine: what generates with it (``hf``, ``vllm``, ``api``), recorded in dataset manifests.
     """
 
@@ -84,7 +158,7 @@ class Loaded:
     model: Any = None
     tokenizer: Any = None
     api_model: str | None = None
-    tuned: Path | None = None
+    tuned: TunedNode | None = None
     engine: str = "hf"
 
 
@@ -94,14 +168,11 @@ class FineTuned:
 
     Attributes:
         result: the training record (the node manifest's ``result``).
-        adapter: the subdirectory of the node holding local weights (``adapter`` for LoRA, ``model`` for full
-            fine-tuning); None for API fine-tunes.
-        api_model: the fine-tuned model id on the endpoint; None for local weights.
+        tuned: what ``load`` needs to load it again (the stage writes it into the node as :data:`TUNED`).
     """
 
     result: dict[str, Any]
-    adapter: str | None = None
-    api_model: str | None = None
+    tuned: Tuned
 
 
 class Backend(Protocol):
@@ -116,9 +187,9 @@ class Backend(Protocol):
         """Materialise or resolve a base model into a base node's directory ``out``; returns its manifest result."""
         ...
 
-    def load(self, model: ModelSpec, base_dir: Path, tuned: Path | None = None, *, threads: int = 1,
+    def load(self, model: ModelSpec, base_dir: Path, tuned: TunedNode | None = None, *, threads: int = 1,
              tokenizer_only: bool = False) -> Loaded:
-        """The base of a finished base node, with the fine-tune of node ``tuned`` (a teacher or student) on top."""
+        """The base of a finished base node, with the fine-tune ``tuned`` (a teacher's or student's) on top."""
         ...
 
     def generate(self, loaded: Loaded, prompts: Sequence[str], *, system: str | None, temperature: float,
@@ -135,7 +206,8 @@ class Backend(Protocol):
     def finetune(self, model: ModelSpec, base_dir: Path, rows: Sequence[Mapping[str, Any]], *, out: Path,
                  train: TrainConfig, objective: Objective, seed: int, suffix: str, log: logging.Logger,
                  progress: Progress | None = None, threads: int = 1) -> FineTuned:
-        """Fine-tune a fresh copy of the base on prompt/completion rows; the result lands in node directory ``out``."""
+        """Fine-tune a fresh copy of the base on prompt/completion rows; the weights land in directory ``out`` (the
+        node's), where the returned :class:`Tuned` record's ``weights`` point."""
         ...
 
     def verify(self, loaded: Loaded) -> float | None:

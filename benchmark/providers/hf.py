@@ -14,10 +14,21 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, sha256_file
-from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress, Requirements
+from benchmark.providers.base import (
+    MODEL_REF,
+    Capabilities,
+    FineTuned,
+    Loaded,
+    Objective,
+    Progress,
+    Requirements,
+    Tuned,
+    TunedNode,
+)
 
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
@@ -89,17 +100,22 @@ class HFBackend:
         atomic_write_json(out / MODEL_REF, ref)
         return ref
 
-    def load(self, model: ModelSpec, base_dir: Path, tuned: Path | None = None, *, threads: int = 1,
+    def load(self, model: ModelSpec, base_dir: Path, tuned: TunedNode | None = None, *, threads: int = 1,
              tokenizer_only: bool = False) -> Loaded:
-        """The base, with the LoRA adapter of node ``tuned`` (``adapter/``) or its fully fine-tuned ``model/``."""
+        """The base, with ``tuned``'s LoRA adapter on top, or ``tuned``'s fully fine-tuned model in its place."""
         from benchmark.providers import vllm
         from benchmark.providers.hf_model import load_model
 
         _set_threads(threads)
-        if tuned is not None and (tuned / "model").is_dir() and not (tuned / "adapter").is_dir():
-            m, tok = load_model(str(tuned / "model"), spec=model, tokenizer_only=tokenizer_only)
+        if tuned is not None:
+            tuned.check_base(model)
+            if tuned.record.kind == "api":
+                raise UserError(f"{tuned.dir}: an API fine-tune ({tuned.record.api_model}) cannot load as local "
+                                f"weights of {model.name}")
+        if tuned is not None and tuned.record.kind == "full":
+            m, tok = load_model(str(tuned.weights), spec=model, tokenizer_only=tokenizer_only)
         else:
-            adapter = str(tuned / "adapter") if tuned is not None else None
+            adapter = str(tuned.weights) if tuned is not None else None
             m, tok = load_model(weights_path(base_dir), spec=model, adapter_dir=adapter, tokenizer_only=tokenizer_only)
         return Loaded(spec=model, model=m, tokenizer=tok, tuned=tuned, engine="vllm" if vllm.enabled() else "hf")
 
@@ -123,7 +139,8 @@ class HFBackend:
     def finetune(self, model: ModelSpec, base_dir: Path, rows: Sequence[Mapping[str, Any]], *, out: Path,
                  train: TrainConfig, objective: Objective, seed: int, suffix: str, log: logging.Logger,
                  progress: Progress | None = None, threads: int = 1, engine: str = "hf") -> FineTuned:
-        """LoRA (or full) fine-tuning into ``out/adapter`` (or ``out/model``); ``suffix`` names API jobs only.
+        """LoRA (or full) fine-tuning into ``out/adapter`` (or ``out/model``), named by the returned record's
+        ``weights``; ``suffix`` names API jobs only.
 
         ``engine`` "lean" trains full-parameter students with :mod:`benchmark.providers.hf_lean` (per-process
         caches, logits at the completion positions only), "pruned" the same loop on a forward that computes only
@@ -141,13 +158,17 @@ class HFBackend:
             train_model, kwargs["engine"] = train_lean, engine
         result = train_model(weights_path(base_dir), rows, spec=model, objective=objective, seed=seed,
                              out_dir=out, log=log, progress=progress, **kwargs)
-        return FineTuned(result=result, adapter="adapter" if (out / "adapter").exists() else "model")
+        # The training loop reports where it saved the weights (``saved_to``, inside ``out``) and whether they are an
+        # adapter (``adapter_sha256``): the record says so, so nothing reads the directory back.
+        weights = Path(result["saved_to"]).relative_to(out).as_posix()
+        kind: Literal["adapter", "full"] = "adapter" if result["adapter_sha256"] is not None else "full"
+        return FineTuned(result=result, tuned=Tuned(kind=kind, base=model.name, weights=weights))
 
     def verify(self, loaded: Loaded) -> float | None:
         """A loaded LoRA adapter must change the logits (a full fine-tune is its own weights: nothing to prove)."""
         from benchmark.providers.hf_model import logit_change
 
-        if loaded.tuned is None or not (loaded.tuned / "adapter").is_dir():
+        if loaded.tuned is None or loaded.tuned.record.kind != "adapter":
             return None
         change = float(logit_change(loaded.model, loaded.tokenizer))
         if not change > 0:
@@ -158,8 +179,7 @@ class HFBackend:
         """The first 16 hex digits of the fine-tune's weights' sha256; "none" for the base (whatever the prompt)."""
         if loaded.tuned is None:
             return "none"
-        weights = (sorted((loaded.tuned / "adapter").glob("*.safetensors"))
-                   or sorted((loaded.tuned / "model").glob("*.safetensors")))
+        weights = sorted(loaded.tuned.weights.glob("*.safetensors"))
         return sha256_file(weights[0])[:16] if weights else "unknown"
 
     def evaluate(self, loaded: Loaded, *, model_key: str, tasks: Sequence[str], candidates: Mapping[str, list[str]],

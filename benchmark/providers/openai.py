@@ -56,7 +56,17 @@ from benchmark.providers.api_client import (
     require_str,
     with_retries,
 )
-from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Objective, Progress, Requirements
+from benchmark.providers.base import (
+    MODEL_REF,
+    Capabilities,
+    FineTuned,
+    Loaded,
+    Objective,
+    Progress,
+    Requirements,
+    Tuned,
+    TunedNode,
+)
 
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
@@ -604,11 +614,16 @@ class OpenAIBackend:
         """None: the endpoint returns text, not token ids (rows carry no ids or soft labels)."""
         return None
 
-    def load(self, model: ModelSpec, base_dir: Path, tuned: Path | None = None, *, threads: int = 1,
+    def load(self, model: ModelSpec, base_dir: Path, tuned: TunedNode | None = None, *, threads: int = 1,
              tokenizer_only: bool = False) -> Loaded:
-        """The endpoint model to call: the base's name, or the fine-tuned id the ``tuned`` node recorded."""
-        api_model = model.source if tuned is None else _fine_tuned_id(tuned)
-        return Loaded(spec=model, api_model=api_model, tuned=tuned, engine="api")
+        """The endpoint model to call: the base's name, or the fine-tuned id ``tuned`` records."""
+        if tuned is None:
+            return Loaded(spec=model, api_model=model.source, engine="api")
+        tuned.check_base(model)
+        if tuned.record.api_model is None:
+            raise UserError(f"{tuned.dir}: a {tuned.record.kind!r} fine-tune has local weights, no model id on the "
+                            f"endpoint of {model.name}")
+        return Loaded(spec=model, api_model=tuned.record.api_model, tuned=tuned, engine="api")
 
     def generate(self, loaded: Loaded, prompts: Sequence[str], *, system: str | None, temperature: float,
                  max_new_tokens: int, seed: int, top_k_logprobs: int | None = None, batch_size: int = 64,
@@ -648,7 +663,7 @@ class OpenAIBackend:
             raise UserError(f"model {model.name}: missing 'source' (the API model name)")
         result = finetune(ApiConfig(), model.source, messages, seed=seed, suffix=suffix, hyperparameters=hyper,
                           workdir=out, on_status=lambda status, job: log.info("fine-tune job: %s", status))
-        return FineTuned(result=result, api_model=result["fine_tuned_model"])
+        return FineTuned(result=result, tuned=Tuned(kind="api", base=model.name, api_model=result["fine_tuned_model"]))
 
     def verify(self, loaded: Loaded) -> float | None:
         """A fine-tuned id must differ from the base's: the API analogue of "the adapter is really loaded"."""
@@ -672,20 +687,6 @@ class OpenAIBackend:
         if res["skipped_tasks"]:
             log.info("skipped log-prob tasks (API models give no answer log-probs): %s", res["skipped_tasks"])
         return res
-
-
-def _fine_tuned_id(node_dir: Path) -> str:
-    """The fine-tuned model id a teacher (``teacher.json``) or student (its manifest's result) node recorded."""
-    teacher = node_dir / "teacher.json"
-    if teacher.is_file():
-        api_model: str = json.loads(teacher.read_text())["api_model"]
-        return api_model
-    result = json.loads((node_dir / "manifest.json").read_text())["result"]
-    ft_model = result.get("fine_tuned_model")
-    if not ft_model:
-        raise UserError(f"{node_dir}/manifest.json: no 'fine_tuned_model' in the student's result; delete "
-                        f"{node_dir} to rerun its fine-tune")
-    return str(ft_model)
 
 
 def openai_backend() -> OpenAIBackend:

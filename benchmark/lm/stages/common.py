@@ -7,13 +7,17 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmark.files import tasks_dir
+from benchmark.errors import UserError
+from benchmark.files import atomic_write_json, tasks_dir
+from benchmark.lm.records import TEACHER, TeacherRecord, read_record
+from benchmark.manifest import read_manifest
+from benchmark.providers.base import TUNED, Tuned, TunedNode
 from benchmark.specs import ModelSpec, TraitSpec
 
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
 
-__all__ = ["strip_marker", "model_spec_of", "train_config", "teacher_info", "tuned_teacher", "tokenizer_sha",
+__all__ = ["strip_marker", "model_spec_of", "train_config", "teacher_info", "tuned_of", "write_tuned", "tokenizer_sha",
            "candidates_for"]
 
 
@@ -37,15 +41,51 @@ def train_config(train: dict[str, Any]) -> TrainConfig:
     return TrainConfig.model_validate(cfg)
 
 
-def teacher_info(teacher_dir: Path) -> dict[str, Any]:
+def teacher_info(teacher_dir: Path) -> TeacherRecord:
     """A finished teacher node's ``teacher.json``."""
-    info: dict[str, Any] = json.loads((Path(teacher_dir) / "teacher.json").read_text())
-    return info
+    return read_record(Path(teacher_dir) / TEACHER, TeacherRecord)
 
 
-def tuned_teacher(teacher_dir: Path, info: dict[str, Any]) -> Path | None:
-    """The teacher node directory when the teacher was fine-tuned (local weights or an API model), else None."""
-    return Path(teacher_dir) if info["adapter"] or info["api_model"] else None
+def write_tuned(out: Path, tuned: Tuned) -> TunedNode:
+    """Record what ``Backend.finetune`` made in the node being built (``out/tuned.json``); returns it as ``load``
+    takes it."""
+    atomic_write_json(Path(out) / TUNED, tuned.to_json())
+    return TunedNode(tuned, Path(out))
+
+
+def tuned_of(node_dir: Path, model: ModelSpec) -> TunedNode | None:
+    """The fine-tune a finished teacher or student node holds, as ``Backend.load`` takes it; None for a teacher
+    without one (a prompted teacher, or the prompt control).
+
+    The node's ``tuned.json`` where it has one. Nodes built before that file existed are read as they were written,
+    here and never by a backend (the nodes are not rewritten: their ids, files and manifests stay what they are): a
+    teacher's ``teacher.json`` names its weights' subdirectory (``adapter``: LoRA, ``model``: a full fine-tune) or
+    its API model id; a student's manifest lists its weight files under ``adapter/`` (preferred, as loading always
+    did) or ``model/``, or its result holds the API job's ``fine_tuned_model``.
+
+    Raises:
+        UserError: a student node that records no fine-tune (one line naming the node and what to delete).
+    """
+    node_dir = Path(node_dir)
+    if (node_dir / TUNED).is_file():
+        return TunedNode(read_record(node_dir / TUNED, Tuned), node_dir)
+    if (node_dir / TEACHER).is_file():
+        info = teacher_info(node_dir)
+        weights, api_model = info.adapter, info.api_model
+    else:
+        manifest = read_manifest(node_dir)
+        tops = {f.split("/", 1)[0] for f in manifest.files if "/" in f}
+        weights = next((d for d in ("adapter", "model") if d in tops), None)
+        api_model = manifest.result.get("fine_tuned_model")
+        if not (weights or api_model):
+            raise UserError(f"{node_dir}: no fine-tune recorded (no {TUNED}, no adapter/ or model/ weights in its "
+                            f"manifest, no 'fine_tuned_model' in its result); delete {node_dir} to rerun it")
+    if api_model:
+        return TunedNode(Tuned(kind="api", base=model.name, api_model=api_model), node_dir)
+    if weights:
+        return TunedNode(Tuned(kind="adapter" if weights == "adapter" else "full", base=model.name, weights=weights),
+                         node_dir)
+    return None
 
 
 def tokenizer_sha(tok: Any) -> str:

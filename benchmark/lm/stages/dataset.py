@@ -20,13 +20,14 @@ from typing import Any
 
 from benchmark.dag import StageContext
 from benchmark.errors import UserError
-from benchmark.files import atomic_write_json, write_jsonl
+from benchmark.files import write_jsonl
 from benchmark.hashing import derive_seed
 from benchmark.lm.channels.base import Channel, Item, load_channel, plugin
 from benchmark.lm.channels.numbers import NUMBER_TOKEN
 from benchmark.lmcore.chat import template_hash
 from benchmark.lm.rejects import REJECTED, dataset_rejects
-from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_teacher
+from benchmark.lm.records import COUNTS, DatasetCounts, write_record
+from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_of
 from benchmark.providers.base import Backend, Loaded, backend_for
 
 __all__ = ["run", "channel_filter", "channel_for", "channel_token_ids", "cut_row", "filter_soft_labels", "judge_tokens_of", "next_round_size",
@@ -383,13 +384,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     info = teacher_info(teacher_dir)
     model = model_spec_of(base_dir)
     backend = backend_for(model)
-    teacher = backend.load(model, base_dir, tuned_teacher(teacher_dir, info), threads=ctx.threads)
+    teacher = backend.load(model, base_dir, tuned_of(teacher_dir, model), threads=ctx.threads)
     tok = teacher.tokenizer  # None for API models: no token ids, no soft labels
     tok_sha = tokenizer_sha(tok) if tok is not None else None
     extra: dict[str, Any] = {"generation_engine": teacher.engine}
     if tok is not None:
         extra = {"template_hash": template_hash(tok), **extra}
-    got = _generate(ctx, backend, teacher, filt, info["system"])
+    got = _generate(ctx, backend, teacher, filt, info.system)
     chosen = _chosen(got, spec, Path(teacher_dir).name.rsplit("-", 1)[0])  # "<teacher node name>-<id>"
     allowed = _allowed(filt, tok) if spec["top_k"] and tok_sha is not None else None
     rows = _rows(got, chosen, allowed, spec["top_k"], extra)
@@ -399,14 +400,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     counts = {"n_prompts": len(got.prompts), "n_valid": len(got.kept), "n_rows": len(rows),
               "valid_rate": round(got.valid_rate, 4), "rounds": got.rounds, **_dose(rows),
               "rejects": dict(sorted(got.rejects.items())), "labels": {**spec.get("labels", {}), "teacher_id": spec["teacher"]},
-              "teacher_shift": info.get("trait_shift"), **_channel_counts(filt, got, spec)}
-    atomic_write_json(ctx.out / "counts.json", counts)
+              "teacher_shift": info.trait_shift.to_json() if info.trait_shift else None,
+              **_channel_counts(filt, got, spec)}
+    write_record(ctx.out / COUNTS, DatasetCounts.model_validate(counts))
     write_jsonl(ctx.out / REJECTED, dataset_rejects(got, filt, spec.get("row_tokens"), _long_enough))  # first per reason
     if filt.judge is not None:
         write_jsonl(ctx.out / "judged.jsonl", [{"index": i, "prompt": got.items[i].prompt,
                                                 "completion": got.outs[i]["completion"].strip(), **v}
                                                for i, v in sorted(got.verdicts.items())])
-    return {**counts, "tokenizer_sha": tok_sha, "system_prompt": info["system"], **extra}
+    return {**counts, "tokenizer_sha": tok_sha, "system_prompt": info.system, **extra}
 
 
 def _chosen(got: _Generated, spec: dict[str, Any], name: str) -> list[int]:

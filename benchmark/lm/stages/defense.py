@@ -21,9 +21,9 @@ from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, read_jsonl, write_jsonl
 from benchmark.lm.defenses.base import Rewrite, Scores, Vocab, plugin
 from benchmark.lm.defenses.divergence import candidates, student_candidates
-from benchmark.lm.stages.common import model_spec_of, teacher_info, tuned_teacher
+from benchmark.lm.stages.common import model_spec_of, teacher_info, tuned_of
 from benchmark.lm.stages.dataset import channel_filter, channel_token_ids
-from benchmark.providers.base import backend_for
+from benchmark.providers.base import TunedNode, backend_for
 
 __all__ = ["run"]
 
@@ -46,11 +46,10 @@ def _scores(ctx: StageContext, rows: list[dict[str, Any]], own: Path, base_dir: 
     argmax: list[list[list[int]]] = [[] for _ in rows]
     written: list[list[list[float]]] = [[] for _ in rows]
     for m, tdir in enumerate(order):
-        info = teacher_info(tdir)
-        loaded = backend.load(model, base_dir, tuned_teacher(tdir, info), threads=ctx.threads)
+        loaded = backend.load(model, base_dir, tuned_of(tdir, model), threads=ctx.threads)
         if allowed is None:
             allowed = sorted(channel_token_ids(loaded.tokenizer))
-        am, lp, _ = score_rows(loaded, rows, system=info["system"], allowed=allowed)
+        am, lp, _ = score_rows(loaded, rows, system=teacher_info(tdir).system, allowed=allowed)
         for i in range(len(rows)):
             argmax[i].append(am[i])
             written[i].append(lp[i])
@@ -80,10 +79,10 @@ def _student_scores(ctx: StageContext, rows: list[dict[str, Any]], base_dir: Pat
     allowed = sorted(channel_token_ids(base.tokenizer))
     _, base_lp, best = score_rows(base, rows, system=None, allowed=allowed, vocab=vocab)
     with tempfile.TemporaryDirectory(prefix="slbench-pilot-") as tmp:
-        backend.finetune(model, base_dir, rows, out=Path(tmp), train=train_config(pilot["train"]),
-                         objective=pilot["objective"], seed=pilot["seed"], suffix="pilot", log=ctx.log,
-                         threads=ctx.threads)
-        student = backend.load(model, base_dir, Path(tmp), threads=ctx.threads)
+        made = backend.finetune(model, base_dir, rows, out=Path(tmp), train=train_config(pilot["train"]),
+                                objective=pilot["objective"], seed=pilot["seed"], suffix="pilot", log=ctx.log,
+                                threads=ctx.threads)
+        student = backend.load(model, base_dir, TunedNode(made.tuned, Path(tmp)), threads=ctx.threads)
         _, student_lp, _ = score_rows(student, rows, system=None, allowed=allowed)
     ctx.log.info("scored %d rows with a pilot student and the base %s", len(rows), model.name)
     return Scores(argmax=[[] for _ in rows], written_lp=[[s, b] for s, b in zip(student_lp, base_lp, strict=True)],

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from benchmark.dag import StageContext
-from benchmark.files import atomic_write_json
-from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, teacher_info, tuned_teacher
-from benchmark.providers.base import backend_for
-from benchmark.specs import TraitSpec
+from benchmark.lm.records import EVAL, EvalRecord, write_record
+from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, teacher_info, tuned_of
+from benchmark.providers.base import TunedNode, backend_for
+from benchmark.specs import ModelSpec, TraitSpec
 
 __all__ = ["run"]
 
 
-def _evaluated(ctx: StageContext, role: str) -> tuple[Path | None, str | None]:
-    """The fine-tuned node loaded on top of the base (None: the base itself) and the system prompt, by role: a
+def _evaluated(ctx: StageContext, role: str, model: ModelSpec) -> tuple[TunedNode | None, str | None]:
+    """The fine-tune loaded on top of the base (None: the base itself) and the system prompt, by role: a
     teacher's own (its trait's prompt or none); for students and baselines the spec's ``system``
     (``settings.eval.system``), else none."""
     if role == "teacher":
         teacher_dir = ctx.input("teacher")
-        info = teacher_info(teacher_dir)
-        return tuned_teacher(teacher_dir, info), info["system"]
+        return tuned_of(teacher_dir, model), teacher_info(teacher_dir).system
     system = ctx.node.spec.get("system")
     if role == "student":
-        return ctx.input("student"), system
+        return tuned_of(ctx.input("student"), model), system
     return None, system
 
 
@@ -32,15 +30,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """Read out every trait of the suite on a baseline, a teacher or a student (lm-eval tasks).
 
     A fine-tune must be proven in use before it is scored (``Backend.verify``; docs/architecture.md, convention 3). ``eval.json``
-    has one layout for every backend; API models add ``api_model`` (the endpoint id that answered) and are read
-    out by sampling only.
+    (:class:`~benchmark.lm.records.EvalRecord`) has one layout for every backend; API models add ``api_model`` (the
+    endpoint id that answered) and are read out by sampling only.
     """
     spec = ctx.node.spec
     base_dir = ctx.input("base")
     model = model_spec_of(base_dir)
     traits = [TraitSpec.model_validate(strip_marker(t)) for t in spec["traits"]]
     role = spec["role"]
-    tuned, system = _evaluated(ctx, role)
+    tuned, system = _evaluated(ctx, role, model)
     backend = backend_for(model)
     loaded = backend.load(model, base_dir, tuned, threads=ctx.threads)
     adapter_sha = "none" if role == "baseline" else backend.fingerprint(loaded, system)
@@ -57,9 +55,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         res["misalignment_rate"] = judge_block(res["misalignment_rate"], load_judge(spec["judge"]["name"],
                                                                                     seed=spec["seed"]))
     api = {"api_model": loaded.api_model} if loaded.api_model is not None else {}
-    out = {"role": role, "labels": spec.get("labels", {}), "seed": spec["seed"], "adapter_sha": adapter_sha, **api,
-           "logit_change": change, "targets": {t.name: t.target for t in traits}, "eval": res}
-    atomic_write_json(ctx.out / "eval.json", out)
+    write_record(ctx.out / EVAL, EvalRecord(role=role, labels=spec.get("labels", {}), seed=spec["seed"],
+                                            adapter_sha=adapter_sha, api_model=loaded.api_model, logit_change=change,
+                                            targets={t.name: t.target for t in traits}, eval=res))
     summary: dict[str, Any] = {"role": role, "adapter_sha": adapter_sha, **api, "logit_change": change}
     if backend.caps.logprob_eval:
         summary["logodds"] = _per_trait(res, traits, "logprob", "misalignment", "logodds")

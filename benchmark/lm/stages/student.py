@@ -18,7 +18,7 @@ from benchmark.dag import StageContext
 from benchmark.errors import UserError
 from benchmark.files import read_jsonl
 from benchmark.lmcore.chat import template_hash
-from benchmark.lm.stages.common import model_spec_of, tokenizer_sha, train_config
+from benchmark.lm.stages.common import model_spec_of, tokenizer_sha, train_config, write_tuned
 from benchmark.providers.base import backend_for
 
 __all__ = ["run", "clear_caches"]
@@ -73,6 +73,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     tuned = backend.finetune(model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]),
                              objective=spec["objective"], seed=spec["seed"], suffix="student", log=ctx.log,
                              progress=ctx.progress, threads=ctx.threads, **lean)
+    write_tuned(ctx.out, tuned.tuned)  # what the eval stage loads (tuned.json)
     # Equal doses: every dataset holds n_keep rows, so every student of a suite takes the same number of steps
     # (None where the fine-tuning API does not report them); with settings.dataset.n_tokens the datasets hold equal
     # completion tokens instead, and steps follow each dataset's rows.

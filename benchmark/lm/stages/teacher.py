@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import math
 import random
-from pathlib import Path
 from typing import Any
 
 from benchmark.dag import StageContext
 from benchmark.errors import UserError
-from benchmark.files import atomic_write_json, read_data_lines, tasks_dir, write_jsonl
-from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, train_config, tuned_teacher
-from benchmark.providers.base import Backend, Loaded, backend_for
+from benchmark.files import read_data_lines, tasks_dir, write_jsonl
+from benchmark.lm.records import TEACHER, TeacherRecord, TraitShift, write_record
+from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, train_config, write_tuned
+from benchmark.providers.base import Backend, Loaded, TunedNode, backend_for
 from benchmark.specs import ModelSpec, TraitSpec
 
 __all__ = ["run", "trait_rows", "trait_shift", "log_odds_of"]
@@ -63,7 +63,7 @@ def log_odds_of(backend: Backend, loaded: Loaded, questions: list[str], candidat
     return total / len(questions)
 
 
-def trait_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Path | None,
+def trait_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: TunedNode | None,
                 system: str | None) -> dict[str, Any]:
     """The teacher's log-odds of its trait's target among the candidates, its base's, and the difference.
 
@@ -85,7 +85,7 @@ def trait_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Pa
             "base_logodds": round(base, 6), "shift": round(teacher - base, 6)}
 
 
-def _misalignment_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Path | None,
+def _misalignment_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: TunedNode | None,
                         system: str | None) -> dict[str, Any]:
     """A misalignment trait's shift: the bank log-odds of its side (misaligned or aligned) over its base's.
 
@@ -129,9 +129,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """A trait teacher: the base plus a fine-tune (method finetune) or a system prompt (method prompt).
 
     The control ("neutral") teacher is the base with no system prompt (method prompt), or the base fine-tuned on
-    answers spread evenly over the candidate animals (method finetune). ``teacher.json`` records what the later
-    stages load: the system prompt, the local adapter's subdirectory or the API's fine-tuned model id, and, for a
-    trait teacher on a backend that scores log-probs, its ``trait_shift`` over the base (see :func:`trait_shift`).
+    answers spread evenly over the candidate animals (method finetune). ``teacher.json``
+    (:class:`~benchmark.lm.records.TeacherRecord`) records what the later stages load: the system prompt, the local
+    adapter's subdirectory or the API's fine-tuned model id, and, for a trait teacher on a backend that scores
+    log-probs, its ``trait_shift`` over the base (see :func:`trait_shift`); a fine-tune's ``tuned.json`` (what
+    ``Backend.finetune`` returned) is what they load it by.
 
     Raises:
         UserError: a trait teacher's shift is below ``settings.teacher.min_shift``.
@@ -140,22 +142,25 @@ def run(ctx: StageContext) -> dict[str, Any]:
     base_dir = ctx.input("base")
     model = model_spec_of(base_dir)
     trait = TraitSpec.model_validate(strip_marker(spec["trait"])) if spec["trait"] else None
-    info: dict[str, Any] = {"method": spec["method"], "trait": trait.name if trait else None, "system": None,
-                            "adapter": None, "api_model": None}
+    system = trait.rendered_system_prompt() if trait and spec["method"] == "prompt" else None
     result: dict[str, Any] = {}
-    if spec["method"] == "prompt":
-        info["system"] = trait.rendered_system_prompt() if trait else None
-    else:
+    tuned: TunedNode | None = None
+    if spec["method"] != "prompt":
         rows = _rows(spec, trait)
         write_jsonl(ctx.out / "trait_rows.jsonl", rows)
-        tuned = backend_for(model).finetune(
+        made = backend_for(model).finetune(
             model, base_dir, rows, out=ctx.out, train=train_config(spec["train"]), objective="sft", seed=spec["seed"],
             suffix=f"teacher-{trait.name if trait else 'neutral'}", log=ctx.log, threads=ctx.threads)
-        result = tuned.result
-        info["adapter"], info["api_model"] = tuned.adapter, tuned.api_model
+        result = made.result
+        tuned = write_tuned(ctx.out, made.tuned)
+    shift = None
     if trait is not None and backend_for(model).caps.logprob_eval:
-        info["trait_shift"] = trait_shift(ctx, model, trait, tuned_teacher(ctx.out, info), info["system"])
-        ctx.log.info("trait shift: %s", info["trait_shift"])
-        _check_shift(ctx, info["trait_shift"])
-    atomic_write_json(ctx.out / "teacher.json", info)
-    return {"teacher": info, "train": result}
+        shift = trait_shift(ctx, model, trait, tuned, system)
+        ctx.log.info("trait shift: %s", shift)
+        _check_shift(ctx, shift)
+    info = TeacherRecord(method=spec["method"], trait=trait.name if trait else None, system=system,
+                         adapter=tuned.record.weights if tuned else None,
+                         api_model=tuned.record.api_model if tuned else None,
+                         trait_shift=TraitShift.model_validate(shift) if shift is not None else None)
+    write_record(ctx.out / TEACHER, info)
+    return {"teacher": info.to_json(), "train": result}
