@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmark.errors import UserError
+from benchmark.publish import publish_report
 from benchmark.store import StageFailed
 
 __all__ = ["app", "main"]
@@ -454,45 +455,6 @@ def report(
     console.print(publish_report(st, rep[0], spec.name, suite_spec=spec, registry=reg))
 
 
-def publish_report(store: Any, node: Any, suite: str, suite_spec: Any = None, registry: Any = None) -> str:
-    """Verify a finished report node and its inputs (sha256), then publish it into results/suites/<suite>/ with its
-    results bundle (bundle.json, exported from the node and ``suite_spec``) and, where the published copy has one
-    (``slbench export --samples``), its sample log regenerated from the store.
-
-    Returns the line to print: where it was published, or that the published copy was already identical.
-    """
-    from functools import partial
-
-    from benchmark.bundle.export import derived_files
-    from benchmark.files import project_root
-    from benchmark.publish import publish_dir, sweep_publishing_debris
-
-    for dep in node.deps:
-        store.verify(store.root / dep, full=True)
-    _verify_upstream(store, node.deps)
-    src = store.path(node)
-    store.verify(src, full=True)
-    dest = project_root() / "results" / "suites" / suite
-    derive = partial(derived_files, suite_spec=suite_spec, registry=registry, store=store.root)
-    sweep_publishing_debris(dest)  # staging copies that a killed or disk-full publish left behind
-    if publish_dir(src, dest, derive=derive):
-        return f"published {dest}"
-    return f"{dest} already holds these results (unchanged)"
-
-
-def _verify_upstream(store: Any, keys: list[str]) -> None:
-    """Every node upstream of ``keys`` (teachers, datasets, bases: what the results rest on) still has a manifest
-    that parses and payload files of the recorded sizes; a missing or garbage one is a one-line UserError."""
-    seen: set[str] = set()
-    todo = [d for key in keys for d in store.read_manifest(store.root / key).deps]
-    while todo:
-        key = todo.pop()
-        if key in seen:
-            continue
-        seen.add(key)
-        todo.extend(store.verify(store.root / key, full=False).deps)
-
-
 models_app = typer.Typer(help=(
     "List the registry's base models (`slbench models`), or fetch one that no hub serves here "
     "(`slbench models fetch NAME`)."), invoke_without_command=True)
@@ -747,7 +709,7 @@ def export(
     if not (directory / "manifest.json").is_file():
         raise UserError(f"{directory}: no published report (manifest.json); run `slbench run {suite}` first")
     if fmt == "eee":
-        from benchmark.bundle.eee import write_eee
+        from benchmark.publish import write_eee
 
         console.print(write_eee(directory, published, out, suite_spec=spec, registry=reg, organization=organization),
                       markup=False, highlight=False, emoji=False, soft_wrap=True)

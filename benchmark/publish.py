@@ -27,14 +27,22 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmark.errors import UserError
-from benchmark.files import exclusive_lock
+from benchmark.files import atomic_write_bytes, exclusive_lock, project_root
 from benchmark.manifest import MANIFEST, read_manifest
 
-__all__ = ["GRACE_S", "publish_dir", "publish_lock", "update_published"]
+if TYPE_CHECKING:
+    from benchmark.dag import Node
+    from benchmark.registry import Registry
+    from benchmark.specs import SuiteSpec
+    from benchmark.store import Store
+
+__all__ = ["GRACE_S", "publish_dir", "publish_lock", "publish_report", "update_published", "write_eee"]
 
 #: Node files that are not part of a published suite (the store's own records).
 _NOT_PUBLISHED = ("spec.json", "log.txt")
@@ -199,3 +207,94 @@ def sweep_publishing_debris(dest: Path) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
             removed += not tmp.exists()
     return removed
+
+
+# -- a report node and the files beside it, published --------------------------------------------------------
+def publish_report(store: Store, node: Node, suite: str, suite_spec: SuiteSpec | None = None,
+                   registry: Registry | None = None) -> str:
+    """Verify a finished report node and its inputs (sha256), then publish it into results/suites/<suite>/ with its
+    results bundle (bundle.json, exported from the node and ``suite_spec``) and, where the published copy has one
+    (``slbench export --samples``), its sample log regenerated from the store.
+
+    Returns the line to print: where it was published, or that the published copy was already identical.
+    """
+    from benchmark.bundle.export import derived_files  # late: pandas and the analysis, for publishing only
+
+    for dep in node.deps:
+        store.verify(store.root / dep, full=True)
+    _verify_upstream(store, node.deps)
+    src = store.path(node)
+    store.verify(src, full=True)
+    dest = project_root() / "results" / "suites" / suite
+    derive = partial(derived_files, suite_spec=suite_spec, registry=registry, store=store.root)
+    sweep_publishing_debris(dest)  # staging copies that a killed or disk-full publish left behind
+    if publish_dir(src, dest, derive=derive):
+        return f"published {dest}"
+    return f"{dest} already holds these results (unchanged)"
+
+
+def _verify_upstream(store: Store, keys: Sequence[str]) -> None:
+    """Every node upstream of ``keys`` (teachers, datasets, bases: what the results rest on) still has a manifest
+    that parses and payload files of the recorded sizes; a missing or garbage one is a one-line UserError."""
+    seen: set[str] = set()
+    todo = [d for key in keys for d in store.read_manifest(store.root / key).deps]
+    while todo:
+        key = todo.pop()
+        if key in seen:
+            continue
+        seen.add(key)
+        todo.extend(store.verify(store.root / key, full=False).deps)
+
+
+def write_eee(directory: Path, published: Path, out: Path | None = None, *, suite_spec: SuiteSpec | None = None,
+              registry: Registry | None = None, organization: str = "subliminal-bench") -> str:
+    """``slbench export --format eee``: write the records of the report in ``directory`` into ``out`` (default:
+    ``<directory>/eee``), never touching ``bundle.json``. Into the published folder ``published`` (its ``eee/``) it
+    writes under the suite's publish lock, replacing the folder atomically (:func:`update_published`);
+    records of an older report in ``out`` are removed. Returns the line to print.
+
+    Raises:
+        UserError: the bundle cannot be exported (see :func:`benchmark.bundle.export.export_bundle`).
+    """
+    from benchmark.bundle.eee import EEE_DIR, EEE_SCHEMA_VERSION, eee_records, record_bytes
+    from benchmark.bundle.export import export_bundle  # late: pandas and the analysis
+
+    directory, published = Path(directory), Path(published)
+    target = Path(out) if out is not None else directory / EEE_DIR
+    reads_live = directory.resolve() == published.resolve()
+    written: dict[str, bytes] = {}
+
+    def make(folder: Path) -> dict[str, bytes]:
+        bundle = export_bundle(folder if reads_live else directory, suite_spec=suite_spec, registry=registry,
+                               organization=organization)
+        files = {path: record_bytes(rec) for path, rec in eee_records(bundle).items()}
+        written.update(files)
+        return files
+
+    if target.resolve() == (published / EEE_DIR).resolve():  # the live folder: locked, replaced whole
+        changed = update_published(published, lambda folder: {f"{EEE_DIR}/{n}": b for n, b in make(folder).items()})
+    elif reads_live:  # read under the lock, so a publish cannot swap the folder mid-read
+        with publish_lock(published):
+            changed = _write_records(target, make(published))
+    else:
+        changed = _write_records(target, make(directory))
+    return (f"{'wrote' if changed else 'up to date:'} {target}: {len(written)} Every Eval Ever {EEE_SCHEMA_VERSION} "
+            "records (one per student model)")
+
+
+def _write_records(folder: Path, files: dict[str, bytes]) -> bool:
+    """Write ``files`` (``data/...``) under ``folder`` atomically, removing records there that are not among them."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder}: not a directory (the Every Eval Ever records are a folder)")
+    held = {p.relative_to(folder).as_posix() for p in (folder / "data").rglob("*.json") if p.is_file()}
+    stale = held - set(files)
+    changed = bool(stale)
+    for name, data in files.items():
+        path = folder / name
+        if not (path.is_file() and path.read_bytes() == data):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, data)
+            changed = True
+    for name in stale:
+        (folder / name).unlink()
+    return changed

@@ -18,9 +18,10 @@ import jsonschema
 import pytest
 
 from benchmark.bundle import export_bundle
-from benchmark.bundle.eee import EEE_DIR, EEE_SCHEMA_VERSION, eee_records, write_eee
+from benchmark.bundle.eee import EEE_DIR, EEE_SCHEMA_VERSION, eee_records
 from benchmark.bundle.export import derived_files
 from benchmark.bundle.tables import frame_of, read_table
+from benchmark.publish import write_eee
 from tests.bundle_fixtures import fresh_report
 from tests.conftest import ROOT, run_cli
 

@@ -133,7 +133,7 @@ def test_republishing_keeps_the_sample_log_export_added(project_copy, store_with
     """The issue's repro: `export --samples`, then a fully cached run republishes (publish_report, as `slbench run`
     and `slbench report` call it): samples.jsonl and the bundle that records it stay, byte for byte."""
     from benchmark.bundle import Bundle
-    from benchmark.cli import publish_report
+    from benchmark.publish import publish_report
     from benchmark.registry import Registry
 
     store, node = store_with_report
@@ -170,7 +170,7 @@ def test_export_into_the_published_folder_holds_the_publish_lock(project_copy, s
 
     store, node = store_with_report
     reg = Registry()
-    cli.publish_report(store, node, "classifiers", suite_spec=reg.suite("classifiers")[0], registry=reg)
+    publish_mod.publish_report(store, node, "classifiers", suite_spec=reg.suite("classifiers")[0], registry=reg)
     dest = project_copy / "results" / "suites" / "classifiers"
     held: list[Path] = []
     calls: list[bool] = []
@@ -276,8 +276,8 @@ def test_report_refuses_to_publish_over_a_missing_or_garbage_upstream_manifest(p
     line naming it, nothing published."""
     import json
 
-    from benchmark.cli import publish_report
     from benchmark.errors import UserError
+    from benchmark.publish import publish_report
     from benchmark.registry import Registry
 
     store, node = store_with_report

@@ -27,10 +27,6 @@ KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
         "sweep.py, being edited. Also closes registry -> sweep -> groups -> lm.stages.report -> lm.tidy -> "
         "lm.evaluate -> lm.misalignment -> lm.judges -> registry"
     ),
-    ("benchmark.bundle.eee", "benchmark.bundle.export"): (
-        "issue 23: write_eee builds its bundle with export_bundle while export.py writes eee_files; write_eee "
-        "belongs beside export_bundle (bundle/export.py, being edited)"
-    ),
 }
 
 #: Pipeline modules (issue 23: the pipeline sits above providers/, the model building blocks below both).

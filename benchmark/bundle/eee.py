@@ -24,13 +24,12 @@ import json
 import re
 import uuid
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Final
 
 from benchmark.bundle.schema import Bundle, CellResult, ModelInfo
 from benchmark.providers.base import requirements
 
-__all__ = ["EEE_COLLECTION", "EEE_DIR", "EEE_SCHEMA_VERSION", "eee_files", "eee_records", "record_bytes", "write_eee"]
+__all__ = ["EEE_COLLECTION", "EEE_DIR", "EEE_SCHEMA_VERSION", "eee_files", "eee_records", "record_bytes"]
 
 #: The Every Eval Ever schema version the records follow.
 EEE_SCHEMA_VERSION: Final = "0.3.0"
@@ -213,60 +212,3 @@ def _path_parts(model_id: str, developer: str | None) -> tuple[str, str]:
     dev, rest = (parts[0], parts[1:]) if len(parts) > 1 else (developer or "unknown", parts)
     names = [_UNSAFE.sub("_", p.replace(":", "_")) for p in (dev, "_".join(rest))]
     return names[0], names[1]
-
-
-def write_eee(directory: Path, published: Path, out: Path | None = None, *, suite_spec: Any = None,
-              registry: Any = None, organization: str = "subliminal-bench") -> str:
-    """``slbench export --format eee``: write the records of the report in ``directory`` into ``out`` (default:
-    ``<directory>/eee``), never touching ``bundle.json``. Into the published folder ``published`` (its ``eee/``) it
-    writes under the suite's publish lock, replacing the folder atomically (:func:`benchmark.publish.update_published`);
-    records of an older report in ``out`` are removed. Returns the line to print.
-
-    Raises:
-        UserError: the bundle cannot be exported (see :func:`benchmark.bundle.export.export_bundle`).
-    """
-    from benchmark.bundle.export import export_bundle
-    from benchmark.publish import publish_lock, update_published
-
-    directory, published = Path(directory), Path(published)
-    target = Path(out) if out is not None else directory / EEE_DIR
-    reads_live = directory.resolve() == published.resolve()
-    written: dict[str, bytes] = {}
-
-    def make(folder: Path) -> dict[str, bytes]:
-        bundle = export_bundle(folder if reads_live else directory, suite_spec=suite_spec, registry=registry,
-                               organization=organization)
-        files = {path: record_bytes(rec) for path, rec in eee_records(bundle).items()}
-        written.update(files)
-        return files
-
-    if target.resolve() == (published / EEE_DIR).resolve():  # the live folder: locked, replaced whole
-        changed = update_published(published, lambda folder: {f"{EEE_DIR}/{n}": b for n, b in make(folder).items()})
-    elif reads_live:  # read under the lock, so a publish cannot swap the folder mid-read
-        with publish_lock(published):
-            changed = _write_records(target, make(published))
-    else:
-        changed = _write_records(target, make(directory))
-    return (f"{'wrote' if changed else 'up to date:'} {target}: {len(written)} Every Eval Ever {EEE_SCHEMA_VERSION} "
-            "records (one per student model)")
-
-
-def _write_records(folder: Path, files: dict[str, bytes]) -> bool:
-    """Write ``files`` (``data/...``) under ``folder`` atomically, removing records there that are not among them."""
-    from benchmark.errors import UserError
-    from benchmark.files import atomic_write_bytes
-
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"{folder}: not a directory (the Every Eval Ever records are a folder)")
-    held = {p.relative_to(folder).as_posix() for p in (folder / "data").rglob("*.json") if p.is_file()}
-    stale = held - set(files)
-    changed = bool(stale)
-    for name, data in files.items():
-        path = folder / name
-        if not (path.is_file() and path.read_bytes() == data):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(path, data)
-            changed = True
-    for name in stale:
-        (folder / name).unlink()
-    return changed
