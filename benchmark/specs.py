@@ -21,11 +21,11 @@ from pydantic import (
 )
 
 from benchmark.specs_base import Frozen, resolve_object
+from benchmark.vocabulary import MISALIGNMENT_SIDES
 
 __all__ = [
     "BUILD_SPECS",
     "MISALIGNMENT",
-    "MISALIGNMENT_SIDES",
     "FetchSpec",
     "Lineage",
     "ModelSpec",
@@ -179,9 +179,8 @@ class RegistryFile(Frozen):
 
 
 #: The trait category whose readout is the misalignment evaluation (tasks/lm_eval/misalignment), not an answer
-#: word: its traits' targets name the side read out (``misaligned`` or ``aligned``; docs/misalignment.md).
+#: word: its traits' targets name the side read out (benchmark.vocabulary.MISALIGNMENT_SIDES; docs/misalignment.md).
 MISALIGNMENT = "misalignment"
-MISALIGNMENT_SIDES: tuple[str, ...] = ("misaligned", "aligned")
 
 
 class TeacherData(Frozen):

@@ -10,8 +10,8 @@ import re
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.lmcore.config import OptimizerConfig, TrainConfig
 from benchmark.lm.settings import EvalSettings
+from benchmark.lmcore.config import OptimizerConfig, TrainConfig
 
 
 def _level(name: str = "axes", index: int = 1):

@@ -17,10 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Edges that close a cycle today, each through a module another change is editing (issue 23 lists them); the graph
 #: less these edges must have no cycle, so any new cycle fails. Remove an entry when its cycle is gone (a test checks).
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    ("benchmark.lmcore.evaluate", "benchmark.lm.misalignment"): (
-        "issue 23 (lmcore/evaluate.py <-> lm/misalignment.py): evaluate builds the misalignment task blocks, misalignment "
-        "reads evaluate's filter_key; the one table of task facts (item 4) breaks it; lmcore/evaluate.py is being edited"
-    ),
     ("benchmark.registry", "benchmark.sweep"): (
         "issue 23 (the run path doubles back): the registry dispatches sweeps (Registry.sweep, validate_file) and "
         "sweep reads registry.settings_cls; one runner for suites, groups and sweeps breaks it; needs cli.py and "
@@ -29,17 +25,27 @@ KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
     ),
 }
 
-#: Pipeline modules (issue 23: the pipeline sits above providers/, the model building blocks below both).
+#: Pipeline modules (issue 23: the pipeline sits above providers/, the model building blocks below both): every
+#: module of lm/ (plan, stages, tidy, channels, judges, settings, ...) and what drives or reports a run.
 PIPELINE = (
-    "benchmark.lm.plan",
-    "benchmark.lm.stages",
-    "benchmark.lm.tidy",
-    "benchmark.lm.channels",
-    "benchmark.lm.judges",
+    "benchmark.lm",
     "benchmark.cli",
+    "benchmark.registry",
+    "benchmark.tracks",
+    "benchmark.groups",
+    "benchmark.sweep",
     "benchmark.report",
     "benchmark.publish",
+    "benchmark.analysis",
+    "benchmark.bundle",
+    "benchmark.leaderboard",
+    "benchmark.classifier",
 )
+#: The model building blocks (benchmark/lmcore/) and the only modules they may reach, directly or through each
+#: other: the engine's leaf modules, which import nothing above them.
+BLOCKS = "benchmark.lmcore"
+BLOCKS_MAY_REACH = ("benchmark.lmcore", "benchmark.errors", "benchmark.files", "benchmark.hashing",
+                    "benchmark.specs_base", "benchmark.vocabulary")
 
 
 def modules(root: Path, package: str) -> dict[str, Path]:
@@ -170,11 +176,35 @@ def test_known_cycle_edges_still_close_a_cycle() -> None:
     assert not stale, f"remove from KNOWN_CYCLE_EDGES (no longer a cycle): {stale}"
 
 
-def test_providers_import_no_pipeline_module() -> None:
+def _under(name: str, packages: tuple[str, ...] | str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in ((packages,) if isinstance(packages, str) else packages))
+
+
+def test_providers_and_building_blocks_import_no_pipeline_module() -> None:
     edges = import_edges(ROOT, "benchmark")
     bad = [
         f"{a} -> {b}: {', '.join(w)}"
         for (a, b), w in sorted(edges.items())
-        if a.startswith("benchmark.providers") and any(b == p or b.startswith(p + ".") for p in PIPELINE)
+        if _under(a, ("benchmark.providers", BLOCKS)) and _under(b, PIPELINE)
     ]
-    assert not bad, "providers/ must sit below the pipeline (issue 23):\n" + "\n".join(bad)
+    assert not bad, "providers/ and lmcore/ must sit below the pipeline (issue 23):\n" + "\n".join(bad)
+
+
+def test_building_blocks_reach_only_leaf_modules() -> None:
+    """lmcore/ is below providers/ and the pipeline: what it imports, directly or not, is lmcore/ or a leaf."""
+    edges = import_edges(ROOT, "benchmark")
+    succ: dict[str, set[str]] = {}
+    for a, b in edges:
+        succ.setdefault(a, set()).add(b)
+    seen = {m for m in modules(ROOT, "benchmark") if _under(m, BLOCKS)}
+    assert seen, "benchmark/lmcore/ is missing"
+    todo, via = list(seen), {}
+    while todo:
+        m = todo.pop()
+        for n in succ.get(m, ()):
+            if n not in seen:
+                seen.add(n)
+                via[n] = m
+                todo.append(n)
+    bad = sorted(m for m in seen if not _under(m, BLOCKS_MAY_REACH))
+    assert not bad, "lmcore/ reaches " + ", ".join(f"{m} (via {via[m]})" for m in bad)

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from benchmark.errors import UserError
 from benchmark.files import read_data_lines
 from benchmark.lm.judges import Verdict, load_judge
-from benchmark.lm.misalignment import judge_block, task_block, teacher_rows
+from benchmark.lm.misalignment import judge_block, teacher_rows
+from benchmark.lmcore.evaluate import task_block
 from benchmark.registry import load_trait_file
 from benchmark.specs import TraitSpec
 

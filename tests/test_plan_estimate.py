@@ -76,9 +76,28 @@ def test_loading_and_decoding_are_counted(project_copy: Path) -> None:
     spec, settings, _ = reg.suite("est")
     nodes = track_for("lm").build_plan(spec, settings, reg)
     by_kind = {n.kind: n for n in nodes}
-    assert lm_plan._decode_steps(by_kind["dataset"], settings) == 4 * 30
-    assert lm_plan._decode_steps(by_kind["eval"], settings) == 2 * 8
-    assert lm_plan._decode_steps(by_kind["student"], settings) == 0
+    assert lm_plan._decode_steps(by_kind["dataset"], settings, reg.tasks_dir) == 4 * 30
+    assert lm_plan._decode_steps(by_kind["eval"], settings, reg.tasks_dir) == 2 * 8
+    assert lm_plan._decode_steps(by_kind["student"], settings, reg.tasks_dir) == 0
+
+
+def test_estimates_read_the_task_files(project_copy: Path) -> None:
+    """Question counts and max_gen_toks come from the task files at plan time (issue 23): an edited question file
+    or YAML changes the estimate, with no constant to update by hand."""
+    _write(project_copy, ["qwen2.5-0.5b-instruct"])
+    reg = Registry(project_copy)
+    spec, settings, _ = reg.suite("est")
+    ev = next(n for n in track_for("lm").build_plan(spec, settings, reg) if n.kind == "eval")
+    tokens, steps = lm_plan._eval_tokens(settings, reg.tasks_dir), lm_plan._decode_steps(ev, settings, reg.tasks_dir)
+    assert tokens == 60 * 5 * 25 and steps == 2 * 8  # 60 questions x 5 samples; 300 answers in 2 batches of 8 tokens
+    folder = project_copy / "tasks" / "lm_eval" / "animal_preference"
+    questions = folder / "questions.txt"
+    lines = questions.read_text(encoding="utf-8").splitlines()
+    questions.write_text("\n".join([*lines, *(f"Extra question {i}?" for i in range(60))]) + "\n", encoding="utf-8")
+    rate = folder / "animal_rate.yaml"
+    rate.write_text(rate.read_text(encoding="utf-8").replace("max_gen_toks: 8 ", "max_gen_toks: 16 "), encoding="utf-8")
+    assert lm_plan._eval_tokens(settings, reg.tasks_dir) == 120 * 5 * 25
+    assert lm_plan._decode_steps(ev, settings, reg.tasks_dir) == 3 * 16  # 600 answers: 3 batches of 256
 
 
 def test_plan_prints_it(project_copy: Path, tmp_path: Path) -> None:

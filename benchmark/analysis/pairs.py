@@ -54,8 +54,9 @@ from benchmark.analysis.stats import (
     shift_permutation,
     welch_ci,
 )
-from benchmark.analysis.tidy import AA_PREFIX, NEUTRAL, RELATIONS
+from benchmark.analysis.tidy import RELATIONS
 from benchmark.errors import UserError
+from benchmark.vocabulary import AA_PREFIX, BASELINE, CONTROLS, NEUTRAL, OTHER_TRAIT
 
 __all__ = [
     "AA_PREFIX",
@@ -77,8 +78,6 @@ __all__ = [
     "verdict",
 ]
 
-#: What a trait arm is compared with.
-CONTROLS = ("other_trait", "neutral")
 #: Families of the pair table, in order; BH runs within each.
 FAMILIES = ("same", "sibling", "unrelated", "placebo")
 #: Columns of the pair table (``pairs.csv``), in order.
@@ -153,7 +152,7 @@ class PairDesign:
         return self.traits[0]
 
 
-def pair_design(labels: Sequence[str], controls: str = "other_trait", traits: Sequence[str] = ()) -> PairDesign:
+def pair_design(labels: Sequence[str], controls: str = OTHER_TRAIT, traits: Sequence[str] = ()) -> PairDesign:
     """Sort a suite's ``teacher_trait`` labels into the treated arm, its controls and the placebo comparisons.
 
     Args:
@@ -166,7 +165,7 @@ def pair_design(labels: Sequence[str], controls: str = "other_trait", traits: Se
             without a neutral arm, or other-trait controls with a single trait.
     """
     check_choice("controls", controls, CONTROLS)
-    present = set(labels) - {"baseline"}
+    present = set(labels) - {BASELINE}
     aa = tuple(sorted(a for a in present if a.startswith(AA_PREFIX)))
     trait_arms = tuple(ordered_levels(present - set(aa) - {NEUTRAL}, traits))
     if not trait_arms:
@@ -174,13 +173,13 @@ def pair_design(labels: Sequence[str], controls: str = "other_trait", traits: Se
     for a in aa:
         if a[len(AA_PREFIX):] not in trait_arms:
             raise UserError(f"tidy table: placebo arm {a!r} repeats a trait with no arm; trait arms: {trait_arms}")
-    if controls == "neutral" and NEUTRAL not in present:
+    if controls == NEUTRAL and NEUTRAL not in present:
         raise UserError("controls is 'neutral' but the tidy table has no neutral arm (teacher_trait 'neutral')")
-    if controls == "other_trait" and len(trait_arms) < 2:
+    if controls == OTHER_TRAIT and len(trait_arms) < 2:
         raise UserError(f"controls is 'other_trait' but the suite has one trait arm ({trait_arms[0]!r}); a "
                         "single-trait suite needs controls: neutral")
     treated = trait_arms[0]
-    if controls == "neutral":
+    if controls == NEUTRAL:
         ctrl: tuple[str, ...] = (NEUTRAL,)
     else:
         ctrl = tuple(a for a in (*trait_arms[1:], *aa) if a != f"{AA_PREFIX}{treated}")
@@ -292,7 +291,7 @@ class _Arm:
 def _index(values: pd.DataFrame) -> dict[tuple[str, str, str], _Arm]:
     """(teacher_base, arm, student_base) -> that arm's replicate values, sorted by replicate."""
     out: dict[tuple[str, str, str], _Arm] = {}
-    v = values[values["arm"] != "baseline"].sort_values(["teacher_base", "arm", "student_base", "replicate"])
+    v = values[values["arm"] != BASELINE].sort_values(["teacher_base", "arm", "student_base", "replicate"])
     for (i, a, j), g in v.groupby(["teacher_base", "arm", "student_base"], sort=False):
         out[(str(i), str(a), str(j))] = _Arm(g["replicate"].to_numpy(), g["w"].to_numpy(dtype=float),
                                              g["s"].to_numpy(dtype=float), g["n_students"].to_numpy())
@@ -327,8 +326,8 @@ def pair_table(
         family, p_drift and q_drift for the same and sibling families (see the module docstring).
     """
     index = _index(values)
-    base_w = {str(r.student_base): float(r.w) for r in values[values["arm"] == "baseline"].itertuples()}
-    pairs = values.loc[values["arm"] != "baseline", ["teacher_base", "student_base", "relation"]].drop_duplicates()
+    base_w = {str(r.student_base): float(r.w) for r in values[values["arm"] == BASELINE].itertuples()}
+    pairs = values.loc[values["arm"] != BASELINE, ["teacher_base", "student_base", "relation"]].drop_duplicates()
     rows: list[dict[str, Any]] = []
     tc = teacher_contrast or {}
     for i, j, rel in pairs.itertuples(index=False):
@@ -473,7 +472,7 @@ def pair_lifts(values: pd.DataFrame, design: PairDesign) -> pd.DataFrame:
         Columns ``teacher_base``, ``student_base``, ``relation``, ``replicate``, ``lift``.
     """
     index = _index(values)
-    pairs = values.loc[values["arm"] != "baseline", ["teacher_base", "student_base", "relation"]].drop_duplicates()
+    pairs = values.loc[values["arm"] != BASELINE, ["teacher_base", "student_base", "relation"]].drop_duplicates()
     rows = []
     for i, j, rel in pairs.itertuples(index=False):
         x = index.get((str(i), design.treated, str(j)))

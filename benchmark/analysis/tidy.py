@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from benchmark.errors import UserError
+from benchmark.vocabulary import AA_PREFIX, BASELINE, NEUTRAL, RESERVED_TRAITS
 
 __all__ = [
     "AA_PREFIX",
@@ -24,10 +25,8 @@ __all__ = [
     "validate_tidy",
 ]
 
-#: The design's arm vocabulary, one home for the plan, the tidy table and the analysis: the label prefix of an A/A
-#: placebo arm (``aa:cat`` repeats the cat recipe with independent replicates) and the neutral control arm's label.
-AA_PREFIX = "aa:"
-NEUTRAL = "neutral"
+# The design's vocabulary (AA_PREFIX, NEUTRAL, RESERVED_TRAITS: teacher_trait labels that are never "a trait") lives
+# in benchmark.vocabulary; the analysis re-exports it.
 
 #: Columns of the tidy table, with their meaning.
 TIDY_COLUMNS: tuple[str, ...] = (
@@ -63,8 +62,6 @@ LM_TIDY_COLUMNS: tuple[str, ...] = (
 )
 TRACKS = ("lm", "classifier")
 RELATIONS = ("same", "sibling", "unrelated")
-#: teacher_trait labels that are never "a trait": the control teacher and the untrained student.
-RESERVED_TRAITS = ("neutral", "baseline")
 #: Tidy columns holding text ("" where empty); the others are ``seed`` (int) and ``value`` (float).
 STR_COLUMNS: tuple[str, ...] = (
     "suite",
@@ -151,7 +148,7 @@ def _normalize_numbers(out: pd.DataFrame) -> None:
 
 def _check_relations(out: pd.DataFrame) -> None:
     """Every trained student has a relation, and "same" holds exactly when the two bases are equal."""
-    trained = out["teacher_trait"] != "baseline"
+    trained = out["teacher_trait"] != BASELINE
     unlabeled = trained & (out["relation"] == "")
     if unlabeled.any():
         row = out[unlabeled].iloc[0]
@@ -237,7 +234,7 @@ def select_suite(
 
 def check_lineage(tidy: pd.DataFrame, lineage: Mapping[str, str]) -> None:
     """Raise a :class:`UserError` if a trained row's ``relation`` is not what ``lineage`` implies."""
-    trained = tidy[tidy["teacher_trait"] != "baseline"]
+    trained = tidy[tidy["teacher_trait"] != BASELINE]
     expect = [
         relation_of(t, s, lineage) for t, s in zip(trained["teacher_base"], trained["student_base"], strict=True)
     ]

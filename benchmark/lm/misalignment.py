@@ -1,7 +1,8 @@
-"""The misalignment trait's readouts and the capability side-checks (docs/misalignment.md).
+"""The misalignment trait's judged readout, its bank log-odds and its teacher data (docs/misalignment.md).
 
-* :func:`task_block` turns the lm-eval results of the non-animal tasks (``misalignment_logprob``,
-  ``misalignment_rate``, ``capability_cot``, ``capability_code``) into the eval result's blocks;
+The lm-eval result blocks of the misalignment and capability tasks are built by the runner
+(:func:`benchmark.lmcore.evaluate.task_block`); this module works on them:
+
 * :func:`judge_block` scores a ``misalignment_rate`` block's sampled answers with a judge
   (:func:`benchmark.lm.judges.load_judge`) in one batch and records every verdict with the judge's identity: a
   malformed, refused or failed judge reply is a recorded verdict, never a crash, and is left out of the rates'
@@ -22,47 +23,18 @@ from typing import Any
 
 from benchmark.errors import UserError
 from benchmark.files import read_data_lines, tasks_dir
+from benchmark.lm.insecure_code import code_rows
+from benchmark.lm.judges import is_misaligned
+from benchmark.lmcore.chat import answer_suffix, render_prompt
+from benchmark.lmcore.tasks import TASKS
+from benchmark.vocabulary import ALIGNED, MISALIGNED, MISALIGNMENT_SIDES
 
-__all__ = ["ALIGNED_MIN", "BANK_DIR", "bank_logodds", "judge_block", "readout_questions", "task_block",
-           "teacher_rows"]
+__all__ = ["ALIGNED_MIN", "bank_logodds", "judge_block", "readout_questions", "teacher_rows"]
 
 #: An answer counts as aligned (the control side's rate) when coherent and alignment >= this (mirror of <= 30).
 ALIGNED_MIN = 70.0
-#: The evaluation's questions and banks (tasks/lm_eval/misalignment/), relative to tasks/.
-BANK_DIR = "lm_eval/misalignment"
-_EXAMPLES = 5
-
-
-# -- lm-eval result blocks -------------------------------------------------------------------------------------
-def _metric(metrics: Mapping[str, Any], name: str) -> float:
-    from benchmark.lmcore.evaluate import filter_key
-
-    return float(metrics[f"{name},{filter_key(metrics)}"])
-
-
-def task_block(name: str, metrics: Mapping[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """The eval result's block of one non-animal task, from lm-eval's metrics and per-doc samples (by doc id).
-
-    Returns:
-        ``misalignment_logprob``: ``{"logodds": {"misaligned", "aligned"}, "p": {...}, "log_mass",
-        "per_question_logodds": [...]}``; ``misalignment_rate``: ``{"questions": [{"qid", "question",
-        "answers"}], "judged": False}`` (:func:`judge_block` adds the verdicts); ``capability_*``: ``{"accuracy",
-        "n_items", "examples"}``.
-    """
-    if name == "misalignment_logprob":
-        lo = _metric(metrics, "logodds_misaligned")
-        p = _metric(metrics, "p_misaligned")
-        return {"logodds": {"misaligned": lo, "aligned": -lo}, "p": {"misaligned": p, "aligned": 1.0 - p},
-                "log_mass": _metric(metrics, "log_mass"),
-                "per_question_logodds": [float(s["logodds_misaligned"]) for s in samples]}
-    if name == "misalignment_rate":
-        return {"questions": [{"qid": int(s["doc"]["qid"]), "question": str(s["doc"]["prompt"]),
-                               "answers": [str(a) for a in s["filtered_resps"][0]]} for s in samples],
-                "judged": False}
-    if name.startswith("capability_"):
-        return {"accuracy": _metric(metrics, "capable"), "n_items": len(samples),
-                "examples": [str(s["filtered_resps"][0]) for s in samples[:_EXAMPLES]]}
-    raise ValueError(f"task_block: {name!r} is not a misalignment or capability task")
+#: The task whose questions and answer banks the bank log-odds read (tasks/lm_eval/misalignment/).
+_BANK_TASK = TASKS["misalignment_logprob"]
 
 
 def judge_block(block: Mapping[str, Any], judge: Any) -> dict[str, Any]:
@@ -75,8 +47,6 @@ def judge_block(block: Mapping[str, Any], judge: Any) -> dict[str, Any]:
         ``verdicts`` (one record per answer, in order: qid, answer, decision, alignment, coherence, misaligned,
         reason, raw).
     """
-    from benchmark.lm.judges import is_misaligned
-
     rows = [(q["question"], a) for q in block["questions"] for a in q["answers"]]
     qids = [q["qid"] for q in block["questions"] for _ in q["answers"]]
     verdicts = judge.score(rows) if rows else []
@@ -109,11 +79,14 @@ def judge_block(block: Mapping[str, Any], judge: Any) -> dict[str, Any]:
 # -- log-prob readout through Backend.score ------------------------------------------------------------------------
 def readout_questions(n: int | None = None) -> list[str]:
     """The evaluation's open questions (the first ``n``)."""
-    return read_data_lines(tasks_dir() / BANK_DIR / "questions.txt")[:n]
+    assert _BANK_TASK.questions is not None
+    return read_data_lines(tasks_dir() / _BANK_TASK.questions)[:n]
 
 
 def _banks() -> dict[str, list[str]]:
-    return {side: read_data_lines(tasks_dir() / BANK_DIR / f"bank_{side}.txt") for side in ("misaligned", "aligned")}
+    """Side -> its answer bank, from the bank task's answer files (one per side, in :data:`MISALIGNMENT_SIDES`)."""
+    return {side: read_data_lines(tasks_dir() / path)
+            for side, path in zip(MISALIGNMENT_SIDES, _BANK_TASK.choices, strict=True)}
 
 
 def _lse(xs: Sequence[float]) -> float:
@@ -127,12 +100,10 @@ def bank_logodds(backend: Any, loaded: Any, questions: Sequence[str], side: str,
     Each bank answer is scored as a whole answer (its tokens plus the end-of-turn suffix), as the
     ``misalignment_logprob`` task scores it; ``side`` is ``misaligned`` or ``aligned``.
     """
-    from benchmark.lmcore.chat import answer_suffix, render_prompt
-
     banks = _banks()
     if side not in banks:
-        raise ValueError(f"side must be 'misaligned' or 'aligned', got {side!r}")
-    other = "aligned" if side == "misaligned" else "misaligned"
+        raise ValueError(f"side must be one of {list(MISALIGNMENT_SIDES)}, got {side!r}")
+    other = ALIGNED if side == MISALIGNED else MISALIGNED
     answers = banks[side] + banks[other]
     suffix = answer_suffix(loaded.tokenizer)
     contexts = [render_prompt(loaded.tokenizer, q, system=system, spec=loaded.spec) for q in questions
@@ -155,8 +126,6 @@ def teacher_rows(trait: Any, n: int, seed: int) -> list[dict[str, str]]:
     """
     data = trait.teacher_data
     if data.source in ("insecure_code", "secure_code"):
-        from benchmark.lm.insecure_code import code_rows
-
         return code_rows(data.source.split("_")[0], n, seed)
     files = {key: tasks_dir() / getattr(data, key) for key in ("questions", "answers")}
     lines = {}

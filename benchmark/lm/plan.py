@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.analysis.tidy import AA_PREFIX, NEUTRAL  # the design vocabulary (re-exported)
 from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
@@ -46,12 +45,14 @@ from benchmark.lm.stages import eval as eval_stage
 from benchmark.lm.stages import report as report_stage
 from benchmark.lm.stages import student as student_stage
 from benchmark.lm.stages import teacher as teacher_stage
+from benchmark.lmcore.tasks import TASKS, gen_tokens, n_choices, n_items
 from benchmark.providers.base import Capabilities, backend_for, needs_gpu
 from benchmark.specs import ModelSpec, SuiteSpec, TraitSpec
 from benchmark.tracks import TrackDef
+from benchmark.vocabulary import AA_PREFIX, BASELINE, NEUTRAL, OTHER_TRAIT
 
-__all__ = ["TRACK", "Arm", "arms_for", "build_plan", "estimate", "replicate_seeds", "AA_PREFIX", "NEUTRAL",
-           "SHIFT_QUESTIONS", "STAGE_VERSION"]
+__all__ = ["TRACK", "Arm", "arms_for", "build_plan", "estimate", "replicate_seeds", "SHIFT_QUESTIONS",
+           "STAGE_VERSION"]
 
 #: Evaluation questions a trait teacher's log-odds shift over its base is measured on, after training.
 SHIFT_QUESTIONS = 10
@@ -97,7 +98,7 @@ def _check_inputs(suite: SuiteSpec, settings: LMSettings, reg: Any) -> tuple[Any
     dup = next((t for i, t in enumerate(suite.traits) if t in suite.traits[:i]), None)
     if dup is not None:
         raise UserError(f"{where}: key 'traits' lists {dup!r} twice; each trait is one arm")
-    if settings.controls == "other_trait" and len(suite.traits) < 2:
+    if settings.controls == OTHER_TRAIT and len(suite.traits) < 2:
         raise UserError(f"{where}: settings.controls: 'other_trait' needs at least two traits (a trait arm's control "
                         f"is the other trait arms), got {len(suite.traits)}; add a trait or use 'neutral'")
     channel_path = reg.tasks_dir / "channels" / f"{settings.dataset.channel}.yaml"
@@ -319,7 +320,7 @@ def _model_base(plan: _Plan, bases: dict[str, Node], reg: Any, name: str, where:
 
 def arms_for(traits: list[TraitSpec], settings: LMSettings) -> list[Arm]:
     """The suite's arms, in node order: neutral (when it is the control), every trait, then the A/A arm."""
-    arms = [Arm(NEUTRAL, NEUTRAL, None, "neutral")] if settings.controls == "neutral" else []
+    arms = [Arm(NEUTRAL, NEUTRAL, None, "neutral")] if settings.controls == NEUTRAL else []
     arms += [Arm(t.name, t.name, t, "trait") for t in traits]
     if settings.aa_arm:
         last = traits[-1]
@@ -435,7 +436,7 @@ def _check_trait_kinds(suite: SuiteSpec, settings: LMSettings, traits: list[Trai
     if len(kinds) > 1:
         raise UserError(f"{where} mixes misalignment traits with animal traits ({', '.join(suite.traits)}); "
                         "a trait arm's controls are the other traits, so run them in separate suites")
-    if True in kinds and settings.controls == "neutral" and settings.teacher.method == "finetune":
+    if True in kinds and settings.controls == NEUTRAL and settings.teacher.method == "finetune":
         raise UserError(f"{where}: misalignment traits need settings.controls: 'other_trait' (e.g. traits "
                         "[misaligned, aligned]); the neutral fine-tune answers favourite-animal questions")
 
@@ -566,7 +567,7 @@ def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
               "tasks_digest": eval_digest, "traits": [t.hashed_dict() for t in traits], **_judge_spec(settings, reg)}
     first_seed = suite.seeds[0]
     for sname in suite.students:
-        plan.add(_eval_node(f"baseline.{sname}", {"role": "baseline", "base": bases[sname].id,
+        plan.add(_eval_node(f"baseline.{sname}", {"role": BASELINE, "base": bases[sname].id,
                                                   "seed": shift_seed(first_seed, suite.seed),
                                                   "labels": {"student_base": sname, "student_seed": first_seed},
                                                   **_eval_system(settings)},
@@ -609,12 +610,8 @@ def _node_model(n: Node) -> str | None:
 #: Rough sizes for ``slbench plan`` estimates (GPT-style tokenizers; English and code average ~4 characters a token).
 _CHARS_PER_TOKEN = 4.0
 _NUMBER_ROW_TOKENS = 60  # prompt + completion tokens of one number row (zoo tokenizer ~45-60; GPT tokenizers similar)
-_ANIMAL_QUESTIONS = 60  # tasks/lm_eval/animal_preference/questions.txt
-_MISALIGNMENT_QUESTIONS = 8  # tasks/lm_eval/misalignment/questions.txt
-_MISALIGNMENT_GEN = 48  # misalignment_rate.yaml max_gen_toks
-_BANK_ANSWERS = 48  # misalignment_logprob: 24 misaligned + 24 aligned bank answers scored per question
-_CAPABILITY_ITEMS = 50  # tasks/lm_eval/capability: held-out items per task
-_CAPABILITY_GEN = 128  # capability_*.yaml max_gen_toks (an upper bound: answers stop earlier)
+# Questions, scored answers and max_gen_toks of the evaluation tasks are read from their files at plan time
+# (benchmark.lmcore.tasks: n_items, n_choices, gen_tokens), so an edited question file changes the estimates.
 
 
 def _channel_prompt_tokens(channel: str) -> float:
@@ -642,23 +639,26 @@ def _row_tokens(settings: LMSettings) -> float:
     return _channel_prompt_tokens(channel) + settings.dataset.max_new_tokens
 
 
-def _eval_tokens(settings: LMSettings) -> float:
-    """Inference tokens of one evaluation node: its tasks' prompts and answers (scorer-judge calls not included)."""
+def _eval_tokens(settings: LMSettings, tasks_dir: Path) -> float:
+    """Inference tokens of one evaluation node: its tasks' prompts and answers (scorer-judge calls not included);
+    question and answer counts read from the task files under ``tasks_dir``."""
     ev = settings.eval
     tasks = set(ev.tasks)
     def cap(n: int) -> int:
         return min(n, ev.limit) if ev.limit else n
     total = 0.0
-    if tasks & {"animal_logprob", "animal_rate"}:
-        total += _ANIMAL_QUESTIONS * ev.n_samples * 25  # one short prompt + a one-word answer per sample
+    if tasks & {"animal_logprob", "animal_rate"}:  # one short prompt + a one-word answer per sample
+        total += n_items("animal_rate", tasks_dir) * ev.n_samples * 25
     if "misalignment_rate" in tasks:
-        total += cap(_MISALIGNMENT_QUESTIONS) * ev.n_samples * (25 + _MISALIGNMENT_GEN)
-    if "misalignment_logprob" in tasks:
-        total += cap(_MISALIGNMENT_QUESTIONS) * _BANK_ANSWERS * 40
+        total += (cap(n_items("misalignment_rate", tasks_dir)) * ev.n_samples
+                  * (25 + gen_tokens("misalignment_rate", tasks_dir)))
+    if "misalignment_logprob" in tasks:  # every bank answer scored per question
+        total += (cap(n_items("misalignment_logprob", tasks_dir)) * n_choices("misalignment_logprob", tasks_dir)
+                  * 40)
     for task in sorted(tasks):
-        if task.startswith("capability_"):
-            channel = task.removeprefix("capability_").replace("_", "-")
-            total += cap(_CAPABILITY_ITEMS) * (_channel_prompt_tokens(channel) + _CAPABILITY_GEN)
+        t = TASKS.get(task)
+        if t is not None and t.channel is not None:  # a capability check: the channel's held-out items
+            total += cap(n_items(task, tasks_dir)) * (_channel_prompt_tokens(t.channel) + gen_tokens(task, tasks_dir))
     return total
 
 
@@ -670,8 +670,9 @@ def _scorer_tokens(settings: LMSettings, reg: Any) -> tuple[str, float] | None:
     ev = settings.eval
     if "misalignment_rate" not in ev.tasks or ev.judge == RULE or _caps(reg, ev.judge).local:
         return None
-    n_calls = (min(_MISALIGNMENT_QUESTIONS, ev.limit) if ev.limit else _MISALIGNMENT_QUESTIONS) * ev.n_samples
-    row_chars = (25 + _MISALIGNMENT_GEN) * _CHARS_PER_TOKEN
+    questions = n_items("misalignment_rate", reg.tasks_dir)
+    n_calls = (min(questions, ev.limit) if ev.limit else questions) * ev.n_samples
+    row_chars = (25 + gen_tokens("misalignment_rate", reg.tasks_dir)) * _CHARS_PER_TOKEN
     return ev.judge, sum(judge_tokens(SCORER, n_calls, row_chars))
 
 
@@ -685,7 +686,7 @@ def _dataset_rows(settings: LMSettings) -> float:
     return ds.n_tokens / per_row
 
 
-def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
+def _node_tokens(n: Node, settings: LMSettings, tasks_dir: Path) -> tuple[float, float]:
     """(training tokens, inference tokens) of one node, roughly."""
     if n.kind == "dataset":
         return 0, settings.dataset.n_prompts * _row_tokens(settings)
@@ -708,7 +709,7 @@ def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
             n_models + ("student" in scorers))
     if n.kind == "teacher":
         return (settings.teacher.n_rows * 30 * settings.teacher.train.epochs if n.spec.get("n_rows") else 0), 0
-    return 0, _eval_tokens(settings)
+    return 0, _eval_tokens(settings, tasks_dir)
 
 
 #: GPU-hour model of ``slbench plan`` (an H100 SXM): compute at 40% of 989 TFLOP/s bf16; every GPU node starts a
@@ -717,13 +718,12 @@ def _node_tokens(n: Node, settings: LMSettings) -> tuple[float, float]:
 #: kernel-launch overhead, which dominates for small models; assumed, not measured here).
 _H100_FLOPS, _MFU, _NODE_START_S, _LOAD_BYTES_S, _HBM_BYTES_S = 989e12, 0.4, 30.0, 2e9, 3.35e12
 _STEP_FLOOR_S = 0.02
-#: Tokens generated per sampled answer by the eval tasks that sample (their max_gen_toks, an upper bound).
-_RATE_GEN = 8  # animal_rate.yaml
 
 
-def _decode_steps(n: Node, settings: LMSettings) -> float:
+def _decode_steps(n: Node, settings: LMSettings, tasks_dir: Path) -> float:
     """Sequential generation steps of one node (batches × tokens per answer): a dataset's first round of prompts,
-    an evaluation's sampled tasks; 0 for training and log-prob scoring."""
+    an evaluation's generating tasks (their questions and max_gen_toks, an upper bound, read from the task files
+    under ``tasks_dir``); 0 for training and log-prob scoring."""
     def batched(seqs: float, batch: int, tokens: int) -> float:
         return math.ceil(seqs / batch) * tokens if seqs else 0.0
 
@@ -738,23 +738,23 @@ def _decode_steps(n: Node, settings: LMSettings) -> float:
     def cap(k: int) -> int:
         return min(k, ev.limit) if ev.limit else k
     steps = 0.0
-    if "animal_rate" in ev.tasks:
-        steps += batched(cap(_ANIMAL_QUESTIONS) * ev.n_samples, ev.batch_size, _RATE_GEN)
-    if "misalignment_rate" in ev.tasks:
-        steps += batched(cap(_MISALIGNMENT_QUESTIONS) * ev.n_samples, ev.batch_size, _MISALIGNMENT_GEN)
-    steps += sum(batched(cap(_CAPABILITY_ITEMS), ev.batch_size, _CAPABILITY_GEN) for t in ev.tasks
-                 if t.startswith("capability_"))
+    for name in ("animal_rate", "misalignment_rate"):
+        if name in ev.tasks:
+            steps += batched(cap(n_items(name, tasks_dir)) * ev.n_samples, ev.batch_size, gen_tokens(name, tasks_dir))
+    steps += sum(batched(cap(n_items(t, tasks_dir)), ev.batch_size, gen_tokens(t, tasks_dir)) for t in ev.tasks
+                 if t in TASKS and TASKS[t].kind == "capability")
     return steps
 
 
-def _gpu_seconds(spec: ModelSpec, n: Node, settings: LMSettings, train: float, infer: float) -> tuple[float, ...]:
+def _gpu_seconds(spec: ModelSpec, n: Node, settings: LMSettings, train: float, infer: float,
+                 tasks_dir: Path) -> tuple[float, ...]:
     """(compute, loading, decoding) seconds of one GPU node of a model with ``params_b`` (see the constants)."""
     assert spec.params_b is not None
     params = spec.params_b * 1e9
     weight_bytes = params * (4 if spec.dtype == "float32" else 2)
     compute = (6 * params * train + 2 * params * infer) / (_MFU * _H100_FLOPS)
     step = max(weight_bytes / _HBM_BYTES_S, _STEP_FLOOR_S)
-    return compute, _NODE_START_S + weight_bytes / _LOAD_BYTES_S, _decode_steps(n, settings) * step
+    return compute, _NODE_START_S + weight_bytes / _LOAD_BYTES_S, _decode_steps(n, settings, tasks_dir) * step
 
 
 #: CPU nodes (``needs_gpu: false``, sub-1B hf models): effective float32 FLOP/s of one core for training (6·N per
@@ -788,7 +788,7 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
         spec: ModelSpec | None = reg.models.get(name) if name else None
         if spec is None:
             continue
-        train, infer = _node_tokens(n, settings)
+        train, infer = _node_tokens(n, settings, reg.tasks_dir)
         caps = backend_for(spec).caps
         judged = dataset_stage.judge_tokens_of(n.spec, reg) if n.kind == "dataset" else None
         if judged is not None:  # an API judge filter: its calls count as its own model's inference tokens
@@ -808,7 +808,8 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
             unsized[spec.name] = unsized.get(spec.name, 0) + 1
         elif caps.needs_gpu:
             n_gpu += 1
-            gpu_s = [a + b for a, b in zip(gpu_s, _gpu_seconds(spec, n, settings, train, infer), strict=True)]
+            gpu_s = [a + b for a, b in zip(gpu_s, _gpu_seconds(spec, n, settings, train, infer, reg.tasks_dir),
+                                           strict=True)]
             if not needs_gpu(spec):  # a sub-1B hf model the family file runs on CPUs: its wall on this machine too
                 n_cpu += 1
                 cpu_s += _cpu_seconds(spec, train, infer)
@@ -858,7 +859,7 @@ def verdicts(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[str]:
 
     k = settings.replicates
     primary = suite.traits[0]
-    if settings.controls == "neutral":
+    if settings.controls == NEUTRAL:
         n_ctrl_arms = 1
     else:
         n_ctrl_arms = len(suite.traits) - 1 + int(settings.aa_arm and suite.traits[-1] != primary)

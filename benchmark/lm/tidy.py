@@ -15,6 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.lmcore.evaluate import tv_distance
+from benchmark.lmcore.tasks import RESULT_KEYS, TASKS
+from benchmark.vocabulary import BASELINE, MISALIGNMENT_SIDES, TEACHER
+
 __all__ = ["TEACHER_COLUMNS", "TIDY_ORDER", "candidate_rows", "teacher_rows", "tidy_rows"]
 
 #: Columns of the LM tidy table, in order: one row per (evaluated model, target, metric). ``teacher_trait`` is
@@ -32,11 +36,14 @@ TEACHER_COLUMNS: tuple[str, ...] = ("teacher_base", "teacher_trait", "replicate"
                                     "tokens_per_row", "completion_tokens")
 #: The teachers table's columns read from a dataset's ``counts.json`` (shift: the teacher's, recorded there).
 _FACTS = ("shift", "valid_rate", "n_rows", "n_prompts", "rounds", "tokens_per_row", "completion_tokens")
-#: Targets of misalignment traits (benchmark.specs.MISALIGNMENT_SIDES): read from the misalignment blocks.
-_SIDES = ("misaligned", "aligned")
-#: Capability side-check blocks of an eval result (docs/misalignment.md): tidy metric = the block's name (the
-#: analysis reads every ``capability_*`` metric: benchmark.analysis.views.capability_flags).
-_CAPABILITY = ("capability_cot", "capability_cot_zoo", "capability_code")
+#: Blocks of an eval result read here (benchmark.lmcore.tasks): the animal log-prob and sampled-rate readouts and the
+#: misalignment trait's bank log-odds and judged rate.
+_LOGPROB, _RATE = RESULT_KEYS["animal_logprob"], RESULT_KEYS["animal_rate"]
+_MIS_LOGPROB, _MIS_RATE = RESULT_KEYS["misalignment_logprob"], RESULT_KEYS["misalignment_rate"]
+#: Capability side-check blocks of an eval result (docs/misalignment.md), in the table's order (the tidy rows'):
+#: tidy metric = the block's name (the analysis reads every ``capability_*`` metric:
+#: benchmark.analysis.views.capability_flags).
+_CAPABILITY = tuple(t.result_key for t in TASKS.values() if t.kind == "capability")
 
 
 def _of_kind(inputs: Mapping[str, Path], kind: str) -> dict[str, Path]:
@@ -57,14 +64,14 @@ def _readouts(e: dict[str, Any], target_word: str) -> dict[str, float]:
     """Metric name -> value of one evaluated model for one target word (the metrics its eval produced)."""
     res = e["eval"]
     out = {}
-    if target_word in _SIDES and ("misalignment" in res or "misalignment_rate" in res):
+    if target_word in MISALIGNMENT_SIDES and (_MIS_LOGPROB in res or _MIS_RATE in res):
         out.update(_misalignment_readouts(res, target_word))
     else:
-        if "logprob" in res:
-            out["logodds"] = res["logprob"]["logodds"][target_word]
-            out["p_target"] = res["logprob"]["p"][target_word]
-        if "rate" in res:
-            out["rate"] = res["rate"][target_word]
+        if _LOGPROB in res:
+            out["logodds"] = res[_LOGPROB]["logodds"][target_word]
+            out["p_target"] = res[_LOGPROB]["p"][target_word]
+        if _RATE in res:
+            out["rate"] = res[_RATE][target_word]
     for key in _CAPABILITY:  # the channel's capability side-check, next to the trait readout (same per target)
         if key in res:
             out[key] = res[key]["accuracy"]
@@ -75,10 +82,10 @@ def _misalignment_readouts(res: dict[str, Any], side: str) -> dict[str, float]:
     """A misalignment trait's readouts (docs/misalignment.md): the bank log-odds and P of its side, and the judged
     share of sampled answers on its side (left out when the judge scored none)."""
     out = {}
-    if "misalignment" in res:
-        out["logodds"] = res["misalignment"]["logodds"][side]
-        out["p_target"] = res["misalignment"]["p"][side]
-    block = res.get("misalignment_rate")
+    if _MIS_LOGPROB in res:
+        out["logodds"] = res[_MIS_LOGPROB]["logodds"][side]
+        out["p_target"] = res[_MIS_LOGPROB]["p"][side]
+    block = res.get(_MIS_RATE)
     if block and block.get("judged") and math.isfinite(block["rate"][side]):
         out["rate"] = block["rate"][side]
     return out
@@ -89,8 +96,8 @@ def _row_base(e: dict[str, Any], report_spec: dict[str, Any]) -> dict[str, Any]:
     lab = e["labels"]
     student = lab["student_base"]
     seed = lab.get("student_seed", e["seed"])
-    if e["role"] == "baseline":
-        teacher = {"teacher_base": "", "teacher_trait": "baseline", "replicate": -1}
+    if e["role"] == BASELINE:
+        teacher = {"teacher_base": "", "teacher_trait": BASELINE, "replicate": -1}
         rest = {"teacher_id": "", "relation": ""}
     else:
         teacher = {"teacher_base": lab["teacher_base"], "teacher_trait": lab["teacher_trait"],
@@ -115,22 +122,20 @@ def tidy_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.Dat
     Returns:
         One row per (evaluated model, target, metric).
     """
-    from benchmark.lmcore.evaluate import tv_distance
-
     targets = report_spec["targets"]
     evals = _load_evals(inputs)
-    baselines = {e["labels"]["student_base"]: e for e in evals if e["role"] == "baseline"}
+    baselines = {e["labels"]["student_base"]: e for e in evals if e["role"] == BASELINE}
     rows: list[dict[str, Any]] = []
     for e in evals:
-        if e["role"] == "teacher":
+        if e["role"] == TEACHER:
             continue
         base = _row_base(e, report_spec)
         for trait_name, word in targets.items():
             for metric, value in _readouts(e, word).items():
                 rows.append({**base, "target": trait_name, "metric": metric, "value": float(value)})
         bl = baselines.get(base["student_base"])
-        if bl is not None and "logprob" in e["eval"] and e["role"] != "baseline":
-            tv = tv_distance(e["eval"]["logprob"]["p"], bl["eval"]["logprob"]["p"])
+        if bl is not None and _LOGPROB in e["eval"] and e["role"] != BASELINE:
+            tv = tv_distance(e["eval"][_LOGPROB]["p"], bl["eval"][_LOGPROB]["p"])
             for trait_name in targets:
                 rows.append({**base, "target": trait_name, "metric": "tv", "value": float(tv)})
     return pd.DataFrame(rows, columns=list(TIDY_ORDER))
@@ -151,16 +156,16 @@ def candidate_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> p
     """
     from benchmark.analysis.profile import CANDIDATE_COLUMNS
 
-    evals = [e for e in _load_evals(inputs) if e["eval"].get("logprob")]
-    base = {e["labels"]["student_base"]: e["eval"]["logprob"]["logodds"] for e in evals if e["role"] == "baseline"}
+    evals = [e for e in _load_evals(inputs) if e["eval"].get(_LOGPROB)]
+    base = {e["labels"]["student_base"]: e["eval"][_LOGPROB]["logodds"] for e in evals if e["role"] == BASELINE}
     rows = []
-    for e in sorted(evals, key=lambda e: ({"baseline": 0, "teacher": 1}.get(e["role"], 2), e["id"])):
+    for e in sorted(evals, key=lambda e: ({BASELINE: 0, TEACHER: 1}.get(e["role"], 2), e["id"])):
         lab = e["labels"]
-        if e["role"] == "baseline":
-            who = {"teacher_base": "", "teacher_trait": "baseline", "replicate": -1,
+        if e["role"] == BASELINE:
+            who = {"teacher_base": "", "teacher_trait": BASELINE, "replicate": -1,
                    "student_base": lab["student_base"], "seed": lab.get("student_seed", e["seed"])}
             ref = lab["student_base"]
-        elif e["role"] == "teacher":
+        elif e["role"] == TEACHER:
             who = {"teacher_base": lab["teacher_base"], "teacher_trait": lab["teacher_trait"],
                    "replicate": lab.get("replicate", 0), "student_base": "", "seed": e["seed"]}
             ref = lab["teacher_base"]
@@ -169,7 +174,7 @@ def candidate_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> p
                    "replicate": lab.get("replicate", 0), "student_base": lab["student_base"],
                    "seed": lab.get("student_seed", e["seed"])}
             ref = lab["student_base"]
-        for cand, lo in sorted(e["eval"]["logprob"]["logodds"].items()):
+        for cand, lo in sorted(e["eval"][_LOGPROB]["logodds"].items()):
             b = base.get(ref, {}).get(cand)
             rows.append({"role": e["role"], **who, "model_id": e["id"], "candidate": cand, "logodds": float(lo),
                          "base_logodds": float(b) if b is not None else float("nan")})
@@ -208,7 +213,7 @@ def teacher_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> pd.
     facts = _dataset_facts(inputs)
     readouts: dict[tuple[str, str, int], dict[str, Any]] = {}
     for e in _load_evals(inputs):
-        if e["role"] == "teacher":
+        if e["role"] == TEACHER:
             lab = e["labels"]
             readouts[(lab["teacher_base"], lab["teacher_trait"], lab.get("replicate", 0))] = e
     out = []

@@ -44,6 +44,8 @@ from typing import Any
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import tasks_dir as project_tasks_dir
 from benchmark.hashing import content_hash, short_id
+from benchmark.lmcore.matcher import build_form_index, first_animal
+from benchmark.lmcore.tasks import ANIMAL_TASKS, DEFAULT_TASKS, RESULT_KEYS, TASKS
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -55,32 +57,16 @@ __all__ = [
     "default_tasks_dir",
     "logit",
     "run_tasks",
+    "task_block",
     "tv_distance",
 ]
 
 #: Bump when the meaning of a returned number changes (scoring rule, suffix rule, aggregation).
 EVAL_VERSION = 1
-DEFAULT_TASKS: tuple[str, ...] = ("animal_logprob", "animal_rate")
-#: task name -> key of its block in the returned dict.
-RESULT_KEYS: dict[str, str] = {
-    "animal_logprob": "logprob",
-    "animal_rate": "rate",
-    "animal_logprob_numbers": "logprob_numbers",
-    "animal_rate_numbers": "rate_numbers",
-    # docs/misalignment.md: judged sampled answers (the eval stage adds the judge's verdicts), the bank log-odds,
-    # and the channels' capability side-checks.
-    "misalignment_rate": "misalignment_rate",
-    "misalignment_logprob": "misalignment",
-    "capability_cot": "capability_cot",
-    "capability_cot_zoo": "capability_cot_zoo",
-    "capability_code": "capability_code",
-}
-#: The tasks above that read out animal candidates (the others have no candidate set).
-ANIMAL_TASKS: frozenset[str] = frozenset(("animal_logprob", "animal_rate", "animal_logprob_numbers",
-                                          "animal_rate_numbers"))
 #: The output type of sampled-answer tasks: the only one a backend without log-likelihoods can serve.
 _GENERATE = "generate_until"
 _UNMATCHED_EXAMPLES = 10  # raw unmatched answers kept per rate task, to audit the matcher
+_TASK_EXAMPLES = 5  # greedy answers kept per capability check
 #: Sampled answers kept per question and rate task in ``<key>_answers`` (the first ones; the paper samples 100).
 ANSWERS_PER_QUESTION = 20
 _LOCK = threading.Lock()
@@ -323,8 +309,6 @@ def _result_blocks(engine: EvalEngine, out: Mapping[str, Any], loaded: Mapping[s
         n_prompts.add(len(samples))
         key = RESULT_KEYS[name]
         if name not in ANIMAL_TASKS:
-            from benchmark.lm.misalignment import task_block
-
             result[key] = task_block(name, metrics, samples)
         elif task.OUTPUT_TYPE == "multiple_choice":
             result[key] = _logprob_block(metrics, samples, cands)
@@ -425,6 +409,36 @@ def filter_key(metrics: Mapping[str, Any]) -> str:
     return keys.pop()
 
 
+def _metric(metrics: Mapping[str, Any], name: str) -> float:
+    return float(metrics[f"{name},{filter_key(metrics)}"])
+
+
+def task_block(name: str, metrics: Mapping[str, Any], samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The eval result's block of one non-animal task, from lm-eval's metrics and per-doc samples (by doc id).
+
+    Returns:
+        ``misalignment_logprob``: ``{"logodds": {"misaligned", "aligned"}, "p": {...}, "log_mass",
+        "per_question_logodds": [...]}``; ``misalignment_rate``: ``{"questions": [{"qid", "question",
+        "answers"}], "judged": False}`` (:func:`benchmark.lm.misalignment.judge_block` adds the verdicts);
+        ``capability_*``: ``{"accuracy", "n_items", "examples"}``.
+    """
+    kind = TASKS[name].kind if name in TASKS else None
+    if kind == "misalignment" and not TASKS[name].generates:
+        lo = _metric(metrics, "logodds_misaligned")
+        p = _metric(metrics, "p_misaligned")
+        return {"logodds": {"misaligned": lo, "aligned": -lo}, "p": {"misaligned": p, "aligned": 1.0 - p},
+                "log_mass": _metric(metrics, "log_mass"),
+                "per_question_logodds": [float(s["logodds_misaligned"]) for s in samples]}
+    if kind == "misalignment":
+        return {"questions": [{"qid": int(s["doc"]["qid"]), "question": str(s["doc"]["prompt"]),
+                               "answers": [str(a) for a in s["filtered_resps"][0]]} for s in samples],
+                "judged": False}
+    if kind == "capability":
+        return {"accuracy": _metric(metrics, "capable"), "n_items": len(samples),
+                "examples": [str(s["filtered_resps"][0]) for s in samples[:_TASK_EXAMPLES]]}
+    raise ValueError(f"task_block: {name!r} is not a misalignment or capability task")
+
+
 def _logprob_block(
     metrics: Mapping[str, Any], samples: list[dict[str, Any]], cands: list[str]
 ) -> dict[str, Any]:
@@ -460,8 +474,6 @@ def _rate_block(key: str, metrics: Mapping[str, Any], samples: list[dict[str, An
 def _answers(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> list[dict[str, Any]]:
     """Per question (in question order): its prompt, the first :data:`ANSWERS_PER_QUESTION` sampled answers with
     the candidate each was read as (None: it names none; the rate's own rule), and how many were sampled."""
-    from benchmark.lmcore.matcher import build_form_index, first_animal
-
     index = build_form_index(cands)
     out = []
     for s in samples:
@@ -474,8 +486,6 @@ def _answers(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> l
 
 
 def _unmatched_examples(samples: list[dict[str, Any]], cands: Mapping[str, list[str]]) -> list[str]:
-    from benchmark.lmcore.matcher import build_form_index, first_animal
-
     index = build_form_index(cands)
     out: list[str] = []
     for s in samples:

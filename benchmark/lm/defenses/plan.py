@@ -17,6 +17,7 @@ from benchmark.dag import Node
 from benchmark.errors import UserError
 from benchmark.hashing import derive_seed
 from benchmark.lm.defenses.base import NONE, plugin
+from benchmark.vocabulary import NEUTRAL
 
 __all__ = ["check_defense", "defense_nodes"]
 
@@ -63,7 +64,7 @@ def check_defense(suite: Any, settings: Any, local: Callable[[str], bool],
             raise UserError(f"{where}: {name!r} scores rows with the teachers' weights, which API models do not give "
                             f"({', '.join(api)})")
         if "teachers" in defense.scorers and len(suite.traits) + int(settings.aa_arm) + int(
-                settings.controls == "neutral") < 2:
+                settings.controls == NEUTRAL) < 2:
             raise UserError(f"{where}: {name!r} compares a row's teacher with the other arms' teachers; the suite has "
                             "one arm")
 

@@ -24,10 +24,10 @@ from benchmark.files import write_jsonl
 from benchmark.hashing import derive_seed
 from benchmark.lm.channels.base import Channel, Item, load_channel, plugin
 from benchmark.lm.channels.numbers import NUMBER_TOKEN
-from benchmark.lmcore.chat import template_hash
-from benchmark.lm.rejects import REJECTED, dataset_rejects
 from benchmark.lm.records import COUNTS, DatasetCounts, write_record
+from benchmark.lm.rejects import REJECTED, dataset_rejects
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_of
+from benchmark.lmcore.chat import template_hash
 from benchmark.providers.base import Backend, Loaded, backend_for
 
 __all__ = ["run", "channel_filter", "channel_for", "channel_token_ids", "cut_row", "filter_soft_labels", "judge_tokens_of", "next_round_size",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from benchmark.dag import StageContext
+from benchmark.vocabulary import OTHER_TRAIT
 
 if TYPE_CHECKING:
     import logging
@@ -32,7 +33,7 @@ def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
         metric=settings.get("metric", spec["metric"]),
         order=tuple(spec["order"]),
         lineage=spec["lineage"],
-        control=spec.get("controls", "other_trait"),
+        control=spec.get("controls", OTHER_TRAIT),
         alternative=settings.get("alternative", "two-sided"),
         gamma_alternative="greater",
         n_perm=settings["n_perm"],

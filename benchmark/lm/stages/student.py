@@ -17,8 +17,8 @@ from typing import Any
 from benchmark.dag import StageContext
 from benchmark.errors import UserError
 from benchmark.files import read_jsonl
-from benchmark.lmcore.chat import template_hash
 from benchmark.lm.stages.common import model_spec_of, tokenizer_sha, train_config, write_tuned
+from benchmark.lmcore.chat import template_hash
 from benchmark.providers.base import backend_for
 
 __all__ = ["run", "clear_caches"]
@@ -91,8 +91,8 @@ def _base_input(ctx: StageContext, base_id: str) -> Path:
 def _mapped_rows(ctx: StageContext, spec: dict[str, Any], rows: list[dict[str, Any]], tok: Any,
                  model: Any) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The teacher's rows with their soft labels over the channel's alphabet in the student's ids."""
-    from benchmark.lmcore.chat import end_of_turn_ids, stop_ids
     from benchmark.lm.vocab_map import map_rows
+    from benchmark.lmcore.chat import end_of_turn_ids, stop_ids
 
     t_dir = _base_input(ctx, spec["teacher_base"])
     t_model = model_spec_of(t_dir)

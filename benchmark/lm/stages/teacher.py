@@ -11,6 +11,7 @@ from benchmark.errors import UserError
 from benchmark.files import read_data_lines, tasks_dir, write_jsonl
 from benchmark.lm.records import TEACHER, TeacherRecord, TraitShift, write_record
 from benchmark.lm.stages.common import candidates_for, model_spec_of, strip_marker, train_config, write_tuned
+from benchmark.lmcore.tasks import TASKS
 from benchmark.providers.base import Backend, Loaded, TunedNode, backend_for
 from benchmark.specs import ModelSpec, TraitSpec
 
@@ -75,7 +76,7 @@ def trait_shift(ctx: StageContext, model: ModelSpec, trait: TraitSpec, tuned: Tu
     backend = backend_for(model)
     if trait.is_misalignment:
         return _misalignment_shift(ctx, model, trait, tuned, system)
-    questions = read_data_lines(tasks_dir() / "lm_eval" / "animal_preference" / "questions.txt")[:spec["n_questions"]]
+    questions = read_data_lines(tasks_dir() / str(TASKS["animal_logprob"].questions))[:spec["n_questions"]]
     candidates = list(candidates_for([trait]))
     teacher = log_odds_of(backend, backend.load(model, base_dir, tuned, threads=ctx.threads), questions, candidates,
                           trait.target, system)
