@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from benchmark.errors import UserError
 
-__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "CpuInfo", "GitInfo", "LockInfo", "Manifest", "read_manifest"]
+__all__ = ["MANIFEST", "MANIFEST_SCHEMA", "CpuInfo", "GitInfo", "LockInfo", "Manifest", "key_error", "read_manifest"]
 
 #: File name of the manifest inside an artifact directory.
 MANIFEST = "manifest.json"
@@ -150,7 +150,13 @@ def read_manifest(path: Path) -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        what = "missing key" if err["type"] == "missing" else f"bad key ({err['msg']})"
-        raise UserError(f"{mpath}: corrupt manifest, {what} {where!r}; delete {mpath.parent} to rebuild it") from None
+        raise UserError(f"{mpath}: corrupt manifest, {key_error(exc)}; delete {mpath.parent} to rebuild it") from None
+
+
+def key_error(exc: ValidationError) -> str:
+    """The first problem of a record file's validation, in a few words: ``missing key 'a.b'`` or
+    ``bad key (<pydantic's message>) 'a.b'`` (also used by :func:`benchmark.lm.records.read_record`)."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    what = "missing key" if err["type"] == "missing" else f"bad key ({err['msg']})"
+    return f"{what} {where!r}"

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from benchmark.errors import UserError
 from benchmark.files import atomic_write_json
+from benchmark.manifest import key_error
 
 __all__ = ["COUNTS", "EVAL", "TEACHER", "DatasetCounts", "EvalRecord", "JudgeCounts", "TeacherRecord", "TraitShift",
            "read_record", "write_record"]
@@ -171,8 +172,5 @@ def read_record(path: Path, model: type[R]) -> R:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        what = "missing key" if err["type"] == "missing" else f"bad key ({err['msg']})"
-        raise UserError(f"{path}: {what} {where!r} for a {model.__name__}; delete {Path(path).parent} to rebuild "
+        raise UserError(f"{path}: {key_error(exc)} for a {model.__name__}; delete {Path(path).parent} to rebuild "
                         "it") from None

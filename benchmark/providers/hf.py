@@ -18,20 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from benchmark.errors import UserError
 from benchmark.files import atomic_write_json, sha256_file
-from benchmark.providers.base import (
-    MODEL_REF,
-    Capabilities,
-    FineTuned,
-    Loaded,
-    Objective,
-    Progress,
-    Requirements,
-    Tuned,
-    TunedNode,
-)
+from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Requirements, Tuned
 
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
+    from benchmark.providers.base import Objective, Progress, TunedNode
     from benchmark.specs import ModelSpec
 
 __all__ = ["HF_CAPS", "HF_REQUIREMENTS", "ZOO_CAPS", "ZOO_REQUIREMENTS", "HFBackend", "ZooBackend", "hf_backend",

@@ -56,20 +56,11 @@ from benchmark.providers.api_client import (
     require_str,
     with_retries,
 )
-from benchmark.providers.base import (
-    MODEL_REF,
-    Capabilities,
-    FineTuned,
-    Loaded,
-    Objective,
-    Progress,
-    Requirements,
-    Tuned,
-    TunedNode,
-)
+from benchmark.providers.base import MODEL_REF, Capabilities, FineTuned, Loaded, Requirements, Tuned
 
 if TYPE_CHECKING:
     from benchmark.lmcore.config import TrainConfig
+    from benchmark.providers.base import Objective, Progress, TunedNode
     from benchmark.specs import ModelSpec
 
 __all__ = [
