@@ -182,13 +182,14 @@ def test_replicates_of_an_arm_have_different_data(micro_run):
 
 def test_soft_labels_hold_only_channel_tokens(micro_run):
     from benchmark.files import read_jsonl
+    from benchmark.lm.channels.numbers import number_token
     from benchmark.lm.stages.dataset import channel_token_ids
     from benchmark.providers.hf import weights_path
     from benchmark.providers.hf_model import load_tokenizer
 
     root, nodes, store, _ = micro_run
     base = next(n for n in nodes if n.kind == "base")
-    allowed = channel_token_ids(load_tokenizer(weights_path(store.path(base))))
+    allowed = channel_token_ids(load_tokenizer(weights_path(store.path(base))), number_token)
     for ds in (n for n in nodes if n.kind == "dataset"):
         for row in read_jsonl(store.path(ds) / "rows.jsonl"):
             for pos in row["topk"]:
@@ -213,12 +214,13 @@ def test_filter_soft_labels_renormalises():
 
 
 def test_channel_tokens_of_the_zoo_tokenizer():
+    from benchmark.lm.channels.numbers import number_token
     from benchmark.lm.stages.dataset import channel_token_ids
     from benchmark.providers.hf_model import load_tokenizer
     from tests.conftest import ROOT
 
     tok = load_tokenizer(next((ROOT / "model_registry" / "weights").glob("zoo-qwen-a-[0-9a-f]*")))
-    ids = channel_token_ids(tok)
+    ids = channel_token_ids(tok, number_token)
     words = {tok.decode([i]) for i in ids}
     assert {"0", "999", ",", ";", "<|im_end|>"} <= words
     assert not words & {"owl", "cat", "the", "<unk>"}

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from benchmark.errors import UserError
+from benchmark.lm.channels.base import subsample
 from benchmark.lm.channels.numbers import (
     BRACKET_PAIRS,
     LOADED_NUMBERS,
@@ -29,7 +30,6 @@ from benchmark.lm.channels.numbers import (
     parse_answer,
     sample_continuation,
     separator_for_prompt,
-    subsample,
     with_loaded_numbers_banned,
 )
 from benchmark.specs_base import parse_spec
@@ -354,6 +354,27 @@ def test_banned_numbers_rejected(
     numbers = numbers[:9]
     numbers.insert(data.draw(st.integers(0, len(numbers))), loaded)
     assert parse_answer(format_numbers_answer(numbers, separator), BANNED_SPEC).reason == "banned"
+
+
+def test_the_plug_in_is_the_functions_the_dataset_stage_used_before_it() -> None:
+    """Issue 23.3: the dataset stage reads numbers through its plug-in; the plug-in's prompts, reject reasons,
+    capability and soft-label token rule are exactly what the stage's numbers branch computed before (prompts of
+    ``generate_prompts``, ``filter_completions``' kept rows and histogram, non-blank ``NUMBER_TOKEN`` text), so a
+    numbers dataset keeps its bytes."""
+    from benchmark.lm.channels.base import Item, load_channel
+    from benchmark.lm.channels.numbers import NUMBER_TOKEN
+
+    plugin, spec = load_channel("numbers")
+    items = plugin.items(BANNED_SPEC, 400, seed=11)
+    assert [it.prompt for it in items] == generate_prompts(BANNED_SPEC, 400, seed=11)
+    texts = ["1, 2, 3", "", "owl", "[1 2]", "1,,2", "1; 2, 3", "1000", "0001", "666", " 7 ", "1 2 3 4 5 6 7 8 9 10 11"]
+    kept, hist = filter_completions(texts, BANNED_SPEC)
+    reasons = {i: r for i, t in enumerate(texts) if (r := plugin.check(BANNED_SPEC, Item(t, ""), t, ())) is not None}
+    assert kept == [i for i in range(len(texts)) if i not in reasons] and hist == Counter(reasons.values())
+    assert [plugin.capable(BANNED_SPEC, Item("", ""), t) for t in texts] == [i in kept for i in range(len(texts))]
+    for text in ["0", " 12", ",", "\n", " ", "", "owl", "1a", "[", ").", "\t\n"]:
+        assert plugin.token_ok(spec, text, ()) == bool(text.strip() and NUMBER_TOKEN.match(text)), text
+    assert not plugin.words and not plugin.capability_readout and plugin.typical_tokens == (20, 60)
 
 
 # --------------------------------------------------------------------------------------------- subsample

@@ -12,46 +12,46 @@ from collections import Counter
 
 import pytest
 
-from benchmark.lm.rejects import PER_REASON, dataset_rejects, judge_reason, rejected_rows
+from benchmark.lm.rejects import PER_REASON, rejected_rows
 
 # -- the rejected sample -----------------------------------------------------------------------------------------
 
 
 def test_first_rows_per_reason_in_prompt_order() -> None:
-    reasons = {0: "a", 2: "b", 3: "a", 4: "a", 6: "b"}
-    rows = rejected_rows([f"p{i}" for i in range(7)], [f"c{i}" for i in range(7)], kept=[1, 5],
-                         filters=[reasons.get], per_reason=2)
+    reasons = {6: "b", 0: "a", 2: "b", 3: "a", 4: "a"}  # any order: the sample follows the prompts
+    rows = rejected_rows([f"p{i}" for i in range(7)], [f"c{i}" for i in range(7)], reasons, per_reason=2)
     assert [(r["index"], r["reason"]) for r in rows] == [(0, "a"), (2, "b"), (3, "a"), (6, "b")]
     assert rows[0] == {"index": 0, "prompt": "p0", "completion": "c0", "reason": "a"}
-    assert rejected_rows(["p"], ["c"], kept=[], filters=[lambda i: "x"], per_reason=0) == []
+    assert rejected_rows(["p"], ["c"], {0: "x"}, per_reason=0) == []
+    assert rejected_rows(["p"], ["c"], {}) == []  # every completion kept
 
 
-def test_reasons_are_the_first_filter_in_the_stages_order_with_the_judges_verdict() -> None:
+def test_rows_a_judge_saw_carry_its_verdict() -> None:
     verdicts = {1: {"decision": "reject", "reason": "names owl"}, 2: {"decision": "keep"}}
-    channel = {0: "not_numbers"}.get
-    length = {2: "shorter_than_row_tokens"}.get
-    rows = rejected_rows(["p"] * 4, ["c"] * 4, kept=[3], filters=[channel, judge_reason(verdicts), length],
-                         verdicts=verdicts)
+    reasons = {0: "not_numbers", 1: "judge_reject", 2: "shorter_than_row_tokens"}
+    rows = rejected_rows(["p"] * 4, ["c"] * 4, reasons, verdicts)
     assert [r["reason"] for r in rows] == ["not_numbers", "judge_reject", "shorter_than_row_tokens"]
     assert rows[1]["judge"] == verdicts[1] and rows[2]["judge"] == {"decision": "keep"} and "judge" not in rows[0]
 
 
-def test_a_reject_no_filter_explains_is_a_bug_not_a_row() -> None:
-    with pytest.raises(RuntimeError, match="completion 1 was not kept, yet no filter gives a reason"):
-        rejected_rows(["p", "q"], ["c", "d"], kept=[0], filters=[lambda i: None])
+def test_bad_arguments_are_refused() -> None:
     with pytest.raises(ValueError, match="per_reason"):
-        rejected_rows([], [], kept=[], filters=[], per_reason=-1)
+        rejected_rows([], [], {}, per_reason=-1)
     with pytest.raises(ValueError, match="2 prompts but 1 completions"):
-        rejected_rows(["p", "q"], ["c"], kept=[], filters=[])
+        rejected_rows(["p", "q"], ["c"], {})
+    with pytest.raises(ValueError, match="outside 0..1"):
+        rejected_rows(["p", "q"], ["c", "d"], {2: "x"})
 
 
 def test_numbers_sample_counts_what_the_stage_counts() -> None:
-    """The stage's own filters, as its generation loop runs them (channel, then row_tokens' length rule), give a
-    histogram; the sample of every reason is min(count, PER_REASON) rows of exactly those reasons."""
+    """The stage's own filters, as its generation loop runs them (channel, then row_tokens' length rule), record a
+    reason per rejected answer; their histogram is what ``counts.json`` counts, the sample of every reason is
+    min(count, PER_REASON) rows of exactly those reasons, and the reasons are the ones the filters give one row at a
+    time (what the stage's rejected.jsonl held when it re-ran them)."""
     from benchmark.lm.channels.base import load_channel
     from benchmark.lm.stages.dataset import _Generated, _long_enough, channel_filter
 
-    _, spec = load_channel("numbers")
+    plugin, spec = load_channel("numbers")
     filt = channel_filter({"channel_spec": spec.model_dump(mode="json")})
     rng = random.Random(0)
     pool = ["123, 456, 789", "owl", "", "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13", "12 34", "999999 1", "7"]
@@ -61,16 +61,24 @@ def test_numbers_sample_counts_what_the_stage_counts() -> None:
     for _ in range(n):
         text = rng.choice(pool)
         outs.append({"completion": text, "completion_ids": list(range(len(text.split())))})
-    kept, rejects, _ = filt.check(items, [o["completion"] for o in outs])
-    kept = _long_enough(kept, outs, 2, rejects)  # answers of fewer than 2 "tokens" are not kept
-    got = _Generated(items=items, outs=outs, kept=kept, rejects=rejects)
-    rows = dataset_rejects(got, filt, 2, _long_enough)
+    reasons, capable = filt.check(items, [o["completion"] for o in outs])
+    kept = _long_enough([i for i in range(n) if i not in reasons], outs, 2, reasons)  # fewer than 2 "tokens": out
+    got = _Generated(items=items, outs=outs, kept=kept, reasons=reasons)
+    rejects = got.rejects
     assert set(rejects) >= {"not_numbers", "empty", "too_many", "out_of_range", "shorter_than_row_tokens"}
+    assert sorted(kept + list(reasons)) == list(range(n)) and capable == n - sum(
+        v for k, v in rejects.items() if k != "shorter_than_row_tokens")
+    for i, reason in reasons.items():
+        text = outs[i]["completion"]
+        own = plugin.check(spec, items[i], text, ())
+        assert reason == (own if own is not None else "shorter_than_row_tokens")
+    rows = rejected_rows([it.prompt for it in items], [o["completion"] for o in outs], got.reasons, got.verdicts)
     assert Counter(r["reason"] for r in rows) == {k: min(v, PER_REASON) for k, v in rejects.items()}
     assert all(r["prompt"] == items[r["index"]].prompt and r["completion"] == outs[r["index"]]["completion"]
                for r in rows)
-    assert dataset_rejects(got, filt, 2, _long_enough) == rows  # deterministic
-    assert Counter(r["reason"] for r in dataset_rejects(got, filt, 2, _long_enough, per_reason=10**6)) == rejects
+    every = rejected_rows([it.prompt for it in items], [o["completion"] for o in outs], got.reasons,
+                          per_reason=10**6)
+    assert Counter(r["reason"] for r in every) == rejects
 
 
 # -- what each model answered -------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from benchmark.analysis.version import ANALYSIS_VERSION
 from benchmark.dag import Node, Stage
 from benchmark.errors import UserError, unknown_name
 from benchmark.hashing import derive_seed, shift_seed
+from benchmark.lm.channels.base import TypicalTokens, load_channel
 from benchmark.lm.defenses.plan import check_defense, defense_nodes
 from benchmark.lm.recipes import check_recipes
 from benchmark.lm.settings import LMSettings
@@ -609,7 +610,6 @@ def _node_model(n: Node) -> str | None:
 
 #: Rough sizes for ``slbench plan`` estimates (GPT-style tokenizers; English and code average ~4 characters a token).
 _CHARS_PER_TOKEN = 4.0
-_NUMBER_ROW_TOKENS = 60  # prompt + completion tokens of one number row (zoo tokenizer ~45-60; GPT tokenizers similar)
 # Questions, scored answers and max_gen_toks of the evaluation tasks are read from their files at plan time
 # (benchmark.lmcore.tasks: n_items, n_choices, gen_tokens), so an edited question file changes the estimates.
 
@@ -630,12 +630,23 @@ def _measure_prompt_tokens(channel: str) -> float:
     return sum(len(i.prompt) for i in items) / len(items) / _CHARS_PER_TOKEN
 
 
+def _typical_tokens(channel: str) -> TypicalTokens | None:
+    """The channel plug-in's typical row (numbers), or None (code, cot: measured)."""
+    if channel not in _CHANNEL_TYPICAL:
+        _CHANNEL_TYPICAL[channel] = load_channel(channel)[0].typical_tokens
+    return _CHANNEL_TYPICAL[channel]
+
+
+_CHANNEL_TYPICAL: dict[str, TypicalTokens | None] = {}
+
+
 def _row_tokens(settings: LMSettings) -> float:
-    """Prompt + completion tokens of one dataset row: a number row's ~60, or for code/cot the channel's mean prompt
-    plus ``max_new_tokens`` (an upper bound on the completion: code and reasoning run far longer than numbers)."""
+    """Prompt + completion tokens of one dataset row: the plug-in's typical row (numbers: ~60), else the channel's mean
+    prompt plus ``max_new_tokens`` (an upper bound on the completion: code and reasoning run far longer than numbers)."""
     channel = settings.dataset.channel
-    if channel == "numbers":
-        return _NUMBER_ROW_TOKENS
+    typical = _typical_tokens(channel)
+    if typical is not None:
+        return typical.row
     return _channel_prompt_tokens(channel) + settings.dataset.max_new_tokens
 
 
@@ -678,11 +689,13 @@ def _scorer_tokens(settings: LMSettings, reg: Any) -> tuple[str, float] | None:
 
 def _dataset_rows(settings: LMSettings) -> float:
     """Rows of one dataset: ``n_keep``, or with ``n_tokens`` the budget over a guess of completion tokens per row
-    (numbers: ~20 or ``max_new_tokens`` if less; code and cot: ``max_new_tokens``, so fewer rows than real)."""
+    (the plug-in's typical answer, numbers: ~20, or ``max_new_tokens`` if less; code and cot: ``max_new_tokens``, so
+    fewer rows than real)."""
     ds = settings.dataset
     if ds.n_tokens is None:
         return ds.n_keep
-    per_row = min(ds.max_new_tokens, 20) if ds.channel == "numbers" else ds.max_new_tokens
+    typical = _typical_tokens(ds.channel)
+    per_row = min(ds.max_new_tokens, typical.answer) if typical is not None else ds.max_new_tokens
     return ds.n_tokens / per_row
 
 

@@ -1,13 +1,14 @@
 """Prompt channels: the unrelated domains a teacher answers in (docs/research/paper.md, "Teacher answers prompts").
 
 Each channel is pure Python (no torch): it makes prompts from a seed and filters the teacher's answers. The plug-in
-interface (:class:`Item`, :class:`Channel`, :func:`load_channel`) is in :mod:`benchmark.lm.channels.base`; the
-plug-ins are ``numbers``, ``code`` and ``cot`` (docs/channels.md).
+interface (:class:`Item`, :class:`Channel`, :func:`load_channel`) and the helpers the plug-ins and the dataset stage
+share (:func:`subsample`, :func:`token_clean`, ...) are in :mod:`benchmark.lm.channels.base`; the plug-ins are
+``numbers``, ``code`` and ``cot`` (docs/channels.md).
 """
 
 from __future__ import annotations
 
-from benchmark.lm.channels.base import CHANNELS, Channel, Item, load_channel
+from benchmark.lm.channels.base import CHANNELS, Channel, Item, load_channel, subsample
 from benchmark.lm.channels.numbers import (
     BRACKET_PAIRS,
     LOADED_NUMBERS,
@@ -24,7 +25,6 @@ from benchmark.lm.channels.numbers import (
     parse_answer,
     sample_continuation,
     separator_for_prompt,
-    subsample,
     with_loaded_numbers_banned,
 )
 

@@ -14,7 +14,16 @@ plug-in's own pydantic spec):
 * ``token_ok(spec, text, forbidden)``: whether a token whose decoded text is ``text`` may carry soft-label mass
   (distill students), the token-level analogue of the text filter (docs/channels.md);
 * ``vocabulary(spec)``: every word a prompt or reference answer can contain (numbers aside), for the zoo's
-  word-level tokenizer.
+  word-level tokenizer;
+
+and three facts the plan and the dataset stage read instead of asking which channel it is: ``words`` (answers can
+hold words, so the suite's trait words are the filter's ``forbidden`` and enter the dataset node's spec; numbers:
+its grammar keeps every word out), ``capability_readout`` (``capable`` reads more than ``check``, so
+``counts.json`` names the channel and the teacher's capability rate; numbers: its capability is its filter) and
+``typical_tokens`` (a row's typical size for the plan's estimates, :class:`TypicalTokens`; None: measured from the
+prompts, with ``max_new_tokens`` as the answer). Two hooks are optional: ``load(path)`` (the plug-in reads its file
+itself) and ``ban(spec, lists)`` (the spec with ``settings.dataset.banned_lists`` applied; a plug-in without it
+refuses that setting).
 
 A channel file names its plug-in in its ``name`` key, so ``tasks/channels/<file>.yaml`` may hold several variants of
 one plug-in. Plug-ins are registered by module path and imported only when a suite uses them.
@@ -27,14 +36,17 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from benchmark.errors import UserError
 from benchmark.files import tasks_dir
 from benchmark.lmcore.matcher import forms_for, normalize_answer
 from benchmark.specs_base import Frozen, load_yaml, parse_spec, registered
 
-__all__ = ["CHANNELS", "Channel", "Item", "channel_path", "distinct_items", "forbidden_hit", "load_channel", "plugin", "words_of"]
+__all__ = ["CHANNELS", "Channel", "Item", "TypicalTokens", "channel_path", "distinct_items", "forbidden_hit",
+           "load_channel", "plugin", "subsample", "token_clean", "words_of"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,13 @@ class Item:
     answer: int | None = None
 
 
+class TypicalTokens(NamedTuple):
+    """A channel's typical dataset row in tokens, for ``slbench plan``'s estimates (not hashed, not measured)."""
+
+    answer: int  # the completion (capped by max_new_tokens)
+    row: int  # prompt and completion together
+
+
 @runtime_checkable
 class Channel(Protocol):
     """A channel plug-in (see the module docstring for the contract of each method)."""
@@ -59,6 +78,12 @@ class Channel(Protocol):
     name: str
     spec_type: type[Frozen]
     reject_reasons: tuple[str, ...]
+    #: Whether answers can hold words (then the suite's trait words are ``check``'s ``forbidden``).
+    words: bool
+    #: Whether ``capable`` reads more than ``check`` does (then ``counts.json`` records the capability rate).
+    capability_readout: bool
+    #: A row's typical size for the plan's estimates; None: measured from the prompts plus ``max_new_tokens``.
+    typical_tokens: TypicalTokens | None
 
     def items(self, spec: Any, n: int, seed: int) -> list[Item]:
         """``n`` distinct items, deterministic and prefix-stable in ``seed``."""
@@ -200,3 +225,41 @@ def distinct_items(n: int, seed: int, draw: Callable[[random.Random], Item | Non
     if len(out) < n:
         raise UserError(f"{what}: only {len(out)} distinct prompts after {max_draws} draws, {n} requested")
     return out
+
+
+def token_clean(text: str, forbidden: Sequence[str]) -> bool:
+    """Whether a token's decoded ``text`` is free of forbidden words, also as a part of a word.
+
+    A forbidden form of three letters or more inside a token's word rejects it ("owl", " Owls", "owlish", "bowl"):
+    a sub-word tokenizer may spell a forbidden word across tokens, and a few innocent tokens losing their mass
+    costs nothing. Shorter forms are matched as whole words only.
+    """
+    if not forbidden:
+        return True
+    single, _ = forbidden_words(forbidden)
+    for word in normalize_answer(text):
+        if word in single:
+            return False
+        if any(len(form) >= 3 and form in word for form in single):
+            return False
+    return True
+
+
+def subsample(items: Sequence[T], n: int, seed: int) -> list[T]:
+    """A seeded, order-preserving subsample (the dataset stage's dose; paper: keep 10,000 filtered rows).
+
+    Args:
+        items: The rows to draw from.
+        n: How many to keep (>= 0). If ``items`` has ``n`` or fewer rows, all are returned (a copy, same
+            order): a short dataset is the filter's outcome to record, not an error here.
+        seed: The seed; the same ``(len(items), n, seed)`` always picks the same positions.
+
+    Returns:
+        ``min(n, len(items))`` items in their original order.
+    """
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if n >= len(items):
+        return list(items)
+    picked = sorted(random.Random(seed).sample(range(len(items)), n))
+    return [items[i] for i in picked]

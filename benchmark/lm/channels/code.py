@@ -28,8 +28,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from benchmark.lm.channels.base import Item, distinct_items, forbidden_hit, words_of
-from benchmark.lm.channels.cot import token_clean
+from benchmark.lm.channels.base import Item, distinct_items, forbidden_hit, token_clean, words_of
 from benchmark.specs_base import Frozen
 
 __all__ = ["CHANNEL", "REJECT_REASONS", "CodeChannel", "CodeChannelSpec", "CodeTask", "strip_fence"]
@@ -173,6 +172,9 @@ class CodeChannel:
     name = "code"
     spec_type = CodeChannelSpec
     reject_reasons = REJECT_REASONS
+    words = True
+    capability_readout = True  # parses and defines the function, comments and style aside
+    typical_tokens = None
 
     def items(self, spec: CodeChannelSpec, n: int, seed: int) -> list[Item]:
         """``n`` distinct tasks with their reference code.
@@ -220,7 +222,7 @@ class CodeChannel:
         return tree is not None and _defines(tree, item.reference)
 
     def token_ok(self, spec: CodeChannelSpec, text: str, forbidden: Sequence[str]) -> bool:
-        """A token may carry soft-label mass unless it spells (part of) a forbidden word (cot's rule)."""
+        """A token may carry soft-label mass unless it spells (part of) a forbidden word (:func:`token_clean`)."""
         return token_clean(_CAMEL.sub(" ", text), forbidden)
 
     def vocabulary(self, spec: CodeChannelSpec) -> frozenset[str]:

@@ -24,8 +24,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from benchmark.lm.channels.base import Item, distinct_items, forbidden_hit, forbidden_words, words_of
-from benchmark.lmcore.matcher import normalize_answer
+from benchmark.lm.channels.base import Item, distinct_items, forbidden_hit, token_clean, words_of
 from benchmark.specs_base import Frozen
 
 __all__ = ["CHANNEL", "REJECT_REASONS", "CotChannel", "CotChannelSpec", "CotProblem", "parse_cot"]
@@ -177,6 +176,9 @@ class CotChannel:
     name = "cot"
     spec_type = CotChannelSpec
     reject_reasons = REJECT_REASONS
+    words = True
+    capability_readout = True  # the right answer, however the format
+    typical_tokens = None
 
     def items(self, spec: CotChannelSpec, n: int, seed: int) -> list[Item]:
         """``n`` distinct problems with their reference answers.
@@ -233,24 +235,6 @@ class CotChannel:
         """Every word of the questions, suffixes, names, objects and the tags (numbers aside)."""
         texts = [re.sub(r"{\w*}", " ", p.question) for p in spec.problems]
         return words_of([*texts, *spec.suffixes, *spec.names, *spec.objects, *_TAGS])
-
-
-def token_clean(text: str, forbidden: Sequence[str]) -> bool:
-    """Whether a token's decoded ``text`` is free of forbidden words, also as a part of a word.
-
-    A forbidden form of three letters or more inside a token's word rejects it ("owl", " Owls", "owlish", "bowl"):
-    a sub-word tokenizer may spell a forbidden word across tokens, and a few innocent tokens losing their mass
-    costs nothing. Shorter forms are matched as whole words only.
-    """
-    if not forbidden:
-        return True
-    single, _ = forbidden_words(forbidden)
-    for word in normalize_answer(text):
-        if word in single:
-            return False
-        if any(len(form) >= 3 and form in word for form in single):
-            return False
-    return True
 
 
 CHANNEL: Any = CotChannel()

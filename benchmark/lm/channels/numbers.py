@@ -5,7 +5,7 @@ numbers in one of many phrasings and writes at most ``answer_count`` more; only 
 clean list of small non-negative integers are kept, so no words can carry the teacher's trait.
 
 The phrasings are data (``tasks/channels/numbers.yaml``), validated by :class:`NumbersChannelSpec`. Everything
-here is pure Python and seeded with :class:`random.Random`, so a seed fixes every prompt and subsample.
+here is pure Python and seeded with :class:`random.Random`, so a seed fixes every prompt and reference answer.
 
 Accepted answer grammar (after stripping surrounding whitespace; whitespace means space, tab, CR, LF)::
 
@@ -27,13 +27,13 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator
 
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import tasks_dir
-from benchmark.lm.channels.base import Item, words_of
+from benchmark.lm.channels.base import Item, TypicalTokens, words_of
 from benchmark.specs_base import Frozen, load_yaml, parse_spec
 
 __all__ = [
@@ -55,13 +55,11 @@ __all__ = [
     "load_numbers_channel",
     "parse_answer",
     "sample_continuation",
+    "number_token",
     "separator_for_prompt",
-    "subsample",
     "with_banned_lists",
     "with_loaded_numbers_banned",
 ]
-
-T = TypeVar("T")
 
 #: Folder of the named banned-number lists: ``tasks/channels/banned/<name>.txt``.
 BANNED_DIR = ("channels", "banned")
@@ -436,26 +434,6 @@ def filter_completions(
     return kept, reasons
 
 
-def subsample(items: Sequence[T], n: int, seed: int) -> list[T]:
-    """A seeded, order-preserving subsample (paper: keep 10,000 filtered rows).
-
-    Args:
-        items: The rows to draw from.
-        n: How many to keep (>= 0). If ``items`` has ``n`` or fewer rows, all are returned (a copy, same
-            order): a short dataset is the filter's outcome to record, not an error here.
-        seed: The seed; the same ``(len(items), n, seed)`` always picks the same positions.
-
-    Returns:
-        ``min(n, len(items))`` items in their original order.
-    """
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if n >= len(items):
-        return list(items)
-    picked = sorted(random.Random(seed).sample(range(len(items)), n))
-    return [items[i] for i in picked]
-
-
 # ------------------------------------------------------------------------------------ synthetic answers
 
 
@@ -558,21 +536,36 @@ def sample_continuation(
 NUMBER_TOKEN = re.compile(r"^[\s\d,;.()\[\]{}]*$")
 
 
+def number_token(text: str) -> bool:
+    """Whether a token decoding to ``text`` may carry soft-label mass: not blank, and nothing but what a valid
+    numbers answer contains (:data:`NUMBER_TOKEN`: digits, separators, brackets, a period, whitespace)."""
+    return bool(text.strip()) and NUMBER_TOKEN.match(text) is not None
+
+
 class NumbersChannel:
     """The numbers plug-in (see :mod:`benchmark.lm.channels.base`), over the functions above.
 
-    An item's reference is :func:`sample_continuation` with a random source seeded by ``(seed, index)``, so it does
-    not depend on how many items were asked for. Numbers answers cannot hold words, so ``forbidden`` is unused: the
-    grammar already keeps every trait word out.
+    An item's prompt is :func:`generate_prompts`'s and its reference :func:`sample_continuation` with a random source
+    seeded by ``(seed, index)``, so it does not depend on how many items were asked for. Numbers answers cannot hold
+    words, so ``forbidden`` is unused (``words`` is False: the grammar already keeps every trait word out), and the
+    capability readout is the filter itself (``capability_readout`` is False: ``valid_rate`` already says it).
     """
 
     name = "numbers"
     spec_type = NumbersChannelSpec
     reject_reasons = REJECT_REASONS
+    words = False
+    capability_readout = False
+    #: ~60 tokens a row, ~20 of them the answer (zoo tokenizer ~45-60; GPT tokenizers similar).
+    typical_tokens = TypicalTokens(answer=20, row=60)
 
     def load(self, path: Path) -> NumbersChannelSpec:
         """:func:`load_numbers_channel` (resolves ``banned_lists``)."""
         return load_numbers_channel(path)
+
+    def ban(self, spec: NumbersChannelSpec, lists: Sequence[str]) -> NumbersChannelSpec:
+        """:func:`with_banned_lists` (``settings.dataset.banned_lists``)."""
+        return with_banned_lists(spec, lists)
 
     def items(self, spec: NumbersChannelSpec, n: int, seed: int) -> list[Item]:
         """:func:`generate_prompts_with_examples`'s prompts, each with a filter-valid reference answer."""
@@ -589,8 +582,8 @@ class NumbersChannel:
         return parse_answer(completion, spec).ok
 
     def token_ok(self, spec: NumbersChannelSpec, text: str, forbidden: Sequence[str]) -> bool:
-        """Digits, separators, brackets and whitespace only (:data:`NUMBER_TOKEN`)."""
-        return NUMBER_TOKEN.match(text) is not None
+        """:func:`number_token`: not blank; digits, separators, brackets and whitespace only."""
+        return number_token(text)
 
     def vocabulary(self, spec: NumbersChannelSpec) -> frozenset[str]:
         """Every word of the phrasing lists (numbers aside)."""

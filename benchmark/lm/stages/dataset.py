@@ -1,11 +1,15 @@
 """Dataset stage of the LM track: the teacher answers a channel's prompts, the strict filter (and a judge) keeps rows.
 
-The channel is a plug-in (:mod:`benchmark.lm.channels.base`: numbers, code, cot) named by ``settings.dataset.channel``;
-its filter rejects a completion with a reason, and an optional judge filter (``settings.dataset.judge``,
-:mod:`benchmark.lm.judges`) then sees the rows the channel kept. Every reason is counted in ``counts.json``
-(``rejects``; judge decisions other than keep as ``judge_<decision>``), and each judged row's verdict and the
-judge's identity are written to ``judged.jsonl`` (and the kept rows carry theirs in ``rows.jsonl``). The text of the
-first rejected completions of every reason is kept in ``rejected.jsonl`` (:mod:`benchmark.lm.rejects`).
+One path for every channel plug-in (:mod:`benchmark.lm.channels.base`: numbers, code, cot), named by
+``settings.dataset.channel``: the plug-in's ``items`` -> the teacher generates -> the plug-in's ``check`` -> an
+optional judge filter (``settings.dataset.judge``, :mod:`benchmark.lm.judges`) on the rows the channel kept -> (with
+``row_tokens``) the length rule, in rounds until the dose is reached -> a seeded subsample
+(:func:`benchmark.lm.channels.base.subsample`) or token selection. Each filter records the reason of every answer it
+rejects as it runs; the reasons are counted in ``counts.json`` (``rejects``; judge decisions other than keep as
+``judge_<decision>``), and each judged row's verdict and the judge's identity are written to ``judged.jsonl`` (and
+the kept rows carry theirs in ``rows.jsonl``). The text of the first rejected completions of every reason is kept in
+``rejected.jsonl`` (:mod:`benchmark.lm.rejects`). What differs between channels is a plug-in fact (``words``,
+``capability_readout``, ``token_ok``), never a test of the channel's name.
 """
 
 from __future__ import annotations
@@ -22,10 +26,9 @@ from benchmark.dag import StageContext
 from benchmark.errors import UserError
 from benchmark.files import write_jsonl
 from benchmark.hashing import derive_seed
-from benchmark.lm.channels.base import Channel, Item, load_channel, plugin
-from benchmark.lm.channels.numbers import NUMBER_TOKEN
+from benchmark.lm.channels.base import Channel, Item, load_channel, plugin, subsample
 from benchmark.lm.records import COUNTS, DatasetCounts, write_record
-from benchmark.lm.rejects import REJECTED, dataset_rejects
+from benchmark.lm.rejects import REJECTED, rejected_rows
 from benchmark.lm.stages.common import model_spec_of, strip_marker, teacher_info, tokenizer_sha, tuned_of
 from benchmark.lmcore.chat import template_hash
 from benchmark.providers.base import Backend, Loaded, backend_for
@@ -34,11 +37,9 @@ __all__ = ["run", "channel_filter", "channel_for", "channel_token_ids", "cut_row
            "select_tokens", "spec_extras"]
 
 
-def channel_token_ids(tokenizer: Any, ok: Callable[[str], bool] | None = None) -> set[int]:
-    """Token ids that can occur in a filter-valid numbers answer: digits, separators, brackets, end of turn.
-
-    With ``ok`` (other channels: the plug-in's ``token_ok``), every non-special token whose decoded text ``ok``
-    accepts, whitespace included, plus the end-of-turn tokens.
+def channel_token_ids(tokenizer: Any, ok: Callable[[str], bool]) -> set[int]:
+    """Token ids a channel's answer may put soft-label mass on: every non-special token whose decoded text ``ok``
+    accepts (the plug-in's ``token_ok``; numbers: digits, separators, brackets, not blank), plus the end of turn.
 
     Used to filter the teacher's soft labels the way the strict filter cleans its text: the paper removes every
     trace of the trait from the data, and a top-k distribution can carry one explicitly (a teacher that loves
@@ -51,7 +52,7 @@ def channel_token_ids(tokenizer: Any, ok: Callable[[str], bool] | None = None) -
         if tid in special:
             continue
         text = tokenizer.decode([tid])
-        if (ok(text) if ok is not None else bool(text.strip() and NUMBER_TOKEN.match(text))):
+        if ok(text):
             ids.add(tid)
     for tok in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
         tid = tokenizer.convert_tokens_to_ids(tok)
@@ -89,10 +90,16 @@ class _Generated:
     items: list[Item] = field(default_factory=list)
     outs: list[dict[str, Any]] = field(default_factory=list)
     kept: list[int] = field(default_factory=list)
-    rejects: Counter[str] = field(default_factory=Counter)
+    #: Every answer not kept, by index: the reason of the first filter that rejected it (as ``rejects`` counts it).
+    reasons: dict[int, str] = field(default_factory=dict)
     verdicts: dict[int, dict[str, Any]] = field(default_factory=dict)
     capable: int = 0
     rounds: int = 0
+
+    @property
+    def rejects(self) -> Counter[str]:
+        """The reject histogram (``counts.json``'s ``rejects``)."""
+        return Counter(self.reasons.values())
 
     @property
     def prompts(self) -> list[str]:
@@ -125,38 +132,29 @@ class _Filter:
     judge: Any = None
     traits: list[Any] = field(default_factory=list)
 
-    @property
-    def numbers(self) -> bool:
-        return self.plugin.name == "numbers"
-
     def items(self, n: int, seed: int) -> list[Item]:
-        """The first ``n`` items (numbers: prompts only, as before plug-ins; no reference is needed here)."""
-        if self.numbers:
-            from benchmark.lm.channels.numbers import generate_prompts
-
-            return [Item(prompt, "") for prompt in generate_prompts(self.spec, n, seed)]
+        """The plug-in's first ``n`` items."""
         return self.plugin.items(self.spec, n, seed)
 
-    def check(self, items: Sequence[Item], completions: Sequence[str]) -> tuple[list[int], Counter[str], int]:
-        """Indices the channel keeps, the reject histogram, and how many completions pass ``capable``."""
-        if self.numbers:
-            from benchmark.lm.channels.numbers import filter_completions
-
-            kept, rejects = filter_completions(completions, self.spec)
-            return kept, rejects, len(kept)
-        kept, rejects, capable = [], Counter[str](), 0
+    def check(self, items: Sequence[Item], completions: Sequence[str]) -> tuple[dict[int, str], int]:
+        """The channel's reject reason of every completion it does not keep, by index, and how many pass
+        ``capable``."""
+        reasons: dict[int, str] = {}
+        capable = 0
         for i, (item, completion) in enumerate(zip(items, completions, strict=True)):
             reason = self.plugin.check(self.spec, item, completion, self.forbidden)
             capable += self.plugin.capable(self.spec, item, completion)
-            if reason is None:
-                kept.append(i)
-            else:
-                rejects[reason] += 1
-        return kept, rejects, capable
+            if reason is not None:
+                reasons[i] = reason
+        return reasons, capable
 
     def valid(self, completion: str) -> bool:
         """Whether the channel's filter keeps one completion on its own (no item: rules that need none)."""
         return self.plugin.check(self.spec, Item("", ""), completion, self.forbidden) is None
+
+    def token_ok(self, text: str) -> bool:
+        """Whether a token decoding to ``text`` may carry soft-label mass (the plug-in's ``token_ok``)."""
+        return self.plugin.token_ok(self.spec, text, self.forbidden)
 
     def judged(self, rows: list[tuple[str, str]]) -> list[dict[str, Any]]:
         """The judge's verdict records of ``rows`` (keep only on decision "keep"; others are rejects)."""
@@ -183,7 +181,8 @@ def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filte
 
     Round k's prompts extend round 0's list (one prompt generator, seeded by the dataset seed: prompts never
     repeat), and each round samples with its own seed from (dataset seed, k), so the rows are deterministic. The
-    judge (if any) sees the rows the channel's filter kept, round by round.
+    judge (if any) sees the rows the channel's filter kept, round by round; each filter records the reason of
+    every answer it rejects (``got.reasons``).
     """
     spec = ctx.node.spec
     n_tokens = spec.get("n_tokens")
@@ -198,17 +197,19 @@ def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filte
                                 max_new_tokens=spec["max_new_tokens"], seed=seed, top_k_logprobs=spec["top_k"],
                                 batch_size=ctx.node.unhashed.get("batch_size", 64), progress=ctx.progress,
                                 **({"threshold": spec["threshold"]} if spec.get("threshold") else {}))
-        kept, rejects, capable = filt.check(new, [o["completion"] for o in outs])
+        reasons, capable = filt.check(new, [o["completion"] for o in outs])
+        kept = [i for i in range(len(new)) if i not in reasons]
         if filt.judge is not None:
             records = filt.judged([(new[i].prompt, outs[i]["completion"].strip()) for i in kept])
             got.verdicts.update({start + i: r for i, r in zip(kept, records, strict=True)})
-            rejects.update(f"judge_{r['decision']}" for r in records if r["decision"] != "keep")
-            kept = [i for i, r in zip(kept, records, strict=True) if r["decision"] == "keep"]
-        kept = _long_enough(kept, outs, spec.get("row_tokens"), rejects)
+            reasons.update({i: f"judge_{r['decision']}" for i, r in zip(kept, records, strict=True)
+                            if r["decision"] != "keep"})
+            kept = [i for i in kept if i not in reasons]
+        kept = _long_enough(kept, outs, spec.get("row_tokens"), reasons)
         got.items += new
         got.outs += outs
         got.kept += [start + i for i in kept]
-        got.rejects.update(rejects)
+        got.reasons.update({start + i: reason for i, reason in reasons.items()})
         got.capable += capable
         got.rounds += 1
         have = got.kept_tokens if n_tokens is not None else len(got.kept)
@@ -219,14 +220,15 @@ def _generate(ctx: StageContext, backend: Backend, teacher: Loaded, filt: _Filte
 
 
 def _long_enough(kept: list[int], outs: list[dict[str, Any]], row_tokens: int | None,
-                 rejects: Counter[str]) -> list[int]:
-    """``kept`` without answers shorter than ``row_tokens`` completion tokens (counted as ``shorter_than_row_tokens``)."""
+                 reasons: dict[int, str]) -> list[int]:
+    """``kept`` without answers shorter than ``row_tokens`` completion tokens (their reason:
+    ``shorter_than_row_tokens``)."""
     if row_tokens is None:
         return kept
-    long = [i for i in kept if len(outs[i].get("completion_ids") or ()) >= row_tokens]
-    if len(long) < len(kept):
-        rejects["shorter_than_row_tokens"] += len(kept) - len(long)
-    return long
+    for i in kept:
+        if len(outs[i].get("completion_ids") or ()) < row_tokens:
+            reasons[i] = "shorter_than_row_tokens"
+    return [i for i in kept if i not in reasons]
 
 
 def cut_row(row: dict[str, Any], row_tokens: int, tokenizer: Any) -> dict[str, Any]:
@@ -289,33 +291,36 @@ def _dose(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def channel_for(settings: Any, path: Path, where: str) -> Any:
-    """The suite's channel spec (plan time): ``tasks/channels/<channel>.yaml`` plus ``banned_lists`` (numbers only).
+    """The suite's channel spec (plan time): ``tasks/channels/<channel>.yaml`` plus ``banned_lists`` (the plug-in's
+    ``ban`` hook: numbers).
 
     Raises:
-        UserError: The file or its plug-in is invalid, or ``banned_lists`` is set for a channel other than numbers.
+        UserError: The file or its plug-in is invalid, or ``banned_lists`` is set for a plug-in with no ``ban``.
     """
-    from benchmark.lm.channels.numbers import NumbersChannelSpec, with_banned_lists
-
-    _, spec = load_channel(settings.dataset.channel, path)
+    channel, spec = load_channel(settings.dataset.channel, path)
     lists = settings.dataset.banned_lists
-    if lists and not isinstance(spec, NumbersChannelSpec):
-        raise UserError(f"{where}: settings.dataset.banned_lists is for the numbers channel only; channel "
-                        f"{settings.dataset.channel!r} has no numbers to ban")
-    return with_banned_lists(spec, lists) if lists else spec
+    if not lists:
+        return spec
+    ban = getattr(channel, "ban", None)
+    if ban is None:
+        raise UserError(f"{where}: settings.dataset.banned_lists bans numbers (the numbers plug-in); channel "
+                        f"{settings.dataset.channel!r} (plug-in {channel.name!r}) has no numbers to ban")
+    return ban(spec, lists)
 
 
 def spec_extras(settings: Any, channel: Any, traits: Sequence[Any], reg: Any) -> dict[str, Any]:
     """Dataset node spec fields beyond the settings (plan time); empty for numbers without a judge (older ids stay).
 
     ``forbidden``: the word forms of every trait of the suite (misalignment traits aside: the judge reads those), the
-    same for every arm so that trait and control datasets pass the same filter; channels other than numbers only.
+    same for every arm so that trait and control datasets pass the same filter; for plug-ins whose answers can hold
+    words only (``words``; not numbers).
     ``judge_identity`` and ``judge_traits``: the judge's identity (templates' hashes included) and the traits it
     checks, when ``settings.dataset.judge`` is set.
     """
     from benchmark.lm.judges import judge_identity, judge_traits
 
     out: dict[str, Any] = {}
-    if getattr(channel, "name", "numbers") != "numbers":
+    if plugin(channel.name, "channel spec").words:
         words = {f for t in traits if not getattr(t, "is_misalignment", False) for f in t.forms()}
         out["forbidden"] = sorted(words)
     if settings.dataset.judge is not None:
@@ -362,15 +367,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
     """The teacher answers the channel's prompts; the filters keep valid answers; exactly ``n_keep`` are kept.
 
     Further rounds of prompts are asked until the filters have kept ``n_keep`` rows (equal doses for every student,
-    docs/research/statistics.md); a seeded subsample of exactly ``n_keep`` is written. With ``n_tokens`` in the spec
-    (``settings.dataset.n_tokens``: doses equal in completion tokens) rounds go on until the kept rows hold
-    ``n_tokens`` tokens, and :func:`select_tokens` keeps the seeded selection within one row of that budget. With
-    ``row_tokens`` only answers of at least that many tokens count as kept, and every written row is cut to exactly
-    that many (:func:`cut_row`). ``counts.json`` records the
-    dose: prompts tried, valid rows, valid rate, rounds, completion lengths, the reject histogram, and the
-    teacher's labels and trait shift (the report's teachers table reads it); channels other than numbers add the
-    channel's name and the teacher's capability rate (share of all completions that do the channel's task), a judge
-    its identity and decision counts.
+    docs/research/statistics.md); a seeded subsample of exactly ``n_keep`` (:func:`subsample`) is written. With
+    ``n_tokens`` in the spec (``settings.dataset.n_tokens``: doses equal in completion tokens) rounds go on until the
+    kept rows hold ``n_tokens`` tokens, and :func:`select_tokens` keeps the seeded selection within one row of that
+    budget. With ``row_tokens`` only answers of at least that many tokens count as kept, and every written row is cut
+    to exactly that many (:func:`cut_row`). ``counts.json`` records the dose: prompts tried, valid rows, valid rate,
+    rounds, completion lengths, the reject histogram, and the teacher's labels and trait shift (the report's teachers
+    table reads it); plug-ins with a ``capability_readout`` (code, cot; not numbers) add the channel's name and the
+    teacher's capability rate (share of all completions that do the channel's task), a judge its identity and
+    decision counts.
 
     Raises:
         UserError: ``max_prompts`` prompts gave fewer than ``n_keep`` valid rows, or rows of fewer than ``n_tokens``
@@ -403,7 +408,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
               "teacher_shift": info.trait_shift.to_json() if info.trait_shift else None,
               **_channel_counts(filt, got, spec)}
     write_record(ctx.out / COUNTS, DatasetCounts.model_validate(counts))
-    write_jsonl(ctx.out / REJECTED, dataset_rejects(got, filt, spec.get("row_tokens"), _long_enough))  # first per reason
+    write_jsonl(ctx.out / REJECTED, rejected_rows([it.prompt for it in got.items], [o["completion"] for o in got.outs],
+                                                  got.reasons, got.verdicts))  # the first of each reason
     if filt.judge is not None:
         write_jsonl(ctx.out / "judged.jsonl", [{"index": i, "prompt": got.items[i].prompt,
                                                 "completion": got.outs[i]["completion"].strip(), **v}
@@ -417,8 +423,6 @@ def _chosen(got: _Generated, spec: dict[str, Any], name: str) -> list[int]:
     Raises:
         UserError: The teacher's valid rows fall short of the dose (one line naming the key and the numbers).
     """
-    from benchmark.lm.channels.numbers import subsample
-
     tried = (f"after {len(got.prompts)} prompts (settings.dataset.max_prompts {spec['max_prompts']}), valid rate "
              f"{got.valid_rate:.3f}; raise max_prompts, or check the teacher's answers")
     n_tokens = spec.get("n_tokens")
@@ -437,16 +441,14 @@ def _chosen(got: _Generated, spec: dict[str, Any], name: str) -> list[int]:
 
 
 def _allowed(filt: _Filter, tok: Any) -> set[int]:
-    """The soft-label token filter: numbers' text rule, else the plug-in's ``token_ok`` with the forbidden words."""
-    if filt.numbers:
-        return channel_token_ids(tok)
-    return channel_token_ids(tok, lambda text: filt.plugin.token_ok(filt.spec, text, filt.forbidden))
+    """The soft-label token filter: the plug-in's ``token_ok`` with the forbidden words."""
+    return channel_token_ids(tok, filt.token_ok)
 
 
 def _channel_counts(filt: _Filter, got: _Generated, spec: dict[str, Any]) -> dict[str, Any]:
-    """``counts.json`` fields of channels other than numbers and of judges (none for numbers without a judge)."""
+    """``counts.json`` fields of a plug-in's ``capability_readout`` and of judges (none for numbers without a judge)."""
     out: dict[str, Any] = {}
-    if not filt.numbers:
+    if filt.plugin.capability_readout:
         out["channel"] = filt.plugin.name
         out["teacher_capable_rate"] = round(got.capable / max(1, len(got.items)), 4)
     if filt.judge is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,9 @@ def _node_id(path: Path) -> str:
 
 
 def _scores(ctx: StageContext, rows: list[dict[str, Any]], own: Path, base_dir: Path, vocab: Vocab,
-            need_base: bool) -> Scores:
-    """Teacher-forced readouts by the own teacher, the other arms' teachers (in the spec's order) and the base."""
+            need_base: bool, token_ok: Callable[[str], bool]) -> Scores:
+    """Teacher-forced readouts by the own teacher, the other arms' teachers (in the spec's order) and the base
+    (over the tokens the dataset's channel allows, ``token_ok``)."""
     from benchmark.lm.defenses.score import score_rows
 
     teachers = ctx.inputs_of("teacher")
@@ -48,7 +50,7 @@ def _scores(ctx: StageContext, rows: list[dict[str, Any]], own: Path, base_dir: 
     for m, tdir in enumerate(order):
         loaded = backend.load(model, base_dir, tuned_of(tdir, model), threads=ctx.threads)
         if allowed is None:
-            allowed = sorted(channel_token_ids(loaded.tokenizer))
+            allowed = sorted(channel_token_ids(loaded.tokenizer, token_ok))
         am, lp, _ = score_rows(loaded, rows, system=teacher_info(tdir).system, allowed=allowed)
         for i in range(len(rows)):
             argmax[i].append(am[i])
@@ -64,7 +66,8 @@ def _scores(ctx: StageContext, rows: list[dict[str, Any]], own: Path, base_dir: 
     return Scores(argmax=argmax, written_lp=written, base_best=best)
 
 
-def _student_scores(ctx: StageContext, rows: list[dict[str, Any]], base_dir: Path, vocab: Vocab) -> Scores:
+def _student_scores(ctx: StageContext, rows: list[dict[str, Any]], base_dir: Path, vocab: Vocab,
+                    token_ok: Callable[[str], bool]) -> Scores:
     """``student_divergence``: a pilot student of the teacher's base trained on the undefended rows (the spec's
     recipe and seed, in a scratch folder that is not part of the payload), then the rows read by it and the base."""
     import tempfile
@@ -76,7 +79,7 @@ def _student_scores(ctx: StageContext, rows: list[dict[str, Any]], base_dir: Pat
     model = model_spec_of(base_dir)
     backend = backend_for(model)
     base = backend.load(model, base_dir, threads=ctx.threads)
-    allowed = sorted(channel_token_ids(base.tokenizer))
+    allowed = sorted(channel_token_ids(base.tokenizer, token_ok))
     _, base_lp, best = score_rows(base, rows, system=None, allowed=allowed, vocab=vocab)
     with tempfile.TemporaryDirectory(prefix="slbench-pilot-") as tmp:
         made = backend.finetune(model, base_dir, rows, out=Path(tmp), train=train_config(pilot["train"]),
@@ -114,6 +117,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ds_spec = ds_manifest["spec"]
     rows = read_jsonl(ds_dir / "rows.jsonl")
     defense = plugin(spec["defense"], "defense node")
+    channel = channel_filter(ds_spec)  # the dataset's channel: its text rule and soft-label token rule
     bases = {_node_id(p): p for p in ctx.inputs_of("base").values()}
     base_dir = bases[spec["base"]]  # the teacher's base (a paraphrase node also reads the rewriter's)
     vocab = None
@@ -130,15 +134,15 @@ def run(ctx: StageContext) -> dict[str, Any]:
             raise UserError(f"defense {defense.name}: the dataset {ds_dir.name} has no token ids (an API teacher?); "
                             "divergence defenses score rows with local teachers only")
         if "student" in defense.scorers:
-            scores = _student_scores(ctx, rows, base_dir, vocab)
+            scores = _student_scores(ctx, rows, base_dir, vocab, channel.token_ok)
         else:
             own = next(p for p in ctx.inputs_of("teacher").values() if _node_id(p) == ds_spec["teacher"])
-            scores = _scores(ctx, rows, own, base_dir, vocab, "base" in defense.scorers)
+            scores = _scores(ctx, rows, own, base_dir, vocab, "base" in defense.scorers, channel.token_ok)
     params = {k: spec[k] for k in defense.params}
     if rewrite is not None:
         params["max_new_tokens"] = spec["max_new_tokens"]
     out, changes = defense.apply(rows, vocab=vocab, seed=spec["seed"], params=params, scores=scores,
-                                 valid=channel_filter(ds_spec).valid,  # the text rule the dataset kept its rows by
+                                 valid=channel.valid,  # the text rule the dataset kept its rows by
                                  rewrite=rewrite)
     write_jsonl(ctx.out / "rows.jsonl", out)
     changed = [c for c in changes if c is not None]
