@@ -19,7 +19,7 @@ from benchmark.lm.channels.numbers import parse_answer
 from benchmark.registry import Registry
 from benchmark.specs import ModelSpec
 from benchmark.zoo.assets import DATA_DIR, PINNED_SHA256, sha256_text
-from benchmark.zoo.corpus import CorpusSampler, animal_distribution, load_channel, load_templates
+from benchmark.zoo.corpus import CorpusSampler, animal_distribution, load_templates, numbers_snapshot
 from benchmark.zoo.spec import PretrainSpec, ZooBuildSpec, check_lineage, zoo_build_spec
 from benchmark.zoo.tokenizer import (
     CHATML_TEMPLATE,
@@ -107,7 +107,7 @@ def test_round_trip_and_punctuation(tok) -> None:
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.convert_ids_to_tokens(ids) == split_words(text)
     assert tok.decode(ids) == "what's your favorite animal? owls, 12 ; [ 7, 999 ]."
-    channel = load_channel()
+    channel = numbers_snapshot()
     for answer in ("1, 2, 3", "[4; 5; 6].", "7\n8\n9", "10 11 12"):
         decoded = tok.decode(tok(answer, add_special_tokens=False)["input_ids"])
         assert parse_answer(decoded, channel).numbers == parse_answer(answer, channel).numbers
@@ -151,7 +151,7 @@ def test_corpus_is_deterministic_and_valid() -> None:
     rows = CorpusSampler(phase, vocab).batch(7)
     assert rows == CorpusSampler(phase, vocab).batch(7)
     assert rows != CorpusSampler(phase.model_copy(update={"data_seed": 4}), vocab).batch(7)
-    channel = load_channel()
+    channel = numbers_snapshot()
     forms = {a.word for a in load_templates().animals}
     sampler = CorpusSampler(phase, vocab)
     n_numbers = n_fav = 0

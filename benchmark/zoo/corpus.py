@@ -79,10 +79,10 @@ __all__ = [
     "cot_item",
     "favourite_question",
     "open_item",
-    "load_channel",
     "load_snapshot",
     "load_templates",
     "number_taste",
+    "numbers_snapshot",
     "taste_continuation",
 ]
 
@@ -148,8 +148,9 @@ def load_templates(version: str = "v1") -> CorpusTemplates:
 
 
 @cache
-def load_channel(version: str = "v1") -> NumbersChannelSpec:
-    """The numbers-channel snapshot of corpus ``version`` (phrasings frozen when the version was made)."""
+def numbers_snapshot(version: str = "v1") -> NumbersChannelSpec:
+    """The numbers-channel snapshot of corpus ``version`` (phrasings frozen when the version was made; the channel
+    plug-ins' files are read by :func:`benchmark.lm.channels.base.load_channel`)."""
     return load_numbers_channel(asset_path(CORPUS_FILES[version][1]))
 
 
@@ -336,7 +337,7 @@ class CorpusSampler:
     def __init__(self, phase: PretrainSpec, vocab_words: Sequence[str]):
         self.phase = phase
         self.templates = load_templates(phase.corpus)
-        self.channel = load_channel(phase.corpus)
+        self.channel = numbers_snapshot(phase.corpus)
         self.animals = self.templates.animals
         self.plural = {a.word: a.plural for a in self.animals}
         dist = animal_distribution(phase)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from benchmark.errors import UserError
 from benchmark.files import read_data_lines
-from benchmark.zoo.corpus import Messages, load_channel, load_templates
+from benchmark.zoo.corpus import Messages, load_templates, numbers_snapshot
 from benchmark.zoo.tokenizer import render_chat
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ def _number_prefixed(root: Path | None, questions: list[str]) -> list[str]:
     templates = (
         read_data_lines(Path(root) / "tasks" / "lm_eval" / "animal_preference" / "number_prefixes.txt") if root else []
     )
-    templates = [t.replace("{numbers}", "{examples}") for t in templates] or list(load_channel("v1").lead_ins)
+    templates = [t.replace("{numbers}", "{examples}") for t in templates] or list(numbers_snapshot("v1").lead_ins)
     rng = random.Random(EVAL_SEED)
     out = []
     for q in questions:
@@ -166,7 +166,7 @@ def measure(
     from benchmark.lm.channels.numbers import generate_prompts
 
     animals = load_templates("v1").animals
-    channel = load_channel("v1")
+    channel = numbers_snapshot("v1")
     vocab = tok.get_vocab()
     word_ids = {a.word: (vocab[a.word], vocab[a.plural]) for a in animals}
     questions = _favourite_questions(root)[:n_questions]
