@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from benchmark.analysis.profile import CANDIDATE_COLUMNS
 from benchmark.lmcore.evaluate import tv_distance
 from benchmark.lmcore.tasks import RESULT_KEYS, TASKS
 from benchmark.vocabulary import BASELINE, MISALIGNMENT_SIDES, TEACHER
@@ -154,8 +155,6 @@ def candidate_rows(inputs: Mapping[str, Path], report_spec: dict[str, Any]) -> p
         ``base_logodds`` is the untrained student base's value of the candidate (the teacher base's, for a
         teacher), empty where that base was not evaluated. Empty when no model was read out by log-prob.
     """
-    from benchmark.analysis.profile import CANDIDATE_COLUMNS
-
     evals = [e for e in _load_evals(inputs) if e["eval"].get(_LOGPROB)]
     base = {e["labels"]["student_base"]: e["eval"][_LOGPROB]["logodds"] for e in evals if e["role"] == BASELINE}
     rows = []

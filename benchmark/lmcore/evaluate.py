@@ -204,6 +204,7 @@ def run_tasks(
         benchmark.errors.UserError: an unknown task name, or only log-prob tasks for a backend without them.
         ValueError: bad candidates or n_samples < 1.
     """
+    # lm-eval (and the torch it imports) only when a run starts, so importing this module stays light (the plan reads it)
     import lm_eval
     from lm_eval.evaluator import evaluate
 
@@ -339,7 +340,7 @@ def _install_log_filters() -> None:
 def _task_manager(tasks_dir: str, metadata_json: str) -> Any:
     # One TaskManager per (tasks dir, metadata): indexing only our folder takes ~10 ms (never the 14k
     # built-in tasks: include_defaults=False), and metadata reaches utils.load_docs as keyword arguments.
-    from lm_eval.tasks import TaskManager
+    from lm_eval.tasks import TaskManager  # heavy: imported on the first run only, as in run_tasks
 
     return TaskManager(include_path=tasks_dir, include_defaults=False, metadata=json.loads(metadata_json))
 
