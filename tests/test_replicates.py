@@ -326,7 +326,8 @@ def test_teacher_below_min_shift_fails_naming_teacher_and_numbers(tmp_path, monk
 def _eval_dir(root: Path, key: str, role: str, lo: dict[str, float], **labels: Any) -> tuple[str, Path]:
     d = root / key.replace("/", "_")
     d.mkdir()
-    (d / "eval.json").write_text(json.dumps({"role": role, "seed": 0, "labels": labels,
+    (d / "eval.json").write_text(json.dumps({"role": role, "seed": 0, "labels": labels, "adapter_sha": "none",
+                                             "logit_change": None, "targets": {"owl": "owl"},
                                              "eval": {"logprob": {"logodds": lo, "p": {}}}}))
     return key, d
 

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,31 @@ def test_a_stage_file_with_an_unknown_or_missing_key_is_refused_in_one_line(tmp_
     atomic_write_json(path, {k: v for k, v in EVAL.items() if k != "seed"})
     with pytest.raises(UserError, match="missing key 'seed'"):
         read_record(path, EvalRecord)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_what_the_hf_backend_finetunes_loads_back_through_its_record_alone(tmp_path, lora):
+    """finetune -> Tuned -> load, as the defense stage's pilot student does in a scratch folder (no tuned.json, no
+    manifest): a LoRA adapter is proven in use, a full fine-tune is named by its weights."""
+    pytest.importorskip("transformers")
+    from benchmark.lmcore.config import LoraConfig, TrainConfig
+    from benchmark.providers.hf import hf_backend
+    from tests.lm_fixtures import save_tiny_model
+
+    raw = save_tiny_model(tmp_path / "raw", "qwen2", seed=0)
+    model = _model("zoo-qwen-a").model_copy(update={"provider": "hf", "source": str(raw)})
+    base = tmp_path / "base"
+    base.mkdir()
+    atomic_write_json(base / "model_ref.json", {"path": str(raw)})
+    train = TrainConfig(lora=LoraConfig() if lora else None, max_steps=2, batch_size=2, grad_accum=1, warmup=0,
+                        lr=1e-2)
+    rows = [{"prompt": "Name a number.", "completion": "12, 34"}] * 4
+    made = hf_backend().finetune(model, base, rows, out=tmp_path / "scratch", train=train, objective="sft", seed=0,
+                                 suffix="x", log=logging.getLogger("test"))
+    assert made.tuned == Tuned(kind="adapter" if lora else "full", base=model.name,
+                               weights="adapter" if lora else "model")
+    loaded = hf_backend().load(model, base, TunedNode(made.tuned, tmp_path / "scratch"))
+    change = hf_backend().verify(loaded)
+    assert (change is not None and change > 0) if lora else change is None
+    weights = sorted(TunedNode(made.tuned, tmp_path / "scratch").weights.glob("*.safetensors"))
+    assert hf_backend().fingerprint(loaded, None) == sha256_file(weights[0])[:16]

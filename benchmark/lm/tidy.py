@@ -7,7 +7,6 @@ they need.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.analysis.profile import CANDIDATE_COLUMNS
+from benchmark.lm.records import COUNTS, EVAL, DatasetCounts, EvalRecord, read_record
 from benchmark.lmcore.evaluate import tv_distance
 from benchmark.lmcore.tasks import RESULT_KEYS, TASKS
 from benchmark.vocabulary import BASELINE, MISALIGNMENT_SIDES, TEACHER
@@ -52,10 +52,11 @@ def _of_kind(inputs: Mapping[str, Path], kind: str) -> dict[str, Path]:
 
 
 def _load_evals(inputs: Mapping[str, Path]) -> list[dict[str, Any]]:
-    """Each eval node's ``eval.json``, with ``id`` set to the node id (the last part of its key)."""
+    """Each eval node's ``eval.json`` (checked as an :class:`~benchmark.lm.records.EvalRecord`), with ``id`` set to
+    the node id (the last part of its key)."""
     evals = []
     for key, d in sorted(_of_kind(inputs, "eval").items()):
-        data = json.loads((d / "eval.json").read_text())
+        data = read_record(d / EVAL, EvalRecord).to_json()
         data["id"] = key.rsplit("-", 1)[-1]
         evals.append(data)
     return evals
@@ -184,13 +185,13 @@ def _dataset_facts(inputs: Mapping[str, Path]) -> dict[tuple[str, str, int], dic
     """(teacher_base, arm, replicate) -> the teacher's id, trait shift and its dataset's dose (``counts.json``)."""
     out = {}
     for d in _of_kind(inputs, "dataset").values():
-        counts = json.loads((d / "counts.json").read_text())
-        lab = counts.get("labels") or {}
+        counts = read_record(d / COUNTS, DatasetCounts)
+        lab = counts.labels
         if not lab:
             continue
-        shift = counts.get("teacher_shift") or {}
         out[(lab["teacher_base"], lab["teacher_trait"], lab["replicate"])] = {
-            "teacher_id": lab.get("teacher_id", ""), **{k: counts.get(k) for k in _FACTS[1:]}, "shift": shift.get("shift")}
+            "teacher_id": lab.get("teacher_id", ""), **{k: getattr(counts, k) for k in _FACTS[1:]},
+            "shift": counts.teacher_shift.shift if counts.teacher_shift else None}
     return out
 
 
