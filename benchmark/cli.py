@@ -413,13 +413,14 @@ def _is_sweep(group: Any) -> bool:
 def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
     """Publish every part like an ordinary suite (with its bundle), then the group's summary of them."""
     from benchmark.files import project_root
-    from benchmark.groups import write_group_summary
+    from benchmark.group_summary import write_group_summary
+    from benchmark.sweep_summary import write_sweep_summary
 
     for part in parts:
         console.print(publish_report(st, part.report, part.name, suite_spec=part.spec, registry=reg))
     results = project_root() / "results" / "suites"
-    sweep = _is_sweep(group)  # a sweep writes its own summary (benchmark.sweep)
-    dest = group.write_summary(parts, results) if sweep else write_group_summary(group, parts, results)
+    sweep = _is_sweep(group)  # a sweep writes its own summary (benchmark.sweep_summary)
+    dest = write_sweep_summary(group, parts, results) if sweep else write_group_summary(group, parts, results)
     console.print(f"wrote the {'sweep' if sweep else 'group'} summary {dest}")
 
 

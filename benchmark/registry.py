@@ -11,13 +11,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import project_root
 from benchmark.providers.base import Requirements, providers_where, requirements
 from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
+from benchmark.tracks import settings_cls
 
 __all__ = ["Registry", "load_registry_file", "load_suite_file", "load_trait_file", "unpinned",
            "validate_file"]
@@ -142,14 +143,6 @@ def load_suite_file(path: Path) -> SuiteSpec:
     spec = parse_spec(SuiteSpec, load_yaml(path), str(path))
     settings_cls(spec.track, spec.settings, f"{path}: settings")
     return spec
-
-
-def settings_cls(track: str, settings: dict[str, Any], where: str) -> BaseModel:
-    """Validate a suite's settings with its track's class and return the typed settings."""
-    from benchmark.tracks import track_for
-
-    cls = track_for(track).settings
-    return parse_spec(cls, settings, where)
 
 
 @dataclass
@@ -282,7 +275,7 @@ class Registry:
         spec, settings = self._checked_suite(data, path)
         return spec, settings, path
 
-    def _checked_suite(self, data: Any, path: Path) -> tuple[SuiteSpec, Any]:
+    def _checked_suite(self, data: Any, path: Path | str) -> tuple[SuiteSpec, Any]:
         """A suite file's spec and typed settings, with every model and trait it names checked to exist.
 
         Raises:

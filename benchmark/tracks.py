@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from benchmark.specs import MAX_SEEDS, TRACKS, SuiteSpec
+from benchmark.specs_base import Frozen, parse_spec
 
 if TYPE_CHECKING:
     from benchmark.dag import Node
     from benchmark.registry import Registry
-    from benchmark.specs_base import Frozen
 
-__all__ = ["Track", "TrackDef", "TRACKS", "track_for"]
+__all__ = ["Track", "TrackDef", "TRACKS", "settings_cls", "track_for"]
 
 
 class Track(Protocol):
@@ -78,6 +78,11 @@ def track_for(name: str) -> Track:
         raise unknown_name("track", name, TRACKS)
     track: Track = importlib.import_module(TRACKS[name]).TRACK
     return track
+
+
+def settings_cls(track: str, settings: dict[str, Any], where: str) -> Frozen:
+    """Validate a suite's settings with its track's class and return the typed settings (errors name ``where``)."""
+    return parse_spec(track_for(track).settings, settings, where)
 
 
 def suite_json_schema() -> dict[str, Any]:

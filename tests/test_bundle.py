@@ -222,7 +222,7 @@ def test_schema_errors_are_one_line_each(fresh, tmp_path):
 
 
 def _design(data: dict) -> list[str]:
-    from benchmark.registry import settings_cls
+    from benchmark.tracks import settings_cls
 
     bundle = _bundle(data)
     info = track_info(bundle.suite.track)

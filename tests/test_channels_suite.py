@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmark.groups import plan_group, write_group_summary
+from benchmark.group_summary import write_group_summary
+from benchmark.groups import plan_group
 from benchmark.registry import Registry
 from tests.bundle_fixtures import fresh_report
 from tests.conftest import ROOT, run_cli

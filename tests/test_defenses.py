@@ -226,8 +226,7 @@ def test_every_registered_defense_states_its_rule():
 # -- plan ------------------------------------------------------------------------------------------------------
 
 def _plan(reg, spec, settings_data):
-    from benchmark.registry import settings_cls
-    from benchmark.tracks import track_for
+    from benchmark.tracks import settings_cls, track_for
 
     settings_obj = settings_cls(spec.track, settings_data, "test")
     return track_for(spec.track).build_plan(spec.model_copy(update={"settings": settings_data}), settings_obj, reg)

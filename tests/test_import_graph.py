@@ -17,12 +17,6 @@ ROOT = Path(__file__).resolve().parents[1]
 #: Edges that close a cycle today, each through a module another change is editing (issue 23 lists them); the graph
 #: less these edges must have no cycle, so any new cycle fails. Remove an entry when its cycle is gone (a test checks).
 KNOWN_CYCLE_EDGES: dict[tuple[str, str], str] = {
-    ("benchmark.registry", "benchmark.sweep"): (
-        "issue 23 (the run path doubles back): the registry dispatches sweeps (Registry.sweep, validate_file) and "
-        "sweep reads registry.settings_cls; one runner for suites, groups and sweeps breaks it; needs cli.py and "
-        "sweep.py, being edited. Also closes registry -> sweep -> groups -> lm.stages.report -> lm.tidy -> "
-        "lm.evaluate -> lm.misalignment -> lm.judges -> registry"
-    ),
 }
 
 #: Pipeline modules (issue 23: the pipeline sits above providers/, the model building blocks below both): every

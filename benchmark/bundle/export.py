@@ -236,7 +236,7 @@ def _weights(model: Any, root: Path) -> WeightsInfo | None:
 
 def _generation_config(suite: Any) -> GenerationConfig:
     """How the teachers generated their data (the LM track's dataset settings); empty for tracks without one."""
-    from benchmark.registry import settings_cls
+    from benchmark.tracks import settings_cls
 
     settings = settings_cls(suite.track, suite.settings, f"suite {suite.name}: settings")
     dataset = getattr(settings, "dataset", None)

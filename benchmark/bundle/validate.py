@@ -249,9 +249,9 @@ def _suite_problems(bundle: Bundle, reg: Any) -> list[str]:
 
 def _replan_problems(bundle: Bundle, parsed: Any, reg: Any) -> list[str]:
     """Plan the suite with the bundle's registry entries and this checkout's tasks; the report id must match."""
-    from benchmark.registry import Registry, settings_cls
+    from benchmark.registry import Registry
     from benchmark.specs import ModelSpec
-    from benchmark.tracks import track_for
+    from benchmark.tracks import settings_cls, track_for
 
     order = [*bundle.suite.report_spec.get("order", []), *(m.name for m in bundle.models)]
     entries = {m.name: m for m in bundle.models}
@@ -456,7 +456,7 @@ def _compare_results(bundle: Bundle, info: TrackInfo) -> list[str]:
 
 # -- 6. design ---------------------------------------------------------------------------------------------------
 def _design_problems(bundle: Bundle, info: TrackInfo) -> list[str]:
-    from benchmark.registry import settings_cls
+    from benchmark.tracks import settings_cls
 
     suite = bundle.suite
     try:
