@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 from benchmark.errors import UserError
 from benchmark.publish import publish_report
 from benchmark.store import StageFailed
+
+if TYPE_CHECKING:
+    from benchmark.registry import Registry
 
 __all__ = ["app", "main"]
 
@@ -135,7 +138,7 @@ def _check_store_writable(root: Path, option: Path | None, kinds: set[str]) -> N
             check_writable(root / sub, what)
 
 
-def _check_owner(reg: Any, suite: str, name: str, force: bool) -> None:
+def _check_owner(reg: Registry, suite: str, name: str, force: bool) -> None:
     """Refuse to publish a suite file over the results of the registered suite of the same name (unless forced).
 
     ``results/suites/<name>/`` belongs to ``tasks/suites/<name>.yaml``; a YAML given by path that reuses the name
@@ -244,7 +247,7 @@ def plan(
         console.print(line, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
-def _plan_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: Any, show: int, fmt: str) -> None:
+def _plan_group(reg: Registry, group: Any, parts: list[Any], nodes: list[Any], st: Any, show: int, fmt: str) -> None:
     """`slbench plan GROUP`: the merged plan's node counts, then each part's cells and cost estimate (a node shared
     by parts is counted, and estimated, with the first part that needs it)."""
     from benchmark.bundle.planning import plan_cells
@@ -335,7 +338,7 @@ def status(
         console.print(f"  unfinished with a log (failed or interrupted): {logs / n.kind / f'{n.name}-{n.id}.log'}")
 
 
-def _status_group(reg: Any, group: Any, parts: list[Any], nodes: list[Any], st: Any) -> None:
+def _status_group(reg: Registry, group: Any, parts: list[Any], nodes: list[Any], st: Any) -> None:
     """`slbench status GROUP`: the merged plan's progress, then each part's and the summary's publication."""
     from benchmark.executors import plan_status
     from benchmark.files import project_root
@@ -410,7 +413,7 @@ def _is_sweep(group: Any) -> bool:
     return isinstance(group, Sweep)
 
 
-def _publish_group(st: Any, reg: Any, group: Any, parts: list[Any]) -> None:
+def _publish_group(st: Any, reg: Registry, group: Any, parts: list[Any]) -> None:
     """Publish every part like an ordinary suite (with its bundle), then the group's summary of them."""
     from benchmark.files import project_root
     from benchmark.group_summary import write_group_summary

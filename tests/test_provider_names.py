@@ -74,7 +74,7 @@ def test_every_provider_declares_its_requirements(provider: str) -> None:
     reqs = requirements(provider)
     assert reqs is not None, f"provider {provider!r} has no Requirements"
     assert provider in BACKENDS or provider in OTHER_PROVIDERS
-    assert reqs.build == (provider in BUILD_SPECS), "an entry needs a build block exactly when BUILD_SPECS validates one"
+    assert reqs.build == (provider in BUILD_SPECS), "a build block is needed exactly where BUILD_SPECS validates one"
 
 
 def test_requirements_keep_the_published_facts() -> None:

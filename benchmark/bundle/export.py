@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -47,6 +47,9 @@ from benchmark.hashing import HASH_VERSION, content_hash
 from benchmark.manifest import MANIFEST, Manifest, read_manifest
 from benchmark.providers.base import requirements
 
+if TYPE_CHECKING:
+    from benchmark.registry import Registry
+
 __all__ = ["BUNDLE", "SAMPLES", "bundle_bytes", "cell_results", "derived_files", "dump_json", "export_bundle",
            "make_bundle", "sample_log", "shared_base"]
 
@@ -62,7 +65,7 @@ _EVALUATOR_PACKAGES = ("subliminal-bench", "lm_eval", "transformers", "torch", "
 CONFIDENCE_LEVEL = 0.95
 
 
-def export_bundle(directory: Path, *, suite_spec: Any = None, registry: Any = None,
+def export_bundle(directory: Path, *, suite_spec: Any = None, registry: Registry | None = None,
                   organization: str = "subliminal-bench") -> Bundle:
     """The bundle of the report files in ``directory``.
 
@@ -140,7 +143,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def make_bundle(manifest: Manifest, suite: Any, reg: Any, data: Data, *,
+def make_bundle(manifest: Manifest, suite: Any, reg: Registry, data: Data, *,
                 organization: str = "subliminal-bench") -> Bundle:
     """Assemble a bundle from a report manifest, its suite, the registry and the report's data."""
     info = track_info(suite.track, f"suite {suite.name}")
@@ -187,7 +190,7 @@ def data_hash(data: Data) -> str:
     return content_hash(data.model_dump(mode="json"))
 
 
-def model_infos(suite: Any, reg: Any, versions: dict[str, str],
+def model_infos(suite: Any, reg: Registry, versions: dict[str, str],
                 recorded: dict[str, dict[str, str]] | None = None) -> list[ModelInfo]:
     """The registry entry of every model the suite names, teachers first, with its roles; ``recorded``: the weight
     files of fetched models as the report recorded them (``slbench models fetch``; model -> file, sha256)."""
@@ -328,7 +331,7 @@ def bundle_bytes(bundle: Bundle) -> bytes:
     return (dump_json(bundle.model_dump(mode="json")) + "\n").encode("utf-8")
 
 
-def derived_files(src: Path, published: Path | None = None, *, suite_spec: Any = None, registry: Any = None,
+def derived_files(src: Path, published: Path | None = None, *, suite_spec: Any = None, registry: Registry | None = None,
                   store: Path | None = None, samples: bool = False,
                   organization: str = "subliminal-bench") -> dict[str, bytes]:
     """The files written beside a report's files: ``bundle.json``, ``samples.jsonl`` when asked for or when the

@@ -32,7 +32,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from pydantic import ValidationError
@@ -43,6 +43,9 @@ from benchmark.bundle.tables import document_sha256s, frame_of, render_csv
 from benchmark.bundle.tracks import TrackInfo, track_info
 from benchmark.errors import UserError
 from benchmark.hashing import content_hash
+
+if TYPE_CHECKING:
+    from benchmark.registry import Registry
 
 __all__ = ["MAX_LINES", "RTOL", "ATOL", "load_bundle", "validate_bundle", "validate_bundle_file"]
 
@@ -81,7 +84,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "<root>"
 
 
-def validate_bundle_file(path: Path, registry: Any = None) -> list[str]:
+def validate_bundle_file(path: Path, registry: Registry | None = None) -> list[str]:
     """Every problem of the bundle at ``path`` as one line (empty: the bundle is valid)."""
     bundle, problems = load_bundle(path)
     if bundle is None:
@@ -89,7 +92,7 @@ def validate_bundle_file(path: Path, registry: Any = None) -> list[str]:
     return [f"{path}: {p}" for p in validate_bundle(bundle, registry=registry, directory=Path(path).parent)]
 
 
-def validate_bundle(bundle: Bundle, registry: Any = None, directory: Path | None = None) -> list[str]:
+def validate_bundle(bundle: Bundle, registry: Registry | None = None, directory: Path | None = None) -> list[str]:
     """Every problem of a parsed bundle (checks 2-7 of the module docstring), one line each."""
     from benchmark.registry import Registry
 
@@ -170,7 +173,7 @@ def _version_problems(bundle: Bundle) -> list[str]:
 
 
 # -- 4. models and suite -----------------------------------------------------------------------------------------
-def _model_problems(bundle: Bundle, reg: Any) -> list[str]:
+def _model_problems(bundle: Bundle, reg: Registry) -> list[str]:
     problems = []
     spec = bundle.suite.report_spec
     named = list(dict.fromkeys([*spec.get("teachers", []), *spec.get("students", [])]))
@@ -189,7 +192,7 @@ def _model_problems(bundle: Bundle, reg: Any) -> list[str]:
     return problems
 
 
-def _registry_problems(model: Any, reg: Any) -> list[str]:
+def _registry_problems(model: Any, reg: Registry) -> list[str]:
     """The bundle's entry must be this checkout's entry of the same name (a submission adds its family YAML)."""
     try:
         local = reg.models.get(model.name)
@@ -226,7 +229,7 @@ def _weights_problems(model: Any, root: Path) -> list[str]:
     return []
 
 
-def _suite_problems(bundle: Bundle, reg: Any) -> list[str]:
+def _suite_problems(bundle: Bundle, reg: Registry) -> list[str]:
     """The suite file must name the report's models and traits, and planning it must give the report's id."""
     from benchmark.specs import SuiteSpec
 
@@ -247,7 +250,7 @@ def _suite_problems(bundle: Bundle, reg: Any) -> list[str]:
     return _replan_problems(bundle, parsed, reg)
 
 
-def _replan_problems(bundle: Bundle, parsed: Any, reg: Any) -> list[str]:
+def _replan_problems(bundle: Bundle, parsed: Any, reg: Registry) -> list[str]:
     """Plan the suite with the bundle's registry entries and this checkout's tasks; the report id must match."""
     from benchmark.registry import Registry
     from benchmark.specs import ModelSpec

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import Field, field_validator
 
@@ -35,6 +35,9 @@ from benchmark.files import tasks_dir
 from benchmark.hashing import short_id
 from benchmark.lmcore.matcher import forms_for, normalize_answer
 from benchmark.specs_base import Frozen, load_yaml, parse_spec
+
+if TYPE_CHECKING:
+    from benchmark.registry import Registry
 
 __all__ = ["FILTER_DECISIONS", "RULE", "SCORER_DECISIONS", "Judge", "JudgeTemplate", "JudgeTrait", "ModelJudge",
            "RuleJudge", "RuleJudgeSpec", "Verdict", "is_misaligned", "judge_identity", "judge_tokens", "judge_traits",
@@ -511,7 +514,7 @@ def backend_ask(model: Any, base_dir: Path | None, *, seed: int, threads: int = 
     return ask
 
 
-def load_judge(name: str, *, reg: Any = None, base_dir: Path | None = None, seed: int = 0, threads: int = 1,
+def load_judge(name: str, *, reg: Registry | None = None, base_dir: Path | None = None, seed: int = 0, threads: int = 1,
                ask: Ask | None = None) -> Judge:
     """A judge by name: ``rule``, or a registry model answering the templates of ``tasks/judges/``.
 
@@ -549,7 +552,7 @@ def template_groups(traits: Sequence[JudgeTrait]) -> dict[str, list[JudgeTrait]]
     return out
 
 
-def judge_identity(name: str, traits: Sequence[JudgeTrait], reg: Any = None, kind: str = "filter") -> str:
+def judge_identity(name: str, traits: Sequence[JudgeTrait], reg: Registry | None = None, kind: str = "filter") -> str:
     """The identity a judge's verdicts will carry, known at plan time (templates' or rule spec's hashes included).
 
     For a model filter it lists every template the traits select (``trait_filter`` and/or ``alignment_filter``).

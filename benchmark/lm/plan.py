@@ -48,6 +48,7 @@ from benchmark.lm.stages import student as student_stage
 from benchmark.lm.stages import teacher as teacher_stage
 from benchmark.lmcore.tasks import TASKS, gen_tokens, n_choices, n_items
 from benchmark.providers.base import Capabilities, backend_for, needs_gpu
+from benchmark.registry import Registry
 from benchmark.specs import ModelSpec, SuiteSpec, TraitSpec
 from benchmark.tracks import TrackDef
 from benchmark.vocabulary import AA_PREFIX, BASELINE, NEUTRAL, OTHER_TRAIT
@@ -82,16 +83,16 @@ def _file_digest(paths: list[Path]) -> str:
     return h.hexdigest()[:16]
 
 
-def _caps(reg: Any, name: str) -> Capabilities:
+def _caps(reg: Registry, name: str) -> Capabilities:
     return backend_for(reg.model(name)).caps
 
 
-def _resources(reg: Any, name: str) -> dict[str, float]:
+def _resources(reg: Registry, name: str) -> dict[str, float]:
     return {"cpus": 1, "gpus": 1 if needs_gpu(reg.model(name)) else 0}  # the entry's needs_gpu, else the provider's
 
 
 # -- checks -------------------------------------------------------------------------------------------------
-def _check_inputs(suite: SuiteSpec, settings: LMSettings, reg: Any) -> tuple[Any, str]:
+def _check_inputs(suite: SuiteSpec, settings: LMSettings, reg: Registry) -> tuple[Any, str]:
     """Validate the files a suite needs; return the channel spec and the digest of the lm-eval task files."""
     where = f"suite {suite.name}"
     if not suite.traits:
@@ -138,7 +139,7 @@ def _task_dir_files(files: list[Path], tasks: list[str]) -> list[Path]:
     return [f for f in files if any(d == f.parent or d in f.parents for d in dirs)]
 
 
-def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Any) -> None:
+def _check_capabilities(suite: SuiteSpec, settings: LMSettings, reg: Registry) -> None:
     """Refuse, before anything runs, settings that a model's provider cannot serve (one line naming them)."""
     where = f"suite {suite.name}"
     for name in dict.fromkeys([*suite.teachers, *suite.students]):
@@ -209,7 +210,8 @@ def _check_readouts(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSp
                         f"{need!r}, which settings.eval.tasks {list(settings.eval.tasks)} lacks; add it{alt}")
 
 
-def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSpec], reg: Any, channel: Any) -> None:
+def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSpec], reg: Registry,
+                    channel: Any) -> None:
     """Sizes that pass the settings' types but fail only when a stage runs: top_k, learning rate, max_length."""
     where = f"suite {suite.name}: settings"
     top_k = settings.dataset.top_k
@@ -238,7 +240,7 @@ def _check_training(suite: SuiteSpec, settings: LMSettings, traits: list[TraitSp
 MAX_SGD_LR = 10.0
 
 
-def _check_optimizer(suite: SuiteSpec, settings: LMSettings, reg: Any, role: str, train: Any) -> None:
+def _check_optimizer(suite: SuiteSpec, settings: LMSettings, reg: Registry, role: str, train: Any) -> None:
     """A ``train.optimizer`` other than the default AdamW runs in the hf training loop only (not the lean engine, not
     API fine-tunes); its own ``lr`` is bounded like ``train.lr``."""
     opt = train.optimizer
@@ -258,7 +260,7 @@ def _check_optimizer(suite: SuiteSpec, settings: LMSettings, reg: Any, role: str
         raise UserError(f"{where}: API fine-tunes choose their own optimizer ({', '.join(api)}); remove optimizer")
 
 
-def _shortest_prompt(role: str, settings: LMSettings, traits: list[TraitSpec], reg: Any, channel: Any) -> int:
+def _shortest_prompt(role: str, settings: LMSettings, traits: list[TraitSpec], reg: Registry, channel: Any) -> int:
     """Characters of the shortest prompt a ``role`` (teacher or student) trains on: a trait question (teachers) or
     one of the channel's first 20 prompts (students)."""
     from benchmark.files import read_data_lines
@@ -309,7 +311,7 @@ class Arm:
     role: str
 
 
-def _model_base(plan: _Plan, bases: dict[str, Node], reg: Any, name: str, where: str = "") -> Node:
+def _model_base(plan: _Plan, bases: dict[str, Node], reg: Registry, name: str, where: str = "") -> Node:
     """The base node of registry model ``name``: a teacher's or student's, else one added to the plan once."""
     if name in bases:
         return bases[name]
@@ -373,7 +375,7 @@ class _Teacher:
 
 
 def _teacher_spec(base: Node, name: str, arm: Arm, replicate: int, seeds: dict[str, int], settings: LMSettings,
-                  reg: Any, eval_digest: str) -> dict[str, Any]:
+                  reg: Registry, eval_digest: str) -> dict[str, Any]:
     """The spec of teacher replicate ``replicate`` of (base ``name``, ``arm``), with its ``seeds``."""
     trait = arm.trait
     spec: dict[str, Any] = {"base": base.id, "model": name, "trait": trait.hashed_dict() if trait else None,
@@ -396,7 +398,7 @@ def _teacher_spec(base: Node, name: str, arm: Arm, replicate: int, seeds: dict[s
     return spec
 
 
-def _teachers_and_datasets(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node],
+def _teachers_and_datasets(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Registry, bases: dict[str, Node],
                            arms: list[Arm], channel: Any, eval_digest: str) -> list[_Teacher]:
     """``settings.replicates`` teachers per (base, arm), each with its own seeds, writing its own dataset."""
     out: list[_Teacher] = []
@@ -442,7 +444,7 @@ def _check_trait_kinds(suite: SuiteSpec, settings: LMSettings, traits: list[Trai
                         "[misaligned, aligned]); the neutral fine-tune answers favourite-animal questions")
 
 
-def _judge_spec(settings: LMSettings, reg: Any) -> dict[str, Any]:
+def _judge_spec(settings: LMSettings, reg: Registry) -> dict[str, Any]:
     """The scorer judge of misalignment_rate (name and identity, so a changed rule file or template is a new eval);
     nothing when the task is not run (older eval ids stay)."""
     if "misalignment_rate" not in settings.eval.tasks:
@@ -456,7 +458,7 @@ def _judge_spec(settings: LMSettings, reg: Any) -> dict[str, Any]:
     return {"judge": {"name": name, "identity": judge_identity(name, [], reg, kind="scorer")}}
 
 
-def _trait_data_digest(trait: TraitSpec, reg: Any) -> str:
+def _trait_data_digest(trait: TraitSpec, reg: Registry) -> str:
     """Digest of a misalignment trait's teacher-data files (answer bank), or its code recipe's name and version."""
     data = trait.teacher_data
     assert data is not None
@@ -466,12 +468,12 @@ def _trait_data_digest(trait: TraitSpec, reg: Any) -> str:
 
 
 def _eval_node(name: str, spec: dict[str, Any], deps: tuple[str, ...], model: str, common: dict[str, Any],
-               settings: LMSettings, reg: Any) -> Node:
+               settings: LMSettings, reg: Registry) -> Node:
     return Node(kind="eval", name=name, spec=_versioned({**spec, **common}), deps=deps, fn=eval_stage.run,
                 resources=_resources(reg, model), unhashed={"batch_size": settings.eval.batch_size})
 
 
-def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node],
+def _students(plan: _Plan, suite: SuiteSpec, settings: LMSettings, reg: Registry, bases: dict[str, Node],
               teachers: list[_Teacher], common: dict[str, Any], defended: dict[str, Node] | None = None) -> None:
     """Every student base on every replicate's dataset, once per student seed, each with its evaluation.
 
@@ -522,7 +524,7 @@ def _teacher_base_dep(sspec: dict[str, Any], teacher_base: Node) -> tuple[str, .
     return (teacher_base.key,) if "teacher_base" in sspec and sspec["teacher_base"] != sspec["base"] else ()
 
 
-def _report_node(suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[str, Node], traits: list[TraitSpec],
+def _report_node(suite: SuiteSpec, settings: LMSettings, reg: Registry, bases: dict[str, Node], traits: list[TraitSpec],
                  arms: list[Arm], evals: list[Node], datasets: list[Node]) -> Node:
     """The report: reads every evaluation (tidy rows) and every dataset (the teachers' dose facts)."""
     order = [m for m in reg.order() if m in bases]
@@ -548,7 +550,7 @@ def _report_node(suite: SuiteSpec, settings: LMSettings, reg: Any, bases: dict[s
                 deps=tuple(n.key for n in [*evals, *datasets]), fn=report_stage.run)
 
 
-def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[Node]:
+def build_plan(suite: SuiteSpec, settings: LMSettings, reg: Registry) -> list[Node]:
     """Expand an lm suite into DAG nodes (see the module docstring); every check runs before any node exists."""
     channel, eval_digest = _check_inputs(suite, settings, reg)
     _check_capabilities(suite, settings, reg)
@@ -673,7 +675,7 @@ def _eval_tokens(settings: LMSettings, tasks_dir: Path) -> float:
     return total
 
 
-def _scorer_tokens(settings: LMSettings, reg: Any) -> tuple[str, float] | None:
+def _scorer_tokens(settings: LMSettings, reg: Registry) -> tuple[str, float] | None:
     """``(judge model, tokens)`` of one evaluation node's misalignment_rate scorer calls when the judge is an API
     model: every sampled answer judged once with tasks/judges/scorer.yaml; None for the rule judge or no such task."""
     from benchmark.lm.judges import RULE, SCORER, judge_tokens
@@ -786,7 +788,7 @@ def _cpu_seconds(spec: ModelSpec, train: float, infer: float) -> float:
     return _CPU_NODE_S + 6 * params * train / _CPU_TRAIN_FLOPS + 2 * params * infer / _CPU_INFER_FLOPS
 
 
-def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node]) -> list[str]:
+def estimate(suite: SuiteSpec, settings: LMSettings, reg: Registry, todo: list[Node]) -> list[str]:
     """Lines for ``slbench plan``: GPU-hours and API tokens of the nodes still to run (rough, stated as such).
 
     GPU nodes of a model without ``params_b`` are counted and named but not estimated (no size is assumed)."""
@@ -864,7 +866,7 @@ def estimate(suite: SuiteSpec, settings: LMSettings, reg: Any, todo: list[Node])
     return lines
 
 
-def verdicts(suite: SuiteSpec, settings: LMSettings, reg: Any) -> list[str]:
+def verdicts(suite: SuiteSpec, settings: LMSettings, reg: Registry) -> list[str]:
     """What the design's pre-declared tests can reach (benchmark.analysis.design): replicates per arm against the
     control arms' (every other arm but the primary trait's own A/A arm, or the neutral arm), the A/A comparison,
     and γ over the teacher bases; warnings for what stops a verdict or a submission."""

@@ -13,13 +13,14 @@ vocabularies over the channel's alphabet, :mod:`benchmark.lm.vocab_map`) extends
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from benchmark.errors import UserError
 from benchmark.providers.base import backend_for
 
 if TYPE_CHECKING:
     from benchmark.lm.settings import LMSettings
+    from benchmark.registry import Registry
     from benchmark.specs import ModelSpec, SuiteSpec
 
 __all__ = ["SFT_RECIPE", "check_recipes", "recipe_compatible", "tokenizer_id"]
@@ -67,7 +68,7 @@ def recipe_compatible(teacher: ModelSpec, student: ModelSpec, objective: str, vo
     return None
 
 
-def check_recipes(suite: SuiteSpec, settings: LMSettings, reg: Any) -> None:
+def check_recipes(suite: SuiteSpec, settings: LMSettings, reg: Registry) -> None:
     """Refuse a suite with a (teacher, student) pair whose student recipe cannot use that teacher's data.
 
     Raises:
