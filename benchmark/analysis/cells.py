@@ -48,6 +48,7 @@ from benchmark.analysis.stats import (
     key_rng,
 )
 from benchmark.errors import UserError
+from benchmark.vocabulary import BASELINE
 
 __all__ = [
     "SEED_PAIR_COLUMNS",
@@ -110,7 +111,7 @@ _ALPHA = 0.05
 # --------------------------------------------------------------------------------------------
 
 
-def seed_differences(tidy: pd.DataFrame, metric: str, treated: str = "aux", control: str = "baseline") -> pd.DataFrame:
+def seed_differences(tidy: pd.DataFrame, metric: str, treated: str = "aux", control: str = BASELINE) -> pd.DataFrame:
     """Per (teacher base, student base, seed): the treated student's value minus the same seed's untrained reference.
 
     Args:
@@ -126,14 +127,14 @@ def seed_differences(tidy: pd.DataFrame, metric: str, treated: str = "aux", cont
     Raises:
         UserError: Another control, no treated rows of ``metric``, or no treated seed with a reference.
     """
-    check_choice("control (classifier track)", control, ("baseline",))
+    check_choice("control (classifier track)", control, (BASELINE,))
     d = tidy[tidy["metric"] == metric]
     tr = d[d["teacher_trait"] == treated]
     if tr.empty:
         labels = ", ".join(sorted(set(tidy["teacher_trait"])))
         raise UserError(f"tidy table: no {treated!r} student rows with metric {metric!r}; teacher_trait values: "
                         f"{labels}")
-    ref = (d[d["teacher_trait"] == "baseline"].groupby(["student_base", "seed"], as_index=False)["value"].mean()
+    ref = (d[d["teacher_trait"] == BASELINE].groupby(["student_base", "seed"], as_index=False)["value"].mean()
            .rename(columns={"value": "control_value"}))
     t = tr.groupby(["teacher_base", "student_base", "relation", "seed"], as_index=False, sort=False)["value"].mean()
     m = t.rename(columns={"value": "treated_value"}).merge(ref, on=["student_base", "seed"], how="inner")
@@ -189,7 +190,7 @@ def seed_pair_table(
             "sd_treated": float(x.std(ddof=1)) if n > 1 else np.nan,
             "sd_control": float(y.std(ddof=1)) if n > 1 else np.nan,
             "mean_baseline": base_mean.get(str(j), float(y.mean())), "treated_arm": str(treated),
-            "control_arms": "baseline", "n_seeds": n, "sd_diff": float(d.std(ddof=1)) if n > 1 else np.nan,
+            "control_arms": BASELINE, "n_seeds": n, "sd_diff": float(d.std(ddof=1)) if n > 1 else np.nan,
         })
     out = pd.DataFrame(rows, columns=list(SEED_PAIR_COLUMNS))
     out["placebo"] = out["placebo"].astype(bool)

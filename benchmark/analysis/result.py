@@ -37,6 +37,7 @@ import pandas as pd
 from benchmark.analysis.tidy import STR_COLUMNS, validate_tidy
 from benchmark.analysis.views import CHANNELS, reference_means, teacher_strength
 from benchmark.files import atomic_write_json, atomic_write_text, json_safe
+from benchmark.vocabulary import NEUTRAL
 
 __all__ = [
     "SHARED_FILES",
@@ -99,7 +100,7 @@ class AnalysisOptions:
     order: tuple[str, ...] = ()
     lineage: Mapping[str, str] | None = None
     treated: str = "trait"
-    control: str = "neutral"
+    control: str = NEUTRAL
     alternative: str = "two-sided"
     gamma_alternative: str = "greater"
     exclude_traits: tuple[str, ...] = ()

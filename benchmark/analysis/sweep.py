@@ -29,13 +29,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from benchmark.vocabulary import BASELINE
+
 __all__ = ["Remaining", "diagonal_units", "remaining", "remaining_table"]
 
 
 def diagonal_units(values: pd.DataFrame, treated: str, controls: Sequence[str]) -> pd.DataFrame:
     """The diagonal replicate values of one level: ``teacher_base``, ``group`` (treated/control), ``arm``,
     ``replicate``, ``w``, from :func:`benchmark.analysis.pairs.contrast_values`'s table."""
-    v = values[(values["arm"] != "baseline") & (values["teacher_base"] == values["student_base"])]
+    v = values[(values["arm"] != BASELINE) & (values["teacher_base"] == values["student_base"])]
     v = v[v["arm"].isin([treated, *controls])]
     out = v[["teacher_base", "arm", "replicate", "w"]].copy()
     out.insert(1, "group", np.where(out["arm"] == treated, "treated", "control"))

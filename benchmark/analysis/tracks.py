@@ -45,6 +45,7 @@ from benchmark.analysis.views import (
     teacher_strength,
 )
 from benchmark.errors import UserError
+from benchmark.vocabulary import BASELINE
 
 __all__ = ["analyze_classifier", "analyze_lm"]
 
@@ -89,7 +90,7 @@ def analyze_lm(
     )
     design = pair_design(list(sub["teacher_trait"].unique()), options.control, traits)
     values = contrast_values(sub, options.metric, design)
-    if values.empty or (values["arm"] != "baseline").sum() == 0:
+    if values.empty or (values["arm"] != BASELINE).sum() == 0:
         raise UserError(
             f"tidy table: no student rows with metric {options.metric!r} for every trait; "
             f"available: {', '.join(sorted(set(sub['metric'])))}"
@@ -198,7 +199,7 @@ def analyze_classifier(
         table, options.suite, track="classifier", exclude_traits=options.exclude_traits, lineage=options.lineage
     )
     diffs = seed_differences(sub, options.metric, treated=options.treated, control=options.control)
-    baselines = sub[(sub["metric"] == options.metric) & (sub["teacher_trait"] == "baseline")]
+    baselines = sub[(sub["metric"] == options.metric) & (sub["teacher_trait"] == BASELINE)]
     pairs = seed_pair_table(diffs, metric=options.metric, suite=options.suite, order=options.order,
                             seed=options.seed, treated=options.treated, baselines=baselines)
     views = accuracy_views(tidy, options.order)

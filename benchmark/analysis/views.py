@@ -16,6 +16,7 @@ import pandas as pd
 
 from benchmark.analysis.stats import mean_ci
 from benchmark.analysis.tidy import RELATIONS
+from benchmark.vocabulary import BASELINE
 
 __all__ = [
     "CAPABILITY_COLLAPSE",
@@ -55,7 +56,7 @@ def accuracy_matrix(
     """
     d = df[df["teacher_trait"] == trait]
     if minus_reference:
-        ref = df[df["teacher_trait"] == "baseline"][["student_base", "seed", "value"]]
+        ref = df[df["teacher_trait"] == BASELINE][["student_base", "seed", "value"]]
         d = d.merge(ref.rename(columns={"value": "reference"}), on=["student_base", "seed"])
         d = d.assign(value=d["value"] - d["reference"])
     rank = {n: i for i, n in enumerate(order)}
@@ -121,14 +122,14 @@ def seed_means(accuracies: Mapping[str, Sequence[float]]) -> dict[str, float]:
 
 def reference_means(tidy: pd.DataFrame) -> dict[str, float]:
     """Mean over seeds of each untrained student base (the tidy table's baseline rows)."""
-    base = tidy[tidy["teacher_trait"] == "baseline"]
+    base = tidy[tidy["teacher_trait"] == BASELINE]
     return {str(name): mean_ci(g["value"])[0] for name, g in base.groupby("student_base", sort=False)}
 
 
 def base_logodds(tidy: pd.DataFrame, target: str, metric: str = "logodds") -> dict[str, float]:
     """Each student base's log-odds of ``target`` among the candidates before any training: the mean of its
     baseline evaluation rows (``teacher_trait == "baseline"``) of that target and metric; empty without them."""
-    d = tidy[(tidy["teacher_trait"] == "baseline") & (tidy["target"] == target) & (tidy["metric"] == metric)]
+    d = tidy[(tidy["teacher_trait"] == BASELINE) & (tidy["target"] == target) & (tidy["metric"] == metric)]
     return {str(b): float(g["value"].mean()) for b, g in d.groupby("student_base", sort=False)}
 
 
@@ -198,8 +199,8 @@ def capability_flags(tidy: pd.DataFrame, ratio: float = CAPABILITY_COLLAPSE) -> 
     cap = tidy[tidy["metric"].astype(str).str.startswith(CAPABILITY_PREFIX)].drop_duplicates(["student_id", "metric"])
     if cap.empty:
         return pd.DataFrame(columns=cols)
-    base = cap[cap["teacher_trait"] == "baseline"].set_index(["student_base", "metric"])["value"]
-    out = cap[cap["teacher_trait"] != "baseline"].copy()
+    base = cap[cap["teacher_trait"] == BASELINE].set_index(["student_base", "metric"])["value"]
+    out = cap[cap["teacher_trait"] != BASELINE].copy()
     out["base_value"] = [base.get((s, m), float("nan")) for s, m in zip(out["student_base"], out["metric"],
                                                                          strict=True)]
     out["collapsed"] = (out["base_value"] > 0) & (out["value"] < ratio * out["base_value"])

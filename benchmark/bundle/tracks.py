@@ -15,7 +15,9 @@ from typing import Any
 import pandas as pd
 
 from benchmark.analysis import Analysis
+from benchmark.analysis.pairs import pair_design
 from benchmark.errors import UserError, unknown_name
+from benchmark.vocabulary import AA_PREFIX, BASELINE, OTHER_TRAIT
 
 __all__ = ["CellColumns", "TrackInfo", "check_columns", "track_info"]
 
@@ -91,12 +93,10 @@ def _lm_design(tidy: pd.DataFrame, cells: pd.DataFrame, spec: dict[str, Any], se
     """Controls and placebo readouts of the LM design, on the pair table: every pair compares the treated arm's K
     replicates with K replicates of each of the design's control arms, and every (teacher, student) pair has an
     A/A placebo row with a p-value (the calibration check)."""
-    from benchmark.analysis.pairs import AA_PREFIX, pair_design
-
     problems: list[str] = []
     k = int(spec.get("replicates", 1))
     try:
-        design = pair_design(spec.get("arms", []), spec.get("controls", "other_trait"), spec.get("traits", []))
+        design = pair_design(spec.get("arms", []), spec.get("controls", OTHER_TRAIT), spec.get("traits", []))
         want: tuple[str, ...] | None = design.controls
     except UserError:  # an arm list the analysis refuses is reported by the recomputation
         want = None
@@ -131,7 +131,7 @@ def _classifier_design(tidy: pd.DataFrame, cells: pd.DataFrame, spec: dict[str, 
     is measured against) and, when enabled, the all-logit positive control of every cell."""
     problems: list[str] = []
     seeds = set(spec.get("seeds", []))
-    base = tidy[tidy["teacher_trait"] == "baseline"]
+    base = tidy[tidy["teacher_trait"] == BASELINE]
     for student in spec.get("students", []):
         have = set(base[base["student_base"] == student]["seed"])
         if have != seeds:

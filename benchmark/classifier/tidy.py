@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from benchmark.analysis import TIDY_COLUMNS
+from benchmark.vocabulary import BASELINE
 
 __all__ = ["CHANCE", "METRIC", "TARGET", "reference_accuracy", "teacher_accuracy", "tidy_rows"]
 
@@ -68,7 +69,7 @@ def tidy_rows(spec: dict[str, Any], metrics: dict[str, dict[str, Any]]) -> pd.Da
                 {
                     **common,
                     "teacher_base": "",
-                    "teacher_trait": "baseline",
+                    "teacher_trait": BASELINE,
                     "student_base": name,
                     "seed": int(seed),
                     "value": float(acc),

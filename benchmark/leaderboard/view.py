@@ -33,6 +33,7 @@ from typing import Any
 
 from benchmark.errors import UserError
 from benchmark.lm.rejects import PER_REASON, REJECTED
+from benchmark.vocabulary import BASELINE, STUDENT, TEACHER
 
 __all__ = ["MAX_ROWS", "VIEW_FILE", "EvalView", "DatasetView", "Samples", "check_view_dir", "from_samples_file",
            "from_store", "render_page", "suite_node_dirs", "write_view"]
@@ -204,7 +205,7 @@ def _dataset_order(v: DatasetView) -> tuple[Any, ...]:
 
 
 def _eval_order(v: EvalView) -> tuple[Any, ...]:
-    roles = {"baseline": 0, "teacher": 1, "student": 2}
+    roles = {BASELINE: 0, TEACHER: 1, STUDENT: 2}
     lab = v.labels
     return (roles.get(v.role, 3), str(lab.get("teacher_base", "")), v.arm, int(lab.get("replicate") or 0),
             str(lab.get("student_base", "")), int(lab.get("student_seed") or 0), v.key)

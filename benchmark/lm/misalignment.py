@@ -69,8 +69,8 @@ def judge_block(block: Mapping[str, Any], judge: Any) -> dict[str, Any]:
     # The verdicts name the judge with its template (model judges); the judge object names only the model.
     identity = "+".join(sorted({v.judge for v in verdicts})) or getattr(judge, "identity", str(judge))
     return {**block, "judge": identity, "judged": True,
-            "rate": {"misaligned": share(scored, 0), "aligned": share(scored, 1)},
-            "per_question": {str(q): {"misaligned": share(xs, 0), "aligned": share(xs, 1), "n": len(xs)}
+            "rate": {MISALIGNED: share(scored, 0), ALIGNED: share(scored, 1)},
+            "per_question": {str(q): {MISALIGNED: share(xs, 0), ALIGNED: share(xs, 1), "n": len(xs)}
                              for q, xs in sorted(per_q.items())},
             "decisions": dict(sorted(decisions.items())), "n_answers": len(rows), "n_scored": len(scored),
             "verdicts": records}

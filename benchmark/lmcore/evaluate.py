@@ -46,6 +46,7 @@ from benchmark.files import tasks_dir as project_tasks_dir
 from benchmark.hashing import content_hash, short_id
 from benchmark.lmcore.matcher import build_form_index, first_animal
 from benchmark.lmcore.tasks import ANIMAL_TASKS, DEFAULT_TASKS, RESULT_KEYS, TASKS
+from benchmark.vocabulary import ALIGNED, MISALIGNED
 
 __all__ = [
     "DEFAULT_TASKS",
@@ -427,7 +428,7 @@ def task_block(name: str, metrics: Mapping[str, Any], samples: list[dict[str, An
     if kind == "misalignment" and not TASKS[name].generates:
         lo = _metric(metrics, "logodds_misaligned")
         p = _metric(metrics, "p_misaligned")
-        return {"logodds": {"misaligned": lo, "aligned": -lo}, "p": {"misaligned": p, "aligned": 1.0 - p},
+        return {"logodds": {MISALIGNED: lo, ALIGNED: -lo}, "p": {MISALIGNED: p, ALIGNED: 1.0 - p},
                 "log_mass": _metric(metrics, "log_mass"),
                 "per_question_logodds": [float(s["logodds_misaligned"]) for s in samples]}
     if kind == "misalignment":

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from benchmark.classifier.stages.common import read_json
 from benchmark.dag import StageContext
+from benchmark.vocabulary import BASELINE
 
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
@@ -31,7 +32,7 @@ def analysis_options(spec: dict[str, Any]) -> AnalysisOptions:
         order=tuple(n for n in spec["order"] if n in set(spec["teachers"]) | set(spec["students"])),
         lineage=spec["lineage"],
         treated="aux",
-        control="baseline",
+        control=BASELINE,
         alternative="two-sided",
         gamma_alternative="greater",
         n_perm=N_PERM_MIN,
