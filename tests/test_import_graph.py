@@ -184,21 +184,48 @@ def test_providers_and_building_blocks_import_no_pipeline_module() -> None:
     assert not bad, "providers/ and lmcore/ must sit below the pipeline (issue 23):\n" + "\n".join(bad)
 
 
-def test_building_blocks_reach_only_leaf_modules() -> None:
-    """lmcore/ is below providers/ and the pipeline: what it imports, directly or not, is lmcore/ or a leaf."""
-    edges = import_edges(ROOT, "benchmark")
+def _reach(edges: Mapping[tuple[str, str], object], start: set[str]) -> dict[str, str]:
+    """Every module ``start`` reaches through ``edges``, each with the module it was first reached from."""
     succ: dict[str, set[str]] = {}
     for a, b in edges:
         succ.setdefault(a, set()).add(b)
-    seen = {m for m in modules(ROOT, "benchmark") if _under(m, BLOCKS)}
-    assert seen, "benchmark/lmcore/ is missing"
-    todo, via = list(seen), {}
+    via: dict[str, str] = {}
+    todo = list(start)
     while todo:
         m = todo.pop()
-        for n in succ.get(m, ()):
-            if n not in seen:
-                seen.add(n)
+        for n in sorted(succ.get(m, ())):
+            if n not in start and n not in via:
                 via[n] = m
                 todo.append(n)
-    bad = sorted(m for m in seen if not _under(m, BLOCKS_MAY_REACH))
+    return via
+
+
+def test_building_blocks_reach_only_leaf_modules() -> None:
+    """lmcore/ is below providers/ and the pipeline: what it imports, directly or not, is lmcore/ or a leaf."""
+    blocks = {m for m in modules(ROOT, "benchmark") if _under(m, BLOCKS)}
+    assert blocks, "benchmark/lmcore/ is missing"
+    via = _reach(import_edges(ROOT, "benchmark"), blocks)
+    bad = sorted(m for m in via if not _under(m, BLOCKS_MAY_REACH))
     assert not bad, "lmcore/ reaches " + ", ".join(f"{m} (via {via[m]})" for m in bad)
+
+
+#: Edges through which providers/ still reaches the pipeline indirectly, each through the zoo a backend builds
+#: (issue 23: zoo/build.py is to be split by job). The providers' reach less these edges must hold no pipeline module;
+#: remove an entry when its edge is gone (a test checks).
+KNOWN_PROVIDER_ROUTES: dict[tuple[str, str], str] = {
+    ("benchmark.zoo.readouts", "benchmark.registry"): "the zoo's read-outs load trait files through the registry",
+    ("benchmark.zoo.corpus", "benchmark.lm.channels.numbers"): "the zoo's pretraining corpus samples the numbers "
+                                                                "channel's prompts and continuations",
+    ("benchmark.zoo.readouts", "benchmark.lm.channels.numbers"): "the zoo's read-outs prompt and parse numbers "
+                                                                  "with the channel's functions",
+}
+
+
+def test_providers_reach_no_pipeline_module_but_through_known_routes() -> None:
+    edges = import_edges(ROOT, "benchmark")
+    stale = [f"{a} -> {b}" for a, b in KNOWN_PROVIDER_ROUTES if (a, b) not in edges]
+    assert not stale, f"remove from KNOWN_PROVIDER_ROUTES (the import is gone): {stale}"
+    providers = {m for m in modules(ROOT, "benchmark") if _under(m, "benchmark.providers")}
+    via = _reach({e: w for e, w in edges.items() if e not in KNOWN_PROVIDER_ROUTES}, providers)
+    bad = sorted(m for m in via if _under(m, PIPELINE))
+    assert not bad, "providers/ reaches pipeline modules: " + ", ".join(f"{m} (via {via[m]})" for m in bad)
