@@ -119,8 +119,12 @@ def test_api_suite_end_to_end(project_copy: Path, fake: FakeOpenAI) -> None:
     for f in fake.files.values():
         rows = [json.loads(x) for x in f["content"].decode().splitlines()]
         assert len(rows) == 8 and all([m["role"] for m in r["messages"]] == ["user", "assistant"] for r in rows)
-    student = json.loads((root / _key(nodes, "student", f"{NANO}.owl.r0.to.{NANO}.s0") / MANIFEST).read_text())["result"]
+    s_dir = root / _key(nodes, "student", f"{NANO}.owl.r0.to.{NANO}.s0")
+    student = json.loads((s_dir / MANIFEST).read_text())["result"]
     assert student["status"] == "succeeded" and student["fine_tuned_model"] == fake.jobs[student["job_id"]]["fine_tuned_model"]
+    # The hand-off the eval stage loads it by: the record finetune() returned (tuned.json), nothing else of the node.
+    assert json.loads((s_dir / "tuned.json").read_text()) == {"kind": "api", "base": NANO, "weights": None,
+                                                              "api_model": student["fine_tuned_model"]}
 
     # Evaluation: lm-eval's chat backend, 2 independent samples per question, the student's fine-tuned id.
     ev_dir = root / _key(nodes, "eval", f"student.{NANO}.owl.r0.to.{NANO}.s0")
