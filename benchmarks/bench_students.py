@@ -165,7 +165,8 @@ def main() -> None:
     ap.add_argument("--store", type=Path, help="store holding (or to hold) the slice's bases, teachers, datasets")
     ap.add_argument("--reps", type=int, default=3, help="repetitions per engine (median ratio reported)")
     ap.add_argument("--students", type=int, default=24, help="students per engine and repetition (<= 24)")
-    ap.add_argument("--engines", nargs="+", default=["hf", "lean", "pruned"], choices=["hf", "lean", "pruned"],
+    ap.add_argument("--engines", nargs="+", default=["hf", "lean", "pruned", "compact"],
+                    choices=["hf", "lean", "pruned", "compact"],
                     help="engines to run; hf (the old per-node path) is the reference of every ratio")
     args = ap.parse_args()
     engines = ["hf", *[e for e in args.engines if e != "hf"]]

@@ -1,5 +1,6 @@
-"""The lean and pruned student engines (``settings.student.engine: lean | pruned``): ids, determinism, resume, the
-pruned forward and loss against the model's own, and pinned losses.
+"""The lean, pruned and compact student engines (``settings.student.engine: lean | pruned | compact``): ids,
+determinism, resume, the pruned forward and loss against the model's own, the compact engine's flat buffer and
+collation against the pruned engine's, and pinned losses.
 
 Speed is measured by benchmarks/bench_students.py, never asserted here.
 """
@@ -128,6 +129,10 @@ def test_lean_engine_is_a_hashed_student_setting(tmp_path):
     assert [n.id for n in pruned if n.kind == "dataset"] == [n.id for n in lean if n.kind == "dataset"]
     assert all(n.spec["engine"] == "pruned" for n in _students(pruned))
     assert {n.id for n in _students(pruned)}.isdisjoint({n.id for n in _students(lean)} | {n.id for n in _students(hf)})
+    compact = _plan(_engine("compact"), tmp_path, "compact")
+    assert [n.id for n in compact if n.kind == "dataset"] == [n.id for n in lean if n.kind == "dataset"]
+    assert all(n.spec["engine"] == "compact" for n in _students(compact))
+    assert {n.id for n in _students(compact)}.isdisjoint({n.id for x in (lean, hf, pruned) for n in _students(x)})
 
 
 def test_lean_engine_refuses_lora_students(tmp_path):
@@ -137,7 +142,7 @@ def test_lean_engine_refuses_lora_students(tmp_path):
 
 
 # -- determinism and resume -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("engine", ["lean", "pruned"])
+@pytest.mark.parametrize("engine", ["lean", "pruned", "compact"])
 def test_students_are_the_same_alone_or_many_per_process_and_with_1_or_2_workers(upstream, tmp_path, engine):
     from benchmark.executors.local import run_plan
     from benchmark.lm.stages import student as student_stage
@@ -178,7 +183,7 @@ run_plan(nodes, Store(Path(sys.argv[2])), workers=1,
 """
 
 
-@pytest.mark.parametrize("engine", ["lean", "pruned"])
+@pytest.mark.parametrize("engine", ["lean", "pruned", "compact"])
 def test_a_killed_run_resumes_to_the_same_students(upstream, tmp_path, engine):
     up, nodes = upstream
     nodes = _plan(_engine(engine), tmp_path, engine)
@@ -280,6 +285,92 @@ def test_pruned_engine_loss_after_8_steps_is_pinned(tmp_path):
     assert [s for s, _ in first["losses"]] == [s for s, _ in lean["losses"]]
     assert all(a == pytest.approx(b, rel=1e-4) for (_, a), (_, b) in zip(first["losses"], lean["losses"], strict=True))
     assert first["final_loss"] == pytest.approx(GOLDEN_FINAL_LOSS_PRUNED, rel=1e-6)
+
+
+#: The same 8 steps with the compact engine (same fixture, torch 2.13 CPU, transformers 5.25): the lean and pruned
+#: engines' value to every digit of the float32 loss again.
+GOLDEN_FINAL_LOSS_COMPACT = 2.9190378189086914
+
+
+def test_compact_engine_loss_after_8_steps_is_pinned(tmp_path):
+    run = _pinned_trainer(tmp_path)
+    pruned = run("pruned", "pruned")
+    first = run("a", "compact")
+    again = run("b", "compact")  # warm caches: the flat buffer is reset from the base weights
+    assert first["engine"] == "compact" and first["losses"] == again["losses"]
+    assert first["weights_sha256"] == again["weights_sha256"]
+    assert [s for s, _ in first["losses"]] == [s for s, _ in pruned["losses"]]
+    assert all(a == pytest.approx(b, rel=1e-4) for (_, a), (_, b) in zip(first["losses"], pruned["losses"], strict=True))
+    assert first["final_loss"] == pytest.approx(GOLDEN_FINAL_LOSS_COMPACT, rel=1e-6)
+
+
+def test_compact_collation_is_collate():
+    """The packed, index-based collation gives collate's tensors (mixed completion lengths and top-k widths)."""
+    from benchmark.providers.hf_compact import Packed, collate_packed
+    from benchmark.providers.hf_train import Example, collate
+
+    examples = [Example(ids=[5 + i + j for j in range(4 + i % 5)], n_prompt=2 + i % 3) for i in range(9)]
+    for i, e in enumerate(examples):
+        e.topk_ids = [[t, t + 1, t + 2][: 1 + (i + j) % 3] for j, t in enumerate(e.ids[e.n_prompt:])]
+        e.topk_lp = [[-0.5 - 0.1 * k for k in range(len(ids))] for ids in e.topk_ids]
+    packed = Packed(examples, pad_id=0)
+    for index in ([0, 1, 2], [8, 3, 5, 1], [4]):
+        ref = collate([examples[i] for i in index], 0, torch.device("cpu"))
+        mine = collate_packed(packed, index, torch.device("cpu"), distinct=True)
+        for key, value in ref.items():
+            torch.testing.assert_close(mine[key], value, rtol=0, atol=0, msg=key)
+        real = ref["attention_mask"].bool()
+        torch.testing.assert_close(mine["distinct"][mine["inverse"]], ref["input_ids"][real], rtol=0, atol=0)
+        torch.testing.assert_close(mine["flat_ids"], ref["input_ids"].view(-1)[mine["flat"]], rtol=0, atol=0)
+        torch.testing.assert_close(mine["flat_ids"][mine["comp"]], ref["input_ids"][ref["rows"], ref["pos"]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama", "gpt2"])
+def test_compact_forward_and_flat_gradient_are_the_pruned_ones(tmp_path, family):
+    """On the flat buffer (fused q/k/v and gate/up, first projections per distinct token): the model's logits at the
+    completion positions, and the pruned engine's gradient of every parameter (float32 noise only)."""
+    from benchmark.providers import hf_lean
+    from benchmark.providers.hf_compact import CompactModel
+    from benchmark.providers.hf_model import load_model
+    from benchmark.providers.hf_pruned import PrunedForward
+
+    model, tok = load_model(str(_tiny(tmp_path, family)), for_training=True)
+    rows = _rows(tok)
+    examples, _ = hf_lean.training_examples(model, tok, rows, spec=None, system=None, objective="distill",
+                                            max_length=500)
+    plan = hf_lean._batch_plan(examples, seed=3, total=2, batch_size=12, grad_accum=1, pad_id=tok.pad_token_id,
+                               device=torch.device("cpu"), queries=True,
+                               packed=hf_lean._packed(examples, tok.pad_token_id))
+    batches = [b for step in plan for b in step]
+    compact, pruned, head = CompactModel(model), PrunedForward(model), model.get_output_embeddings()
+    assert len(compact.flat.fused) == (4 if family != "gpt2" else 0) + (2 if family == "qwen2" else 0)
+    params = dict(model.named_parameters())
+    for batch in batches:
+        with torch.no_grad():
+            full = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            mine = compact.head(compact.forward(batch))
+        torch.testing.assert_close(mine, full[batch["rows"], batch["pos"]], rtol=1e-5, atol=1e-5)
+        model.zero_grad(set_to_none=True)
+        pruned.loss(head, batch, "distill", "rest").backward()
+        compact.flat.grad.zero_()
+        compact.forward.loss(compact.head, batch, "distill", "rest").backward()
+        for name, p in params.items():
+            torch.testing.assert_close(compact.flat.grad[_span(compact.flat, name)].view_as(p), p.grad,
+                                       rtol=1e-4, atol=1e-6, msg=name)
+    # Clipping: clip_grad_norm_'s rule on the flat buffer.
+    compact.flat.grad.copy_(torch.linspace(-3, 3, compact.flat.grad.numel()))
+    ref = [compact.flat.grad.clone().requires_grad_()]
+    ref[0].grad = compact.flat.grad.clone()
+    torch.nn.utils.clip_grad_norm_(ref, 0.5)
+    compact.flat.clip(0.5)
+    torch.testing.assert_close(compact.flat.grad, ref[0].grad, rtol=1e-6, atol=0)
+
+
+def _span(flat, name: str) -> slice:
+    """Where parameter ``name`` sits in ``flat``'s buffer."""
+    view = flat.views[name]
+    start = (view.data_ptr() - flat.flat.data_ptr()) // view.element_size()
+    return slice(start, start + view.numel())
 
 
 def _tiny(tmp_path: Path, family: str) -> Path:

@@ -173,8 +173,12 @@ class StudentSettings(Frozen):
     #: benchmarks/bench_students.py). Hashed: lean students are other artifacts (their logits differ by ~1e-5);
     #: the student spec names the engine only when it is not hf, so every existing suite keeps its ids. pruned: the
     #: lean loop on a hand-written Qwen2/Llama/GPT-2 forward that runs the last layer at the completion positions
-    #: only (providers/hf_pruned.py; same objective, other last digits than lean: other artifacts).
-    engine: Literal["hf", "lean", "pruned"] = "hf"
+    #: only (providers/hf_pruned.py; same objective, other last digits than lean: other artifacts). compact: the
+    #: pruned forward with its position-wise work on the real (not padding) positions only, the first block's input
+    #: projections once per distinct token, one flat parameter and gradient buffer (q/k/v and gate/up one matrix
+    #: each, clipping and AdamW on one tensor) and micro-batches collated by index operations
+    #: (providers/hf_compact.py; same objective, other last digits: other artifacts).
+    engine: Literal["hf", "lean", "pruned", "compact"] = "hf"
     #: Soft labels across tokenizers (objective distill only): ``alphabet`` moves the teacher's top-k over the
     #: channel's alphabet (numbers: digits, comma, space) onto the student's ids for every pair, same-tokenizer pairs
     #: included (:mod:`benchmark.lm.vocab_map` says exactly what is matched and dropped). None: token ids as stored,

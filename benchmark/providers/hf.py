@@ -135,7 +135,8 @@ class HFBackend:
 
         ``engine`` "lean" trains full-parameter students with :mod:`benchmark.providers.hf_lean` (per-process
         caches, logits at the completion positions only), "pruned" the same loop on a forward that computes only
-        what the loss reads (:mod:`benchmark.providers.hf_pruned`); "hf" is
+        what the loss reads (:mod:`benchmark.providers.hf_pruned`), "compact" that forward on one flat parameter
+        buffer (:mod:`benchmark.providers.hf_compact`); "hf" is
         :func:`benchmark.providers.hf_train.train`.
         """
         from benchmark.providers.hf_lean import train_lean

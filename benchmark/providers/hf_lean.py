@@ -23,7 +23,8 @@ what it computes and what it keeps:
 
 Numbers differ from the hf engine in the last float digits (another summation order); the engine is a hashed
 student setting, so its students are other artifacts. The "pruned" engine runs this loop (``engine="pruned"``) on
-:mod:`benchmark.providers.hf_pruned`'s forward, which also runs the last layer at the completion positions only. Stacking students with ``torch.func.vmap`` was measured and
+:mod:`benchmark.providers.hf_pruned`'s forward, which also runs the last layer at the completion positions only; the
+"compact" engine runs that forward on :mod:`benchmark.providers.hf_compact`'s flat parameter buffer. Stacking students with ``torch.func.vmap`` was measured and
 not used: on the zoo it was 0.85-1.0x of this loop (CPU attention has no batching rule and the matmuls are
 already large enough), see benchmarks/bench_students.py.
 
@@ -94,11 +95,12 @@ _SPLIT_FROM = 8
 _BASES = _LRU(_CACHE_SIZE["base"])
 _DATA = _LRU(_CACHE_SIZE["data"])
 _BATCHES = _LRU(_CACHE_SIZE["batches"])
+_PACKED = _LRU(_CACHE_SIZE["data"])
 
 
 def clear_caches() -> None:
     """Forget every cached base, dataset and batch plan (tests use it to compare a cold with a warm process)."""
-    for cache in (_BASES, _DATA, _BATCHES):
+    for cache in (_BASES, _DATA, _BATCHES, _PACKED):
         cache.items.clear()
 
 
@@ -122,6 +124,7 @@ class _Base:
         self.weights = {name: p.detach().clone() for name, p in self.params.items()}
         self.checked: set[str] = set()
         self._pruned: Any = None
+        self._compact: Any = None
         # What encoding rows reads from a base (vocabulary, chat template and its rendering, end-of-turn ids):
         # bases that agree share one encoded copy of a dataset (the zoo's bases share one tokenizer).
         eot = end_of_turn_ids(self.tok, stop_ids(self.model, self.tok, spec))
@@ -146,6 +149,16 @@ class _Base:
             self._pruned = PrunedForward(self.model)
         return self._pruned
 
+    @property
+    def compact(self) -> Any:
+        """The compact engine's flat buffer and forward of this base (:mod:`benchmark.providers.hf_compact`), made
+        once."""
+        if self._compact is None:
+            from benchmark.providers.hf_compact import CompactModel
+
+            self._compact = CompactModel(self.model)
+        return self._compact
+
     def check(self, batch: dict[str, torch.Tensor], engine: str = "lean") -> None:
         """Refuse a model whose logits the engine's forward does not reproduce: for "lean" logits that are not its
         output layer applied to its body (softcapping, logit scales), for "pruned" also an architecture its
@@ -162,6 +175,8 @@ class _Base:
                               use_cache=False).logits[batch["rows"], batch["pos"]]
             if engine == "pruned":
                 mine = self.head(self.pruned(batch))
+            elif engine == "compact":
+                mine = self.compact.head(self.compact.forward(batch))
             else:
                 mine = self.head(self.body(input_ids=batch["input_ids"], use_cache=False).last_hidden_state[
                     batch["rows"], batch["pos"]])
@@ -193,18 +208,27 @@ def _examples(base: _Base, rows: Sequence[Mapping[str, Any]], *, spec: ModelSpec
 
 
 def _batch_plan(examples: list[Example], *, seed: int, total: int, batch_size: int, grad_accum: int, pad_id: int,
-                device: torch.device, queries: bool = False) -> list[list[dict[str, torch.Tensor]]]:
+                device: torch.device, queries: bool = False, packed: Any = None) -> list[list[dict[str, torch.Tensor]]]:
     """The collated micro-batches of every optimizer step (the hf engine's data order for this seed); with
     ``queries`` each also holds the (rows, completion slots) index of its completion positions that the pruned
-    engine reads (:func:`benchmark.providers.hf_pruned.query_positions`)."""
-    key = (id(examples), seed, total, batch_size, grad_accum, pad_id, str(device), queries)
+    engine reads (:func:`benchmark.providers.hf_pruned.query_positions`). With ``packed`` (the compact engine: the
+    examples packed by :class:`benchmark.providers.hf_compact.Packed`) the same micro-batches are collated by
+    index operations and also hold their distinct tokens."""
+    key = (id(examples), seed, total, batch_size, grad_accum, pad_id, str(device), queries, packed is not None)
     hit = _BATCHES.get(key)
     if hit is not None and hit[0] is examples:
         return hit[1]
     stream = micro_batches(len(examples), batch_size, grad_accum, torch.Generator().manual_seed(seed))
     plan = []
     for _ in range(total):
-        step = [collate(part, pad_id, device) for mb in next(stream) for part in _by_length([examples[i] for i in mb])]
+        if packed is not None:
+            from benchmark.providers.hf_compact import collate_packed
+
+            step = [collate_packed(packed, part, device, distinct=True) for mb in next(stream)
+                    for part in _by_length_index(mb, examples)]
+        else:
+            step = [collate(part, pad_id, device) for mb in next(stream)
+                    for part in _by_length([examples[i] for i in mb])]
         step = [b for b in step if b["rows"].numel()]
         if queries:
             from benchmark.providers.hf_pruned import query_positions
@@ -215,6 +239,26 @@ def _batch_plan(examples: list[Example], *, seed: int, total: int, batch_size: i
         plan.append(step)
     _BATCHES.put(key, (examples, plan))
     return plan
+
+
+def _packed(examples: list[Example], pad_id: int) -> Any:
+    """The examples packed for the compact engine's collation, cached by the identity of the examples list."""
+    key = (id(examples), pad_id)
+    hit = _PACKED.get(key)
+    if hit is not None and hit[0] is examples:
+        return hit[1]
+    from benchmark.providers.hf_compact import Packed
+
+    return _PACKED.put(key, (examples, Packed(examples, pad_id)))[1]
+
+
+def _by_length_index(batch: list[int], examples: list[Example]) -> list[list[int]]:
+    """:func:`_by_length` of the examples ``batch`` indexes, as index lists."""
+    if len(batch) < _SPLIT_FROM:
+        return [batch]
+    ordered = sorted(batch, key=lambda i: len(examples[i].ids))  # stable, as _by_length
+    half = (len(ordered) + 1) // 2
+    return [ordered[:half], ordered[half:]]
 
 
 def _by_length(batch: list[Example]) -> list[list[Example]]:
@@ -261,15 +305,16 @@ def train_lean(
 ) -> dict[str, Any]:
     """Full-parameter training of one student, as :func:`~benchmark.providers.hf_train.train` (same arguments and
     result keys) with the lean engine's loss and per-process caches (see the module notes); ``engine`` "pruned"
-    runs the same loop on :mod:`benchmark.providers.hf_pruned`'s forward.
+    runs the same loop on :mod:`benchmark.providers.hf_pruned`'s forward, "compact" on that forward over
+    :mod:`benchmark.providers.hf_compact`'s flat buffer (clipping and AdamW on it, index-based collation).
 
     Raises:
         UserError: a LoRA recipe (the lean engine trains full-parameter students only), no trainable rows, or a
             model whose logits are not its output layer applied to its body.
     """
     check_choices(objective, schedule, topk_mode)
-    if engine not in ("lean", "pruned"):
-        raise UserError(f"unknown student engine {engine!r} for train_lean; allowed: lean, pruned")
+    if engine not in ("lean", "pruned", "compact"):
+        raise UserError(f"unknown student engine {engine!r} for train_lean; allowed: lean, pruned, compact")
     if lora is not None:
         raise UserError(f"settings.student.engine {engine!r} trains full-parameter students only; set "
                         "settings.student.train.lora: null or use engine 'hf'")
@@ -281,13 +326,19 @@ def train_lean(
     examples, counts = _examples(base, rows, spec=spec, system=system, objective=objective, max_length=max_length)
     total = total_steps(len(examples), batch_size, grad_accum, epochs, max_steps)
     dev = next(base.model.parameters()).device
+    compact = engine == "compact"
     plan = _batch_plan(examples, seed=seed, total=total, batch_size=batch_size, grad_accum=grad_accum,
-                       pad_id=base.tok.pad_token_id, device=dev, queries=engine == "pruned")
+                       pad_id=base.tok.pad_token_id, device=dev, queries=engine in ("pruned", "compact"),
+                       packed=_packed(examples, base.tok.pad_token_id) if compact else None)
     params = list(base.params.values())
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    # One fused kernel for the whole update (2.5 -> 0.9 ms a step on the zoo, clipping included; same rule).
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
+    if compact:  # the flat buffer starts from the base weights reset() put back
+        base.compact.flat.load_from_model()
+        opt = base.compact.flat.optimizer(lr, weight_decay)
+    else:
+        groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+        # One fused kernel for the whole update (2.5 -> 0.9 ms a step on the zoo, clipping included; same rule).
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, fused=True)
     losses: list[list[float]] = []
     tokens = 0
     step_loss = float("nan")
@@ -300,14 +351,22 @@ def train_lean(
         for batch in batches:
             if engine == "pruned":
                 loss = base.pruned.loss(base.head, batch, objective, topk_mode) / max(1, n_tok)
+            elif compact:
+                loss = base.compact.forward.loss(base.compact.head, batch, objective, topk_mode) / max(1, n_tok)
             else:
                 loss = lean_loss(base.body, base.head, batch, objective, topk_mode) / max(1, n_tok)
             loss.backward()
             step_loss += float(loss.detach())
-        if max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        if compact:
+            if max_grad_norm is not None:
+                base.compact.flat.clip(max_grad_norm)
+            opt.step()
+            base.compact.flat.grad.zero_()
+        else:
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         tokens += n_tok
         if step == 0 or (step + 1) % log_every == 0 or step == total - 1:
             losses.append([step + 1, round(step_loss, 6)])
@@ -317,6 +376,8 @@ def train_lean(
         if progress is not None:
             progress(step + 1, total)
     save_dir = Path(out_dir) / "model"
+    if compact:
+        base.compact.flat.store_to_model()
     base.model.save_pretrained(save_dir)
     base.tok.save_pretrained(save_dir)
     weights_sha = sha256_files(sorted(save_dir.glob("*.safetensors")))

@@ -1,9 +1,10 @@
 """Student stage of the LM track: a student base trained on one teacher's filtered rows.
 
-``spec["engine"]`` (``settings.student.engine``; absent means "hf") picks the training loop: "lean" and "pruned"
-train full-parameter students with per-process caches (:mod:`benchmark.providers.hf_lean`; "pruned" on
-:mod:`benchmark.providers.hf_pruned`'s forward), so this stage also keeps the last datasets' parsed rows and the
-student bases' tokenizers: consecutive students of one dataset (plan order) read its rows.jsonl once per process.
+``spec["engine"]`` (``settings.student.engine``; absent means "hf") picks the training loop: "lean", "pruned" and
+"compact" train full-parameter students with per-process caches (:mod:`benchmark.providers.hf_lean`; "pruned" on
+:mod:`benchmark.providers.hf_pruned`'s forward, "compact" on :mod:`benchmark.providers.hf_compact`'s), so this
+stage also keeps the last datasets' parsed rows and the student bases' tokenizers: consecutive students of one
+dataset (plan order) read its rows.jsonl once per process.
 Both caches are keyed by store paths, whose contents never change.
 """
 
@@ -23,7 +24,7 @@ from benchmark.providers.base import backend_for
 
 __all__ = ["run", "clear_caches"]
 
-#: Parsed rows of the last few datasets and tokenizers of the student bases (engines "lean", "pruned"), by store path.
+#: Parsed rows of the last few datasets and tokenizers of the student bases (engines other than hf), by store path.
 _ROWS: OrderedDict[Path, list[dict[str, Any]]] = OrderedDict()
 _TOKENIZERS: dict[Path, Any] = {}
 _ROWS_KEPT = 4
