@@ -1,4 +1,4 @@
-"""The README's numbers for the published `default` equal the published files (DEVELOPERS.md: "The README's numbers
+"""The README's numbers for the published `default` (and `real-2fam`'s pair table) equal the published files (DEVELOPERS.md: "The README's numbers
 equal the published files'"): the per-base table against ``bases.csv``, the γ headline against ``fit.json``, the
 relation table against ``fit.json``'s ``by_relation``. A republication that forgets the README fails here.
 """
@@ -98,3 +98,22 @@ def test_the_drift_and_placebo_lines_are_fit_json():
     assert f"τ = {fit['drift']['tau']:.3f}" in section
     placebo = fit["placebo"]
     assert f"{placebo['n_p05']} of {placebo['n_rows']} A/A rows at p ≤ 0.05 ({100 * placebo['rate']:.1f} %)" in section
+
+
+def test_the_real_2fam_pair_table_is_pairs_csv():
+    pairs = pd.read_csv(ROOT / "results" / "suites" / "real-2fam" / "pairs.csv")
+    pairs = pairs[~pairs["placebo"].astype(bool)].set_index(["teacher", "student"])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start = readme.index("**`real-2fam`, published")
+    section = readme[start:readme.index("\n## ", start)]
+    rows = [r for r in _rows(section, "") if " → " in r[0] and r[0] != "teacher → student"]
+    assert len(rows) == len(pairs) == 4
+    for cells in rows:
+        teacher, student = cells[0].split(" → ")
+        p = pairs.loc[(teacher, student)]
+        assert cells[1] == p.relation
+        assert _interval(cells[2]) == pytest.approx((p.effect, p.ci_low, p.ci_high), abs=5e-4)
+        assert _num(cells[3]) == pytest.approx(p.p, abs=5e-4)
+        ratio = (p.transfer_ratio, p.ratio_ci_low, p.ratio_ci_high)
+        assert _interval(cells[4]) == pytest.approx(ratio, abs=5e-4)
+        assert _num(cells[5]) == pytest.approx(p.teacher_contrast, abs=5e-3)
