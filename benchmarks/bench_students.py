@@ -1,11 +1,11 @@
-"""Student-stage throughput: the hf engine's per-node path against the lean and pruned engines, in one process,
-as ratios.
+"""Student-stage throughput: the hf engine's per-node path against the lean, pruned and compact engines, in one
+process, as ratios.
 
 Usage::
 
     python benchmarks/bench_students.py                      # builds a slice of `default` in a temp store (~1 min)
     python benchmarks/bench_students.py --store DIR --reps 5 # DIR keeps the slice's bases, teachers and datasets
-    python benchmarks/bench_students.py --engines hf pruned  # leave the lean engine out
+    python benchmarks/bench_students.py --engines hf compact # only the hf and compact engines
 
 The slice is tasks/suites/default.yaml with teachers zoo-qwen-a and zoo-gpt2, one replicate, no A/A arm: 4 datasets
 of the default's size (160 rows) and its 6 student bases, 24 students per engine. Each repetition builds every
