@@ -24,9 +24,9 @@ Everything else (objective, data order, micro-batch halves, schedule, clipping a
 is the pruned and lean engines'. Summation orders differ (one gradient norm over the buffer, the q/k/v gradient one
 product), so its students are other artifacts, with losses equal to float32 noise (tests/test_students_fast.py
 pins them): a hashed student setting. Measured on the default's slice (benchmarks/bench_students.py, one thread, a
-2-core machine): 3.02x the hf engine's completion tokens per CPU second on the full slice against the pruned
-engine's 2.79x in the same run (3.60x against 3.33x on 12 of its students); in steady state 22.6 against 25.1 ms a
-step (zoo-qwen-a). Where the rest goes and what 4x would need: docs/calibration.md ("Student engines").
+2-core machine): 3.02x and 3.39x the hf engine's completion tokens per CPU second in two runs on the full slice,
+against the pruned engine's 2.79x and 3.06x in the same runs; in steady state 22.6 against 25.1 ms a step
+(zoo-qwen-a). Where the rest goes and what 4x would need: docs/calibration.md ("Student engines").
 
 This module imports torch: the light :mod:`benchmark.providers.hf` imports it inside its methods only.
 """
