@@ -142,7 +142,15 @@ def test_the_eval_stage_uses_the_system_prompt_for_students_and_baselines(tmp_pa
     import logging
 
     from benchmark.dag import Node, StageContext
+    from benchmark.lm.stages.common import write_tuned
     from benchmark.lm.stages.eval import _evaluated
+    from benchmark.providers.base import Tuned
+    from benchmark.registry import Registry
+    from tests.conftest import ROOT
+
+    model = Registry(ROOT).model("zoo-qwen-a")
+    (tmp_path / "s").mkdir()
+    student = write_tuned(tmp_path / "s", Tuned(kind="full", base=model.name, weights="model"))
 
     def ctx(role: str, system: str | None) -> StageContext:
         spec = {"role": role, **({"system": system} if system else {})}
@@ -150,9 +158,9 @@ def test_the_eval_stage_uses_the_system_prompt_for_students_and_baselines(tmp_pa
         return StageContext(node=node, out=tmp_path, inputs={"student/s-abc": tmp_path / "s"},
                             log=logging.getLogger("t"))
 
-    assert _evaluated(ctx("student", "Be brief."), "student") == (tmp_path / "s", "Be brief.")
-    assert _evaluated(ctx("student", None), "student") == (tmp_path / "s", None)
-    assert _evaluated(ctx("baseline", "Be brief."), "baseline") == (None, "Be brief.")
+    assert _evaluated(ctx("student", "Be brief."), "student", model) == (student, "Be brief.")
+    assert _evaluated(ctx("student", None), "student", model) == (student, None)
+    assert _evaluated(ctx("baseline", "Be brief."), "baseline", model) == (None, "Be brief.")
 
 
 def test_bad_axis_settings_are_one_line_naming_the_key(project_copy):
