@@ -28,6 +28,18 @@ def _model(name: str = "gpt-4.1-nano") -> Any:
     return Registry(ROOT).model(name)
 
 
+def _tiny_hf_base(tmp_path: Path) -> tuple[Any, Path]:
+    """A tiny qwen2 checkpoint as an hf model entry and its prepared base node (model_ref.json names it)."""
+    from tests.lm_fixtures import save_tiny_model
+
+    raw = save_tiny_model(tmp_path / "raw", "qwen2", seed=0)
+    model = _model("zoo-qwen-a").model_copy(update={"provider": "hf", "source": str(raw)})
+    base = tmp_path / "base"
+    base.mkdir()
+    atomic_write_json(base / "model_ref.json", {"path": str(raw)})
+    return model, base
+
+
 # -- the record ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fields", [
     {"kind": "adapter", "base": "m"},  # local weights need their directory
@@ -79,11 +91,7 @@ def test_the_hf_backend_loads_the_weights_directory_the_record_names(tmp_path):
     from benchmark.providers.hf import hf_backend
     from tests.lm_fixtures import save_tiny_model
 
-    raw = save_tiny_model(tmp_path / "raw", "qwen2", seed=0)
-    model = _model("zoo-qwen-a").model_copy(update={"provider": "hf", "source": str(raw)})
-    base = tmp_path / "base"
-    base.mkdir()
-    atomic_write_json(base / "model_ref.json", {"path": str(raw)})
+    model, base = _tiny_hf_base(tmp_path)
     node = tmp_path / "student"
     save_tiny_model(node / "weights-here", "qwen2", seed=1)
     tuned = TunedNode(Tuned(kind="full", base=model.name, weights="weights-here"), node)
@@ -184,13 +192,8 @@ def test_what_the_hf_backend_finetunes_loads_back_through_its_record_alone(tmp_p
     pytest.importorskip("transformers")
     from benchmark.lmcore.config import LoraConfig, TrainConfig
     from benchmark.providers.hf import hf_backend
-    from tests.lm_fixtures import save_tiny_model
 
-    raw = save_tiny_model(tmp_path / "raw", "qwen2", seed=0)
-    model = _model("zoo-qwen-a").model_copy(update={"provider": "hf", "source": str(raw)})
-    base = tmp_path / "base"
-    base.mkdir()
-    atomic_write_json(base / "model_ref.json", {"path": str(raw)})
+    model, base = _tiny_hf_base(tmp_path)
     train = TrainConfig(lora=LoraConfig() if lora else None, max_steps=2, batch_size=2, grad_accum=1, warmup=0,
                         lr=1e-2)
     rows = [{"prompt": "Name a number.", "completion": "12, 34"}] * 4
