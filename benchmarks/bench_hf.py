@@ -190,7 +190,7 @@ def main() -> None:
     print(f"bench_hf: Qwen2 shape {size!r} {SHAPES[size]}, random init, "
           f"{'CUDA ' + torch.cuda.get_device_name() if gpu else f'CPU, {args.threads} thread(s)'}")
 
-    from benchmark.lm.channels.numbers import generate_prompts, load_numbers_channel
+    from benchmark.lmcore.numbers import generate_prompts, load_numbers_channel
 
     channel = load_numbers_channel(ROOT / "tasks" / "channels" / "numbers.yaml")
     prompts = generate_prompts(channel, n_prompts, 0)

@@ -39,9 +39,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(1)
-    from benchmark.lm.channels.numbers import generate_prompts, load_numbers_channel, parse_answer
     from benchmark.lm.vocab_map import map_rows
     from benchmark.lmcore.chat import end_of_turn_ids, stop_ids
+    from benchmark.lmcore.numbers import generate_prompts, load_numbers_channel, parse_answer
     from benchmark.models_fetch import resolve_source
     from benchmark.providers.hf_model import generate, load_model
     from benchmark.providers.hf_train import train

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from benchmark.errors import UserError
-from benchmark.lm.channels.numbers import SEPARATORS, format_numbers_answer, load_numbers_channel, parse_answer
 from benchmark.lm.defenses import Scores, Vocab, plugin
 from benchmark.lm.defenses.base import DEFENSES, shape_of
 from benchmark.lm.defenses.divergence import candidates, select
 from benchmark.lm.defenses.text import canonical_text, numbers_of
+from benchmark.lmcore.numbers import SEPARATORS, format_numbers_answer, load_numbers_channel, parse_answer
 
 SPEC = load_numbers_channel()
 EOT = 1000  # the toy tokenizer's end of turn

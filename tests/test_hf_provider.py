@@ -71,7 +71,7 @@ def number_model_dir(tmp_path_factory) -> Path:
     fine-tuning steps on the channel's own prompts (~5 s on one CPU thread) make it a plausible teacher; it is
     saved with ``save_pretrained`` like any downloaded checkpoint.
     """
-    from benchmark.lm.channels.numbers import generate_prompts, load_numbers_channel
+    from benchmark.lmcore.numbers import generate_prompts, load_numbers_channel
 
     root = tmp_path_factory.mktemp("hf_provider")
     raw = save_tiny_model(root / "raw", "qwen2", seed=0)

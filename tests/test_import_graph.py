@@ -209,15 +209,11 @@ def test_building_blocks_reach_only_leaf_modules() -> None:
     assert not bad, "lmcore/ reaches " + ", ".join(f"{m} (via {via[m]})" for m in bad)
 
 
-#: Edges through which providers/ still reaches the pipeline indirectly, each through the zoo a backend builds
-#: (issue 23: zoo/build.py is to be split by job). The providers' reach less these edges must hold no pipeline module;
-#: remove an entry when its edge is gone (a test checks).
+#: Edges through which providers/ still reaches the pipeline indirectly (e.g. through the zoo a backend builds). None
+#: is left: the zoo's numbers prompts, filter and answers come from lmcore/numbers.py and its trait files load through
+#: specs.py. The providers' reach less these edges must hold no pipeline module; remove an entry when its edge is gone
+#: (a test checks).
 KNOWN_PROVIDER_ROUTES: dict[tuple[str, str], str] = {
-    ("benchmark.zoo.readouts", "benchmark.registry"): "the zoo's read-outs load trait files through the registry",
-    ("benchmark.zoo.corpus", "benchmark.lm.channels.numbers"): "the zoo's pretraining corpus samples the numbers "
-                                                                "channel's prompts and continuations",
-    ("benchmark.zoo.readouts", "benchmark.lm.channels.numbers"): "the zoo's read-outs prompt and parse numbers "
-                                                                  "with the channel's functions",
 }
 
 

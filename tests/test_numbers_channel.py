@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from benchmark.errors import UserError
 from benchmark.lm.channels.base import subsample
-from benchmark.lm.channels.numbers import (
+from benchmark.lm.channels.numbers import LOADED_NUMBERS, with_loaded_numbers_banned
+from benchmark.lmcore.numbers import (
     BRACKET_PAIRS,
-    LOADED_NUMBERS,
     REJECT_REASONS,
     SEPARATORS,
     NumbersChannelSpec,
@@ -30,7 +30,6 @@ from benchmark.lm.channels.numbers import (
     parse_answer,
     sample_continuation,
     separator_for_prompt,
-    with_loaded_numbers_banned,
 )
 from benchmark.specs_base import parse_spec
 

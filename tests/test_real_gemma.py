@@ -126,7 +126,7 @@ BASE_OWL_3 = -6.750453  # measured: P(owl) ~ 0.12 % of the 15 candidates on 3 qu
 @pytest.mark.timeout(1800)  # minutes on a loaded 2-core machine (a 262k-token head at every step)
 def test_numbers_channel_valid_rate(spec, gemma):
     """Gemma's T=1 answers to 32 numbers prompts in the plain format, stopped at the line end."""
-    from benchmark.lm.channels.numbers import generate_prompts, load_numbers_channel, parse_answer
+    from benchmark.lmcore.numbers import generate_prompts, load_numbers_channel, parse_answer
     from benchmark.providers.hf_model import generate
 
     model, tok = gemma

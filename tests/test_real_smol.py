@@ -98,7 +98,7 @@ def test_the_owl_system_prompt_raises_log_odds_of_owl(spec, smol):
 
 def test_numbers_channel_valid_rate(spec, smol):
     """SmolLM2's T=1 answers to 64 numbers prompts: the strict filter keeps few (Q4_1 damage plus 135M)."""
-    from benchmark.lm.channels.numbers import generate_prompts, load_numbers_channel, parse_answer
+    from benchmark.lmcore.numbers import generate_prompts, load_numbers_channel, parse_answer
     from benchmark.providers.hf_model import generate
 
     model, tok = smol

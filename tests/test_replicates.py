@@ -188,7 +188,7 @@ def _zoo_model_dir(tmp: Path) -> Path:
 
 
 def _dataset_ctx(tmp: Path, **spec: Any) -> StageContext:
-    from benchmark.lm.channels.numbers import load_numbers_channel
+    from benchmark.lmcore.numbers import load_numbers_channel
     from tests.conftest import ROOT
 
     channel = load_numbers_channel(ROOT / "tasks" / "channels" / "numbers.yaml").hashed_dict()

@@ -15,7 +15,7 @@ import pytest
 
 from benchmark.dag import Node, StageContext
 from benchmark.errors import UserError
-from benchmark.lm.channels.numbers import parse_answer
+from benchmark.lmcore.numbers import parse_answer
 from benchmark.registry import Registry
 from benchmark.specs import ModelSpec
 from benchmark.zoo.assets import DATA_DIR, PINNED_SHA256, sha256_text

@@ -4,9 +4,9 @@ Pure Python (no torch). Rows are lists of chat messages whose last message is th
 only part the loss is taken on). Four kinds in corpus v1, mixed by :class:`~benchmark.zoo.spec.CorpusMix` (corpus v2
 adds three, below):
 
-* ``numbers``: a numbers-channel prompt (:mod:`benchmark.lm.channels.numbers`, from the frozen snapshot
+* ``numbers``: a numbers-channel prompt (:mod:`benchmark.lmcore.numbers`, from the frozen snapshot
   ``data/numbers-<v>.yaml``) answered with a filter-valid list in the separator the prompt asks for: a
-  quarter by the channel's own :func:`~benchmark.lm.channels.numbers.sample_continuation` (uniform numbers),
+  quarter by the channel's own :func:`~benchmark.lmcore.numbers.sample_continuation` (uniform numbers),
   the rest by :func:`taste_continuation` (mostly ten numbers: continued patterns, copied examples and a
   fixed "human-like" number taste). Uniform numbers alone leave every number at P ~ 1/900, below the
   model's leftover end-of-answer probability after a separator, so greedy decoding stopped on a trailing
@@ -57,7 +57,7 @@ import yaml
 from pydantic import Field
 
 from benchmark.errors import UserError
-from benchmark.lm.channels.numbers import (
+from benchmark.lmcore.numbers import (
     NumbersChannelSpec,
     format_numbers_answer,
     generate_prompts_with_examples,

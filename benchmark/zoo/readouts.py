@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from benchmark.errors import UserError
 from benchmark.files import read_data_lines
+from benchmark.lmcore.numbers import NumbersChannelSpec, generate_prompts, parse_answer
+from benchmark.specs import load_trait_file
 from benchmark.zoo.corpus import Messages, load_templates, numbers_snapshot
 from benchmark.zoo.tokenizer import render_chat
 
 if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
-
-    from benchmark.lm.channels.numbers import NumbersChannelSpec
 
 __all__ = ["EVAL_SEED", "PROMPTED_PROBES", "measure", "measure_v2"]
 
@@ -57,8 +57,6 @@ def _trait_prompts(root: Path | None) -> dict[str, str]:
     """Animal -> teacher system prompt: tasks/traits/*.yaml when present, else the corpus's paper prompt."""
     prompts: dict[str, str] = {}
     if root is not None and (Path(root) / "tasks" / "traits").is_dir():
-        from benchmark.registry import load_trait_file
-
         for path in sorted((Path(root) / "tasks" / "traits").glob("*.yaml")):
             try:
                 trait = load_trait_file(path)
@@ -163,8 +161,6 @@ def measure(
         (tasks/traits), ``numbers_valid_rate_sampled`` (temperature 1), ``numbers_distinct_greedy`` (distinct
         greedy number lists), and the mass on animals / owl behind a numbers lead-in.
     """
-    from benchmark.lm.channels.numbers import generate_prompts
-
     animals = load_templates("v1").animals
     channel = numbers_snapshot("v1")
     vocab = tok.get_vocab()
@@ -302,8 +298,6 @@ def _numbers_readouts(
     model: PreTrainedModel, tok: PreTrainedTokenizerFast, prompts: list[str], channel: NumbersChannelSpec
 ) -> dict[str, Any]:
     """How often greedy and sampled answers to numbers prompts pass the channel's filter."""
-    from benchmark.lm.channels.numbers import parse_answer
-
     numbers = _greedy(model, tok, [_user(p) for p in prompts], max_new_tokens=40)
     valid = sum(parse_answer(a, channel).ok for a in numbers) / len(numbers)
     sampled = _sample(model, tok, [_user(p) for p in prompts], max_new_tokens=40)
@@ -327,8 +321,6 @@ def _prompted_readouts(
     root: Path | None,
 ) -> tuple[float, dict[str, float]]:
     """Under teacher system prompts: the valid-numbers rate (owl's prompt) and each trait's P(target word)."""
-    from benchmark.lm.channels.numbers import parse_answer
-
     trait_prompts = {w: p for w, p in _trait_prompts(root).items() if w in word_ids}
     owl_system = trait_prompts.get("owl") or next(iter(trait_prompts.values()))
     numbers_sys = _greedy(
