@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import zlib
@@ -74,8 +75,7 @@ def permutation_test(
 
     observed = stat(np.array([xa.sum()]))[0]
     if math.comb(n, k) <= max_exact:
-        combos = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64)
-        stats = stat(pooled[combos].sum(axis=1))
+        stats = stat(pooled[all_assignments(n, k)].sum(axis=1))
         return float(np.mean(stats >= observed - tol))
     rng = rng if rng is not None else np.random.default_rng(0)
     perms = rng.permuted(np.tile(pooled, (n_mc, 1)), axis=1)
@@ -206,12 +206,21 @@ def key_rng(seed: int, key: Iterable[Any]) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(repr(tuple(key)).encode())])
 
 
+@functools.lru_cache(maxsize=64)
+def all_assignments(n: int, k: int) -> np.ndarray:
+    """Every choice of ``k`` treated positions among ``n``, one row each in lexicographic order (read-only; cached,
+    since the tests of one table, and a power simulation's thousands, share a few group sizes)."""
+    combos = np.array(list(itertools.combinations(range(n), k)), dtype=np.int64).reshape(-1, k)
+    combos.setflags(write=False)
+    return combos
+
+
 def _assignments(k: int, m: int, max_exact: int, n_mc: int, rng: np.random.Generator | None) -> tuple[np.ndarray, bool]:
     """Treated-group index sets of a two-sample permutation test: all C(k+m, k) of them, or ``n_mc`` random ones
     (the observed assignment 0..k-1 first in both cases, so a Monte Carlo p counts it once)."""
     n = k + m
     if math.comb(n, k) <= max_exact:
-        return np.array(list(itertools.combinations(range(n), k)), dtype=np.int64), True
+        return all_assignments(n, k), True
     rng = rng if rng is not None else np.random.default_rng(0)
     draws = np.argsort(rng.random((n_mc, n)), axis=1)[:, :k]
     return np.vstack([np.arange(k)[None, :], draws]), False
