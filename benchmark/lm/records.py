@@ -144,7 +144,7 @@ class EvalRecord(_Record):
     logit_change: float | None
     #: Trait name -> its target.
     targets: dict[str, str]
-    #: The lm-eval runner's result (:func:`benchmark.lm.evaluate.run_tasks`' layout).
+    #: The lm-eval runner's result (:func:`benchmark.lmcore.evaluate.run_tasks`' layout).
     eval: dict[str, Any]
 
 
